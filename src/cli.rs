@@ -1,0 +1,353 @@
+//! The command line: `sync`, `migrate`, `config check`, `status`, `simulate`, `demo`.
+//!
+//! Each command loads the configuration, sets up telemetry and calls the library; results go
+//! to stdout, logs to stderr. Exit status: 0 on success, 1 when a sync run failed or the
+//! configuration is invalid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::config::{Config, Credentials, JamfSettings, Sources};
+use crate::jamf::JamfClient;
+use crate::simulator::{SimConfig, Simulator};
+use crate::store::{Db, Store};
+use crate::sync::{Engine, RunSummary, SyncOptions, Trigger};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jamf-sync",
+    version,
+    about = "Keeps a copy of a Jamf Pro fleet's inventory in PostgreSQL or SQLite"
+)]
+pub struct Cli {
+    /// TOML configuration file (environment variables JAMF_SYNC__SECTION__KEY override it).
+    #[arg(long, short = 'c', env = "JAMF_SYNC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one sync now and exit (0 when it succeeded).
+    Sync(SyncArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show the last runs and cursors stored in the database.
+    Status {
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+    },
+    /// Serve the built-in Jamf Pro simulator (for trying jamf-sync without a Jamf server).
+    Simulate(SimulateArgs),
+    /// Start the simulator in-process and sync it into the configured database (SQLite default).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Ignore the cursor and read every device.
+    #[arg(long)]
+    pub full: bool,
+    /// Sync only this kind.
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyKind>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnlyKind {
+    Computers,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets masked.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 9090)]
+    pub port: u16,
+    /// Computers in the fleet.
+    #[arg(long, default_value_t = 2000)]
+    pub computers: usize,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Jamf Pro version to report (below 11.30 there is no v4 inventory).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long)]
+    pub token_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Computers in the simulated fleet.
+    #[arg(long, default_value_t = 3000)]
+    pub computers: usize,
+    /// Simulated latency per request in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub latency_ms: u64,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let sources = Sources {
+        file: cli.config.clone(),
+        env: None,
+    };
+    let cfg = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    crate::telemetry::init_logging(&cfg.log);
+    crate::telemetry::install_metrics();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&cfg),
+        Command::Migrate => {
+            let db = connect(&cfg).await?;
+            println!("migrations applied ({})", db.backend());
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { limit } => status(&cfg, limit).await,
+        Command::Sync(args) => {
+            let settings = match cfg.jamf_settings() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let _ = args.only;
+            let summary = sync_once(&cfg, settings, args.full, Trigger::Cli).await?;
+            println!("{summary}");
+            Ok(if summary.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Simulate(args) => simulate(args).await,
+        Command::Demo(args) => demo(&cfg, args).await,
+    }
+}
+
+async fn connect(cfg: &Config) -> anyhow::Result<Db> {
+    let url = cfg.database_url()?;
+    Db::connect(&url, cfg.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open database {}", url.masked()))
+}
+
+/// One computers sync against the given server; invalidates the token afterwards.
+pub async fn sync_once(
+    cfg: &Config,
+    settings: JamfSettings,
+    full: bool,
+    trigger: Trigger,
+) -> anyhow::Result<RunSummary> {
+    let db = Arc::new(connect(cfg).await?);
+    let instance = settings.instance.clone();
+    let stale = db.interrupt_stale_runs(&instance).await?;
+    if stale > 0 {
+        tracing::warn!(
+            stale,
+            "marked runs left 'running' by an earlier process as interrupted"
+        );
+    }
+    let client = Arc::new(JamfClient::new(settings)?);
+    let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone());
+    let summary = engine.sync_computers(SyncOptions { full, trigger }).await;
+    client.invalidate_token().await;
+    db.close().await;
+    Ok(summary?)
+}
+
+fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
+    print!("{}", cfg.masked_summary());
+    if cfg.jamf.url.is_none() {
+        println!("\n# jamf.url is unset: `sync` needs it; `demo` and `simulate` do not.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cfg.jamf_settings() {
+        Ok(s) => {
+            let kind = match s.credentials {
+                Credentials::ApiClient { .. } => "API client",
+                Credentials::User { .. } => "user account",
+            };
+            println!("\n# configuration is valid ({kind} credentials)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode> {
+    let db = connect(cfg).await?;
+    let instance = &cfg.jamf.instance;
+    let cursors = db.cursors(instance).await?;
+    let runs = db.recent_runs(instance, limit).await?;
+    let stored = db.count_computers(instance).await?;
+    println!("instance {instance}: {stored} computers stored");
+    if cursors.is_empty() {
+        println!("cursors: none yet (the next run is a full sync)");
+    }
+    for c in &cursors {
+        println!(
+            "cursor {}: {} (run {})",
+            c.kind,
+            c.cursor.to_rfc3339(),
+            c.run_id
+        );
+    }
+    println!(
+        "{:>6}  {:<10} {:<6} {:<8} {:<11} {:<25} {:>8} {:>8} {:>8} {:>6}  error",
+        "run",
+        "kind",
+        "mode",
+        "trigger",
+        "status",
+        "started",
+        "listed",
+        "upserted",
+        "unchanged",
+        "failed"
+    );
+    for r in &runs {
+        println!(
+            "{:>6}  {:<10} {:<6} {:<8} {:<11} {:<25} {:>8} {:>8} {:>8} {:>6}  {}",
+            r.id,
+            r.kind,
+            r.mode,
+            r.trigger,
+            r.status,
+            r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            r.listed,
+            r.upserted,
+            r.unchanged,
+            r.failed,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let mut sim_cfg = SimConfig {
+        computers: args.computers,
+        latency_ms: args.latency_ms,
+        ..SimConfig::default()
+    };
+    if let Some(v) = args.version {
+        sim_cfg.version = v;
+    }
+    if let Some(t) = args.token_ttl_secs {
+        sim_cfg.token_ttl_secs = t;
+    }
+    let (id, secret) = (sim_cfg.client_id.clone(), sim_cfg.client_secret.clone());
+    let sim = Simulator::start(sim_cfg, args.port)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    // The simulator's credentials are fixed, public test values, not secrets.
+    println!(
+        "Jamf Pro simulator on {} ({} computers)",
+        sim.url(),
+        args.computers
+    );
+    println!("  JAMF_SYNC__JAMF__URL={}", sim.url());
+    println!("  JAMF_SYNC__JAMF__CLIENT_ID={id}");
+    println!("  JAMF_SYNC__JAMF__CLIENT_SECRET={secret}");
+    println!(
+        "  stats: GET {}/_sim/stats, churn: POST {}/_sim/touch?count=N",
+        sim.url(),
+        sim.url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    sim.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let sim_cfg = SimConfig {
+        computers: args.computers,
+        latency_ms: args.latency_ms,
+        ..SimConfig::default()
+    };
+    let settings = simulator_settings(cfg, &sim_cfg, "http://127.0.0.1:0")?;
+    let sim = Simulator::start(sim_cfg.clone(), 0).await?;
+    let settings = JamfSettings {
+        url: url::Url::parse(&sim.url())?,
+        ..settings
+    };
+    let db_url = cfg.database_url()?;
+    println!(
+        "demo: simulated Jamf Pro with {} computers at {}, database {}",
+        args.computers,
+        sim.url(),
+        db_url.masked()
+    );
+    let first = sync_once(cfg, settings.clone(), false, Trigger::Demo).await?;
+    println!("{first}");
+    let changed = (args.computers / 20).max(1);
+    sim.touch_random(changed);
+    println!("demo: {changed} devices submitted inventory; running a delta sync");
+    let second = sync_once(cfg, settings, false, Trigger::Demo).await?;
+    println!("{second}");
+    let stats = sim.stats();
+    println!(
+        "demo: the simulator served {} requests; peak concurrent requests {}, peak open connections {}",
+        stats.requests, stats.peak_in_flight, stats.peak_connections
+    );
+    println!("demo: inspect with `jamf-sync status` or `sqlite3 jamf-sync.db 'select name, serial_number, os_version from computers limit 5'`");
+    sim.stop().await;
+    Ok(if first.succeeded() && second.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Settings pointing at a simulator, keeping the user's tuning (concurrency, retries, ...).
+fn simulator_settings(cfg: &Config, sim: &SimConfig, url: &str) -> anyhow::Result<JamfSettings> {
+    let j = &cfg.jamf;
+    Ok(JamfSettings {
+        instance: j.instance.clone(),
+        url: url::Url::parse(url)?,
+        credentials: Credentials::ApiClient {
+            client_id: sim.client_id.clone(),
+            client_secret: SecretString::from(sim.client_secret.clone()),
+        },
+        api_version: j.api_version,
+        connect_timeout: std::time::Duration::from_secs(j.connect_timeout_secs),
+        request_timeout: std::time::Duration::from_secs(j.request_timeout_secs),
+        max_concurrency: j.max_concurrency,
+        token_refresh_margin: std::time::Duration::from_secs(j.token_refresh_margin_secs),
+        retry: j.retry.clone(),
+    })
+}

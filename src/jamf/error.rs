@@ -1,0 +1,105 @@
+//! Errors of the Jamf client, classified so callers can branch on them.
+//!
+//! Invariant: no variant carries a token, secret or credential; `Display` text is safe to log.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JamfError {
+    /// The credentials were refused (401, or 400 `invalid_client` on the token endpoint).
+    /// Fatal: retrying cannot help.
+    #[error("Jamf refused the credentials ({status}) at {endpoint}: check client_id/client_secret or username/password")]
+    AuthFailed { status: u16, endpoint: &'static str },
+    /// 401 even after re-authenticating once.
+    #[error("Jamf answered 401 Unauthorized at {endpoint} even with a fresh token")]
+    Unauthorized { endpoint: &'static str },
+    #[error("Jamf answered 403 Forbidden at {endpoint}: the API role lacks a privilege")]
+    Forbidden { endpoint: &'static str },
+    #[error("Jamf answered 404 Not Found at {endpoint}")]
+    NotFound { endpoint: &'static str },
+    #[error("Jamf answered 400 Bad Request at {endpoint}: {detail}")]
+    BadRequest {
+        endpoint: &'static str,
+        detail: String,
+    },
+    /// 429 from the Jamf platform gateway.
+    #[error("Jamf throttled the request (429) at {endpoint}")]
+    Throttled {
+        endpoint: &'static str,
+        retry_after: Option<Duration>,
+    },
+    /// HTTP 500 whose body names `policies.ratelimit.QuotaViolation` (Jamf Cloud throttling).
+    #[error("Jamf throttled the request (QuotaViolation) at {endpoint}")]
+    QuotaViolation { endpoint: &'static str },
+    #[error("Jamf answered {status} at {endpoint}")]
+    Server { status: u16, endpoint: &'static str },
+    #[error("request to {endpoint} timed out")]
+    Timeout { endpoint: &'static str },
+    #[error("transport error at {endpoint}: {message}")]
+    Transport {
+        endpoint: &'static str,
+        message: String,
+    },
+    #[error("cannot decode the answer of {endpoint}: {message}")]
+    Decode {
+        endpoint: &'static str,
+        message: String,
+    },
+    #[error("unexpected status {status} at {endpoint}")]
+    Unexpected { status: u16, endpoint: &'static str },
+    #[error(
+        "gave up on {endpoint} after {attempts} attempts over {elapsed:.1?}; last error: {last}"
+    )]
+    RetriesExhausted {
+        endpoint: &'static str,
+        attempts: u32,
+        elapsed: Duration,
+        last: Box<JamfError>,
+    },
+    /// The client was asked to stop (shutdown).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl JamfError {
+    /// Whether retrying the same idempotent request may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            JamfError::Throttled { .. }
+                | JamfError::QuotaViolation { .. }
+                | JamfError::Server { .. }
+                | JamfError::Timeout { .. }
+                | JamfError::Transport { .. }
+        )
+    }
+
+    /// Short, bounded label for metrics (`reason` label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            JamfError::AuthFailed { .. } => "auth_failed",
+            JamfError::Unauthorized { .. } => "unauthorized",
+            JamfError::Forbidden { .. } => "forbidden",
+            JamfError::NotFound { .. } => "not_found",
+            JamfError::BadRequest { .. } => "bad_request",
+            JamfError::Throttled { .. } => "throttled_429",
+            JamfError::QuotaViolation { .. } => "quota_violation",
+            JamfError::Server { status: 500, .. } => "server_500",
+            JamfError::Server { status: 502, .. } => "server_502",
+            JamfError::Server { status: 503, .. } => "server_503",
+            JamfError::Server { status: 504, .. } => "server_504",
+            JamfError::Server { .. } => "server_other",
+            JamfError::Timeout { .. } => "timeout",
+            JamfError::Transport { .. } => "transport",
+            JamfError::Decode { .. } => "decode",
+            JamfError::Unexpected { .. } => "unexpected",
+            JamfError::RetriesExhausted { .. } => "retries_exhausted",
+            JamfError::Cancelled => "cancelled",
+        }
+    }
+
+    /// True for a 404, also when wrapped.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, JamfError::NotFound { .. })
+    }
+}

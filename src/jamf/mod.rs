@@ -1,0 +1,788 @@
+//! The Jamf Pro client: authentication, the connection limit, retries and the inventory calls.
+//!
+//! Invariants:
+//! - every request, token calls included, passes the [`Limiter`], so Jamf never sees more than
+//!   `max_concurrency` (≤ 5) of our requests at once;
+//! - one token is shared by all workers and renewed ahead of expiry under a lock, so a renewal
+//!   happens once, not once per worker; a 401 triggers one renewal and one replay;
+//! - only idempotent work is retried, with exponential backoff and full jitter inside a
+//!   per-request time budget; 400/403/404 are never retried; a bad credential is fatal;
+//! - latency is measured per attempt (backoff sleeps never count) and labelled by endpoint
+//!   template; nothing secret reaches a log line, an error or a metric.
+
+pub mod error;
+pub mod models;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::config::{ApiVersion, Credentials, JamfSettings, RetryConfig};
+use crate::limiter::Limiter;
+use crate::telemetry::metric;
+pub use error::JamfError;
+use models::{AuthTokenV1, InventoryPage, JamfProVersion, OAuthTokenResponse};
+
+/// Identifies us to Jamf administrators reading their access logs.
+/// Idle connections are closed after this; shorter than common server keep-alive timeouts.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const USER_AGENT: &str = concat!("jamf-sync/", env!("CARGO_PKG_VERSION"));
+
+/// One request, described independently of any attempt at it.
+struct Request<'a> {
+    method: Method,
+    /// Template for metrics and errors, e.g. `/api/v4/computers-inventory-detail/{id}`.
+    endpoint: &'static str,
+    /// Path relative to the server URL, without a leading slash.
+    path: String,
+    query: &'a [(&'a str, String)],
+    form: Option<&'a [(&'a str, &'a str)]>,
+    auth: AuthMode<'a>,
+}
+
+enum AuthMode<'a> {
+    None,
+    Basic(&'a str, &'a SecretString),
+    Bearer(&'a SecretString),
+}
+
+#[derive(Clone)]
+struct Token {
+    value: SecretString,
+    expires_at: Instant,
+    lifetime: Duration,
+}
+
+struct TokenState {
+    current: Option<Token>,
+    /// Bumped on every renewal so a 401 only discards the token it was answered with.
+    generation: u64,
+}
+
+/// The Jamf Pro API client shared by all workers of a run.
+pub struct JamfClient {
+    http: reqwest::Client,
+    base: Url,
+    settings: JamfSettings,
+    limiter: Arc<Limiter>,
+    token: Mutex<TokenState>,
+    /// Older servers have only `/api/oauth/token`; remembered after the first 404.
+    legacy_oauth_path: AtomicBool,
+    inventory_version: Mutex<Option<ApiVersion>>,
+}
+
+impl std::fmt::Debug for JamfClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JamfClient")
+            .field("base", &self.base.as_str())
+            .field("max_concurrency", &self.limiter.max())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs the process-wide TLS crypto provider (ring) once; reqwest and sqlx share it.
+pub fn install_crypto_provider() {
+    // Fails only when a provider is already installed, which is what we want anyway.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl JamfClient {
+    pub fn new(settings: JamfSettings) -> Result<Self, JamfError> {
+        install_crypto_provider();
+        let limiter = Arc::new(Limiter::new(settings.max_concurrency, POOL_IDLE_TIMEOUT));
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .cookie_store(true)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            // With at most `max` requests in flight, more idle connections are never needed;
+            // capping them keeps the open-connection count within Jamf's limit too.
+            .pool_max_idle_per_host(limiter.max() as usize)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .connector_layer(limiter.connection_gate())
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| JamfError::Transport {
+                endpoint: "(client setup)",
+                message: error_chain(&e),
+            })?;
+        let mut base = settings.url.clone();
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        Ok(Self {
+            http,
+            base,
+            settings,
+            limiter,
+            token: Mutex::new(TokenState {
+                current: None,
+                generation: 0,
+            }),
+            legacy_oauth_path: AtomicBool::new(false),
+            inventory_version: Mutex::new(None),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.settings.instance
+    }
+
+    pub fn max_concurrency(&self) -> u32 {
+        self.limiter.max()
+    }
+
+    /// GET returning decoded JSON, authenticated, retried.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path: String,
+        query: &[(&str, String)],
+    ) -> Result<T, JamfError> {
+        let body = self.get(endpoint, path, query).await?;
+        serde_json::from_slice(&body).map_err(|e| JamfError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })
+    }
+
+    /// Authenticated GET with one re-authentication on 401.
+    pub async fn get(
+        &self,
+        endpoint: &'static str,
+        path: String,
+        query: &[(&str, String)],
+    ) -> Result<Bytes, JamfError> {
+        let mut reauthenticated = false;
+        loop {
+            let (token, generation) = self.bearer().await?;
+            let req = Request {
+                method: Method::GET,
+                endpoint,
+                path: path.clone(),
+                query,
+                form: None,
+                auth: AuthMode::Bearer(&token),
+            };
+            match self.execute(&req).await {
+                Err(JamfError::Unauthorized { .. }) if !reauthenticated => {
+                    // Expired early or revoked: drop this token (not a newer one another
+                    // worker already fetched) and replay once.
+                    reauthenticated = true;
+                    let mut st = self.token.lock().await;
+                    if st.generation == generation {
+                        st.current = None;
+                    }
+                    tracing::debug!(endpoint, "401 from Jamf; renewing the token and replaying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Executes one request with retries and backoff inside the per-request budget.
+    async fn execute(&self, req: &Request<'_>) -> Result<Bytes, JamfError> {
+        let started = Instant::now();
+        let budget = Duration::from_secs(self.settings.retry.budget_secs);
+        let mut attempt: u32 = 0;
+        loop {
+            let err = match self.attempt(req).await {
+                Ok(body) => return Ok(body),
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => e,
+            };
+            let delay = backoff_delay(&self.settings.retry, attempt, &err);
+            attempt += 1;
+            if started.elapsed() + delay > budget {
+                return Err(JamfError::RetriesExhausted {
+                    endpoint: req.endpoint,
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                    last: Box::new(err),
+                });
+            }
+            let reason = err.reason();
+            metrics::counter!(metric::HTTP_RETRIES, "endpoint" => req.endpoint, "reason" => reason)
+                .increment(1);
+            metrics::histogram!(metric::BACKOFF_SECONDS, "reason" => reason)
+                .record(delay.as_secs_f64());
+            metrics::counter!(metric::BACKOFF_SECONDS_TOTAL, "reason" => reason)
+                .increment(delay.as_millis() as u64 / 1000);
+            tracing::debug!(endpoint = req.endpoint, attempt, ?delay, error = %err, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: holds a connection permit only while on the wire.
+    async fn attempt(&self, req: &Request<'_>) -> Result<Bytes, JamfError> {
+        let url = self
+            .base
+            .join(&req.path)
+            .map_err(|e| JamfError::Transport {
+                endpoint: req.endpoint,
+                message: format!("bad path: {e}"),
+            })?;
+        let mut rb = self
+            .http
+            .request(req.method.clone(), url)
+            .header(ACCEPT, "application/json");
+        if !req.query.is_empty() {
+            rb = rb.query(req.query);
+        }
+        if let Some(form) = req.form {
+            rb = rb.form(form);
+        }
+        rb = match &req.auth {
+            AuthMode::None => rb,
+            AuthMode::Basic(user, pass) => rb.basic_auth(user, Some(pass.expose_secret())),
+            AuthMode::Bearer(token) => rb.bearer_auth(token.expose_secret()),
+        };
+        let permit = self.limiter.acquire().await;
+        let t0 = Instant::now();
+        let result = async {
+            let resp = rb.send().await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        let latency = t0.elapsed().as_secs_f64();
+        drop(permit);
+        let method = method_label(&req.method);
+        let (class, outcome) = match result {
+            Ok((status, headers, body)) => (
+                status_class(status),
+                classify(req.endpoint, status, &headers, body),
+            ),
+            Err(e) if e.is_timeout() => {
+                self.limiter.connection_lost();
+                (
+                    "timeout",
+                    Err(JamfError::Timeout {
+                        endpoint: req.endpoint,
+                    }),
+                )
+            }
+            Err(e) => {
+                // The connection carrying this attempt is gone.
+                self.limiter.connection_lost();
+                (
+                    "error",
+                    Err(JamfError::Transport {
+                        endpoint: req.endpoint,
+                        message: error_chain(&e.without_url()),
+                    }),
+                )
+            }
+        };
+        metrics::histogram!(metric::HTTP_REQUEST_DURATION, "endpoint" => req.endpoint, "method" => method, "status" => class)
+            .record(latency);
+        metrics::counter!(metric::HTTP_REQUESTS, "endpoint" => req.endpoint, "method" => method, "status" => class)
+            .increment(1);
+        outcome
+    }
+
+    /// The current bearer token and its generation, renewed ahead of expiry.
+    async fn bearer(&self) -> Result<(SecretString, u64), JamfError> {
+        // Holding the lock across the renewal is the single-flight: other workers wait for the
+        // one renewal instead of starting their own.
+        let mut st = self.token.lock().await;
+        if let Some(t) = &st.current {
+            let margin = self.settings.token_refresh_margin.min(t.lifetime / 2);
+            if Instant::now() + margin < t.expires_at {
+                return Ok((t.value.clone(), st.generation));
+            }
+        }
+        let previous = st.current.take();
+        let token = self.obtain_token(previous).await?;
+        st.generation += 1;
+        let value = token.value.clone();
+        st.current = Some(token);
+        Ok((value, st.generation))
+    }
+
+    async fn obtain_token(&self, previous: Option<Token>) -> Result<Token, JamfError> {
+        match &self.settings.credentials {
+            Credentials::ApiClient {
+                client_id,
+                client_secret,
+            } => self.oauth_token(client_id, client_secret).await,
+            Credentials::User { username, password } => {
+                if let Some(prev) = previous.filter(|p| Instant::now() < p.expires_at) {
+                    match self.keep_alive(&prev.value).await {
+                        Ok(t) => return Ok(t),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "keep-alive failed; requesting a new token")
+                        }
+                    }
+                }
+                self.user_token(username, password).await
+            }
+        }
+    }
+
+    async fn oauth_token(&self, id: &str, secret: &SecretString) -> Result<Token, JamfError> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            ("client_secret", secret.expose_secret()),
+        ];
+        let mut legacy = self.legacy_oauth_path.load(Ordering::Relaxed);
+        loop {
+            let (endpoint, path) = if legacy {
+                ("/api/oauth/token", "api/oauth/token")
+            } else {
+                ("/api/v1/oauth/token", "api/v1/oauth/token")
+            };
+            let req = Request {
+                method: Method::POST,
+                endpoint,
+                path: path.into(),
+                query: &[],
+                form: Some(&form),
+                auth: AuthMode::None,
+            };
+            match self.execute(&req).await {
+                Ok(body) => {
+                    let t: OAuthTokenResponse =
+                        serde_json::from_slice(&body).map_err(|e| JamfError::Decode {
+                            endpoint,
+                            message: e.to_string(),
+                        })?;
+                    metrics::counter!(metric::TOKEN_REFRESHES, "method" => "oauth").increment(1);
+                    let lifetime = Duration::from_secs(t.expires_in.max(1) as u64);
+                    return Ok(Token {
+                        value: SecretString::from(t.access_token),
+                        expires_at: Instant::now() + lifetime,
+                        lifetime,
+                    });
+                }
+                Err(JamfError::NotFound { .. }) if !legacy => {
+                    tracing::info!("{endpoint} not found; using /api/oauth/token (older Jamf Pro)");
+                    legacy = true;
+                    self.legacy_oauth_path.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(auth_failure(e, endpoint)),
+            }
+        }
+    }
+
+    async fn user_token(&self, user: &str, password: &SecretString) -> Result<Token, JamfError> {
+        let endpoint = "/api/v1/auth/token";
+        let req = Request {
+            method: Method::POST,
+            endpoint,
+            path: "api/v1/auth/token".into(),
+            query: &[],
+            form: None,
+            auth: AuthMode::Basic(user, password),
+        };
+        let body = self
+            .execute(&req)
+            .await
+            .map_err(|e| auth_failure(e, endpoint))?;
+        metrics::counter!(metric::TOKEN_REFRESHES, "method" => "user").increment(1);
+        user_token_from(endpoint, &body)
+    }
+
+    async fn keep_alive(&self, current: &SecretString) -> Result<Token, JamfError> {
+        let endpoint = "/api/v1/auth/keep-alive";
+        let req = Request {
+            method: Method::POST,
+            endpoint,
+            path: "api/v1/auth/keep-alive".into(),
+            query: &[],
+            form: None,
+            auth: AuthMode::Bearer(current),
+        };
+        let body = self.execute(&req).await?;
+        metrics::counter!(metric::TOKEN_REFRESHES, "method" => "keep_alive").increment(1);
+        user_token_from(endpoint, &body)
+    }
+
+    /// Invalidates the current token (call on exit) so it cannot be reused if leaked.
+    pub async fn invalidate_token(&self) {
+        let token = self.token.lock().await.current.take();
+        let Some(token) = token else { return };
+        let req = Request {
+            method: Method::POST,
+            endpoint: "/api/v1/auth/invalidate-token",
+            path: "api/v1/auth/invalidate-token".into(),
+            query: &[],
+            form: None,
+            auth: AuthMode::Bearer(&token.value),
+        };
+        // Best effort, single attempt: we are exiting and the token expires anyway.
+        if let Err(e) = self.attempt(&req).await {
+            tracing::debug!(error = %e, "token invalidation failed");
+        }
+    }
+
+    /// `GET /api/v1/jamf-pro-version`, e.g. `11.30.1-t1784555528405`.
+    pub async fn server_version(&self) -> Result<Option<String>, JamfError> {
+        let v: JamfProVersion = self
+            .get_json(
+                "/api/v1/jamf-pro-version",
+                "api/v1/jamf-pro-version".into(),
+                &[],
+            )
+            .await?;
+        Ok(v.version)
+    }
+
+    /// The computers-inventory version to use: configured, or detected from the server version.
+    pub async fn inventory_version(&self) -> Result<ApiVersion, JamfError> {
+        let mut cached = self.inventory_version.lock().await;
+        if let Some(v) = *cached {
+            return Ok(v);
+        }
+        let v = match self.settings.api_version {
+            ApiVersion::Auto => {
+                let version = self.server_version().await?;
+                let picked = version_for(version.as_deref());
+                tracing::info!(server_version = ?version, api = ?picked, "detected Jamf Pro version");
+                picked
+            }
+            fixed => fixed,
+        };
+        *cached = Some(v);
+        Ok(v)
+    }
+
+    /// After a 404 on the inventory endpoint, step down to the next older version (auto only).
+    pub async fn step_down_inventory_version(&self) -> Option<ApiVersion> {
+        if self.settings.api_version != ApiVersion::Auto {
+            return None;
+        }
+        let mut cached = self.inventory_version.lock().await;
+        let next = match *cached {
+            Some(ApiVersion::V4) => ApiVersion::V3,
+            Some(ApiVersion::V3) => ApiVersion::V1,
+            _ => return None,
+        };
+        tracing::warn!(?next, "inventory endpoint not found; stepping down");
+        *cached = Some(next);
+        Some(next)
+    }
+
+    /// One page of `computers-inventory` with sections inline.
+    pub async fn computers_page(
+        &self,
+        version: ApiVersion,
+        sections: &[String],
+        page_size: u32,
+        filter: Option<&str>,
+    ) -> Result<InventoryPage, JamfError> {
+        let (endpoint, path) = inventory_endpoint(version);
+        let mut query: Vec<(&str, String)> =
+            sections.iter().map(|s| ("section", s.clone())).collect();
+        // Keyset paging: always page 0, the filter's `id>` moves forward.
+        query.push(("page", "0".into()));
+        query.push(("page-size", page_size.to_string()));
+        query.push(("sort", "id:asc".into()));
+        if let Some(f) = filter {
+            query.push(("filter", f.to_string()));
+        }
+        self.get_json(endpoint, path.into(), &query).await
+    }
+
+    /// `computers-inventory-detail/{id}`: every section of one computer, raw.
+    pub async fn computer_detail(
+        &self,
+        version: ApiVersion,
+        id: i64,
+    ) -> Result<Box<RawValue>, JamfError> {
+        let (endpoint, prefix) = match version {
+            ApiVersion::V1 => ("/api/v1/computers-inventory-detail/{id}", "api/v1"),
+            ApiVersion::V3 => ("/api/v3/computers-inventory-detail/{id}", "api/v3"),
+            ApiVersion::V4 | ApiVersion::Auto => {
+                ("/api/v4/computers-inventory-detail/{id}", "api/v4")
+            }
+        };
+        let body = self
+            .get(
+                endpoint,
+                format!("{prefix}/computers-inventory-detail/{id}"),
+                &[],
+            )
+            .await?;
+        let text = String::from_utf8(body.to_vec()).map_err(|e| JamfError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })?;
+        RawValue::from_string(text).map_err(|e| JamfError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })
+    }
+}
+
+fn inventory_endpoint(version: ApiVersion) -> (&'static str, &'static str) {
+    match version {
+        ApiVersion::V1 => ("/api/v1/computers-inventory", "api/v1/computers-inventory"),
+        ApiVersion::V3 => ("/api/v3/computers-inventory", "api/v3/computers-inventory"),
+        ApiVersion::V4 | ApiVersion::Auto => {
+            ("/api/v4/computers-inventory", "api/v4/computers-inventory")
+        }
+    }
+}
+
+/// v4 is current since 11.30.0; v3 on other 11.x servers (with a step down to v1 on 404).
+pub fn version_for(version: Option<&str>) -> ApiVersion {
+    let Some(v) = version else {
+        return ApiVersion::V4;
+    };
+    let mut nums = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    let major = nums.next().unwrap_or(0);
+    let minor = nums.next().unwrap_or(0);
+    match (major, minor) {
+        (m, _) if m > 11 => ApiVersion::V4,
+        (11, n) if n >= 30 => ApiVersion::V4,
+        (11, _) => ApiVersion::V3,
+        _ => ApiVersion::V1,
+    }
+}
+
+fn user_token_from(endpoint: &'static str, body: &[u8]) -> Result<Token, JamfError> {
+    let t: AuthTokenV1 = serde_json::from_slice(body).map_err(|e| JamfError::Decode {
+        endpoint,
+        message: e.to_string(),
+    })?;
+    // Jamf states the expiry as a server timestamp; convert to a lifetime with our clock, and
+    // fall back to Jamf's default 20 minutes if the clocks disagree wildly.
+    let lifetime = t
+        .expires
+        .as_deref()
+        .and_then(models::parse_jamf_time)
+        .map(|exp| exp - chrono::Utc::now())
+        .and_then(|d| d.to_std().ok())
+        .filter(|d| *d >= Duration::from_secs(1) && *d <= Duration::from_secs(24 * 3600))
+        .unwrap_or(Duration::from_secs(20 * 60));
+    Ok(Token {
+        value: SecretString::from(t.token),
+        expires_at: Instant::now() + lifetime,
+        lifetime,
+    })
+}
+
+fn auth_failure(e: JamfError, endpoint: &'static str) -> JamfError {
+    match e {
+        JamfError::Unauthorized { .. } => {
+            metrics::counter!(metric::AUTH_FAILURES).increment(1);
+            JamfError::AuthFailed {
+                status: 401,
+                endpoint,
+            }
+        }
+        JamfError::BadRequest { .. } => {
+            metrics::counter!(metric::AUTH_FAILURES).increment(1);
+            JamfError::AuthFailed {
+                status: 400,
+                endpoint,
+            }
+        }
+        other => other,
+    }
+}
+
+fn classify(
+    endpoint: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, JamfError> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(match status.as_u16() {
+        400 => JamfError::BadRequest {
+            endpoint,
+            detail: error_detail(&body),
+        },
+        401 => JamfError::Unauthorized { endpoint },
+        403 => JamfError::Forbidden { endpoint },
+        404 => JamfError::NotFound { endpoint },
+        429 => JamfError::Throttled {
+            endpoint,
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+        },
+        500 if contains(&body, b"QuotaViolation") => JamfError::QuotaViolation { endpoint },
+        s @ (500 | 502 | 503 | 504) => JamfError::Server {
+            status: s,
+            endpoint,
+        },
+        s => JamfError::Unexpected {
+            status: s,
+            endpoint,
+        },
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// First error code/description of a Jamf API error body, bounded in length.
+fn error_detail(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        errors: Option<Vec<Cause>>,
+        error: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Cause {
+        code: Option<String>,
+        description: Option<String>,
+        field: Option<String>,
+    }
+    let text = match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => match (e.errors.and_then(|v| v.into_iter().next()), e.error) {
+            (Some(c), _) => format!(
+                "{} {} {}",
+                c.code.unwrap_or_default(),
+                c.field.unwrap_or_default(),
+                c.description.unwrap_or_default()
+            ),
+            (None, Some(err)) => err,
+            (None, None) => String::new(),
+        },
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    text.trim().chars().take(200).collect()
+}
+
+/// Full jitter under an exponentially growing ceiling; harder for QuotaViolation; never less
+/// than a 429's `Retry-After`.
+pub fn backoff_delay(policy: &RetryConfig, attempt: u32, err: &JamfError) -> Duration {
+    let exp = policy
+        .initial_backoff_ms
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(policy.max_backoff_ms);
+    let delay_ms = match err {
+        // Throttling means the server needs relief: equal jitter with a raised ceiling, so the
+        // pause is never close to zero.
+        JamfError::QuotaViolation { .. } => {
+            let ceil = exp.saturating_mul(u64::from(policy.quota_violation_multiplier));
+            ceil / 2 + fastrand::u64(0..=ceil / 2)
+        }
+        _ => fastrand::u64(0..=exp),
+    };
+    let delay = Duration::from_millis(delay_ms);
+    match err {
+        JamfError::Throttled {
+            retry_after: Some(ra),
+            ..
+        } => delay.max(*ra),
+        _ => delay,
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        429 => "429",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_detection() {
+        assert_eq!(version_for(Some("11.30.1-t1784555528405")), ApiVersion::V4);
+        assert_eq!(version_for(Some("12.0.0")), ApiVersion::V4);
+        assert_eq!(version_for(Some("11.20.0")), ApiVersion::V3);
+        assert_eq!(version_for(Some("10.49.0")), ApiVersion::V1);
+    }
+
+    #[test]
+    fn backoff_respects_retry_after_and_ceiling() {
+        let p = RetryConfig {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            budget_secs: 10,
+            quota_violation_multiplier: 4,
+        };
+        let server = JamfError::Server {
+            status: 503,
+            endpoint: "x",
+        };
+        for attempt in 0..30 {
+            assert!(backoff_delay(&p, attempt, &server) <= Duration::from_millis(1000));
+        }
+        let t = JamfError::Throttled {
+            endpoint: "x",
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert!(backoff_delay(&p, 0, &t) >= Duration::from_secs(3));
+        let q = JamfError::QuotaViolation { endpoint: "x" };
+        let d = backoff_delay(&p, 2, &q);
+        assert!(d >= Duration::from_millis(800) && d <= Duration::from_millis(1600));
+    }
+
+    #[test]
+    fn classify_quota_violation_and_retry_after() {
+        let h = HeaderMap::new();
+        let e = classify(
+            "x",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &h,
+            "policies.ratelimit.QuotaViolation".into(),
+        );
+        assert!(matches!(e, Err(JamfError::QuotaViolation { .. })));
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, reqwest::header::HeaderValue::from_static("2"));
+        let e = classify("x", StatusCode::TOO_MANY_REQUESTS, &h, "".into());
+        assert!(matches!(
+            e,
+            Err(JamfError::Throttled { retry_after: Some(d), .. }) if d == Duration::from_secs(2)
+        ));
+        let e = classify("x", StatusCode::NOT_FOUND, &HeaderMap::new(), "".into());
+        assert!(matches!(e, Err(ref e) if !e.is_retryable()));
+    }
+}

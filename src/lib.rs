@@ -1,0 +1,22 @@
+//! jamf-sync keeps an up-to-date copy of a Jamf Pro fleet's device inventory in PostgreSQL or
+//! SQLite, gently: never more than five connections to Jamf, only what changed since the last
+//! successful run, backing off when the server pushes back.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults → TOML → `JAMF_SYNC__*` env), validation, secrets.
+//! - [`jamf`]: the Jamf Pro API client: auth and token renewal, retries, inventory calls, models.
+//! - [`limiter`]: the connection gate every request passes (≤ 5 in flight).
+//! - [`sync`]: the sync engine: cursor, keyset paging, worker pool, run bookkeeping.
+//! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations and migrations.
+//! - [`simulator`]: a Jamf Pro simulator over real HTTP with fault injection.
+//! - [`telemetry`]: logging and the metric names.
+//! - [`cli`]: the command-line interface that wires the pieces together.
+
+pub mod cli;
+pub mod config;
+pub mod jamf;
+pub mod limiter;
+pub mod simulator;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

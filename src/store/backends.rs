@@ -1,0 +1,389 @@
+//! SQLite and PostgreSQL implementations of [`Store`](super::Store).
+//!
+//! One body serves both (`store_impl!`): the SQL is identical but for the JSON cast of `raw`
+//! (`::jsonb` on PostgreSQL) and the migrations folder. Batched multi-row statements keep the
+//! cost per page at a handful of round trips whatever the page size.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::QueryBuilder;
+
+use super::{
+    partition_changed, CursorRow, Kind, NewRun, PageOutcome, Result, RunCounts, RunEnd, RunRow,
+    RunStatus, Store, StoredComputer,
+};
+use crate::jamf::models::Computer;
+
+/// Rows per multi-row INSERT: 18 parameters a row stays well under SQLite's 32,766 limit.
+const CHUNK: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL lets `status` and dashboards read while a sync writes.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+macro_rules! run_columns {
+    () => {
+        "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
+         upserted, unchanged, failed, missing, cursor_before, cursor_after, error"
+    };
+}
+
+macro_rules! computer_columns {
+    () => {
+        "jamf_id, udid, serial_number, name, model, os_version, report_date, last_contact, \
+         managed, username, email, raw_hash, first_seen_at, changed_at, synced_at, deleted_at"
+    };
+}
+
+macro_rules! store_impl {
+    ($store:ty, $db:ty, $migrations:expr, $json_cast:literal) => {
+        impl Store for $store {
+            async fn migrate(&self) -> Result<()> {
+                $migrations.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn cursor(&self, instance: &str, kind: Kind) -> Result<Option<DateTime<Utc>>> {
+                let row: Option<(DateTime<Utc>,)> = sqlx::query_as(
+                    "SELECT cursor FROM sync_cursors WHERE instance = $1 AND kind = $2",
+                )
+                .bind(instance)
+                .bind(kind.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn start_run(&self, run: &NewRun<'_>) -> Result<i64> {
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO sync_runs (instance, kind, \"trigger\", mode, status, started_at, cursor_before) \
+                     VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
+                )
+                .bind(run.instance)
+                .bind(run.kind.as_str())
+                .bind(run.trigger)
+                .bind(run.mode)
+                .bind(run.started_at)
+                .bind(run.cursor_before)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn write_computers(
+                &self,
+                instance: &str,
+                run_id: i64,
+                records: &[Computer],
+                counts: &RunCounts,
+                last_id: Option<i64>,
+                now: DateTime<Utc>,
+            ) -> Result<PageOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let mut outcome = PageOutcome::default();
+                for chunk in records.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "SELECT jamf_id, raw_hash, deleted_at IS NOT NULL FROM computers WHERE instance = ",
+                    );
+                    q.push_bind(instance).push(" AND jamf_id IN (");
+                    let mut ids = q.separated(", ");
+                    for r in chunk {
+                        ids.push_bind(r.jamf_id);
+                    }
+                    q.push(")");
+                    let stored: Vec<(i64, i64, bool)> =
+                        q.build_query_as().fetch_all(&mut *tx).await?;
+                    let (changed, unchanged) = partition_changed(chunk, &stored);
+
+                    if !unchanged.is_empty() {
+                        let mut q: QueryBuilder<$db> =
+                            QueryBuilder::new("UPDATE computers SET synced_at = ");
+                        q.push_bind(now).push(" WHERE instance = ").push_bind(instance);
+                        q.push(" AND jamf_id IN (");
+                        let mut ids = q.separated(", ");
+                        for id in &unchanged {
+                            ids.push_bind(*id);
+                        }
+                        q.push(")");
+                        q.build().execute(&mut *tx).await?;
+                    }
+
+                    if !changed.is_empty() {
+                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                            "INSERT INTO computers (instance, jamf_id, udid, serial_number, name, model, \
+                             os_version, os_build, report_date, last_contact, managed, supervised, username, \
+                             email, raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at) ",
+                        );
+                        q.push_values(changed.iter(), |mut b, c| {
+                            b.push_bind(instance)
+                                .push_bind(c.jamf_id)
+                                .push_bind(c.udid.as_deref())
+                                .push_bind(c.serial_number.as_deref())
+                                .push_bind(c.name.as_deref())
+                                .push_bind(c.model.as_deref())
+                                .push_bind(c.os_version.as_deref())
+                                .push_bind(c.os_build.as_deref())
+                                .push_bind(c.report_date)
+                                .push_bind(c.last_contact)
+                                .push_bind(c.managed)
+                                .push_bind(c.supervised)
+                                .push_bind(c.username.as_deref())
+                                .push_bind(c.email.as_deref())
+                                .push_bind(c.raw.as_str())
+                                .push_unseparated($json_cast)
+                                .push_bind(c.raw_hash)
+                                .push_bind(now)
+                                .push_bind(now)
+                                .push_bind(now)
+                                .push("NULL");
+                        });
+                        q.push(
+                            " ON CONFLICT (instance, jamf_id) DO UPDATE SET udid = excluded.udid, \
+                             serial_number = excluded.serial_number, name = excluded.name, \
+                             model = excluded.model, os_version = excluded.os_version, \
+                             os_build = excluded.os_build, report_date = excluded.report_date, \
+                             last_contact = excluded.last_contact, managed = excluded.managed, \
+                             supervised = excluded.supervised, username = excluded.username, \
+                             email = excluded.email, raw = excluded.raw, raw_hash = excluded.raw_hash, \
+                             changed_at = excluded.changed_at, synced_at = excluded.synced_at, \
+                             deleted_at = NULL",
+                        );
+                        q.build().execute(&mut *tx).await?;
+
+                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                            "DELETE FROM extension_attributes WHERE device_type = 'computer' AND instance = ",
+                        );
+                        q.push_bind(instance).push(" AND jamf_id IN (");
+                        let mut ids = q.separated(", ");
+                        for c in &changed {
+                            ids.push_bind(c.jamf_id);
+                        }
+                        q.push(")");
+                        q.build().execute(&mut *tx).await?;
+
+                        let eas: Vec<(i64, &crate::jamf::models::EaValue)> = changed
+                            .iter()
+                            .flat_map(|c| c.extension_attributes.iter().map(move |e| (c.jamf_id, e)))
+                            .collect();
+                        for ea_chunk in eas.chunks(CHUNK * 2) {
+                            let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                                "INSERT INTO extension_attributes (instance, device_type, jamf_id, \
+                                 definition_id, name, value, data_type, updated_at) ",
+                            );
+                            q.push_values(ea_chunk.iter(), |mut b, (id, e)| {
+                                b.push_bind(instance)
+                                    .push_bind("computer")
+                                    .push_bind(*id)
+                                    .push_bind(e.definition_id.as_str())
+                                    .push_bind(e.name.as_str())
+                                    .push_bind(e.value.as_deref())
+                                    .push_bind(e.data_type.as_deref())
+                                    .push_bind(now);
+                            });
+                            q.build().execute(&mut *tx).await?;
+                        }
+                    }
+                    outcome.upserted += changed.len() as i64;
+                    outcome.unchanged += unchanged.len() as i64;
+                }
+                let total = RunCounts {
+                    upserted: counts.upserted + outcome.upserted,
+                    unchanged: counts.unchanged + outcome.unchanged,
+                    ..*counts
+                };
+                sqlx::query(
+                    "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, unchanged = $4, \
+                     failed = $5, missing = $6, last_id = COALESCE($7, last_id) WHERE id = $8",
+                )
+                .bind(total.listed)
+                .bind(total.fetched)
+                .bind(total.upserted)
+                .bind(total.unchanged)
+                .bind(total.failed)
+                .bind(total.missing)
+                .bind(last_id)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let c = &end.counts;
+                let cursor_after = if end.status == RunStatus::Succeeded {
+                    end.cursor_after
+                } else {
+                    None
+                };
+                sqlx::query(
+                    "UPDATE sync_runs SET status = $1, finished_at = $2, listed = $3, fetched = $4, \
+                     upserted = $5, unchanged = $6, failed = $7, missing = $8, error = $9, \
+                     cursor_after = $10 WHERE id = $11",
+                )
+                .bind(end.status.as_str())
+                .bind(end.finished_at)
+                .bind(c.listed)
+                .bind(c.fetched)
+                .bind(c.upserted)
+                .bind(c.unchanged)
+                .bind(c.failed)
+                .bind(c.missing)
+                .bind(end.error.as_deref())
+                .bind(cursor_after)
+                .bind(end.run_id)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(cursor) = cursor_after {
+                    // Never move backwards, even if runs finish out of order.
+                    sqlx::query(
+                        "INSERT INTO sync_cursors (instance, kind, cursor, run_id, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance, kind) DO UPDATE SET \
+                         cursor = excluded.cursor, run_id = excluded.run_id, updated_at = excluded.updated_at \
+                         WHERE sync_cursors.cursor < excluded.cursor",
+                    )
+                    .bind(end.instance)
+                    .bind(end.kind.as_str())
+                    .bind(cursor)
+                    .bind(end.run_id)
+                    .bind(end.finished_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn interrupt_stale_runs(&self, instance: &str) -> Result<u64> {
+                let r = sqlx::query(
+                    "UPDATE sync_runs SET status = 'interrupted', finished_at = $1, \
+                     error = COALESCE(error, 'process stopped while the run was in progress') \
+                     WHERE instance = $2 AND status = 'running'",
+                )
+                .bind(Utc::now())
+                .bind(instance)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn recent_runs(&self, instance: &str, limit: i64) -> Result<Vec<RunRow>> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM sync_runs WHERE instance = $1 ORDER BY id DESC LIMIT $2"
+                ))
+                    .bind(instance)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn cursors(&self, instance: &str) -> Result<Vec<CursorRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT instance, kind, cursor, run_id, updated_at FROM sync_cursors \
+                     WHERE instance = $1 ORDER BY kind",
+                )
+                .bind(instance)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn computers(&self, instance: &str) -> Result<Vec<StoredComputer>> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT ",
+                    computer_columns!(),
+                    " FROM computers WHERE instance = $1 ORDER BY jamf_id"
+                ))
+                .bind(instance)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn count_computers(&self, instance: &str) -> Result<i64> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM computers WHERE instance = $1 AND deleted_at IS NULL",
+                )
+                .bind(instance)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n)
+            }
+
+            async fn computer_extension_attributes(
+                &self,
+                instance: &str,
+            ) -> Result<Vec<(i64, String, Option<String>)>> {
+                Ok(sqlx::query_as(
+                    "SELECT jamf_id, name, value FROM extension_attributes \
+                     WHERE instance = $1 AND device_type = 'computer' ORDER BY jamf_id, definition_id",
+                )
+                .bind(instance)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+        }
+    };
+}
+
+store_impl!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::migrate!("./migrations/sqlite"),
+    ""
+);
+store_impl!(
+    PgStore,
+    sqlx::Postgres,
+    sqlx::migrate!("./migrations/postgres"),
+    "::jsonb"
+);

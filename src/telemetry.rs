@@ -1,0 +1,114 @@
+//! Logging and metrics setup, and the names of every metric jamf-sync exports.
+//!
+//! Invariants: logs go to stderr (stdout is for command output); metric labels stay small and
+//! bounded (endpoint *templates*, never raw paths or ids); no secret is ever a label value.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Metric names: the README's metrics reference lists each with its labels.
+pub mod metric {
+    pub const HTTP_REQUEST_DURATION: &str = "jamf_sync_http_request_duration_seconds";
+    pub const HTTP_REQUESTS: &str = "jamf_sync_http_requests_total";
+    pub const HTTP_RETRIES: &str = "jamf_sync_http_retries_total";
+    pub const BACKOFF_SECONDS: &str = "jamf_sync_backoff_seconds";
+    pub const BACKOFF_SECONDS_TOTAL: &str = "jamf_sync_backoff_seconds_total";
+    pub const IN_FLIGHT: &str = "jamf_sync_http_in_flight";
+    pub const CONCURRENCY_LIMIT: &str = "jamf_sync_concurrency_limit";
+    pub const TOKEN_REFRESHES: &str = "jamf_sync_token_refreshes_total";
+    pub const AUTH_FAILURES: &str = "jamf_sync_auth_failures_total";
+    pub const RECORDS: &str = "jamf_sync_records_total";
+    pub const RUNS: &str = "jamf_sync_runs_total";
+    pub const RUN_DURATION: &str = "jamf_sync_run_duration_seconds";
+    pub const LAST_SUCCESS: &str = "jamf_sync_last_success_timestamp_seconds";
+}
+
+/// Registers HELP text for every metric, so scrapers and `promtool check metrics` see it.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_histogram!(
+        metric::HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Latency of one attempt of a request to Jamf, by endpoint template, method and status class"
+    );
+    describe_counter!(
+        metric::HTTP_REQUESTS,
+        "Request attempts to Jamf, by endpoint template, method and status class"
+    );
+    describe_counter!(
+        metric::HTTP_RETRIES,
+        "Retries of requests to Jamf, by endpoint template and reason"
+    );
+    describe_histogram!(
+        metric::BACKOFF_SECONDS,
+        Unit::Seconds,
+        "Length of each backoff sleep before a retry, by reason"
+    );
+    describe_counter!(
+        metric::BACKOFF_SECONDS_TOTAL,
+        Unit::Seconds,
+        "Total time spent sleeping in backoff, by reason"
+    );
+    describe_gauge!(metric::IN_FLIGHT, "Requests to Jamf currently on the wire");
+    describe_gauge!(
+        metric::CONCURRENCY_LIMIT,
+        "Current limit on concurrent requests to Jamf (at most 5)"
+    );
+    describe_counter!(metric::TOKEN_REFRESHES, "Bearer tokens obtained, by method");
+    describe_counter!(metric::AUTH_FAILURES, "Rejected authentication attempts");
+    describe_counter!(
+        metric::RECORDS,
+        "Device records processed, by kind and outcome (upserted, unchanged, failed, missing)"
+    );
+    describe_counter!(metric::RUNS, "Sync runs, by kind and result");
+    describe_histogram!(
+        metric::RUN_DURATION,
+        Unit::Seconds,
+        "Wall time of sync runs, by kind"
+    );
+    describe_gauge!(
+        metric::LAST_SUCCESS,
+        "Unix time of the last successful run, by kind"
+    );
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle for rendering.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    120.0,
+                ])
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe_metrics();
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Sets up `tracing` on stderr. `RUST_LOG` overrides `log.filter`.
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(&cfg.filter).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: keep the first subscriber.
+    let _ = match cfg.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,302 @@
+//! The binary as users run it: configuration errors name the key, secrets never appear, the
+//! exit status tells success from failure.
+
+use std::process::{Command, Output};
+
+use jamf_sync::simulator::SimConfig;
+
+use crate::helpers;
+
+const SECRET: &str = "s3cr3t-Value-that-must-never-print";
+
+fn jamf_sync(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
+    cmd.args(args).current_dir(dir).env("NO_COLOR", "1");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("JAMF_SYNC") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run jamf-sync")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_fails_naming(o: &Output, key: &str) {
+    let t = text(o);
+    assert!(!o.status.success(), "should fail: {t}");
+    assert!(
+        t.contains(&format!("`{key}`")),
+        "error should name {key}: {t}"
+    );
+    assert!(!t.contains(SECRET), "secret leaked: {t}");
+}
+
+#[test]
+fn missing_url_names_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = jamf_sync(&["sync"], &[], dir.path());
+    assert_fails_naming(&o, "jamf.url");
+}
+
+#[test]
+fn both_or_neither_credential_kinds() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = ("JAMF_SYNC__JAMF__URL", "https://example.jamfcloud.com");
+    let o = jamf_sync(
+        &["sync"],
+        &[
+            url,
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "abc"),
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET),
+            ("JAMF_SYNC__JAMF__USERNAME", "admin"),
+            ("JAMF_SYNC__JAMF__PASSWORD", SECRET),
+        ],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "jamf.client_id");
+    assert!(text(&o).contains("exactly one kind"));
+    let o = jamf_sync(&["sync"], &[url], dir.path());
+    assert_fails_naming(&o, "jamf.client_id");
+    assert!(text(&o).contains("no credentials"));
+    let o = jamf_sync(
+        &["sync"],
+        &[url, ("JAMF_SYNC__JAMF__CLIENT_ID", "abc")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "jamf.client_secret");
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[jamf]\nurl = \"https://x.jamfcloud.com\"\nclient_idd = \"typo\"\n",
+    )
+    .expect("write");
+    let o = jamf_sync(
+        &["--config", file.to_str().expect("utf8"), "config", "check"],
+        &[],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "jamf.client_idd");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__SYNC__PAGESIZE", "10")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "sync.pagesize");
+}
+
+#[test]
+fn invalid_values_name_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__DATABASE__URL", "mysql://u:p@h/db")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "database.url");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__SYNC__PAGE_SIZE", "abc")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "sync.page_size");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__SYNC__PAGE_SIZE", "5000")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "sync.page_size");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__JAMF__MAX_CONCURRENCY", "10")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "jamf.max_concurrency");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__SYNC__SECTIONS", "GENERAL,NOPE")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "sync.sections");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[
+            ("JAMF_SYNC__JAMF__URL", "http://jamf.example.com"),
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "a"),
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET),
+        ],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "jamf.url");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[("JAMF_SYNC__LOG__FORMAT", "xml")],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "log.format");
+}
+
+#[test]
+fn config_check_masks_secrets_and_reads_secret_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("write");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[
+            ("JAMF_SYNC__JAMF__URL", "https://x.jamfcloud.com"),
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "abc"),
+            (
+                "JAMF_SYNC__JAMF__CLIENT_SECRET_FILE",
+                secret_file.to_str().expect("utf8"),
+            ),
+            (
+                "JAMF_SYNC__DATABASE__URL",
+                &format!("postgres://jamf:{SECRET}@db.internal/jamf"),
+            ),
+        ],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains(SECRET), "secret leaked: {t}");
+    assert!(t.contains("postgres://jamf:***@db.internal/jamf"), "{t}");
+    assert!(
+        t.contains("configuration is valid (API client credentials)"),
+        "{t}"
+    );
+
+    let o = jamf_sync(
+        &["config", "check"],
+        &[
+            ("JAMF_SYNC__JAMF__URL", "https://x.jamfcloud.com"),
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "abc"),
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET),
+            (
+                "JAMF_SYNC__JAMF__CLIENT_SECRET_FILE",
+                secret_file.to_str().expect("utf8"),
+            ),
+        ],
+        dir.path(),
+    );
+    assert_fails_naming(&o, "jamf.client_secret_file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_command_exit_status_and_no_secret_in_output() {
+    let sim = helpers::sim(SimConfig {
+        computers: 120,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let url = sim.url();
+    let base = [
+        ("JAMF_SYNC__JAMF__URL", url.as_str()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__DATABASE__URL", db.as_str()),
+        ("RUST_LOG", "debug"),
+    ];
+    let path = dir.path().to_path_buf();
+    let mut ok_env = base.to_vec();
+    ok_env.push(("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"));
+    let o = tokio::task::spawn_blocking({
+        let env: Vec<(String, String)> = ok_env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let path = path.clone();
+        move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            jamf_sync(&["sync"], &env, &path)
+        }
+    })
+    .await
+    .expect("join");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("computers full sync succeeded"),
+        "{t}"
+    );
+    assert!(!t.contains("sim-token-"), "a bearer token was logged: {t}");
+
+    let mut bad_env = base.to_vec();
+    bad_env.push(("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET));
+    let o = tokio::task::spawn_blocking({
+        let env: Vec<(String, String)> = bad_env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            jamf_sync(&["sync"], &env, &path)
+        }
+    })
+    .await
+    .expect("join");
+    let t = text(&o);
+    assert!(!o.status.success(), "wrong secret must fail: {t}");
+    assert!(t.contains("refused the credentials"), "{t}");
+    assert!(!t.contains(SECRET), "secret leaked: {t}");
+
+    let o = tokio::task::spawn_blocking({
+        let db = db.clone();
+        let dir = dir.path().to_path_buf();
+        move || {
+            jamf_sync(
+                &["status"],
+                &[("JAMF_SYNC__DATABASE__URL", db.as_str())],
+                &dir,
+            )
+        }
+    })
+    .await
+    .expect("join");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // The runs were stored under the default instance name.
+    assert!(t.contains("instance default: 120 computers stored"), "{t}");
+    assert!(t.contains("failed"), "the failed run is listed: {t}");
+    sim.stop().await;
+}
+
+#[test]
+fn example_config_is_valid_and_documents_the_defaults() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let dir = tempfile::tempdir().expect("dir");
+    let with_file = jamf_sync(
+        &[
+            "--config",
+            example.to_str().expect("utf8"),
+            "config",
+            "check",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert!(with_file.status.success(), "{}", text(&with_file));
+    let defaults = jamf_sync(&["config", "check"], &[], dir.path());
+    assert_eq!(
+        String::from_utf8_lossy(&with_file.stdout),
+        String::from_utf8_lossy(&defaults.stdout),
+        "config/example.toml must state exactly the built-in defaults"
+    );
+}

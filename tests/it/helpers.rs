@@ -1,0 +1,199 @@
+//! Shared test fixtures: a fresh database per test (SQLite file or a new PostgreSQL database),
+//! a simulator on a free port, and settings with fast retries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jamf_sync::config::{
+    ApiVersion, Credentials, DatabaseUrl, FetchStrategy, JamfSettings, RetryConfig, SyncConfig,
+};
+use jamf_sync::jamf::JamfClient;
+use jamf_sync::simulator::{SimConfig, Simulator};
+use jamf_sync::store::{Db, Kind, RunRow, Store, StoredComputer};
+use jamf_sync::sync::{Engine, RunSummary, SyncOptions, Trigger};
+use secrecy::SecretString;
+use sqlx::Connection;
+
+pub struct TestDb {
+    pub db: Arc<Db>,
+    pg_admin: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn backend(&self) -> &'static str {
+        self.db.backend()
+    }
+
+    /// Drops the per-test PostgreSQL database.
+    pub async fn cleanup(self) {
+        self.db.close().await;
+        if let Some((admin, name)) = self.pg_admin {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let db = Db::connect(
+        &DatabaseUrl::parse(SecretString::from(url.clone())).expect("url"),
+        5,
+    )
+    .await
+    .expect("sqlite connect");
+    TestDb {
+        db: Arc::new(db),
+        pg_admin: None,
+        _dir: Some(dir),
+    }
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub async fn postgres() -> TestDb {
+    jamf_sync::jamf::install_crypto_provider();
+    let admin = pg_admin_url();
+    let name = format!("jamf_sync_test_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be reachable at TEST_DATABASE_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let _ = conn.close().await;
+    let mut url = url::Url::parse(&admin).expect("admin url");
+    url.set_path(&format!("/{name}"));
+    let url = url.to_string();
+    let db = Db::connect(
+        &DatabaseUrl::parse(SecretString::from(url.clone())).expect("url"),
+        5,
+    )
+    .await
+    .expect("postgres connect");
+    TestDb {
+        db: Arc::new(db),
+        pg_admin: Some((admin, name)),
+        _dir: None,
+    }
+}
+
+pub async fn sim(cfg: SimConfig) -> Simulator {
+    Simulator::start(cfg, 0).await.expect("simulator")
+}
+
+pub fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        initial_backoff_ms: 5,
+        max_backoff_ms: 100,
+        budget_secs: 20,
+        quota_violation_multiplier: 4,
+    }
+}
+
+pub fn settings(sim: &Simulator) -> JamfSettings {
+    JamfSettings {
+        instance: "test".into(),
+        url: url::Url::parse(&sim.url()).expect("url"),
+        credentials: Credentials::ApiClient {
+            client_id: "jamf-sync-sim".into(),
+            client_secret: SecretString::from("sim-secret".to_string()),
+        },
+        api_version: ApiVersion::Auto,
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+        max_concurrency: 5,
+        token_refresh_margin: Duration::from_secs(60),
+        retry: fast_retry(),
+    }
+}
+
+pub fn sync_cfg(page_size: u32, strategy: FetchStrategy) -> SyncConfig {
+    SyncConfig {
+        page_size,
+        strategy,
+        ..SyncConfig::default()
+    }
+}
+
+pub fn engine(db: &TestDb, settings: JamfSettings, cfg: SyncConfig) -> Engine<Db> {
+    let client = Arc::new(JamfClient::new(settings).expect("client"));
+    Engine::new(db.db.clone(), client, cfg)
+}
+
+pub async fn run(engine: &Engine<Db>, full: bool) -> RunSummary {
+    engine
+        .sync_computers(SyncOptions {
+            full,
+            trigger: Trigger::Cli,
+        })
+        .await
+        .expect("store must not fail")
+}
+
+pub async fn stored(db: &TestDb) -> Vec<StoredComputer> {
+    db.db.computers("test").await.expect("computers")
+}
+
+pub async fn last_run(db: &TestDb) -> RunRow {
+    db.db
+        .recent_runs("test", 1)
+        .await
+        .expect("runs")
+        .into_iter()
+        .next()
+        .expect("a run")
+}
+
+pub async fn cursor(db: &TestDb) -> Option<chrono::DateTime<chrono::Utc>> {
+    db.db.cursor("test", Kind::Computers).await.expect("cursor")
+}
+
+/// Every simulated computer is stored with the simulator's current values, and nothing else is.
+pub async fn assert_matches_sim(db: &TestDb, sim: &Simulator) {
+    let rows = stored(db).await;
+    let ids = sim.computer_ids();
+    assert_eq!(
+        rows.iter().map(|r| r.jamf_id).collect::<Vec<_>>(),
+        ids,
+        "stored ids differ from the simulator's fleet ({})",
+        db.backend()
+    );
+    for row in &rows {
+        let c = sim.computer(row.jamf_id).expect("sim computer");
+        assert_eq!(
+            row.name.as_deref(),
+            Some(c.name.as_str()),
+            "name of {}",
+            c.id
+        );
+        assert_eq!(row.serial_number.as_deref(), Some(c.serial.as_str()));
+        assert_eq!(row.udid.as_deref(), Some(c.udid.as_str()));
+        assert_eq!(row.username.as_deref(), Some(c.username.as_str()));
+        assert_eq!(row.email, Some(format!("{}@example.com", c.username)));
+        assert_eq!(row.managed, Some(c.managed));
+        // Jamf sends milliseconds; compare at that precision.
+        assert_eq!(
+            row.report_date.map(|d| d.timestamp_millis()),
+            Some(c.report_date.timestamp_millis()),
+            "report date of {} ({})",
+            c.id,
+            db.backend()
+        );
+        assert_eq!(
+            row.last_contact.map(|d| d.timestamp_millis()),
+            Some(c.last_contact.timestamp_millis())
+        );
+        assert!(row.deleted_at.is_none());
+    }
+}

@@ -1,0 +1,437 @@
+//! The simulator's answers and the client's models, checked against Jamf's own OpenAPI document
+//! (`../shared/jamf-openapi/jamf-pro-api-11.30.1.json`, or `$JAMF_OPENAPI_DIR`).
+//!
+//! Jamf's document is OpenAPI 3.0 and looser than real servers in one way (it rarely marks
+//! fields nullable, though real answers carry `null` for unset values and unrequested sections)
+//! and looser than we want in another (it allows any extra property). The check therefore:
+//! allows `null` wherever the document does not say `nullable: false`, and forbids properties
+//! the document does not list, so the simulator cannot invent fields. Formats (`date-time`,
+//! `date`) and enums are validated.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use jamf_sync::jamf::models::{
+    AuthTokenV1, ComputerGeneral, ComputerHardware, ComputerOperatingSystem, ComputerRecord,
+    ComputerUserAndLocation, ExtensionAttribute, JamfProVersion, OAuthTokenResponse,
+    RemoteManagement,
+};
+use jamf_sync::simulator::SimConfig;
+use serde_json::{json, Value};
+
+use crate::helpers;
+
+fn openapi() -> Value {
+    let dir = std::env::var("JAMF_OPENAPI_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/jamf-openapi")
+        });
+    let path = dir.join("jamf-pro-api-11.30.1.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "Jamf's OpenAPI document is needed at {} (set JAMF_OPENAPI_DIR): {e}",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// Rewrites an OpenAPI 3.0 schema into a strict JSON Schema (draft 4) as described above.
+fn strict(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, val) in map {
+                let val = match k.as_str() {
+                    "properties" => match val {
+                        Value::Object(props) => Value::Object(
+                            props
+                                .iter()
+                                .map(|(p, s)| (p.clone(), nullable(s)))
+                                .collect(),
+                        ),
+                        other => other.clone(),
+                    },
+                    "items" => nullable(val),
+                    // Annotations only; `example` values would otherwise be read as keywords.
+                    "example" | "description" | "readOnly" | "deprecated" | "default" => continue,
+                    _ => strict(val),
+                };
+                out.insert(k.clone(), val);
+            }
+            if out.contains_key("properties") && !out.contains_key("additionalProperties") {
+                out.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(strict).collect()),
+        other => other.clone(),
+    }
+}
+
+fn nullable(schema: &Value) -> Value {
+    let s = strict(schema);
+    if schema.get("nullable") == Some(&Value::Bool(false)) {
+        return s;
+    }
+    json!({ "anyOf": [s, { "type": "null" }] })
+}
+
+struct Checker {
+    components: Value,
+}
+
+impl Checker {
+    fn new() -> Self {
+        let doc = openapi();
+        Self {
+            components: strict(&doc["components"]),
+        }
+    }
+
+    fn errors(&self, schema: &str, instance: &Value) -> Vec<String> {
+        let root = json!({
+            "$ref": format!("#/components/schemas/{schema}"),
+            "components": self.components,
+        });
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft4)
+            .should_validate_formats(true)
+            .build(&root)
+            .expect("schema compiles");
+        validator
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path))
+            .take(10)
+            .collect()
+    }
+
+    fn assert_valid(&self, schema: &str, instance: &Value, what: &str) {
+        let errors = self.errors(schema, instance);
+        assert!(
+            errors.is_empty(),
+            "{what} does not match {schema}: {errors:#?}"
+        );
+    }
+
+    fn properties(&self, schema: &str) -> BTreeSet<String> {
+        self.components["schemas"][schema]["properties"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+async fn get(http: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
+    let r = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON body"))
+}
+
+#[tokio::test]
+async fn simulator_answers_match_jamfs_schema() {
+    let checker = Checker::new();
+    let sim = helpers::sim(SimConfig {
+        computers: 30,
+        ..SimConfig::default()
+    })
+    .await;
+    let base = sim.url();
+    jamf_sync::jamf::install_crypto_provider();
+    let http = reqwest::Client::new();
+
+    let token: Value = http
+        .post(format!("{base}/api/v1/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "jamf-sync-sim"),
+            ("client_secret", "sim-secret"),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    checker.assert_valid("OAuthTokenResponse", &token, "oauth token");
+    let bearer = token["access_token"].as_str().expect("token").to_string();
+
+    let user: Value = http
+        .post(format!("{base}/api/v1/auth/token"))
+        .basic_auth("admin", Some("sim-password"))
+        .send()
+        .await
+        .expect("user token")
+        .json()
+        .await
+        .expect("json");
+    checker.assert_valid("AuthTokenV1", &user, "user token");
+
+    let (_, version) = get(&http, format!("{base}/api/v1/jamf-pro-version"), &bearer).await;
+    checker.assert_valid("JamfProVersion", &version, "version");
+
+    let v4_sections: Vec<&str> = jamf_sync::config::COMPUTER_SECTIONS.to_vec();
+    let mut v1_sections = v4_sections.clone();
+    v1_sections.extend(["PLUGINS", "FONTS"]);
+    for (api, list_schema, detail_schema, sections) in [
+        (
+            "v4",
+            "ComputerInventorySearchResultsV4",
+            "ComputerInventoryV4",
+            &v4_sections,
+        ),
+        (
+            "v3",
+            "ComputerInventorySearchResultsV3",
+            "ComputerInventoryV3",
+            &v4_sections,
+        ),
+        (
+            "v1",
+            "ComputerInventorySearchResults",
+            "ComputerInventory",
+            &v1_sections,
+        ),
+    ] {
+        let q: String = sections.iter().map(|s| format!("section={s}&")).collect();
+        let (status, page) = get(
+            &http,
+            format!("{base}/api/{api}/computers-inventory?{q}page-size=10&sort=id:asc"),
+            &bearer,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(page["results"].as_array().map(Vec::len), Some(10));
+        checker.assert_valid(
+            list_schema,
+            &page,
+            &format!("{api} list page, all sections"),
+        );
+
+        // Default (GENERAL only): the other sections are null, as on real servers.
+        let (_, page) = get(
+            &http,
+            format!("{base}/api/{api}/computers-inventory"),
+            &bearer,
+        )
+        .await;
+        assert!(page["results"][0]["hardware"].is_null());
+        checker.assert_valid(list_schema, &page, &format!("{api} list page, GENERAL"));
+
+        let (status, detail) = get(
+            &http,
+            format!("{base}/api/{api}/computers-inventory-detail/3"),
+            &bearer,
+        )
+        .await;
+        assert_eq!(status, 200);
+        checker.assert_valid(detail_schema, &detail, &format!("{api} detail"));
+
+        // Every simulated record is one our models decode.
+        let rec: ComputerRecord = serde_json::from_value(detail).expect("model decodes");
+        assert_eq!(rec.id, "3");
+    }
+
+    for (url, want) in [
+        (
+            format!("{base}/api/v4/computers-inventory-detail/99999"),
+            404,
+        ),
+        (
+            format!("{base}/api/v4/computers-inventory?section=NOPE"),
+            400,
+        ),
+        (
+            format!("{base}/api/v4/computers-inventory?sort=nope:asc"),
+            400,
+        ),
+        (
+            format!("{base}/api/v4/computers-inventory?filter=nope%3D%3D1"),
+            400,
+        ),
+    ] {
+        let (status, body) = get(&http, url.clone(), &bearer).await;
+        assert_eq!(status, want, "{url}");
+        checker.assert_valid("ApiError", &body, &url);
+    }
+    let (status, body) = get(&http, format!("{base}/api/v4/computers-inventory"), "bogus").await;
+    assert_eq!(status, 401);
+    checker.assert_valid("ApiError", &body, "401");
+    sim.stop().await;
+}
+
+#[test]
+fn the_check_has_teeth() {
+    let checker = Checker::new();
+    let good = json!({"totalCount": 1, "results": [{"id": "1", "udid": "x", "general": {"name": "a", "reportDate": "2025-02-15T13:46:35Z"}}]});
+    assert!(checker
+        .errors("ComputerInventorySearchResultsV4", &good)
+        .is_empty());
+    for bad in [
+        json!({"totalCount": 1, "results": [{"id": "1", "inventedField": 1}]}),
+        json!({"totalCount": 1, "results": [{"id": 1}]}),
+        json!({"totalCount": 1, "results": [{"id": "1", "general": {"reportDate": "yesterday"}}]}),
+        json!({"totalCount": 1, "results": [{"id": "1", "general": {"lastContactTime": "2025-02-15T13:46:35Z"}}]}),
+        json!({"totalCount": 1, "results": [{"id": "1", "operatingSystem": {"fileVault2Status": "MAYBE"}}]}),
+    ] {
+        assert!(
+            !checker
+                .errors("ComputerInventorySearchResultsV4", &bad)
+                .is_empty(),
+            "should be rejected: {bad}"
+        );
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn assert_subset(model: &str, fields: &BTreeSet<String>, allowed: &BTreeSet<String>) {
+    let extra: Vec<_> = fields.difference(allowed).collect();
+    assert!(
+        extra.is_empty(),
+        "{model} has fields Jamf's schema lacks: {extra:?}"
+    );
+}
+
+#[test]
+fn client_models_match_jamfs_schema() {
+    let checker = Checker::new();
+    let union = |a: &str, b: &str| -> BTreeSet<String> {
+        checker
+            .properties(a)
+            .union(&checker.properties(b))
+            .cloned()
+            .collect()
+    };
+    let ea = ExtensionAttribute {
+        definition_id: Some("1".into()),
+        name: Some("n".into()),
+        values: Some(vec!["v".into()]),
+        data_type: Some("STRING".into()),
+    };
+    // Struct literals without `..Default::default()`: adding a field to a model breaks this
+    // test until the field is listed here, and so checked against the schema.
+    let rec = ComputerRecord {
+        id: "1".into(),
+        udid: Some("u".into()),
+        general: Some(ComputerGeneral {
+            name: Some("n".into()),
+            report_date: Some("2025-02-15T13:46:35Z".into()),
+            last_contact: Some("2025-02-15T13:46:35Z".into()),
+            last_contact_time: Some("2025-02-15T13:46:35Z".into()),
+            remote_management: Some(RemoteManagement {
+                managed: Some(true),
+            }),
+            supervised: Some(true),
+            asset_tag: Some("a".into()),
+            platform: Some("Mac".into()),
+            extension_attributes: Some(vec![ea.clone()]),
+        }),
+        hardware: Some(ComputerHardware {
+            serial_number: Some("s".into()),
+            model: Some("m".into()),
+            model_identifier: Some("mi".into()),
+            extension_attributes: Some(vec![ea.clone()]),
+        }),
+        operating_system: Some(ComputerOperatingSystem {
+            name: Some("macOS".into()),
+            version: Some("15".into()),
+            build: Some("b".into()),
+            extension_attributes: Some(vec![ea.clone()]),
+        }),
+        user_and_location: Some(ComputerUserAndLocation {
+            username: Some("u".into()),
+            realname: Some("r".into()),
+            email: Some("e".into()),
+            extension_attributes: Some(vec![ea.clone()]),
+        }),
+        extension_attributes: Some(vec![ea.clone()]),
+    };
+    let v = serde_json::to_value(&rec).expect("serialize");
+    assert_subset(
+        "ComputerRecord",
+        &keys(&v),
+        &union("ComputerInventoryV4", "ComputerInventory"),
+    );
+    // v4 renamed lastContactTime to lastContact: each name must exist in one version.
+    let general = keys(&v["general"]);
+    assert!(checker
+        .properties("ComputerGeneralV4")
+        .contains("lastContact"));
+    assert!(checker
+        .properties("ComputerGeneral")
+        .contains("lastContactTime"));
+    assert_subset(
+        "ComputerGeneral",
+        &general,
+        &union("ComputerGeneralV4", "ComputerGeneral"),
+    );
+    assert_subset(
+        "ComputerHardware",
+        &keys(&v["hardware"]),
+        &checker.properties("ComputerHardware"),
+    );
+    assert_subset(
+        "ComputerOperatingSystem",
+        &keys(&v["operatingSystem"]),
+        &checker.properties("ComputerOperatingSystem"),
+    );
+    assert_subset(
+        "ComputerUserAndLocation",
+        &keys(&v["userAndLocation"]),
+        &checker.properties("ComputerUserAndLocation"),
+    );
+    assert_subset(
+        "RemoteManagement",
+        &keys(&v["general"]["remoteManagement"]),
+        &checker.properties("ComputerRemoteManagement"),
+    );
+    assert_subset(
+        "ExtensionAttribute",
+        &keys(&v["extensionAttributes"][0]),
+        &checker.properties("ComputerExtensionAttribute"),
+    );
+    let token = serde_json::to_value(OAuthTokenResponse {
+        access_token: "t".into(),
+        expires_in: 60,
+        token_type: Some("Bearer".into()),
+        scope: Some("api-role:1".into()),
+    })
+    .expect("serialize");
+    checker.assert_valid("OAuthTokenResponse", &token, "OAuthTokenResponse model");
+    let user = serde_json::to_value(AuthTokenV1 {
+        token: "t".into(),
+        expires: Some("2026-01-24T21:35:20.373Z".into()),
+    })
+    .expect("serialize");
+    checker.assert_valid("AuthTokenV1", &user, "AuthTokenV1 model");
+    let version = serde_json::to_value(JamfProVersion {
+        version: Some("11.30.1".into()),
+    })
+    .expect("serialize");
+    checker.assert_valid("JamfProVersion", &version, "JamfProVersion model");
+
+    // The sections we accept in config are exactly Jamf's v4 enum.
+    let doc = openapi();
+    let enum_values: BTreeSet<String> = doc["components"]["schemas"]["ComputerSectionV4"]["enum"]
+        .as_array()
+        .expect("enum")
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    let ours: BTreeSet<String> = jamf_sync::config::COMPUTER_SECTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(ours, enum_values);
+}

@@ -1,0 +1,339 @@
+//! Token expiry, revocation, injected faults and back-pressure: the run still succeeds with
+//! correct data and never exceeds five concurrent connections.
+
+use std::time::Duration;
+
+use jamf_sync::config::{ApiVersion, Credentials, FetchStrategy};
+use jamf_sync::jamf::{JamfClient, JamfError};
+use jamf_sync::simulator::{Faults, SimConfig};
+use secrecy::SecretString;
+
+use crate::helpers;
+
+fn faults_5_percent() -> Faults {
+    Faults {
+        rate_500: 0.01,
+        rate_502: 0.005,
+        rate_503: 0.01,
+        rate_504: 0.005,
+        rate_quota: 0.01,
+        rate_429: 0.005,
+        retry_after_secs: 1,
+        rate_reset: 0.005,
+        rate_slow: 0.02,
+        slow_ms: 50,
+        ..Faults::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_revocation_and_faults() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 800,
+        token_ttl_secs: 2,
+        latency_ms: 3,
+        faults: Faults {
+            revoke_every: 150,
+            ..faults_5_percent()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(50, FetchStrategy::Detail),
+    );
+    let summary = helpers::run(&engine, false).await;
+    assert!(summary.succeeded(), "{summary}");
+    assert_eq!(summary.counts.fetched, 800);
+    helpers::assert_matches_sim(&db, &sim).await;
+    let stats = sim.stats();
+    assert!(
+        stats.faults_injected > 10,
+        "faults were injected: {stats:?}"
+    );
+    assert!(stats.tokens_issued >= 2, "tokens were renewed: {stats:?}");
+    assert!(
+        stats.unauthorized > 0,
+        "revocation was exercised: {stats:?}"
+    );
+    assert!(stats.peak_in_flight <= 5, "{stats:?}");
+    assert!(stats.peak_connections <= 5, "{stats:?}");
+
+    // Inline pages under the same conditions.
+    sim.touch_random(300);
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(25, FetchStrategy::Inline),
+    );
+    let delta = helpers::run(&engine, false).await;
+    assert!(delta.succeeded(), "{delta}");
+    helpers::assert_matches_sim(&db, &sim).await;
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_renewal_is_single_flight() {
+    let sim = helpers::sim(SimConfig {
+        computers: 300,
+        token_ttl_secs: 1,
+        latency_ms: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = helpers::sqlite().await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Detail),
+    );
+    let summary = helpers::run(&engine, false).await;
+    assert!(summary.succeeded(), "{summary}");
+    let stats = sim.stats();
+    // 300 requests × 20 ms / 5 workers ≈ 1.2 s: with a 1 s token renewed at half its life,
+    // a handful of renewals, never one per worker per expiry.
+    assert!(stats.tokens_issued >= 2, "{stats:?}");
+    assert!(
+        stats.tokens_issued <= 8,
+        "renewals must be shared: {stats:?}"
+    );
+    assert_eq!(
+        stats.unauthorized, 0,
+        "tokens are renewed before they expire: {stats:?}"
+    );
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_account_with_keep_alive() {
+    let sim = helpers::sim(SimConfig {
+        computers: 200,
+        token_ttl_secs: 2,
+        latency_ms: 30,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = helpers::sqlite().await;
+    let mut settings = helpers::settings(&sim);
+    settings.credentials = Credentials::User {
+        username: "admin".into(),
+        password: SecretString::from("sim-password".to_string()),
+    };
+    let engine = helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Detail));
+    let summary = helpers::run(&engine, false).await;
+    assert!(summary.succeeded(), "{summary}");
+    assert!(
+        sim.requests_to("/api/v1/auth/keep-alive") >= 1,
+        "{:?}",
+        sim.stats()
+    );
+    assert_eq!(
+        sim.requests_to("/api/v1/auth/token"),
+        1,
+        "keep-alive renews user tokens"
+    );
+    helpers::assert_matches_sim(&db, &sim).await;
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_credentials_are_fatal_and_not_retried() {
+    let sim = helpers::sim(SimConfig {
+        computers: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut settings = helpers::settings(&sim);
+    settings.credentials = Credentials::ApiClient {
+        client_id: "jamf-sync-sim".into(),
+        client_secret: SecretString::from("wrong-secret-value".to_string()),
+    };
+    let client = JamfClient::new(settings).expect("client");
+    let err = client.server_version().await.expect_err("must fail");
+    assert!(
+        matches!(err, JamfError::AuthFailed { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("wrong-secret-value"));
+    assert_eq!(sim.requests_to("/api/v1/oauth/token"), 1, "not retried");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_oauth_path_and_older_server_versions() {
+    let sim = helpers::sim(SimConfig {
+        computers: 120,
+        version: "11.20.0-t1".into(),
+        legacy_oauth_only: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = helpers::sqlite().await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+    let summary = helpers::run(&engine, false).await;
+    assert!(summary.succeeded(), "{summary}");
+    assert_eq!(
+        sim.requests_to("/api/v1/oauth/token"),
+        1,
+        "tried once, then fell back"
+    );
+    assert_eq!(sim.requests_to("/api/oauth/token"), 1);
+    assert_eq!(sim.requests_to("/api/v3/computers-inventory"), 2);
+    assert_eq!(sim.requests_to("/api/v4/computers-inventory"), 0);
+    // v3 sends lastContactTime; it lands in the same column as v4's lastContact.
+    helpers::assert_matches_sim(&db, &sim).await;
+
+    // A fixed v1 override is honoured.
+    let mut settings = helpers::settings(&sim);
+    settings.api_version = ApiVersion::V1;
+    let engine = helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Inline));
+    assert!(helpers::run(&engine, true).await.succeeded());
+    assert_eq!(sim.requests_to("/api/v1/computers-inventory"), 2);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn malformed_record_is_counted_and_skipped() {
+    let sim = helpers::sim(SimConfig {
+        computers: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.corrupt(17);
+    let db = helpers::sqlite().await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(20, FetchStrategy::Inline),
+    );
+    let summary = helpers::run(&engine, false).await;
+    assert!(
+        summary.succeeded(),
+        "one bad record does not abort the run: {summary}"
+    );
+    assert_eq!(summary.counts.failed, 1);
+    assert_eq!(summary.counts.upserted, 49);
+    let ids: Vec<i64> = helpers::stored(&db)
+        .await
+        .iter()
+        .map(|r| r.jamf_id)
+        .collect();
+    assert!(!ids.contains(&17));
+    assert_eq!(ids.len(), 49);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleted_between_listing_and_fetch_is_missing_not_failure() {
+    let sim = helpers::sim(SimConfig {
+        computers: 40,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = helpers::sqlite().await;
+    // The first list page is served, then the device disappears before its detail fetch.
+    let client = JamfClient::new(helpers::settings(&sim)).expect("client");
+    let err = client
+        .computer_detail(ApiVersion::V4, 9999)
+        .await
+        .expect_err("404");
+    assert!(err.is_not_found());
+    sim.delete_computer(40);
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Detail),
+    );
+    let summary = helpers::run(&engine, false).await;
+    assert!(summary.succeeded(), "{summary}");
+    assert_eq!(summary.counts.fetched, 39);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_retry_after() {
+    let sim = helpers::sim(SimConfig {
+        computers: 30,
+        faults: Faults {
+            outage_requests: 0,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_faults(Faults {
+        rate_429: 1.0,
+        retry_after_secs: 1,
+        ..Faults::default()
+    });
+    let client = JamfClient::new(helpers::settings(&sim)).expect("client");
+    let started = std::time::Instant::now();
+    let handle = tokio::spawn(async move { client.server_version().await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sim.set_faults(Faults::default());
+    let version = handle
+        .await
+        .expect("join")
+        .expect("recovers after throttling");
+    assert!(version.is_some());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_and_capped() {
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+    let sim = helpers::sim(SimConfig {
+        computers: 300,
+        latency_ms: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    for conc in [1u32, 5] {
+        sim.reset_stats();
+        let mut settings = helpers::settings(&sim);
+        settings.max_concurrency = conc;
+        settings.api_version = ApiVersion::V4;
+        let client = Arc::new(JamfClient::new(settings).expect("client"));
+        let fetched = futures_util::stream::iter(1..=300i64)
+            .map(|id| {
+                let c = client.clone();
+                async move { c.computer_detail(ApiVersion::V4, id).await }
+            })
+            // More concurrency than allowed: the limiter must hold it back.
+            .buffer_unordered(10)
+            .filter(|r| futures_util::future::ready(r.is_ok()))
+            .count()
+            .await;
+        assert_eq!(fetched, 300);
+        let stats = sim.stats();
+        assert_eq!(stats.peak_in_flight, u64::from(conc), "{stats:?}");
+        assert_eq!(
+            stats.connections_opened,
+            u64::from(conc),
+            "one connection per slot, reused for 300 requests: {stats:?}"
+        );
+        client.invalidate_token().await;
+        drop(client);
+        // Let the server see the previous client's connections close.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sim.stop().await;
+}

@@ -1,0 +1,270 @@
+//! Full and delta syncs over real HTTP into real databases.
+
+use jamf_sync::config::FetchStrategy;
+use jamf_sync::simulator::{Faults, SimConfig};
+use jamf_sync::store::Store;
+
+use crate::helpers::{self, TestDb};
+
+const INVENTORY: &str = "/api/v4/computers-inventory";
+const DETAIL: &str = "/api/v4/computers-inventory-detail/{id}";
+
+/// Runs a test body once on SQLite and once on a fresh PostgreSQL database.
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = crate::helpers::sqlite().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = crate::helpers::postgres().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+both_backends!(full_then_delta_inline);
+async fn full_then_delta_inline(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 2000,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+
+    let first = helpers::run(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.mode, "full");
+    assert_eq!(first.counts.listed, 2000);
+    assert_eq!(first.counts.upserted, 2000);
+    // 2000 computers at 100 a page: exactly 20 pages, no extra empty page.
+    assert_eq!(sim.requests_to(INVENTORY), 20);
+    helpers::assert_matches_sim(db, &sim).await;
+    let eas = db
+        .db
+        .computer_extension_attributes("test")
+        .await
+        .expect("eas");
+    assert_eq!(eas.len(), 4000, "two extension attributes per computer");
+    let c1 = sim.computer(1).expect("computer 1");
+    assert!(eas.contains(&(1, "Battery Health".into(), Some(c1.ea_values[1].clone()))));
+    let cursor1 = helpers::cursor(db).await.expect("cursor after success");
+
+    // 5% of the fleet submits inventory.
+    sim.reset_stats();
+    let changed = sim.touch_random(100);
+    let second = helpers::run(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    assert_eq!(second.mode, "delta");
+    assert_eq!(second.counts.listed, 100, "only changed devices are listed");
+    assert_eq!(second.counts.upserted, 100);
+    assert_eq!(sim.requests_to(INVENTORY), 1, "one page covers 100 changes");
+    assert_eq!(sim.requests_to(DETAIL), 0);
+    helpers::assert_matches_sim(db, &sim).await;
+    let cursor2 = helpers::cursor(db).await.expect("cursor");
+    assert!(
+        cursor2 > cursor1,
+        "cursor moves forward after a successful run"
+    );
+
+    // A changed device's `changed_at` moved, an unchanged one's did not.
+    let rows = helpers::stored(db).await;
+    let moved = rows.iter().find(|r| r.jamf_id == changed[0]).expect("row");
+    assert!(moved.changed_at > moved.first_seen_at);
+    let still = rows
+        .iter()
+        .find(|r| !changed.contains(&r.jamf_id))
+        .expect("an unchanged row");
+    assert_eq!(still.changed_at, still.first_seen_at);
+
+    // Nothing changed: a delta lists nothing, writes nothing.
+    // Nothing changed since: the delta re-reads only the overlap window (the devices that
+    // reported within the last hour) and writes nothing.
+    let third = helpers::run(&engine, false).await;
+    assert!(third.succeeded());
+    assert_eq!(third.counts.listed, 100, "{third}");
+    assert_eq!(third.counts.upserted, 0, "{third}");
+    assert_eq!(third.counts.unchanged, 100, "{third}");
+    // A forced full run sees everything unchanged: the upsert is idempotent.
+    let full = helpers::run(&engine, true).await;
+    assert_eq!(full.counts.unchanged, 2000, "{full}");
+    assert_eq!(full.counts.upserted, 0);
+    assert_eq!(db.db.count_computers("test").await.expect("count"), 2000);
+    sim.stop().await;
+}
+
+both_backends!(full_then_delta_detail);
+async fn full_then_delta_detail(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 600,
+        latency_ms: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Detail),
+    );
+    let first = helpers::run(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.counts.fetched, 600);
+    assert_eq!(
+        sim.requests_to(DETAIL),
+        600,
+        "one detail request per device"
+    );
+    helpers::assert_matches_sim(db, &sim).await;
+    let stats = sim.stats();
+    assert!(
+        stats.peak_in_flight <= 5,
+        "peak in flight {}",
+        stats.peak_in_flight
+    );
+    assert!(
+        stats.peak_in_flight >= 3,
+        "the pool should use its connections: {}",
+        stats.peak_in_flight
+    );
+    assert!(
+        stats.peak_connections <= 5,
+        "peak connections {}",
+        stats.peak_connections
+    );
+
+    sim.reset_stats();
+    sim.touch_random(30);
+    let second = helpers::run(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    assert_eq!(
+        sim.requests_to(DETAIL),
+        30,
+        "the delta fetches only the changed devices"
+    );
+    assert_eq!(second.counts.upserted, 30);
+    helpers::assert_matches_sim(db, &sim).await;
+    sim.stop().await;
+}
+
+both_backends!(failed_run_keeps_cursor);
+async fn failed_run_keeps_cursor(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 500,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut settings = helpers::settings(&sim);
+    settings.retry.budget_secs = 1;
+    let engine = helpers::engine(db, settings, helpers::sync_cfg(20, FetchStrategy::Inline));
+    assert!(helpers::run(&engine, false).await.succeeded());
+    let cursor = helpers::cursor(db).await;
+    assert!(cursor.is_some());
+
+    sim.touch_random(200);
+    // The server goes down after a few pages and stays down past the retry budget.
+    sim.set_faults(Faults {
+        outage_after: 3,
+        outage_requests: 1_000_000,
+        ..Faults::default()
+    });
+    let failed = helpers::run(&engine, false).await;
+    assert!(!failed.succeeded(), "{failed}");
+    assert!(
+        failed.error.as_deref().unwrap_or("").contains("503"),
+        "{failed}"
+    );
+    assert!(
+        failed.counts.upserted > 0,
+        "pages before the outage were committed: {failed}"
+    );
+    assert!(failed.counts.upserted < 200);
+    assert_eq!(
+        helpers::cursor(db).await,
+        cursor,
+        "a failed run never moves the cursor"
+    );
+    let run = helpers::last_run(db).await;
+    assert_eq!(run.status, "failed");
+    assert!(run.cursor_after.is_none());
+
+    // The server recovers: the next run redoes the whole window, without duplicates.
+    sim.set_faults(Faults::default());
+    let redo = helpers::run(&engine, false).await;
+    assert!(redo.succeeded(), "{redo}");
+    assert_eq!(redo.counts.listed, 200, "the whole window is read again");
+    assert_eq!(
+        redo.counts.upserted + failed.counts.upserted,
+        200,
+        "records committed by the failed run are unchanged now"
+    );
+    assert!(helpers::cursor(db).await > cursor);
+    assert_eq!(db.db.count_computers("test").await.expect("count"), 500);
+    helpers::assert_matches_sim(db, &sim).await;
+    sim.stop().await;
+}
+
+both_backends!(inventory_during_sync);
+/// Devices submit inventory while the run pages: none is skipped, none is read twice, and the
+/// next run picks up what arrived behind the keyset position.
+async fn inventory_during_sync(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 1000,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(10, FetchStrategy::Inline),
+    );
+    assert!(helpers::run(&engine, false).await.succeeded());
+
+    let before: Vec<(i64, i64)> = sim
+        .touch_random(150)
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                sim.computer(id).expect("c").report_date.timestamp_millis(),
+            )
+        })
+        .collect();
+    // Every served page makes 7 more devices report: they enter the delta window mid-run,
+    // some behind the keyset position, some ahead of it.
+    sim.set_churn_per_page(7);
+    let during = helpers::run(&engine, false).await;
+    assert!(during.succeeded(), "{during}");
+    assert_eq!(
+        during.counts.listed,
+        during.counts.upserted + during.counts.unchanged,
+        "no device was listed twice: {during}"
+    );
+    assert!(during.counts.listed >= 150, "{during}");
+    let rows = helpers::stored(db).await;
+    for (id, reported) in &before {
+        let row = rows.iter().find(|r| r.jamf_id == *id).expect("row");
+        let stored = row.report_date.expect("report date").timestamp_millis();
+        assert!(
+            stored >= *reported,
+            "device {id} reported before the run started but was skipped ({})",
+            db.backend()
+        );
+    }
+
+    // Churn stops; the next delta (overlap from the last run's start) catches the rest.
+    sim.set_churn_per_page(0);
+    let after = helpers::run(&engine, false).await;
+    assert!(after.succeeded(), "{after}");
+    helpers::assert_matches_sim(db, &sim).await;
+    sim.stop().await;
+}
