@@ -159,6 +159,42 @@ async fn connect(cfg: &Config) -> anyhow::Result<Db> {
         .with_context(|| format!("cannot open database {}", url.masked()))
 }
 
+/// The database, the Jamf client and the engine over them, for one or more runs.
+struct Session {
+    db: Arc<Db>,
+    client: Arc<JamfClient>,
+    engine: Engine<Db>,
+}
+
+impl Session {
+    async fn open(cfg: &Config, settings: JamfSettings) -> anyhow::Result<Session> {
+        let db = Arc::new(connect(cfg).await?);
+        let stale = db.interrupt_stale_runs(&settings.instance).await?;
+        if stale > 0 {
+            tracing::warn!(
+                stale,
+                "marked runs left 'running' by an earlier process as interrupted"
+            );
+        }
+        let client = Arc::new(JamfClient::new(settings)?);
+        let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone());
+        Ok(Session { db, client, engine })
+    }
+
+    async fn sync(&self, full: bool, trigger: Trigger) -> anyhow::Result<RunSummary> {
+        Ok(self
+            .engine
+            .sync_computers(SyncOptions { full, trigger })
+            .await?)
+    }
+
+    /// Invalidates the Jamf token and closes the database.
+    async fn close(self) {
+        self.client.invalidate_token().await;
+        self.db.close().await;
+    }
+}
+
 /// One computers sync against the given server; invalidates the token afterwards.
 pub async fn sync_once(
     cfg: &Config,
@@ -166,21 +202,10 @@ pub async fn sync_once(
     full: bool,
     trigger: Trigger,
 ) -> anyhow::Result<RunSummary> {
-    let db = Arc::new(connect(cfg).await?);
-    let instance = settings.instance.clone();
-    let stale = db.interrupt_stale_runs(&instance).await?;
-    if stale > 0 {
-        tracing::warn!(
-            stale,
-            "marked runs left 'running' by an earlier process as interrupted"
-        );
-    }
-    let client = Arc::new(JamfClient::new(settings)?);
-    let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone());
-    let summary = engine.sync_computers(SyncOptions { full, trigger }).await;
-    client.invalidate_token().await;
-    db.close().await;
-    Ok(summary?)
+    let session = Session::open(cfg, settings).await?;
+    let summary = session.sync(full, trigger).await;
+    session.close().await;
+    summary
 }
 
 fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -299,12 +324,8 @@ async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         latency_ms: args.latency_ms,
         ..SimConfig::default()
     };
-    let settings = simulator_settings(cfg, &sim_cfg, "http://127.0.0.1:0")?;
     let sim = Simulator::start(sim_cfg.clone(), 0).await?;
-    let settings = JamfSettings {
-        url: url::Url::parse(&sim.url())?,
-        ..settings
-    };
+    let settings = simulator_settings(cfg, &sim_cfg, &sim.url())?;
     let db_url = cfg.database_url()?;
     println!(
         "demo: simulated Jamf Pro with {} computers at {}, database {}",
@@ -312,19 +333,26 @@ async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         sim.url(),
         db_url.masked()
     );
-    let first = sync_once(cfg, settings.clone(), false, Trigger::Demo).await?;
+    let session = Session::open(cfg, settings).await?;
+    let first = session.sync(false, Trigger::Demo).await?;
     println!("{first}");
     let changed = (args.computers / 20).max(1);
     sim.touch_random(changed);
     println!("demo: {changed} devices submitted inventory; running a delta sync");
-    let second = sync_once(cfg, settings, false, Trigger::Demo).await?;
+    let second = session.sync(false, Trigger::Demo).await?;
     println!("{second}");
+    let stored = session.db.count_computers(&cfg.jamf.instance).await?;
+    session.close().await;
     let stats = sim.stats();
     println!(
-        "demo: the simulator served {} requests; peak concurrent requests {}, peak open connections {}",
+        "demo: {stored} computers stored; the simulator served {} requests, peak concurrent \
+         requests {}, peak open connections {}",
         stats.requests, stats.peak_in_flight, stats.peak_connections
     );
-    println!("demo: inspect with `jamf-sync status` or `sqlite3 jamf-sync.db 'select name, serial_number, os_version from computers limit 5'`");
+    println!(
+        "demo: look inside with `jamf-sync status` or \
+         `sqlite3 jamf-sync.db 'select name, serial_number, os_version from computers limit 5'`"
+    );
     sim.stop().await;
     Ok(if first.succeeded() && second.succeeded() {
         ExitCode::SUCCESS

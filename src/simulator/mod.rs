@@ -121,6 +121,10 @@ pub struct SimStats {
     pub tokens_issued: u64,
     pub faults_injected: u64,
     pub unauthorized: u64,
+    /// Requests that carried the sticky-session cookie set with the first token.
+    pub with_sticky_cookie: u64,
+    /// `User-Agent` of the last request.
+    pub last_user_agent: Option<String>,
 }
 
 struct Inner {
@@ -449,10 +453,22 @@ async fn count_requests(State(s): State<Arc<SimState>>, req: Request, next: Next
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "(unmatched)".into());
+    let sticky = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains(STICKY_COOKIE));
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     {
         let mut inner = lock(&s.inner);
         inner.stats.requests += 1;
+        inner.stats.with_sticky_cookie += u64::from(sticky);
+        inner.stats.last_user_agent = agent;
         *inner.stats.by_endpoint.entry(endpoint).or_default() += 1;
         inner.stats.peak_in_flight = inner.stats.peak_in_flight.max(now);
     }
@@ -460,10 +476,18 @@ async fn count_requests(State(s): State<Arc<SimState>>, req: Request, next: Next
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    if !sticky {
+        // Jamf Cloud pins a client to one cluster node with this cookie.
+        if let Ok(v) = header::HeaderValue::from_str(&format!("{STICKY_COOKIE}=node-1; Path=/")) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
     resp
 }
+
+const STICKY_COOKIE: &str = "jpro-ingress";
 
 fn api_error(status: StatusCode, code: &str, description: &str, field: Option<&str>) -> Response {
     (

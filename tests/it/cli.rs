@@ -275,6 +275,11 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
     // The runs were stored under the default instance name.
     assert!(t.contains("instance default: 120 computers stored"), "{t}");
     assert!(t.contains("failed"), "the failed run is listed: {t}");
+    assert_eq!(
+        sim.requests_to("/api/v1/auth/invalidate-token"),
+        1,
+        "the token is invalidated when the successful sync ends"
+    );
     sim.stop().await;
 }
 
@@ -299,4 +304,60 @@ fn example_config_is_valid_and_documents_the_defaults() {
         String::from_utf8_lossy(&defaults.stdout),
         "config/example.toml must state exactly the built-in defaults"
     );
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("new.db");
+    let url = format!("sqlite://{}", path.display());
+    let o = jamf_sync(
+        &["migrate"],
+        &[("JAMF_SYNC__DATABASE__URL", url.as_str())],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("migrations applied (sqlite)"));
+    assert!(path.exists());
+    // Idempotent.
+    let o = jamf_sync(
+        &["migrate"],
+        &[("JAMF_SYNC__DATABASE__URL", url.as_str())],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn simulate_serves_a_jamf_pro_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jamf-sync"))
+        .args(["simulate", "--port", &port.to_string(), "--computers", "25"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).expect("read");
+    assert!(first.contains(&format!("127.0.0.1:{port}")), "{first}");
+    assert!(first.contains("25 computers"), "{first}");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /_sim/stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("peak_connections"), "{answer}");
+    child.kill().expect("kill");
+    let _ = child.wait();
 }
