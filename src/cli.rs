@@ -325,7 +325,13 @@ async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..SimConfig::default()
     };
     let sim = Simulator::start(sim_cfg.clone(), 0).await?;
-    let settings = simulator_settings(cfg, &sim_cfg, &sim.url())?;
+    let settings = cfg.jamf.settings_for(
+        url::Url::parse(&sim.url())?,
+        Credentials::ApiClient {
+            client_id: sim_cfg.client_id.clone(),
+            client_secret: SecretString::from(sim_cfg.client_secret.clone()),
+        },
+    );
     let db_url = cfg.database_url()?;
     println!(
         "demo: simulated Jamf Pro with {} computers at {}, database {}",
@@ -358,24 +364,5 @@ async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
-}
-
-/// Settings pointing at a simulator, keeping the user's tuning (concurrency, retries, ...).
-fn simulator_settings(cfg: &Config, sim: &SimConfig, url: &str) -> anyhow::Result<JamfSettings> {
-    let j = &cfg.jamf;
-    Ok(JamfSettings {
-        instance: j.instance.clone(),
-        url: url::Url::parse(url)?,
-        credentials: Credentials::ApiClient {
-            client_id: sim.client_id.clone(),
-            client_secret: SecretString::from(sim.client_secret.clone()),
-        },
-        api_version: j.api_version,
-        connect_timeout: std::time::Duration::from_secs(j.connect_timeout_secs),
-        request_timeout: std::time::Duration::from_secs(j.request_timeout_secs),
-        max_concurrency: j.max_concurrency,
-        token_refresh_margin: std::time::Duration::from_secs(j.token_refresh_margin_secs),
-        retry: j.retry.clone(),
     })
 }

@@ -142,6 +142,24 @@ impl Default for JamfConfig {
     }
 }
 
+impl JamfConfig {
+    /// Settings for a given server and credentials, with this configuration's tuning. The demo
+    /// uses it to point the client at the simulator.
+    pub fn settings_for(&self, url: Url, credentials: Credentials) -> JamfSettings {
+        JamfSettings {
+            instance: self.instance.clone(),
+            url,
+            credentials,
+            api_version: self.api_version,
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            max_concurrency: self.max_concurrency,
+            token_refresh_margin: std::time::Duration::from_secs(self.token_refresh_margin_secs),
+            retry: self.retry.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for JamfConfig {
     // Hand-written so that even the presence of a secret's value cannot leak: only whether
     // one is configured.
@@ -542,17 +560,7 @@ impl Config {
                 })?,
             },
         };
-        Ok(JamfSettings {
-            instance: j.instance.clone(),
-            url,
-            credentials,
-            api_version: j.api_version,
-            connect_timeout: std::time::Duration::from_secs(j.connect_timeout_secs),
-            request_timeout: std::time::Duration::from_secs(j.request_timeout_secs),
-            max_concurrency: j.max_concurrency,
-            token_refresh_margin: std::time::Duration::from_secs(j.token_refresh_margin_secs),
-            retry: j.retry.clone(),
-        })
+        Ok(j.settings_for(url, credentials))
     }
 
     /// The effective configuration as TOML-ish text with every secret masked.

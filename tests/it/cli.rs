@@ -23,6 +23,23 @@ fn jamf_sync(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Outp
     cmd.output().expect("run jamf-sync")
 }
 
+/// Runs the binary off the async runtime, so an in-process simulator keeps serving.
+async fn jamf_sync_async(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        jamf_sync(&args, &env, &dir)
+    })
+    .await
+    .expect("join")
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -102,52 +119,35 @@ fn unknown_keys_are_rejected_by_name() {
 #[test]
 fn invalid_values_name_the_key() {
     let dir = tempfile::tempdir().expect("dir");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[("JAMF_SYNC__DATABASE__URL", "mysql://u:p@h/db")],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "database.url");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[("JAMF_SYNC__SYNC__PAGE_SIZE", "abc")],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "sync.page_size");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[("JAMF_SYNC__SYNC__PAGE_SIZE", "5000")],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "sync.page_size");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[("JAMF_SYNC__JAMF__MAX_CONCURRENCY", "10")],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "jamf.max_concurrency");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[("JAMF_SYNC__SYNC__SECTIONS", "GENERAL,NOPE")],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "sync.sections");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[
-            ("JAMF_SYNC__JAMF__URL", "http://jamf.example.com"),
-            ("JAMF_SYNC__JAMF__CLIENT_ID", "a"),
-            ("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET),
-        ],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "jamf.url");
-    let o = jamf_sync(
-        &["config", "check"],
-        &[("JAMF_SYNC__LOG__FORMAT", "xml")],
-        dir.path(),
-    );
-    assert_fails_naming(&o, "log.format");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("JAMF_SYNC__DATABASE__URL", "mysql://u:p@h/db")],
+            "database.url",
+        ),
+        (&[("JAMF_SYNC__SYNC__PAGE_SIZE", "abc")], "sync.page_size"),
+        (&[("JAMF_SYNC__SYNC__PAGE_SIZE", "5000")], "sync.page_size"),
+        (
+            &[("JAMF_SYNC__JAMF__MAX_CONCURRENCY", "10")],
+            "jamf.max_concurrency",
+        ),
+        (
+            &[("JAMF_SYNC__SYNC__SECTIONS", "GENERAL,NOPE")],
+            "sync.sections",
+        ),
+        (&[("JAMF_SYNC__LOG__FORMAT", "xml")], "log.format"),
+        (
+            &[
+                ("JAMF_SYNC__JAMF__URL", "http://jamf.example.com"),
+                ("JAMF_SYNC__JAMF__CLIENT_ID", "a"),
+                ("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET),
+            ],
+            "jamf.url",
+        ),
+    ];
+    for (env, key) in cases {
+        let o = jamf_sync(&["config", "check"], env, dir.path());
+        assert_fails_naming(&o, key);
+    }
 }
 
 #[test]
@@ -212,23 +212,9 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
         ("JAMF_SYNC__DATABASE__URL", db.as_str()),
         ("RUST_LOG", "debug"),
     ];
-    let path = dir.path().to_path_buf();
     let mut ok_env = base.to_vec();
     ok_env.push(("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"));
-    let o = tokio::task::spawn_blocking({
-        let env: Vec<(String, String)> = ok_env
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let path = path.clone();
-        move || {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-            jamf_sync(&["sync"], &env, &path)
-        }
-    })
-    .await
-    .expect("join");
+    let o = jamf_sync_async(&["sync"], &ok_env, dir.path()).await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
@@ -239,37 +225,18 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
 
     let mut bad_env = base.to_vec();
     bad_env.push(("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET));
-    let o = tokio::task::spawn_blocking({
-        let env: Vec<(String, String)> = bad_env
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        move || {
-            let env: Vec<(&str, &str)> =
-                env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-            jamf_sync(&["sync"], &env, &path)
-        }
-    })
-    .await
-    .expect("join");
+    let o = jamf_sync_async(&["sync"], &bad_env, dir.path()).await;
     let t = text(&o);
     assert!(!o.status.success(), "wrong secret must fail: {t}");
     assert!(t.contains("refused the credentials"), "{t}");
     assert!(!t.contains(SECRET), "secret leaked: {t}");
 
-    let o = tokio::task::spawn_blocking({
-        let db = db.clone();
-        let dir = dir.path().to_path_buf();
-        move || {
-            jamf_sync(
-                &["status"],
-                &[("JAMF_SYNC__DATABASE__URL", db.as_str())],
-                &dir,
-            )
-        }
-    })
-    .await
-    .expect("join");
+    let o = jamf_sync_async(
+        &["status"],
+        &[("JAMF_SYNC__DATABASE__URL", db.as_str())],
+        dir.path(),
+    )
+    .await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     // The runs were stored under the default instance name.
