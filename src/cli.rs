@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use crate::config::{Config, Credentials, JamfSettings, Sources};
 use crate::jamf::JamfClient;
 use crate::simulator::{SimConfig, Simulator};
-use crate::store::{Db, Store};
+use crate::store::{Db, Kind, Store};
 use crate::sync::{Engine, RunSummary, SyncOptions, Trigger};
 
 #[derive(Debug, Parser)]
@@ -68,6 +68,17 @@ pub struct SyncArgs {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OnlyKind {
     Computers,
+    MobileDevices,
+}
+
+/// The kinds a `sync` runs: both by default (mobile devices unless disabled), or the one asked.
+fn kinds_to_sync(cfg: &Config, only: Option<OnlyKind>) -> Vec<Kind> {
+    match only {
+        Some(OnlyKind::Computers) => vec![Kind::Computers],
+        Some(OnlyKind::MobileDevices) => vec![Kind::MobileDevices],
+        None if cfg.mobile_devices.enabled => vec![Kind::Computers, Kind::MobileDevices],
+        None => vec![Kind::Computers],
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +95,9 @@ pub struct SimulateArgs {
     /// Computers in the fleet.
     #[arg(long, default_value_t = 2000)]
     pub computers: usize,
+    /// Mobile devices in the fleet.
+    #[arg(long, default_value_t = 500)]
+    pub mobile_devices: usize,
     /// Latency added to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -100,6 +114,9 @@ pub struct DemoArgs {
     /// Computers in the simulated fleet.
     #[arg(long, default_value_t = 3000)]
     pub computers: usize,
+    /// Mobile devices in the simulated fleet.
+    #[arg(long, default_value_t = 1000)]
+    pub mobile_devices: usize,
     /// Simulated latency per request in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub latency_ms: u64,
@@ -138,10 +155,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let _ = args.only;
-            let summary = sync_once(&cfg, settings, args.full, Trigger::Cli).await?;
-            println!("{summary}");
-            Ok(if summary.succeeded() {
+            let kinds = kinds_to_sync(&cfg, args.only);
+            let summaries = sync_once(&cfg, settings, &kinds, args.full, Trigger::Cli).await?;
+            for summary in &summaries {
+                println!("{summary}");
+            }
+            Ok(if summaries.iter().all(RunSummary::succeeded) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -177,15 +196,27 @@ impl Session {
             );
         }
         let client = Arc::new(JamfClient::new(settings)?);
-        let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone());
+        let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone())
+            .with_mobile(cfg.mobile_devices.clone());
         Ok(Session { db, client, engine })
     }
 
-    async fn sync(&self, full: bool, trigger: Trigger) -> anyhow::Result<RunSummary> {
-        Ok(self
-            .engine
-            .sync_computers(SyncOptions { full, trigger })
-            .await?)
+    /// Runs each kind in turn; a failed run does not stop the next kind.
+    async fn sync(
+        &self,
+        kinds: &[Kind],
+        full: bool,
+        trigger: Trigger,
+    ) -> anyhow::Result<Vec<RunSummary>> {
+        let mut summaries = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            summaries.push(
+                self.engine
+                    .sync(*kind, SyncOptions { full, trigger })
+                    .await?,
+            );
+        }
+        Ok(summaries)
     }
 
     /// Invalidates the Jamf token and closes the database.
@@ -195,17 +226,18 @@ impl Session {
     }
 }
 
-/// One computers sync against the given server; invalidates the token afterwards.
+/// One sync of each kind against the given server; invalidates the token afterwards.
 pub async fn sync_once(
     cfg: &Config,
     settings: JamfSettings,
+    kinds: &[Kind],
     full: bool,
     trigger: Trigger,
-) -> anyhow::Result<RunSummary> {
+) -> anyhow::Result<Vec<RunSummary>> {
     let session = Session::open(cfg, settings).await?;
-    let summary = session.sync(full, trigger).await;
+    let summaries = session.sync(kinds, full, trigger).await;
     session.close().await;
-    summary
+    summaries
 }
 
 fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
@@ -235,8 +267,9 @@ async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode> {
     let instance = &cfg.jamf.instance;
     let cursors = db.cursors(instance).await?;
     let runs = db.recent_runs(instance, limit).await?;
-    let stored = db.count_computers(instance).await?;
-    println!("instance {instance}: {stored} computers stored");
+    let stored = db.count_devices(instance, Kind::Computers).await?;
+    let mobile = db.count_devices(instance, Kind::MobileDevices).await?;
+    println!("instance {instance}: {stored} computers and {mobile} mobile devices stored");
     if cursors.is_empty() {
         println!("cursors: none yet (the next run is a full sync)");
     }
@@ -284,6 +317,7 @@ async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode> {
 async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut sim_cfg = SimConfig {
         computers: args.computers,
+        mobile_devices: args.mobile_devices,
         latency_ms: args.latency_ms,
         ..SimConfig::default()
     };
@@ -321,6 +355,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let sim_cfg = SimConfig {
         computers: args.computers,
+        mobile_devices: args.mobile_devices,
         latency_ms: args.latency_ms,
         ..SimConfig::default()
     };
@@ -339,20 +374,37 @@ async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
         sim.url(),
         db_url.masked()
     );
+    let kinds = [Kind::Computers, Kind::MobileDevices];
     let session = Session::open(cfg, settings).await?;
-    let first = session.sync(false, Trigger::Demo).await?;
-    println!("{first}");
+    let first = session.sync(&kinds, false, Trigger::Demo).await?;
+    for s in &first {
+        println!("{s}");
+    }
     let changed = (args.computers / 20).max(1);
+    let changed_mobile = (args.mobile_devices / 20).max(1);
     sim.touch_random(changed);
-    println!("demo: {changed} devices submitted inventory; running a delta sync");
-    let second = session.sync(false, Trigger::Demo).await?;
-    println!("{second}");
-    let stored = session.db.count_computers(&cfg.jamf.instance).await?;
+    sim.touch_random_mobiles(changed_mobile);
+    println!(
+        "demo: {changed} computers and {changed_mobile} mobile devices submitted inventory; \
+         running a delta sync"
+    );
+    let second = session.sync(&kinds, false, Trigger::Demo).await?;
+    for s in &second {
+        println!("{s}");
+    }
+    let computers = session
+        .db
+        .count_devices(&cfg.jamf.instance, Kind::Computers)
+        .await?;
+    let mobiles = session
+        .db
+        .count_devices(&cfg.jamf.instance, Kind::MobileDevices)
+        .await?;
     session.close().await;
     let stats = sim.stats();
     println!(
-        "demo: {stored} computers stored; the simulator served {} requests, peak concurrent \
-         requests {}, peak open connections {}",
+        "demo: {computers} computers and {mobiles} mobile devices stored; the simulator served \
+         {} requests, peak concurrent requests {}, peak open connections {}",
         stats.requests, stats.peak_in_flight, stats.peak_connections
     );
     println!(
@@ -360,7 +412,7 @@ async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
          `sqlite3 jamf-sync.db 'select name, serial_number, os_version from computers limit 5'`"
     );
     sim.stop().await;
-    Ok(if first.succeeded() && second.succeeded() {
+    Ok(if first.iter().chain(&second).all(RunSummary::succeeded) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -70,6 +70,7 @@ pub struct Config {
     pub jamf: JamfConfig,
     pub database: DatabaseConfig,
     pub sync: SyncConfig,
+    pub mobile_devices: MobileDevicesConfig,
     pub log: LogConfig,
 }
 
@@ -291,6 +292,84 @@ impl Default for SyncConfig {
     }
 }
 
+/// Mobile device sections of `/api/v2/mobile-devices/detail` (the `pro-api` source).
+pub const MOBILE_DEVICE_SECTIONS: &[&str] = &[
+    "GENERAL",
+    "HARDWARE",
+    "USER_AND_LOCATION",
+    "PURCHASING",
+    "SECURITY",
+    "APPLICATIONS",
+    "EBOOKS",
+    "NETWORK",
+    "SERVICE_SUBSCRIPTIONS",
+    "CERTIFICATES",
+    "PROFILES",
+    "USER_PROFILES",
+    "PROVISIONING_PROFILES",
+    "SHARED_USERS",
+    "GROUPS",
+    "EXTENSION_ATTRIBUTES",
+];
+
+/// Where mobile devices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MobileSource {
+    /// Classic API advanced mobile device search + XML records (Jamf's recommended path).
+    #[default]
+    AdvancedSearch,
+    /// `/api/v2/mobile-devices/detail` with an RSQL filter (Jamf Pro 11.4 and later).
+    ProApi,
+    /// `pro-api` on 11.4 and later, else `advanced-search`.
+    Auto,
+}
+
+/// Mobile device sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MobileDevicesConfig {
+    /// Sync mobile devices at all.
+    pub enabled: bool,
+    /// `advanced-search`, `pro-api` or `auto`.
+    pub source: MobileSource,
+    /// Name of the advanced mobile device search jamf-sync creates and keeps up to date. Use a
+    /// different name per jamf-sync installation sharing one Jamf server.
+    pub search_name: String,
+    /// Use this existing advanced search as is (jamf-sync then never creates or edits one).
+    pub search_id: Option<i64>,
+    /// Timeout for reading (evaluating) the search on the server, seconds; it can take minutes
+    /// on big fleets.
+    pub search_timeout_secs: u64,
+    /// The search's "Last Inventory Update" display value may be in the server's time zone;
+    /// devices are skipped before fetching only when older than the cursor by more than this.
+    pub prefilter_tolerance_secs: u64,
+    /// Sections read by the `pro-api` source (GENERAL required).
+    #[serde(deserialize_with = "string_or_list")]
+    pub sections: Vec<String>,
+}
+
+impl Default for MobileDevicesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            source: MobileSource::AdvancedSearch,
+            search_name: "jamf-sync: inventory updated recently".into(),
+            search_id: None,
+            search_timeout_secs: 600,
+            prefilter_tolerance_secs: 15 * 3600,
+            sections: [
+                "GENERAL",
+                "HARDWARE",
+                "USER_AND_LOCATION",
+                "EXTENSION_ATTRIBUTES",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -492,6 +571,42 @@ impl Config {
                 "must include GENERAL (it carries reportDate, which delta sync depends on)",
             ));
         }
+        let m = &self.mobile_devices;
+        if m.search_name.trim().is_empty() {
+            return Err(ConfigError::new(
+                "mobile_devices.search_name",
+                "must not be empty",
+            ));
+        }
+        if m.search_timeout_secs == 0 {
+            return Err(ConfigError::new(
+                "mobile_devices.search_timeout_secs",
+                "must be > 0",
+            ));
+        }
+        if let Some(id) = m.search_id.filter(|id| *id <= 0) {
+            return Err(ConfigError::new(
+                "mobile_devices.search_id",
+                format!("must be a positive id, got {id}"),
+            ));
+        }
+        for s in &m.sections {
+            if !MOBILE_DEVICE_SECTIONS.contains(&s.as_str()) {
+                return Err(ConfigError::new(
+                    "mobile_devices.sections",
+                    format!(
+                        "unknown section {s:?}; valid: {}",
+                        MOBILE_DEVICE_SECTIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !m.sections.iter().any(|s| s == "GENERAL") {
+            return Err(ConfigError::new(
+                "mobile_devices.sections",
+                "must include GENERAL",
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(ConfigError::new("database.max_connections", "must be > 0"));
         }
@@ -589,6 +704,8 @@ impl Config {
              initial_backoff_ms = {}\nmax_backoff_ms = {}\nbudget_secs = {}\n\
              quota_violation_multiplier = {}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n\
              [sync]\noverlap_secs = {}\npage_size = {}\nsections = {:?}\nstrategy = {:?}\n\n\
+             [mobile_devices]\nenabled = {}\nsource = {:?}\nsearch_name = {:?}\nsearch_id = {}\n\
+             search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\n\
              [log]\nfilter = {:?}\nformat = {:?}\n",
             j.instance,
             opt(&j.url),
@@ -613,6 +730,16 @@ impl Config {
             self.sync.page_size,
             self.sync.sections,
             self.sync.strategy,
+            self.mobile_devices.enabled,
+            self.mobile_devices.source,
+            self.mobile_devices.search_name,
+            self.mobile_devices
+                .search_id
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "(unset)".into()),
+            self.mobile_devices.search_timeout_secs,
+            self.mobile_devices.prefilter_tolerance_secs,
+            self.mobile_devices.sections,
             self.log.filter,
             self.log.format,
         )

@@ -17,6 +17,8 @@ pub enum JamfError {
     Forbidden { endpoint: &'static str },
     #[error("Jamf answered 404 Not Found at {endpoint}")]
     NotFound { endpoint: &'static str },
+    #[error("Jamf answered 409 Conflict at {endpoint}")]
+    Conflict { endpoint: &'static str },
     #[error("Jamf answered 400 Bad Request at {endpoint}: {detail}")]
     BadRequest {
         endpoint: &'static str,
@@ -81,6 +83,7 @@ impl JamfError {
             JamfError::Unauthorized { .. } => "unauthorized",
             JamfError::Forbidden { .. } => "forbidden",
             JamfError::NotFound { .. } => "not_found",
+            JamfError::Conflict { .. } => "conflict",
             JamfError::BadRequest { .. } => "bad_request",
             JamfError::Throttled { .. } => "throttled_429",
             JamfError::QuotaViolation { .. } => "quota_violation",

@@ -10,6 +10,7 @@
 //! - latency is measured per attempt (backoff sleeps never count) and labelled by endpoint
 //!   template; nothing secret reaches a log line, an error or a metric.
 
+pub mod classic;
 pub mod error;
 pub mod models;
 
@@ -48,6 +49,38 @@ struct Request<'a> {
     query: &'a [(&'a str, String)],
     form: Option<&'a [(&'a str, &'a str)]>,
     auth: AuthMode<'a>,
+    accept: &'static str,
+    /// Content type and body (Classic XML writes).
+    body: Option<(&'static str, &'a str)>,
+    /// Overrides the client's request timeout (search evaluation can take minutes).
+    timeout: Option<Duration>,
+}
+
+/// An authenticated call, independent of any attempt at it.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub method: Method,
+    pub endpoint: &'static str,
+    pub path: String,
+    pub query: &'a [(&'a str, String)],
+    pub accept: &'static str,
+    pub body: Option<(&'static str, &'a str)>,
+    pub timeout: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    /// A JSON GET.
+    pub fn get(endpoint: &'static str, path: String, query: &'a [(&'a str, String)]) -> Self {
+        Call {
+            method: Method::GET,
+            endpoint,
+            path,
+            query,
+            accept: "application/json",
+            body: None,
+            timeout: None,
+        }
+    }
 }
 
 enum AuthMode<'a> {
@@ -164,16 +197,24 @@ impl JamfClient {
         path: String,
         query: &[(&str, String)],
     ) -> Result<Bytes, JamfError> {
+        self.call(Call::get(endpoint, path, query)).await
+    }
+
+    /// Authenticated call with retries and one re-authentication on 401.
+    pub async fn call(&self, call: Call<'_>) -> Result<Bytes, JamfError> {
         let mut reauthenticated = false;
         loop {
             let (token, generation) = self.bearer().await?;
             let req = Request {
-                method: Method::GET,
-                endpoint,
-                path: path.clone(),
-                query,
+                method: call.method.clone(),
+                endpoint: call.endpoint,
+                path: call.path.clone(),
+                query: call.query,
                 form: None,
                 auth: AuthMode::Bearer(&token),
+                accept: call.accept,
+                body: call.body,
+                timeout: call.timeout,
             };
             match self.execute(&req).await {
                 Err(JamfError::Unauthorized { .. }) if !reauthenticated => {
@@ -184,7 +225,10 @@ impl JamfClient {
                     if st.generation == generation {
                         st.current = None;
                     }
-                    tracing::debug!(endpoint, "401 from Jamf; renewing the token and replaying");
+                    tracing::debug!(
+                        endpoint = call.endpoint,
+                        "401 from Jamf; renewing the token and replaying"
+                    );
                 }
                 other => return other,
             }
@@ -236,7 +280,15 @@ impl JamfClient {
         let mut rb = self
             .http
             .request(req.method.clone(), url)
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, req.accept);
+        if let Some((content_type, body)) = req.body {
+            rb = rb
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body.to_string());
+        }
+        if let Some(t) = req.timeout {
+            rb = rb.timeout(t);
+        }
         if !req.query.is_empty() {
             rb = rb.query(req.query);
         }
@@ -353,6 +405,9 @@ impl JamfClient {
                 query: &[],
                 form: Some(&form),
                 auth: AuthMode::None,
+                accept: "application/json",
+                body: None,
+                timeout: None,
             };
             match self.execute(&req).await {
                 Ok(body) => {
@@ -388,6 +443,9 @@ impl JamfClient {
             query: &[],
             form: None,
             auth: AuthMode::Basic(user, password),
+            accept: "application/json",
+            body: None,
+            timeout: None,
         };
         let body = self
             .execute(&req)
@@ -406,6 +464,9 @@ impl JamfClient {
             query: &[],
             form: None,
             auth: AuthMode::Bearer(current),
+            accept: "application/json",
+            body: None,
+            timeout: None,
         };
         let body = self.execute(&req).await?;
         metrics::counter!(metric::TOKEN_REFRESHES, "method" => "keep_alive").increment(1);
@@ -423,6 +484,9 @@ impl JamfClient {
             query: &[],
             form: None,
             auth: AuthMode::Bearer(&token.value),
+            accept: "application/json",
+            body: None,
+            timeout: None,
         };
         // Best effort, single attempt: we are exiting and the token expires anyway.
         if let Err(e) = self.attempt(&req).await {
@@ -529,6 +593,130 @@ impl JamfClient {
     }
 }
 
+/// Classic API calls (XML) and the Jamf Pro API mobile-device listing.
+impl JamfClient {
+    async fn classic_text(&self, call: Call<'_>) -> Result<String, JamfError> {
+        let endpoint = call.endpoint;
+        let body = self.call(call).await?;
+        String::from_utf8(body.to_vec()).map_err(|e| JamfError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })
+    }
+
+    fn classic_call<'a>(
+        method: Method,
+        endpoint: &'static str,
+        path: String,
+        body: Option<&'a str>,
+    ) -> Call<'a> {
+        Call {
+            method,
+            endpoint,
+            path,
+            query: &[],
+            accept: "application/xml",
+            body: body.map(|b| ("application/xml", b)),
+            timeout: None,
+        }
+    }
+
+    /// `(id, name)` of every advanced mobile device search.
+    pub async fn advanced_searches(&self) -> Result<Vec<(i64, String)>, JamfError> {
+        let endpoint = "/JSSResource/advancedmobiledevicesearches";
+        let xml = self
+            .classic_text(Self::classic_call(
+                Method::GET,
+                endpoint,
+                "JSSResource/advancedmobiledevicesearches".into(),
+                None,
+            ))
+            .await?;
+        classic::parse_search_list(&xml).map_err(|message| JamfError::Decode { endpoint, message })
+    }
+
+    /// Creates an advanced mobile device search; 409 when the name exists.
+    pub async fn create_search(&self, xml: &str) -> Result<i64, JamfError> {
+        let endpoint = "/JSSResource/advancedmobiledevicesearches/id/{id}";
+        let answer = self
+            .classic_text(Self::classic_call(
+                Method::POST,
+                endpoint,
+                "JSSResource/advancedmobiledevicesearches/id/0".into(),
+                Some(xml),
+            ))
+            .await?;
+        classic::parse_created_id(&answer)
+            .map_err(|message| JamfError::Decode { endpoint, message })
+    }
+
+    pub async fn update_search(&self, id: i64, xml: &str) -> Result<(), JamfError> {
+        self.classic_text(Self::classic_call(
+            Method::PUT,
+            "/JSSResource/advancedmobiledevicesearches/id/{id}",
+            format!("JSSResource/advancedmobiledevicesearches/id/{id}"),
+            Some(xml),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// Reads (and so evaluates, on the server) an advanced search.
+    pub async fn evaluate_search(
+        &self,
+        id: i64,
+        timeout: Duration,
+    ) -> Result<Vec<classic::SearchHit>, JamfError> {
+        let endpoint = "/JSSResource/advancedmobiledevicesearches/id/{id}";
+        let mut call = Self::classic_call(
+            Method::GET,
+            endpoint,
+            format!("JSSResource/advancedmobiledevicesearches/id/{id}"),
+            None,
+        );
+        call.timeout = Some(timeout);
+        let xml = self.classic_text(call).await?;
+        classic::parse_search_results(&xml)
+            .map_err(|message| JamfError::Decode { endpoint, message })
+    }
+
+    /// One mobile device's full record, as XML.
+    pub async fn mobile_device_xml(&self, id: i64) -> Result<String, JamfError> {
+        self.classic_text(Self::classic_call(
+            Method::GET,
+            "/JSSResource/mobiledevices/id/{id}",
+            format!("JSSResource/mobiledevices/id/{id}"),
+            None,
+        ))
+        .await
+    }
+
+    /// One keyset page of `/api/v2/mobile-devices/detail`.
+    pub async fn mobile_devices_page(
+        &self,
+        sections: &[&str],
+        page_size: u32,
+        filter: Option<&str>,
+    ) -> Result<InventoryPage, JamfError> {
+        let mut query: Vec<(&str, String)> = sections
+            .iter()
+            .map(|s| ("section", s.to_string()))
+            .collect();
+        query.push(("page", "0".into()));
+        query.push(("page-size", page_size.to_string()));
+        query.push(("sort", "mobileDeviceId:asc".into()));
+        if let Some(f) = filter {
+            query.push(("filter", f.to_string()));
+        }
+        self.get_json(
+            "/api/v2/mobile-devices/detail",
+            "api/v2/mobile-devices/detail".into(),
+            &query,
+        )
+        .await
+    }
+}
+
 fn inventory_endpoint(version: ApiVersion) -> (&'static str, &'static str) {
     match version {
         ApiVersion::V1 => ("/api/v1/computers-inventory", "api/v1/computers-inventory"),
@@ -617,6 +805,7 @@ fn classify(
         401 => JamfError::Unauthorized { endpoint },
         403 => JamfError::Forbidden { endpoint },
         404 => JamfError::NotFound { endpoint },
+        409 => JamfError::Conflict { endpoint },
         429 => JamfError::Throttled {
             endpoint,
             retry_after: headers

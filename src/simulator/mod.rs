@@ -12,6 +12,7 @@
 //! injected faults' random draws and the wall clock.
 
 pub mod fleet;
+pub mod mobile;
 pub mod rsql;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,12 @@ use fleet::SimComputer;
 pub struct SimConfig {
     /// Computers in the fleet (ids 1..=n).
     pub computers: usize,
+    /// Mobile devices in the fleet (ids 1..=n).
+    pub mobile_devices: usize,
+    /// A new advanced search stays invisible this long to requests without the sticky cookie.
+    pub replication_lag_ms: u64,
+    /// Set the sticky-session cookie (a cluster with session affinity).
+    pub sticky_sessions: bool,
     /// Reported by `/api/v1/jamf-pro-version`; below 11.30 the v4 endpoints answer 404.
     pub version: String,
     /// Lifetime of issued tokens in seconds.
@@ -94,6 +101,9 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             computers: 2000,
+            mobile_devices: 500,
+            replication_lag_ms: 0,
+            sticky_sessions: true,
             version: "11.30.1-t1784555528405".into(),
             token_ttl_secs: 1200,
             client_id: "jamf-sync-sim".into(),
@@ -125,9 +135,11 @@ pub struct SimStats {
     pub with_sticky_cookie: u64,
     /// `User-Agent` of the last request.
     pub last_user_agent: Option<String>,
+    pub searches_created: u64,
+    pub searches_updated: u64,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     fleet: BTreeMap<i64, SimComputer>,
     tokens: HashMap<String, Instant>,
     rng: fastrand::Rng,
@@ -138,6 +150,13 @@ struct Inner {
     auth_requests: u64,
     /// Ids whose records are served malformed (an unparseable `reportDate`).
     corrupt: std::collections::HashSet<i64>,
+    mobiles: BTreeMap<i64, mobile::SimMobile>,
+    /// Mobile device ids whose XML is served truncated.
+    corrupt_mobiles: std::collections::HashSet<i64>,
+    searches: BTreeMap<i64, mobile::SimSearch>,
+    next_search_id: i64,
+    /// Devices deleted after the search index saw them: listed by searches, 404 on fetch.
+    vanished: BTreeMap<i64, mobile::SimMobile>,
 }
 
 pub struct SimState {
@@ -148,7 +167,7 @@ pub struct SimState {
     token_seq: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the simulator's data inconsistent in a way
     // that matters for a test double; keep serving.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -176,6 +195,9 @@ impl Simulator {
         let fleet = (1..=cfg.computers as i64)
             .map(|id| (id, SimComputer::generate(id, &mut rng, now)))
             .collect();
+        let mobiles = (1..=cfg.mobile_devices as i64)
+            .map(|id| (id, mobile::SimMobile::generate(id, &mut rng, now)))
+            .collect();
         let state = Arc::new(SimState {
             inner: Mutex::new(Inner {
                 fleet,
@@ -186,6 +208,11 @@ impl Simulator {
                 fault_checks: 0,
                 auth_requests: 0,
                 corrupt: Default::default(),
+                mobiles,
+                corrupt_mobiles: Default::default(),
+                searches: BTreeMap::new(),
+                next_search_id: 100,
+                vanished: BTreeMap::new(),
             }),
             cfg: Mutex::new(cfg),
             in_flight: AtomicU64::new(0),
@@ -289,6 +316,58 @@ impl Simulator {
         c.report_date = now - age;
         inner.fleet.insert(id, c);
         id
+    }
+
+    /// `count` distinct random mobile devices submit inventory now; returns their ids.
+    pub fn touch_random_mobiles(&self, count: usize) -> Vec<i64> {
+        let mut inner = lock(&self.state.inner);
+        let ids: Vec<i64> = inner.mobiles.keys().copied().collect();
+        let count = count.min(ids.len());
+        let mut picked = std::collections::BTreeSet::new();
+        while picked.len() < count {
+            picked.insert(ids[inner.rng.usize(0..ids.len())]);
+        }
+        let now = Utc::now();
+        for id in &picked {
+            if let Some(m) = inner.mobiles.get_mut(id) {
+                m.report(now);
+            }
+        }
+        picked.into_iter().collect()
+    }
+
+    pub fn mobile(&self, id: i64) -> Option<mobile::SimMobile> {
+        lock(&self.state.inner).mobiles.get(&id).cloned()
+    }
+
+    pub fn mobile_ids(&self) -> Vec<i64> {
+        lock(&self.state.inner).mobiles.keys().copied().collect()
+    }
+
+    pub fn delete_mobile(&self, id: i64) -> bool {
+        lock(&self.state.inner).mobiles.remove(&id).is_some()
+    }
+
+    /// Deletes a mobile device that searches still list (deleted between search and fetch).
+    pub fn vanish_mobile(&self, id: i64) -> bool {
+        let mut inner = lock(&self.state.inner);
+        match inner.mobiles.remove(&id) {
+            Some(m) => {
+                inner.vanished.insert(id, m);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Serve this mobile device's XML truncated from now on.
+    pub fn corrupt_mobile(&self, id: i64) {
+        lock(&self.state.inner).corrupt_mobiles.insert(id);
+    }
+
+    /// The advanced searches the simulator holds.
+    pub fn searches(&self) -> Vec<mobile::SimSearch> {
+        lock(&self.state.inner).searches.values().cloned().collect()
     }
 
     pub fn delete_computer(&self, id: i64) -> bool {
@@ -436,6 +515,26 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/api/v1/computers-inventory-detail/{id}", get(detail_v1))
         .route("/api/v3/computers-inventory-detail/{id}", get(detail_v3))
         .route("/api/v4/computers-inventory-detail/{id}", get(detail_v4))
+        .route(
+            "/JSSResource/advancedmobiledevicesearches",
+            get(mobile::list_searches),
+        )
+        .route(
+            "/JSSResource/advancedmobiledevicesearches/id/{id}",
+            get(mobile::get_search_by_id)
+                .post(mobile::create_search)
+                .put(mobile::update_search)
+                .delete(mobile::delete_search),
+        )
+        .route(
+            "/JSSResource/advancedmobiledevicesearches/name/{name}",
+            get(mobile::get_search_by_name),
+        )
+        .route(
+            "/JSSResource/mobiledevices/id/{id}",
+            get(mobile::mobile_device),
+        )
+        .route("/api/v2/mobile-devices/detail", get(mobile::pro_detail))
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/touch", post(sim_touch))
         .route("/_sim/revoke", post(sim_revoke))
@@ -478,7 +577,7 @@ async fn count_requests(State(s): State<Arc<SimState>>, req: Request, next: Next
     }
     let mut resp = next.run(req).await;
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
-    if !sticky {
+    if !sticky && lock(&s.cfg).sticky_sessions {
         // Jamf Cloud pins a client to one cluster node with this cookie.
         if let Ok(v) = header::HeaderValue::from_str(&format!("{STICKY_COOKIE}=node-1; Path=/")) {
             resp.headers_mut().append(header::SET_COOKIE, v);
@@ -487,9 +586,14 @@ async fn count_requests(State(s): State<Arc<SimState>>, req: Request, next: Next
     resp
 }
 
-const STICKY_COOKIE: &str = "jpro-ingress";
+pub(crate) const STICKY_COOKIE: &str = "jpro-ingress";
 
-fn api_error(status: StatusCode, code: &str, description: &str, field: Option<&str>) -> Response {
+pub(crate) fn api_error(
+    status: StatusCode,
+    code: &str,
+    description: &str,
+    field: Option<&str>,
+) -> Response {
     (
         status,
         Json(json!({
@@ -500,7 +604,7 @@ fn api_error(status: StatusCode, code: &str, description: &str, field: Option<&s
         .into_response()
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     api_error(
         StatusCode::UNAUTHORIZED,
         "INVALID_TOKEN",
@@ -527,7 +631,7 @@ impl SimState {
     }
 
     /// The caller's valid bearer token, if any; applies periodic revocation.
-    fn authorize(&self, headers: &HeaderMap) -> Option<String> {
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Option<String> {
         let revoke_every = lock(&self.cfg).faults.revoke_every;
         let mut inner = lock(&self.inner);
         inner.auth_requests += 1;
@@ -556,7 +660,7 @@ impl SimState {
     }
 
     /// Draws an injected fault for this request, if any.
-    async fn fault(&self) -> Option<Response> {
+    pub(crate) async fn fault(&self) -> Option<Response> {
         let f = lock(&self.cfg).faults.clone();
         {
             let mut inner = lock(&self.inner);

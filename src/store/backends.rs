@@ -15,9 +15,10 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 
 use super::{
-    partition_changed, CursorRow, Kind, NewRun, PageOutcome, Result, RunCounts, RunEnd, RunRow,
-    RunStatus, Store, StoredComputer,
+    partition_changed, CursorRow, DeviceRow, Kind, NewRun, PageOutcome, Result, RunCounts, RunEnd,
+    RunRow, RunStatus, Store, StoredComputer, StoredMobileDevice,
 };
+use crate::jamf::classic::MobileDevice;
 use crate::jamf::models::Computer;
 
 /// Rows per multi-row INSERT: 18 parameters a row stays well under SQLite's 32,766 limit.
@@ -84,7 +85,120 @@ macro_rules! computer_columns {
 }
 
 macro_rules! store_impl {
-    ($store:ty, $db:ty, $migrations:expr, $json_cast:literal) => {
+    ($store:ty, $db:ty, $migrations:expr, $json_cast:literal, $raw_text:literal) => {
+        impl $store {
+            /// The page-writing logic both device kinds share; `insert` builds the kind's
+            /// multi-row upsert for the rows that changed.
+            #[allow(clippy::too_many_arguments)]
+            async fn write_page<R: DeviceRow>(
+                &self,
+                instance: &str,
+                run_id: i64,
+                records: &[R],
+                counts: &RunCounts,
+                last_id: Option<i64>,
+                now: DateTime<Utc>,
+                insert: impl Fn(&mut QueryBuilder<$db>, &str, &[&R], DateTime<Utc>),
+            ) -> Result<PageOutcome> {
+                let table = R::KIND.as_str();
+                let mut tx = self.pool.begin().await?;
+                let mut outcome = PageOutcome::default();
+                for chunk in records.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                        "SELECT jamf_id, raw_hash, deleted_at IS NOT NULL FROM {table} WHERE instance = "
+                    ));
+                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
+                    let mut ids = q.separated(", ");
+                    for r in chunk {
+                        ids.push_bind(r.jamf_id());
+                    }
+                    q.push(")");
+                    let stored: Vec<(i64, i64, bool)> =
+                        q.build_query_as().fetch_all(&mut *tx).await?;
+                    let (changed, unchanged) = partition_changed(chunk, &stored);
+
+                    if !unchanged.is_empty() {
+                        let mut q: QueryBuilder<$db> =
+                            QueryBuilder::new(format!("UPDATE {table} SET synced_at = "));
+                        q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
+                        q.push(" AND jamf_id IN (");
+                        let mut ids = q.separated(", ");
+                        for id in &unchanged {
+                            ids.push_bind(*id);
+                        }
+                        q.push(")");
+                        q.build().execute(&mut *tx).await?;
+                    }
+
+                    if !changed.is_empty() {
+                        let mut q: QueryBuilder<$db> = QueryBuilder::new("");
+                        insert(&mut q, instance, &changed, now);
+                        q.build().execute(&mut *tx).await?;
+
+                        let device_type = R::KIND.device_type();
+                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                            "DELETE FROM extension_attributes WHERE device_type = ",
+                        );
+                        q.push_bind(device_type).push(" AND instance = ");
+                        q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
+                        let mut ids = q.separated(", ");
+                        for c in &changed {
+                            ids.push_bind(c.jamf_id());
+                        }
+                        q.push(")");
+                        q.build().execute(&mut *tx).await?;
+
+                        let eas: Vec<(i64, &crate::jamf::models::EaValue)> = changed
+                            .iter()
+                            .flat_map(|c| c.extension_attributes().iter().map(move |e| (c.jamf_id(), e)))
+                            .collect();
+                        for ea_chunk in eas.chunks(CHUNK * 2) {
+                            let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                                "INSERT INTO extension_attributes (instance, device_type, jamf_id, \
+                                 definition_id, name, value, data_type, updated_at) ",
+                            );
+                            q.push_values(ea_chunk.iter(), |mut b, (id, e)| {
+                                b.push_bind(instance.to_string())
+                                    .push_bind(device_type)
+                                    .push_bind(*id)
+                                    .push_bind(e.definition_id.clone())
+                                    .push_bind(e.name.clone())
+                                    .push_bind(e.value.clone())
+                                    .push_bind(e.data_type.clone())
+                                    .push_bind(now);
+                            });
+                            // The same definition twice for one device must not abort the page.
+                            q.push(" ON CONFLICT DO NOTHING");
+                            q.build().execute(&mut *tx).await?;
+                        }
+                    }
+                    outcome.upserted += changed.len() as i64;
+                    outcome.unchanged += unchanged.len() as i64;
+                }
+                let total = RunCounts {
+                    upserted: counts.upserted + outcome.upserted,
+                    unchanged: counts.unchanged + outcome.unchanged,
+                    ..*counts
+                };
+                sqlx::query(
+                    "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, unchanged = $4, \
+                     failed = $5, missing = $6, last_id = COALESCE($7, last_id) WHERE id = $8",
+                )
+                .bind(total.listed)
+                .bind(total.fetched)
+                .bind(total.upserted)
+                .bind(total.unchanged)
+                .bind(total.failed)
+                .bind(total.missing)
+                .bind(last_id)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+        }
+
         impl Store for $store {
             async fn migrate(&self) -> Result<()> {
                 $migrations.run(&self.pool).await?;
@@ -127,134 +241,100 @@ macro_rules! store_impl {
                 last_id: Option<i64>,
                 now: DateTime<Utc>,
             ) -> Result<PageOutcome> {
-                let mut tx = self.pool.begin().await?;
-                let mut outcome = PageOutcome::default();
-                for chunk in records.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "SELECT jamf_id, raw_hash, deleted_at IS NOT NULL FROM computers WHERE instance = ",
+                self.write_page(instance, run_id, records, counts, last_id, now, |q, instance, rows, now| {
+                    q.push(
+                        "INSERT INTO computers (instance, jamf_id, udid, serial_number, name, model, \
+                         os_version, os_build, report_date, last_contact, managed, supervised, username, \
+                         email, raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at) ",
                     );
-                    q.push_bind(instance).push(" AND jamf_id IN (");
-                    let mut ids = q.separated(", ");
-                    for r in chunk {
-                        ids.push_bind(r.jamf_id);
-                    }
-                    q.push(")");
-                    let stored: Vec<(i64, i64, bool)> =
-                        q.build_query_as().fetch_all(&mut *tx).await?;
-                    let (changed, unchanged) = partition_changed(chunk, &stored);
+                    q.push_values(rows.iter(), |mut b, c| {
+                        b.push_bind(instance.to_string())
+                            .push_bind(c.jamf_id)
+                            .push_bind(c.udid.clone())
+                            .push_bind(c.serial_number.clone())
+                            .push_bind(c.name.clone())
+                            .push_bind(c.model.clone())
+                            .push_bind(c.os_version.clone())
+                            .push_bind(c.os_build.clone())
+                            .push_bind(c.report_date)
+                            .push_bind(c.last_contact)
+                            .push_bind(c.managed)
+                            .push_bind(c.supervised)
+                            .push_bind(c.username.clone())
+                            .push_bind(c.email.clone())
+                            .push_bind(c.raw.clone())
+                            .push_unseparated($json_cast)
+                            .push_bind(c.raw_hash)
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push("NULL");
+                    });
+                    q.push(
+                        " ON CONFLICT (instance, jamf_id) DO UPDATE SET udid = excluded.udid, \
+                         serial_number = excluded.serial_number, name = excluded.name, \
+                         model = excluded.model, os_version = excluded.os_version, \
+                         os_build = excluded.os_build, report_date = excluded.report_date, \
+                         last_contact = excluded.last_contact, managed = excluded.managed, \
+                         supervised = excluded.supervised, username = excluded.username, \
+                         email = excluded.email, raw = excluded.raw, raw_hash = excluded.raw_hash, \
+                         changed_at = excluded.changed_at, synced_at = excluded.synced_at, \
+                         deleted_at = NULL",
+                    );
+                })
+                .await
+            }
 
-                    if !unchanged.is_empty() {
-                        let mut q: QueryBuilder<$db> =
-                            QueryBuilder::new("UPDATE computers SET synced_at = ");
-                        q.push_bind(now).push(" WHERE instance = ").push_bind(instance);
-                        q.push(" AND jamf_id IN (");
-                        let mut ids = q.separated(", ");
-                        for id in &unchanged {
-                            ids.push_bind(*id);
-                        }
-                        q.push(")");
-                        q.build().execute(&mut *tx).await?;
-                    }
-
-                    if !changed.is_empty() {
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                            "INSERT INTO computers (instance, jamf_id, udid, serial_number, name, model, \
-                             os_version, os_build, report_date, last_contact, managed, supervised, username, \
-                             email, raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at) ",
-                        );
-                        q.push_values(changed.iter(), |mut b, c| {
-                            b.push_bind(instance)
-                                .push_bind(c.jamf_id)
-                                .push_bind(c.udid.as_deref())
-                                .push_bind(c.serial_number.as_deref())
-                                .push_bind(c.name.as_deref())
-                                .push_bind(c.model.as_deref())
-                                .push_bind(c.os_version.as_deref())
-                                .push_bind(c.os_build.as_deref())
-                                .push_bind(c.report_date)
-                                .push_bind(c.last_contact)
-                                .push_bind(c.managed)
-                                .push_bind(c.supervised)
-                                .push_bind(c.username.as_deref())
-                                .push_bind(c.email.as_deref())
-                                .push_bind(c.raw.as_str())
-                                .push_unseparated($json_cast)
-                                .push_bind(c.raw_hash)
-                                .push_bind(now)
-                                .push_bind(now)
-                                .push_bind(now)
-                                .push("NULL");
-                        });
-                        q.push(
-                            " ON CONFLICT (instance, jamf_id) DO UPDATE SET udid = excluded.udid, \
-                             serial_number = excluded.serial_number, name = excluded.name, \
-                             model = excluded.model, os_version = excluded.os_version, \
-                             os_build = excluded.os_build, report_date = excluded.report_date, \
-                             last_contact = excluded.last_contact, managed = excluded.managed, \
-                             supervised = excluded.supervised, username = excluded.username, \
-                             email = excluded.email, raw = excluded.raw, raw_hash = excluded.raw_hash, \
-                             changed_at = excluded.changed_at, synced_at = excluded.synced_at, \
-                             deleted_at = NULL",
-                        );
-                        q.build().execute(&mut *tx).await?;
-
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                            "DELETE FROM extension_attributes WHERE device_type = 'computer' AND instance = ",
-                        );
-                        q.push_bind(instance).push(" AND jamf_id IN (");
-                        let mut ids = q.separated(", ");
-                        for c in &changed {
-                            ids.push_bind(c.jamf_id);
-                        }
-                        q.push(")");
-                        q.build().execute(&mut *tx).await?;
-
-                        let eas: Vec<(i64, &crate::jamf::models::EaValue)> = changed
-                            .iter()
-                            .flat_map(|c| c.extension_attributes.iter().map(move |e| (c.jamf_id, e)))
-                            .collect();
-                        for ea_chunk in eas.chunks(CHUNK * 2) {
-                            let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                                "INSERT INTO extension_attributes (instance, device_type, jamf_id, \
-                                 definition_id, name, value, data_type, updated_at) ",
-                            );
-                            q.push_values(ea_chunk.iter(), |mut b, (id, e)| {
-                                b.push_bind(instance)
-                                    .push_bind("computer")
-                                    .push_bind(*id)
-                                    .push_bind(e.definition_id.as_str())
-                                    .push_bind(e.name.as_str())
-                                    .push_bind(e.value.as_deref())
-                                    .push_bind(e.data_type.as_deref())
-                                    .push_bind(now);
-                            });
-                            q.build().execute(&mut *tx).await?;
-                        }
-                    }
-                    outcome.upserted += changed.len() as i64;
-                    outcome.unchanged += unchanged.len() as i64;
-                }
-                let total = RunCounts {
-                    upserted: counts.upserted + outcome.upserted,
-                    unchanged: counts.unchanged + outcome.unchanged,
-                    ..*counts
-                };
-                sqlx::query(
-                    "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, unchanged = $4, \
-                     failed = $5, missing = $6, last_id = COALESCE($7, last_id) WHERE id = $8",
-                )
-                .bind(total.listed)
-                .bind(total.fetched)
-                .bind(total.upserted)
-                .bind(total.unchanged)
-                .bind(total.failed)
-                .bind(total.missing)
-                .bind(last_id)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(outcome)
+            async fn write_mobile_devices(
+                &self,
+                instance: &str,
+                run_id: i64,
+                records: &[MobileDevice],
+                counts: &RunCounts,
+                last_id: Option<i64>,
+                now: DateTime<Utc>,
+            ) -> Result<PageOutcome> {
+                self.write_page(instance, run_id, records, counts, last_id, now, |q, instance, rows, now| {
+                    q.push(
+                        "INSERT INTO mobile_devices (instance, jamf_id, udid, serial_number, name, \
+                         model, os_version, os_type, last_inventory_update, managed, supervised, \
+                         username, email, raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at) ",
+                    );
+                    q.push_values(rows.iter(), |mut b, d| {
+                        b.push_bind(instance.to_string())
+                            .push_bind(d.jamf_id)
+                            .push_bind(d.udid.clone())
+                            .push_bind(d.serial_number.clone())
+                            .push_bind(d.name.clone())
+                            .push_bind(d.model.clone())
+                            .push_bind(d.os_version.clone())
+                            .push_bind(d.os_type.clone())
+                            .push_bind(d.last_inventory_update)
+                            .push_bind(d.managed)
+                            .push_bind(d.supervised)
+                            .push_bind(d.username.clone())
+                            .push_bind(d.email.clone())
+                            .push_bind(d.raw.clone())
+                            .push_unseparated($json_cast)
+                            .push_bind(d.raw_hash)
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push("NULL");
+                    });
+                    q.push(
+                        " ON CONFLICT (instance, jamf_id) DO UPDATE SET udid = excluded.udid, \
+                         serial_number = excluded.serial_number, name = excluded.name, \
+                         model = excluded.model, os_version = excluded.os_version, \
+                         os_type = excluded.os_type, \
+                         last_inventory_update = excluded.last_inventory_update, \
+                         managed = excluded.managed, supervised = excluded.supervised, \
+                         username = excluded.username, email = excluded.email, raw = excluded.raw, \
+                         raw_hash = excluded.raw_hash, changed_at = excluded.changed_at, \
+                         synced_at = excluded.synced_at, deleted_at = NULL",
+                    );
+                })
+                .await
             }
 
             async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
@@ -349,25 +429,46 @@ macro_rules! store_impl {
                 .await?)
             }
 
-            async fn count_computers(&self, instance: &str) -> Result<i64> {
-                let (n,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM computers WHERE instance = $1 AND deleted_at IS NULL",
-                )
+            async fn mobile_devices(&self, instance: &str) -> Result<Vec<StoredMobileDevice>> {
+                Ok(sqlx::query_as(concat!(
+                    "SELECT jamf_id, udid, serial_number, name, model, os_version, os_type, \
+                     last_inventory_update, managed, supervised, username, email, ",
+                    $raw_text,
+                    " AS raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at \
+                     FROM mobile_devices WHERE instance = $1 ORDER BY jamf_id"
+                ))
                 .bind(instance)
-                .fetch_one(&self.pool)
-                .await?;
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn count_devices(&self, instance: &str, kind: Kind) -> Result<i64> {
+                let sql = match kind {
+                    Kind::Computers => {
+                        "SELECT COUNT(*) FROM computers WHERE instance = $1 AND deleted_at IS NULL"
+                    }
+                    Kind::MobileDevices => {
+                        "SELECT COUNT(*) FROM mobile_devices WHERE instance = $1 AND deleted_at IS NULL"
+                    }
+                };
+                let (n,): (i64,) = sqlx::query_as(sql)
+                    .bind(instance)
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(n)
             }
 
-            async fn computer_extension_attributes(
+            async fn extension_attributes(
                 &self,
                 instance: &str,
+                kind: Kind,
             ) -> Result<Vec<(i64, String, Option<String>)>> {
                 Ok(sqlx::query_as(
                     "SELECT jamf_id, name, value FROM extension_attributes \
-                     WHERE instance = $1 AND device_type = 'computer' ORDER BY jamf_id, definition_id",
+                     WHERE instance = $1 AND device_type = $2 ORDER BY jamf_id, definition_id",
                 )
                 .bind(instance)
+                .bind(kind.device_type())
                 .fetch_all(&self.pool)
                 .await?)
             }
@@ -379,11 +480,13 @@ store_impl!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::migrate!("./migrations/sqlite"),
-    ""
+    "",
+    "raw"
 );
 store_impl!(
     PgStore,
     sqlx::Postgres,
     sqlx::migrate!("./migrations/postgres"),
-    "::jsonb"
+    "::jsonb",
+    "raw::text"
 );

@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 pub use backends::{PgStore, SqliteStore};
 
 use crate::config::DatabaseUrl;
-use crate::jamf::models::Computer;
+use crate::jamf::classic::MobileDevice;
+use crate::jamf::models::{Computer, EaValue};
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +40,57 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Computers,
+    MobileDevices,
 }
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Computers => "computers",
+            Kind::MobileDevices => "mobile_devices",
         }
+    }
+
+    /// `device_type` in `extension_attributes`.
+    pub fn device_type(self) -> &'static str {
+        match self {
+            Kind::Computers => "computer",
+            Kind::MobileDevices => "mobile_device",
+        }
+    }
+}
+
+/// A device record the store can write: what the shared page-writing logic needs to know.
+pub trait DeviceRow: Send + Sync {
+    const KIND: Kind;
+    fn jamf_id(&self) -> i64;
+    fn raw_hash(&self) -> i64;
+    fn extension_attributes(&self) -> &[EaValue];
+}
+
+impl DeviceRow for Computer {
+    const KIND: Kind = Kind::Computers;
+    fn jamf_id(&self) -> i64 {
+        self.jamf_id
+    }
+    fn raw_hash(&self) -> i64 {
+        self.raw_hash
+    }
+    fn extension_attributes(&self) -> &[EaValue] {
+        &self.extension_attributes
+    }
+}
+
+impl DeviceRow for MobileDevice {
+    const KIND: Kind = Kind::MobileDevices;
+    fn jamf_id(&self) -> i64 {
+        self.jamf_id
+    }
+    fn raw_hash(&self) -> i64 {
+        self.raw_hash
+    }
+    fn extension_attributes(&self) -> &[EaValue] {
+        &self.extension_attributes
     }
 }
 
@@ -171,6 +216,29 @@ pub struct StoredComputer {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// A stored mobile device's columns (raw excluded).
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
+pub struct StoredMobileDevice {
+    pub jamf_id: i64,
+    pub udid: Option<String>,
+    pub serial_number: Option<String>,
+    pub name: Option<String>,
+    pub model: Option<String>,
+    pub os_version: Option<String>,
+    pub os_type: Option<String>,
+    pub last_inventory_update: Option<DateTime<Utc>>,
+    pub managed: Option<bool>,
+    pub supervised: Option<bool>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub raw: String,
+    pub raw_hash: i64,
+    pub first_seen_at: DateTime<Utc>,
+    pub changed_at: DateTime<Utc>,
+    pub synced_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
 /// The operations the sync engine and the CLI need from a database.
 pub trait Store: Send + Sync + 'static {
     /// Applies the embedded migrations (idempotent).
@@ -192,6 +260,16 @@ pub trait Store: Send + Sync + 'static {
         last_id: Option<i64>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<PageOutcome>> + Send;
+    /// Writes one page of mobile devices and the run's progress in one transaction.
+    fn write_mobile_devices(
+        &self,
+        instance: &str,
+        run_id: i64,
+        records: &[MobileDevice],
+        counts: &RunCounts,
+        last_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<PageOutcome>> + Send;
     /// Records how a run ended and, if it succeeded, moves the cursor (one transaction).
     fn finish_run(&self, end: &RunEnd<'_>) -> impl Future<Output = Result<()>> + Send;
     /// Marks runs left `running` by a crash as `interrupted`; returns how many.
@@ -204,12 +282,18 @@ pub trait Store: Send + Sync + 'static {
     fn cursors(&self, instance: &str) -> impl Future<Output = Result<Vec<CursorRow>>> + Send;
     fn computers(&self, instance: &str)
         -> impl Future<Output = Result<Vec<StoredComputer>>> + Send;
-    /// Live (not deleted) computers stored for this instance.
-    fn count_computers(&self, instance: &str) -> impl Future<Output = Result<i64>> + Send;
-    /// `(jamf_id, name, value)` of every stored computer extension attribute.
-    fn computer_extension_attributes(
+    fn mobile_devices(
         &self,
         instance: &str,
+    ) -> impl Future<Output = Result<Vec<StoredMobileDevice>>> + Send;
+    /// Live (not deleted) devices of a kind stored for this instance.
+    fn count_devices(&self, instance: &str, kind: Kind)
+        -> impl Future<Output = Result<i64>> + Send;
+    /// `(jamf_id, name, value)` of every stored extension attribute of a kind.
+    fn extension_attributes(
+        &self,
+        instance: &str,
+        kind: Kind,
     ) -> impl Future<Output = Result<Vec<(i64, String, Option<String>)>>> + Send;
 }
 
@@ -281,6 +365,17 @@ impl Store for Db {
     ) -> Result<PageOutcome> {
         delegate!(self, s => s.write_computers(instance, run_id, records, counts, last_id, now))
     }
+    async fn write_mobile_devices(
+        &self,
+        instance: &str,
+        run_id: i64,
+        records: &[MobileDevice],
+        counts: &RunCounts,
+        last_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<PageOutcome> {
+        delegate!(self, s => s.write_mobile_devices(instance, run_id, records, counts, last_id, now))
+    }
     async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
         delegate!(self, s => s.finish_run(end))
     }
@@ -296,30 +391,34 @@ impl Store for Db {
     async fn computers(&self, instance: &str) -> Result<Vec<StoredComputer>> {
         delegate!(self, s => s.computers(instance))
     }
-    async fn count_computers(&self, instance: &str) -> Result<i64> {
-        delegate!(self, s => s.count_computers(instance))
+    async fn mobile_devices(&self, instance: &str) -> Result<Vec<StoredMobileDevice>> {
+        delegate!(self, s => s.mobile_devices(instance))
     }
-    async fn computer_extension_attributes(
+    async fn count_devices(&self, instance: &str, kind: Kind) -> Result<i64> {
+        delegate!(self, s => s.count_devices(instance, kind))
+    }
+    async fn extension_attributes(
         &self,
         instance: &str,
+        kind: Kind,
     ) -> Result<Vec<(i64, String, Option<String>)>> {
-        delegate!(self, s => s.computer_extension_attributes(instance))
+        delegate!(self, s => s.extension_attributes(instance, kind))
     }
 }
 
 /// Splits a page into records whose stored copy differs (or is absent or deleted) and records
 /// stored identically. `stored` holds `(jamf_id, raw_hash, deleted)` of the page's ids.
-pub fn partition_changed<'a>(
-    records: &'a [Computer],
+pub fn partition_changed<'a, R: DeviceRow>(
+    records: &'a [R],
     stored: &[(i64, i64, bool)],
-) -> (Vec<&'a Computer>, Vec<i64>) {
+) -> (Vec<&'a R>, Vec<i64>) {
     let known: std::collections::HashMap<i64, (i64, bool)> =
         stored.iter().map(|(id, h, d)| (*id, (*h, *d))).collect();
     let mut changed = Vec::new();
     let mut unchanged = Vec::new();
     for r in records {
-        match known.get(&r.jamf_id) {
-            Some((hash, false)) if *hash == r.raw_hash => unchanged.push(r.jamf_id),
+        match known.get(&r.jamf_id()) {
+            Some((hash, false)) if *hash == r.raw_hash() => unchanged.push(r.jamf_id()),
             _ => changed.push(r),
         }
     }

@@ -200,6 +200,7 @@ fn config_check_masks_secrets_and_reads_secret_files() {
 async fn sync_command_exit_status_and_no_secret_in_output() {
     let sim = helpers::sim(SimConfig {
         computers: 120,
+        mobile_devices: 30,
         ..SimConfig::default()
     })
     .await;
@@ -217,9 +218,11 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
     let o = jamf_sync_async(&["sync"], &ok_env, dir.path()).await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("computers full sync succeeded"), "{t}");
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("computers full sync succeeded"),
-        "{t}"
+        out.contains("mobile_devices full sync succeeded"),
+        "both kinds by default: {t}"
     );
     assert!(!t.contains("sim-token-"), "a bearer token was logged: {t}");
 
@@ -240,7 +243,10 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     // The runs were stored under the default instance name.
-    assert!(t.contains("instance default: 120 computers stored"), "{t}");
+    assert!(
+        t.contains("instance default: 120 computers and 30 mobile devices stored"),
+        "{t}"
+    );
     assert!(t.contains("failed"), "the failed run is listed: {t}");
     assert_eq!(
         sim.requests_to("/api/v1/auth/invalidate-token"),
@@ -327,4 +333,34 @@ fn simulate_serves_a_jamf_pro_until_stopped() {
     assert!(answer.contains("peak_connections"), "{answer}");
     child.kill().expect("kill");
     let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_selects_one_kind() {
+    let sim = helpers::sim(SimConfig {
+        computers: 15,
+        mobile_devices: 12,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let url = sim.url();
+    let env = [
+        ("JAMF_SYNC__JAMF__URL", url.as_str()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__DATABASE__URL", db.as_str()),
+    ];
+    let o = jamf_sync_async(&["sync", "--only", "mobile-devices"], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("mobile_devices full sync succeeded"), "{out}");
+    assert!(!out.contains("computers full"), "{out}");
+    assert_eq!(sim.requests_to("/api/v4/computers-inventory"), 0);
+    let o = jamf_sync_async(&["sync", "--only", "computers"], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.contains("computers full sync succeeded"), "{out}");
+    assert!(!out.contains("mobile_devices"), "{out}");
+    sim.stop().await;
 }

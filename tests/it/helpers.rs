@@ -141,6 +141,53 @@ pub async fn run(engine: &Engine<Db>, full: bool) -> RunSummary {
         .expect("store must not fail")
 }
 
+pub async fn run_mobile(engine: &Engine<Db>, full: bool) -> RunSummary {
+    engine
+        .sync_mobile_devices(SyncOptions {
+            full,
+            trigger: Trigger::Cli,
+        })
+        .await
+        .expect("store must not fail")
+}
+
+/// Every simulated mobile device is stored with the simulator's current values.
+pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
+    let rows = db.db.mobile_devices("test").await.expect("mobile devices");
+    assert_eq!(
+        rows.iter().map(|r| r.jamf_id).collect::<Vec<_>>(),
+        sim.mobile_ids(),
+        "stored mobile ids differ from the simulator's ({})",
+        db.backend()
+    );
+    for row in &rows {
+        let m = sim.mobile(row.jamf_id).expect("sim mobile");
+        assert_eq!(
+            row.name.as_deref(),
+            Some(m.name.as_str()),
+            "name of {} ({})",
+            m.id,
+            db.backend()
+        );
+        assert_eq!(row.serial_number.as_deref(), Some(m.serial.as_str()));
+        assert_eq!(row.udid.as_deref(), Some(m.udid.as_str()));
+        assert_eq!(row.os_version.as_deref(), Some(m.os_version.as_str()));
+        assert_eq!(row.os_type.as_deref(), Some(m.os_type()));
+        assert_eq!(row.username.as_deref(), Some(m.username.as_str()));
+        assert_eq!(row.email, Some(m.email()));
+        assert_eq!(row.managed, Some(m.managed));
+        assert_eq!(row.supervised, Some(m.supervised));
+        assert_eq!(
+            row.last_inventory_update.map(|d| d.timestamp_millis()),
+            Some(m.last_inventory.timestamp_millis()),
+            "last inventory of {} ({})",
+            m.id,
+            db.backend()
+        );
+        assert!(row.deleted_at.is_none());
+    }
+}
+
 pub async fn stored(db: &TestDb) -> Vec<StoredComputer> {
     db.db.computers("test").await.expect("computers")
 }

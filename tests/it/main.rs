@@ -6,6 +6,7 @@
 
 mod cli;
 mod helpers;
+mod mobile;
 mod openapi;
 mod resilience;
 mod sync_flow;

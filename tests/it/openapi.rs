@@ -78,6 +78,55 @@ fn nullable(schema: &Value) -> Value {
     json!({ "anyOf": [s, { "type": "null" }] })
 }
 
+/// Merges `allOf` object compositions into one object schema (so forbidding unknown
+/// properties stays correct) and reads `oneOf` + discriminator as `anyOf`.
+fn flatten(v: &Value, schemas: &serde_json::Map<String, Value>) -> Value {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(parts)) = map.get("allOf") {
+                let mut props = serde_json::Map::new();
+                let mut required: Vec<Value> = Vec::new();
+                for part in parts {
+                    let resolved = match part.get("$ref").and_then(Value::as_str) {
+                        Some(r) => schemas
+                            .get(r.trim_start_matches("#/components/schemas/"))
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                        None => part.clone(),
+                    };
+                    let resolved = flatten(&resolved, schemas);
+                    if let Some(p) = resolved.get("properties").and_then(Value::as_object) {
+                        props.extend(p.clone());
+                    }
+                    if let Some(r) = resolved.get("required").and_then(Value::as_array) {
+                        required.extend(r.iter().cloned());
+                    }
+                }
+                let mut out = json!({"type": "object", "properties": props});
+                if !required.is_empty() {
+                    out["required"] = Value::Array(required);
+                }
+                return out;
+            }
+            let mut out = serde_json::Map::new();
+            for (k, val) in map {
+                match k.as_str() {
+                    "oneOf" => {
+                        out.insert("anyOf".into(), flatten(val, schemas));
+                    }
+                    "discriminator" => {}
+                    _ => {
+                        out.insert(k.clone(), flatten(val, schemas));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|x| flatten(x, schemas)).collect()),
+        other => other.clone(),
+    }
+}
+
 struct Checker {
     components: Value,
 }
@@ -85,8 +134,13 @@ struct Checker {
 impl Checker {
     fn new() -> Self {
         let doc = openapi();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let components = flatten(&doc["components"], &schemas);
         Self {
-            components: strict(&doc["components"]),
+            components: strict(&components),
         }
     }
 
@@ -139,6 +193,7 @@ async fn simulator_answers_match_jamfs_schema() {
     let checker = Checker::new();
     let sim = helpers::sim(SimConfig {
         computers: 30,
+        mobile_devices: 25,
         ..SimConfig::default()
     })
     .await;
@@ -260,6 +315,32 @@ async fn simulator_answers_match_jamfs_schema() {
         assert_eq!(status, want, "{url}");
         checker.assert_valid("ApiError", &body, &url);
     }
+    // Mobile devices through the Jamf Pro API, every section the simulator renders.
+    let (status, page) = get(
+        &http,
+        format!("{base}/api/v2/mobile-devices/detail?section=GENERAL&section=HARDWARE&section=USER_AND_LOCATION&section=EXTENSION_ATTRIBUTES&page-size=25"),
+        &bearer,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["results"].as_array().map(Vec::len), Some(25));
+    checker.assert_valid(
+        "MobileDeviceInventorySearchResults",
+        &page,
+        "v2 mobile devices",
+    );
+    let (_, page) = get(
+        &http,
+        format!("{base}/api/v2/mobile-devices/detail"),
+        &bearer,
+    )
+    .await;
+    checker.assert_valid(
+        "MobileDeviceInventorySearchResults",
+        &page,
+        "v2 mobile devices, GENERAL",
+    );
+
     let (status, body) = get(&http, format!("{base}/api/v4/computers-inventory"), "bogus").await;
     assert_eq!(status, 401);
     checker.assert_valid("ApiError", &body, "401");
@@ -284,6 +365,29 @@ fn the_check_has_teeth() {
             !checker
                 .errors("ComputerInventorySearchResultsV4", &bad)
                 .is_empty(),
+            "should be rejected: {bad}"
+        );
+    }
+}
+
+#[test]
+fn the_mobile_check_has_teeth() {
+    let checker = Checker::new();
+    let schema = "MobileDeviceInventorySearchResults";
+    let good = json!({"totalCount": 1, "results": [{"mobileDeviceId": "1", "deviceType": "iOS",
+        "general": {"displayName": "a", "lastInventoryUpdateDate": "2025-02-15T13:46:35Z"}}]});
+    assert!(
+        checker.errors(schema, &good).is_empty(),
+        "{:?}",
+        checker.errors(schema, &good)
+    );
+    for bad in [
+        json!({"totalCount": 1, "results": [{"mobileDeviceId": "1", "deviceType": "iOS", "inventedField": 1}]}),
+        json!({"totalCount": 1, "results": [{"mobileDeviceId": "1", "deviceType": "iOS", "general": {"displayName": 5}}]}),
+        json!({"totalCount": 1, "results": [{"mobileDeviceId": "1", "deviceType": "iOS", "general": {"lastInventoryUpdateDate": "today"}}]}),
+    ] {
+        assert!(
+            !checker.errors(schema, &bad).is_empty(),
             "should be rejected: {bad}"
         );
     }

@@ -2,7 +2,7 @@
 
 use jamf_sync::config::FetchStrategy;
 use jamf_sync::simulator::{Faults, SimConfig};
-use jamf_sync::store::Store;
+use jamf_sync::store::{Kind, Store};
 
 use crate::helpers::{self, TestDb};
 
@@ -52,7 +52,7 @@ async fn full_then_delta_inline(db: &TestDb) {
     helpers::assert_matches_sim(db, &sim).await;
     let eas = db
         .db
-        .computer_extension_attributes("test")
+        .extension_attributes("test", Kind::Computers)
         .await
         .expect("eas");
     assert_eq!(eas.len(), 4000, "two extension attributes per computer");
@@ -99,7 +99,13 @@ async fn full_then_delta_inline(db: &TestDb) {
     let full = helpers::run(&engine, true).await;
     assert_eq!(full.counts.unchanged, 2000, "{full}");
     assert_eq!(full.counts.upserted, 0);
-    assert_eq!(db.db.count_computers("test").await.expect("count"), 2000);
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::Computers)
+            .await
+            .expect("count"),
+        2000
+    );
     sim.stop().await;
 }
 
@@ -208,7 +214,13 @@ async fn failed_run_keeps_cursor(db: &TestDb) {
         "records committed by the failed run are unchanged now"
     );
     assert!(helpers::cursor(db).await > cursor);
-    assert_eq!(db.db.count_computers("test").await.expect("count"), 500);
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::Computers)
+            .await
+            .expect("count"),
+        500
+    );
     helpers::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }

@@ -1,4 +1,6 @@
-//! The sync engine: one run of the computers delta sync, from cursor to committed pages.
+//! The sync engine: one run of a device kind's delta sync, from cursor to committed pages.
+//! `computers` and `mobile` hold what differs per kind; this module owns run bookkeeping, the
+//! cursor, the fetch pipeline and the writer.
 //!
 //! # Design
 //! - **Cursor.** A delta run asks Jamf for `general.reportDate >= cursor - overlap`, where the
@@ -8,6 +10,8 @@
 //! - **Keyset paging.** Pages are requested with `sort=id:asc`, `page=0` and `id>"<last id>"` in
 //!   the filter. Devices entering or leaving the filtered set while we page cannot shift later
 //!   pages, so nothing is skipped; ids are also de-duplicated within a run.
+//! - **Mobile devices** come from a Classic advanced search (see [`mobile`]) or the Jamf Pro
+//!   API; the same cursor rules apply with `last_inventory_update` as the change date.
 //! - **Strategies.** `inline` reads the configured sections inside the list pages (one request
 //!   per page: the fewest requests). `detail` lists ids with GENERAL only and fetches
 //!   `computers-inventory-detail/{id}` per device through a worker pool as wide as the
@@ -20,23 +24,30 @@
 //!   and idempotent), the run is marked `failed` and the cursor does not move, so the next run
 //!   redoes the whole window.
 
+mod computers;
+mod mobile;
+
 use std::collections::HashSet;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::config::{ApiVersion, FetchStrategy, SyncConfig};
-use crate::jamf::models::{Computer, RecordError};
+use crate::config::{MobileDevicesConfig, SyncConfig};
+use crate::jamf::classic::MobileDevice;
+use crate::jamf::models::{Computer, InventoryPage, RecordError};
 use crate::jamf::{JamfClient, JamfError};
-use crate::store::{Kind, NewRun, RunCounts, RunEnd, RunStatus, Store, StoreError};
+use crate::store::{
+    DeviceRow, Kind, NewRun, PageOutcome, RunCounts, RunEnd, RunStatus, Store, StoreError,
+};
 use crate::telemetry::metric;
+use serde_json::value::RawValue;
 
 /// What asked for a run, stored in `sync_runs.trigger`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +69,7 @@ impl Trigger {
 
 #[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
-    /// Ignore the cursor and read every computer.
+    /// Ignore the cursor and read every device.
     pub full: bool,
     pub trigger: Trigger,
 }
@@ -127,43 +138,115 @@ pub struct Engine<S: Store> {
     store: Arc<S>,
     client: Arc<JamfClient>,
     cfg: SyncConfig,
+    mobile: MobileDevicesConfig,
 }
 
 /// One batch for the writer task.
-struct Batch {
-    records: Vec<Computer>,
+struct Batch<R> {
+    records: Vec<R>,
     last_id: Option<i64>,
     listed: i64,
     failed: i64,
     missing: i64,
 }
 
+impl<R> Batch<R> {
+    fn new(capacity: usize) -> Self {
+        Batch {
+            records: Vec::with_capacity(capacity),
+            last_id: None,
+            listed: 0,
+            failed: 0,
+            missing: 0,
+        }
+    }
+
+    fn size(&self) -> i64 {
+        self.records.len() as i64 + self.failed + self.missing
+    }
+}
+
+/// A record kind the writer can persist.
+trait Persist: DeviceRow + Sized + Send + Sync + 'static {
+    fn persist<'a, S: Store>(
+        store: &'a S,
+        instance: &'a str,
+        run_id: i64,
+        records: &'a [Self],
+        counts: &'a RunCounts,
+        last_id: Option<i64>,
+    ) -> impl Future<Output = Result<PageOutcome, StoreError>> + Send + 'a;
+}
+
+impl Persist for Computer {
+    fn persist<'a, S: Store>(
+        store: &'a S,
+        instance: &'a str,
+        run_id: i64,
+        records: &'a [Self],
+        counts: &'a RunCounts,
+        last_id: Option<i64>,
+    ) -> impl Future<Output = Result<PageOutcome, StoreError>> + Send + 'a {
+        store.write_computers(instance, run_id, records, counts, last_id, Utc::now())
+    }
+}
+
+impl Persist for MobileDevice {
+    fn persist<'a, S: Store>(
+        store: &'a S,
+        instance: &'a str,
+        run_id: i64,
+        records: &'a [Self],
+        counts: &'a RunCounts,
+        last_id: Option<i64>,
+    ) -> impl Future<Output = Result<PageOutcome, StoreError>> + Send + 'a {
+        store.write_mobile_devices(instance, run_id, records, counts, last_id, Utc::now())
+    }
+}
+
+/// What one fetch of a record produced.
+type Fetched<R> = Result<Result<R, RecordError>, JamfError>;
+
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, client: Arc<JamfClient>, cfg: SyncConfig) -> Self {
-        Self { store, client, cfg }
+        Self {
+            store,
+            client,
+            cfg,
+            mobile: MobileDevicesConfig::default(),
+        }
+    }
+
+    /// Uses this mobile device configuration (the default one otherwise).
+    pub fn with_mobile(mut self, mobile: MobileDevicesConfig) -> Self {
+        self.mobile = mobile;
+        self
     }
 
     pub fn client(&self) -> &Arc<JamfClient> {
         &self.client
     }
 
-    fn strategy(&self) -> FetchStrategy {
-        match self.cfg.strategy {
-            FetchStrategy::Auto => FetchStrategy::Inline,
-            s => s,
-        }
+    /// One computers sync; see [`Engine::sync`].
+    pub async fn sync_computers(&self, opts: SyncOptions) -> Result<RunSummary, StoreError> {
+        self.sync(Kind::Computers, opts).await
     }
 
-    /// One computers sync. `Err` only when the database itself fails before or after the run;
+    /// One mobile devices sync; see [`Engine::sync`].
+    pub async fn sync_mobile_devices(&self, opts: SyncOptions) -> Result<RunSummary, StoreError> {
+        self.sync(Kind::MobileDevices, opts).await
+    }
+
+    /// One run of a kind. `Err` only when the database itself fails before or after the run;
     /// a failed Jamf read is a summary with status `failed`.
-    pub async fn sync_computers(&self, opts: SyncOptions) -> Result<RunSummary, StoreError> {
+    pub async fn sync(&self, kind: Kind, opts: SyncOptions) -> Result<RunSummary, StoreError> {
         let instance = self.client.instance().to_string();
         let started_at = Utc::now();
         let t0 = Instant::now();
         let cursor = if opts.full {
             None
         } else {
-            self.store.cursor(&instance, Kind::Computers).await?
+            self.store.cursor(&instance, kind).await?
         };
         let since = cursor.map(|c| c - chrono::Duration::seconds(self.cfg.overlap_secs as i64));
         let mode = if since.is_some() { "delta" } else { "full" };
@@ -171,7 +254,7 @@ impl<S: Store> Engine<S> {
             .store
             .start_run(&NewRun {
                 instance: &instance,
-                kind: Kind::Computers,
+                kind,
                 trigger: opts.trigger.as_str(),
                 mode,
                 started_at,
@@ -179,11 +262,20 @@ impl<S: Store> Engine<S> {
             })
             .await?;
         let span =
-            tracing::info_span!("sync", run_id, instance = %instance, kind = "computers", mode);
-        let (result, counts) = self
-            .run_computers(run_id, since)
-            .instrument(span.clone())
-            .await;
+            tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);
+        let run = async {
+            match kind {
+                Kind::Computers => {
+                    self.pipeline(run_id, |tx| self.fetch_computers(since, tx))
+                        .await
+                }
+                Kind::MobileDevices => {
+                    self.pipeline(run_id, |tx| self.fetch_mobile_devices(since, tx))
+                        .await
+                }
+            }
+        };
+        let (result, counts) = run.instrument(span.clone()).await;
         let (status, error) = match &result {
             Ok(()) => (RunStatus::Succeeded, None),
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
@@ -193,7 +285,7 @@ impl<S: Store> Engine<S> {
             .finish_run(&RunEnd {
                 run_id,
                 instance: &instance,
-                kind: Kind::Computers,
+                kind,
                 status,
                 counts,
                 error: error.clone(),
@@ -203,7 +295,7 @@ impl<S: Store> Engine<S> {
             .await?;
         let summary = RunSummary {
             run_id,
-            kind: Kind::Computers,
+            kind,
             status,
             mode,
             counts,
@@ -223,22 +315,21 @@ impl<S: Store> Engine<S> {
         Ok(summary)
     }
 
-    async fn run_computers(
-        &self,
-        run_id: i64,
-        since: Option<DateTime<Utc>>,
-    ) -> (Result<(), RunError>, RunCounts) {
-        let (tx, rx) = mpsc::channel::<Batch>(2);
+    /// Runs a fetcher against a writer task; returns the first error and the committed counts.
+    async fn pipeline<R, F, Fut>(&self, run_id: i64, fetch: F) -> (Result<(), RunError>, RunCounts)
+    where
+        R: Persist,
+        F: FnOnce(mpsc::Sender<Batch<R>>) -> Fut,
+        Fut: Future<Output = Result<(), RunError>>,
+    {
+        let (tx, rx) = mpsc::channel::<Batch<R>>(2);
         let writer = tokio::spawn(write_batches(
             self.store.clone(),
             self.client.instance().to_string(),
             run_id,
             rx,
         ));
-        let fetched = match self.strategy() {
-            FetchStrategy::Detail => self.fetch_detail(since, tx).await,
-            _ => self.fetch_inline(since, tx).await,
-        };
+        let fetched = fetch(tx).await;
         // The sender is dropped by now, so the writer drains what it has and stops.
         let (written, counts) = match writer.await {
             Ok((r, c)) => (r.map_err(RunError::from), c),
@@ -251,60 +342,40 @@ impl<S: Store> Engine<S> {
         (written.and(fetched), counts)
     }
 
-    async fn inventory_version(&self) -> Result<ApiVersion, JamfError> {
-        self.client.inventory_version().await
-    }
-
-    /// Lists one keyset page, stepping down the API version on a 404 of the first request.
-    async fn list_page(
+    /// Reads keyset pages (`list(after)`) with records inline, decodes and sends each page to
+    /// the writer. Stops when a page holds every remaining match or is empty.
+    async fn fetch_pages<R, L, LFut, D>(
         &self,
-        sections: &[String],
-        since: Option<DateTime<Utc>>,
-        after: Option<i64>,
-    ) -> Result<crate::jamf::models::InventoryPage, JamfError> {
-        let filter = keyset_filter(since, after);
-        loop {
-            let version = self.inventory_version().await?;
-            match self
-                .client
-                .computers_page(version, sections, self.cfg.page_size, filter.as_deref())
-                .await
-            {
-                Err(e) if e.is_not_found() && after.is_none() => {
-                    if self.client.step_down_inventory_version().await.is_none() {
-                        return Err(e);
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn fetch_inline(
-        &self,
-        since: Option<DateTime<Utc>>,
-        tx: mpsc::Sender<Batch>,
-    ) -> Result<(), RunError> {
+        list: L,
+        decode: D,
+        tx: mpsc::Sender<Batch<R>>,
+    ) -> Result<(), RunError>
+    where
+        R: Persist,
+        L: Fn(Option<i64>) -> LFut,
+        LFut: Future<Output = Result<InventoryPage, JamfError>>,
+        D: Fn(&RawValue) -> Result<R, RecordError>,
+    {
         let mut after: Option<i64> = None;
         loop {
-            let page = self.list_page(&self.cfg.sections, since, after).await?;
+            let page = list(after).await?;
             if page.results.is_empty() {
                 return Ok(());
             }
             let n = page.results.len() as i64;
-            let mut records = Vec::with_capacity(page.results.len());
-            let mut failed = 0;
+            let mut batch = Batch::new(page.results.len());
             let mut max_id = after;
             for raw in &page.results {
                 match decode(raw) {
-                    Ok(c) => {
-                        max_id = max_id.max(Some(c.jamf_id));
-                        records.push(c);
+                    Ok(r) => {
+                        max_id = max_id.max(Some(r.jamf_id()));
+                        batch.records.push(r);
                     }
-                    Err((id, e)) => {
-                        max_id = max_id.max(id);
-                        failed += 1;
-                        log_bad_record(&e);
+                    Err(e) => {
+                        // Keep paging past a bad record when its id is readable.
+                        max_id = max_id.max(e.id.trim().parse().ok());
+                        batch.failed += 1;
+                        log_bad_record(R::KIND, &e);
                     }
                 }
             }
@@ -313,15 +384,11 @@ impl<S: Store> Engine<S> {
                     "cannot page past id {after:?}: no record on the page has a readable id"
                 )));
             }
-            tx.send(Batch {
-                records,
-                last_id: max_id,
-                listed: n,
-                failed,
-                missing: 0,
-            })
-            .await
-            .map_err(|_| RunError::Other("writer stopped".into()))?;
+            batch.listed = n;
+            batch.last_id = max_id;
+            tx.send(batch)
+                .await
+                .map_err(|_| RunError::Other("writer stopped".into()))?;
             tracing::debug!(
                 page_records = n,
                 remaining = page.total_count - n,
@@ -334,151 +401,96 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn fetch_detail(
+    /// Fetches one record per id from `ids` through the worker pool (as wide as the connection
+    /// limit) and sends them to the writer in batches. A 404 counts as `missing`; a record that
+    /// does not decode is logged and counted; any other error stops the run.
+    async fn fetch_each<R, F, Fut>(
         &self,
-        since: Option<DateTime<Utc>>,
-        tx: mpsc::Sender<Batch>,
-    ) -> Result<(), RunError> {
-        let general = &["GENERAL".to_string()];
-        let (id_tx, id_rx) = mpsc::channel::<i64>(self.cfg.page_size as usize * 2);
-        let listed = &AtomicI64::new(0);
-        // The lister owns the id sender: when it finishes (or fails) the channel closes and the
-        // fetcher drains the ids already listed.
-        let lister = async move {
-            let mut after = None;
-            loop {
-                let page = self.list_page(general, since, after).await?;
-                let n = page.results.len() as i64;
-                let mut max_id = after;
-                for raw in &page.results {
-                    match sniff_numeric_id(raw) {
-                        Some(id) => {
-                            max_id = max_id.max(Some(id));
-                            if id_tx.send(id).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        None => {
-                            tracing::warn!(record = %truncate(raw.get(), 120), "listed record without a numeric id skipped")
-                        }
-                    }
-                }
-                listed.fetch_add(n, Ordering::Relaxed);
-                if n == 0 || n >= page.total_count || max_id == after {
-                    return Ok::<(), RunError>(());
-                }
-                after = max_id;
-            }
-        };
-        let version = self.inventory_version().await?;
+        ids: mpsc::Receiver<i64>,
+        listed: &AtomicI64,
+        fetch: F,
+        tx: &mpsc::Sender<Batch<R>>,
+    ) -> Result<(), RunError>
+    where
+        R: Persist,
+        F: Fn(i64) -> Fut,
+        Fut: Future<Output = Fetched<R>>,
+    {
         let workers = self.client.max_concurrency() as usize;
         let batch_size = self.cfg.page_size as usize;
-        let ids = futures_util::stream::unfold(id_rx, |mut rx| async move {
+        let ids = futures_util::stream::unfold(ids, |mut rx| async move {
             rx.recv().await.map(|id| (id, rx))
         });
-        let fetcher = async {
-            let mut results = std::pin::pin!(ids
-                .map(|id| {
-                    let client = self.client.clone();
-                    async move { (id, client.computer_detail(version, id).await) }
-                })
-                .buffer_unordered(workers));
-            let mut batch = Batch {
-                records: Vec::with_capacity(batch_size),
-                last_id: None,
-                listed: 0,
-                failed: 0,
-                missing: 0,
-            };
-            let mut sent_listed = 0;
-            loop {
-                let next = results.next().await;
-                let done = next.is_none();
-                if let Some((id, result)) = next {
-                    match result {
-                        Ok(raw) => match decode(&raw) {
-                            Ok(c) => batch.records.push(c),
-                            Err((_, e)) => {
-                                batch.failed += 1;
-                                log_bad_record(&e);
-                            }
-                        },
-                        Err(e) if e.is_not_found() => {
-                            tracing::info!(id, "computer deleted between listing and fetching");
-                            batch.missing += 1;
-                        }
-                        Err(e) => return Err(RunError::from(e)),
+        let mut results = std::pin::pin!(ids
+            .map(|id| {
+                let f = fetch(id);
+                async move { (id, f.await) }
+            })
+            .buffer_unordered(workers));
+        let mut batch = Batch::new(batch_size);
+        let mut sent_listed = 0;
+        loop {
+            let next = results.next().await;
+            let done = next.is_none();
+            if let Some((id, result)) = next {
+                match result {
+                    Ok(Ok(record)) => batch.records.push(record),
+                    Ok(Err(e)) => {
+                        batch.failed += 1;
+                        log_bad_record(R::KIND, &e);
                     }
-                }
-                let size = batch.records.len() as i64 + batch.failed + batch.missing;
-                if size as usize >= batch_size || (done && size > 0) {
-                    let now_listed = listed.load(Ordering::Relaxed);
-                    batch.listed = now_listed - sent_listed;
-                    sent_listed = now_listed;
-                    let full = std::mem::replace(
-                        &mut batch,
-                        Batch {
-                            records: Vec::with_capacity(batch_size),
-                            last_id: None,
-                            listed: 0,
-                            failed: 0,
-                            missing: 0,
-                        },
-                    );
-                    tx.send(full)
-                        .await
-                        .map_err(|_| RunError::Other("writer stopped".into()))?;
-                }
-                if done {
-                    let rest = listed.load(Ordering::Relaxed) - sent_listed;
-                    if rest > 0 {
-                        let _ = tx
-                            .send(Batch {
-                                records: Vec::new(),
-                                last_id: None,
-                                listed: rest,
-                                failed: 0,
-                                missing: 0,
-                            })
-                            .await;
+                    Err(e) if e.is_not_found() => {
+                        tracing::info!(id, "device deleted between listing and fetching");
+                        batch.missing += 1;
                     }
-                    return Ok(());
+                    Err(e) => return Err(RunError::from(e)),
                 }
             }
-        };
-        let (l, f) = tokio::join!(lister, fetcher);
-        l.and(f)
+            let now_listed = listed.load(Ordering::Relaxed);
+            if batch.size() as usize >= batch_size
+                || (done && (batch.size() > 0 || now_listed > sent_listed))
+            {
+                batch.listed = now_listed - sent_listed;
+                sent_listed = now_listed;
+                let full = std::mem::replace(&mut batch, Batch::new(batch_size));
+                tx.send(full)
+                    .await
+                    .map_err(|_| RunError::Other("writer stopped".into()))?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
     }
 }
 
 /// Writes batches as they come; returns the first error and the counts committed so far.
-async fn write_batches<S: Store>(
+async fn write_batches<S: Store, R: Persist>(
     store: Arc<S>,
     instance: String,
     run_id: i64,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: mpsc::Receiver<Batch<R>>,
 ) -> (Result<(), StoreError>, RunCounts) {
     let mut counts = RunCounts::default();
     let mut seen: HashSet<i64> = HashSet::new();
     let mut last_progress = Instant::now();
     while let Some(mut batch) = rx.recv().await {
         // Within a run each device is written once, whatever the server sent twice.
-        batch.records.retain(|c| seen.insert(c.jamf_id));
+        batch.records.retain(|c| seen.insert(c.jamf_id()));
         let mut next = counts;
         next.listed += batch.listed;
         next.fetched += batch.records.len() as i64;
         next.failed += batch.failed;
         next.missing += batch.missing;
-        match store
-            .write_computers(
-                &instance,
-                run_id,
-                &batch.records,
-                &next,
-                batch.last_id,
-                Utc::now(),
-            )
-            .await
+        match R::persist(
+            &*store,
+            &instance,
+            run_id,
+            &batch.records,
+            &next,
+            batch.last_id,
+        )
+        .await
         {
             Ok(outcome) => {
                 next.upserted += outcome.upserted;
@@ -501,26 +513,9 @@ async fn write_batches<S: Store>(
     (Ok(()), counts)
 }
 
-fn decode(raw: &RawValue) -> Result<Computer, (Option<i64>, RecordError)> {
-    Computer::from_raw(raw).map_err(|e| (e.id.trim().parse().ok(), e))
-}
-
-fn log_bad_record(e: &RecordError) {
-    metrics::counter!(metric::RECORDS, "kind" => "computers", "outcome" => "failed").increment(1);
-    tracing::warn!(id = %e.id, error = %e.message, "skipping a computer record that does not decode");
-}
-
-fn sniff_numeric_id(raw: &RawValue) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-    serde_json::from_str::<IdOnly>(raw.get())
-        .ok()?
-        .id
-        .trim()
-        .parse()
-        .ok()
+fn log_bad_record(kind: Kind, e: &RecordError) {
+    metrics::counter!(metric::RECORDS, "kind" => kind.as_str(), "outcome" => "failed").increment(1);
+    tracing::warn!(kind = kind.as_str(), id = %e.id, error = %e.message, "skipping a record that does not decode");
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -529,15 +524,25 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// RSQL for one keyset page: `general.reportDate>="…";id>"…"`.
 pub fn keyset_filter(since: Option<DateTime<Utc>>, after: Option<i64>) -> Option<String> {
+    keyset_filter_on("general.reportDate", "id", since, after)
+}
+
+/// RSQL for one keyset page over any date and id field.
+pub fn keyset_filter_on(
+    date_field: &str,
+    id_field: &str,
+    since: Option<DateTime<Utc>>,
+    after: Option<i64>,
+) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(s) = since {
         parts.push(format!(
-            "general.reportDate>=\"{}\"",
+            "{date_field}>=\"{}\"",
             s.format("%Y-%m-%dT%H:%M:%S%.3fZ")
         ));
     }
     if let Some(id) = after {
-        parts.push(format!("id>\"{id}\""));
+        parts.push(format!("{id_field}>\"{id}\""));
     }
     (!parts.is_empty()).then(|| parts.join(";"))
 }

@@ -1,0 +1,270 @@
+//! Mobile devices: advanced search + XML records, and the Jamf Pro API alternative.
+
+use jamf_sync::config::{FetchStrategy, MobileDevicesConfig, MobileSource};
+use jamf_sync::simulator::{Faults, SimConfig};
+use jamf_sync::store::{Kind, Store};
+use serde_json::Value;
+
+use crate::helpers::{self, TestDb};
+
+const RECORD: &str = "/JSSResource/mobiledevices/id/{id}";
+const SEARCH: &str = "/JSSResource/advancedmobiledevicesearches/id/{id}";
+
+fn engine(
+    db: &TestDb,
+    sim: &jamf_sync::simulator::Simulator,
+    mobile: MobileDevicesConfig,
+) -> jamf_sync::sync::Engine<jamf_sync::store::Db> {
+    helpers::engine(
+        db,
+        helpers::settings(sim),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    )
+    .with_mobile(mobile)
+}
+
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = crate::helpers::sqlite().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = crate::helpers::postgres().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+both_backends!(advanced_search_full_then_delta);
+async fn advanced_search_full_then_delta(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 400,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = engine(db, &sim, MobileDevicesConfig::default());
+    let first = helpers::run_mobile(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.mode, "full");
+    assert_eq!(first.counts.fetched, 400);
+    assert_eq!(sim.requests_to(RECORD), 400);
+    helpers::assert_mobiles_match_sim(db, &sim).await;
+    // Non-ASCII and XML-special characters survive the round trip (ids divisible by 5).
+    let rows = db.db.mobile_devices("test").await.expect("rows");
+    let special = rows.iter().find(|r| r.jamf_id == 5).expect("device 5");
+    assert_eq!(special.name.as_deref(), Some("Zoë’s iPad & <Cart 5>"));
+    let raw: Value = serde_json::from_str(&special.raw).expect("raw is JSON");
+    assert_eq!(raw["location"]["department"], "R&D <Labs> 'West'");
+    assert_eq!(
+        raw["applications"].as_array().map(Vec::len),
+        Some(2),
+        "lists are arrays"
+    );
+    assert_eq!(raw["general"]["asset_tag"], "");
+    let eas = db
+        .db
+        .extension_attributes("test", Kind::MobileDevices)
+        .await
+        .expect("eas");
+    assert_eq!(eas.len(), 400);
+    assert!(eas.iter().all(|(_, name, _)| name == "Cart"));
+
+    sim.reset_stats();
+    let changed = sim.touch_random_mobiles(20);
+    let second = helpers::run_mobile(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    assert_eq!(second.mode, "delta");
+    assert_eq!(second.counts.upserted, 20, "{second}");
+    // Only devices inside the search window (and the prefilter's tolerance) are fetched.
+    assert!(sim.requests_to(RECORD) < 400 / 2, "{:?}", sim.stats());
+    helpers::assert_mobiles_match_sim(db, &sim).await;
+    let eas = db
+        .db
+        .extension_attributes("test", Kind::MobileDevices)
+        .await
+        .expect("eas");
+    let (_, _, value) = eas.iter().find(|(id, _, _)| *id == changed[0]).expect("ea");
+    assert_eq!(value.as_deref(), Some("rev 1 & <more>"));
+
+    // One saved search, created once and updated on every later run, never duplicated.
+    let third = helpers::run_mobile(&engine, false).await;
+    assert!(third.succeeded(), "{third}");
+    let searches = sim.searches();
+    assert_eq!(searches.len(), 1);
+    assert_eq!(searches[0].name, "jamf-sync: inventory updated recently");
+    assert_eq!(searches[0].updates, 2);
+    assert_eq!(
+        searches[0].less_than_days,
+        Some(2),
+        "a daily delta asks for 1 day + 1"
+    );
+    // A forced full run clears the criterion again.
+    let full = helpers::run_mobile(&engine, true).await;
+    assert_eq!(full.counts.unchanged, 400, "{full}");
+    assert_eq!(sim.searches()[0].less_than_days, None);
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::MobileDevices)
+            .await
+            .expect("count"),
+        400
+    );
+    sim.stop().await;
+}
+
+both_backends!(pro_api_full_then_delta);
+async fn pro_api_full_then_delta(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 250,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = engine(
+        db,
+        &sim,
+        MobileDevicesConfig {
+            source: MobileSource::ProApi,
+            ..MobileDevicesConfig::default()
+        },
+    );
+    let first = helpers::run_mobile(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.counts.fetched, 250);
+    assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 3);
+    assert_eq!(sim.requests_to(SEARCH), 0);
+    helpers::assert_mobiles_match_sim(db, &sim).await;
+    sim.touch_random_mobiles(10);
+    let second = helpers::run_mobile(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    assert_eq!(second.counts.upserted, 10, "{second}");
+    helpers::assert_mobiles_match_sim(db, &sim).await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_source_follows_the_server_version() {
+    let db = helpers::sqlite().await;
+    let auto = MobileDevicesConfig {
+        source: MobileSource::Auto,
+        ..MobileDevicesConfig::default()
+    };
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 30,
+        version: "11.3.0".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    assert!(helpers::run_mobile(&engine(&db, &sim, auto.clone()), false)
+        .await
+        .succeeded());
+    assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 0);
+    assert_eq!(sim.requests_to(RECORD), 30);
+    sim.stop().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 30,
+        ..SimConfig::default()
+    })
+    .await;
+    assert!(helpers::run_mobile(&engine(&db, &sim, auto), true)
+        .await
+        .succeeded());
+    assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 1);
+    assert_eq!(sim.requests_to(RECORD), 0);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_lag_deleted_devices_bad_records_and_faults() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 300,
+        // No session affinity: a new search is invisible for a while on the "other node".
+        sticky_sessions: false,
+        replication_lag_ms: 400,
+        latency_ms: 2,
+        faults: Faults {
+            rate_500: 0.01,
+            rate_502: 0.01,
+            rate_503: 0.01,
+            rate_quota: 0.01,
+            rate_reset: 0.01,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    sim.vanish_mobile(7);
+    sim.corrupt_mobile(9);
+    let engine = engine(&db, &sim, MobileDevicesConfig::default());
+    let run = helpers::run_mobile(&engine, false).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(run.counts.missing, 1, "device 7 answered 404: {run}");
+    assert_eq!(
+        run.counts.failed, 1,
+        "device 9's record was truncated: {run}"
+    );
+    assert_eq!(run.counts.upserted, 298);
+    let stats = sim.stats();
+    assert!(
+        sim.requests_to(SEARCH) >= 2,
+        "the lagging search was retried: {stats:?}"
+    );
+    assert!(stats.faults_injected > 0, "{stats:?}");
+    assert!(
+        stats.peak_in_flight <= 5 && stats.peak_connections <= 5,
+        "{stats:?}"
+    );
+    let ids: Vec<i64> = db
+        .db
+        .mobile_devices("test")
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.jamf_id)
+        .collect();
+    assert!(!ids.contains(&7) && !ids.contains(&9));
+    assert_eq!(ids.len(), 298);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_search_id_is_used_as_is() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    // Let jamf-sync create a search, then point a second configuration at it by id.
+    let first =
+        helpers::run_mobile(&engine(&db, &sim, MobileDevicesConfig::default()), false).await;
+    assert!(first.succeeded());
+    let id = sim.searches()[0].id;
+    let fixed = MobileDevicesConfig {
+        search_id: Some(id),
+        search_name: "ignored".into(),
+        ..MobileDevicesConfig::default()
+    };
+    let second = helpers::run_mobile(&engine(&db, &sim, fixed), false).await;
+    assert!(second.succeeded(), "{second}");
+    let searches = sim.searches();
+    assert_eq!(searches.len(), 1, "no new search");
+    assert_eq!(searches[0].updates, 0, "a configured search is not edited");
+    sim.stop().await;
+    db.cleanup().await;
+}
