@@ -34,6 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run as a daemon: scheduled syncs, HTTP endpoints (/metrics, /healthz, /readyz, /status,
+    /// POST /sync), graceful shutdown on SIGTERM/SIGINT.
+    Run,
     /// Run one sync now and exit (0 when it succeeded).
     Sync(SyncArgs),
     /// Apply database migrations and exit.
@@ -166,8 +169,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Run => run_daemon(cfg).await,
         Command::Simulate(args) => simulate(args).await,
         Command::Demo(args) => demo(&cfg, args).await,
+    }
+}
+
+async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
+    if let Err(e) = cfg.jamf_settings() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down (a second signal exits at once)");
+        let _ = tx.send(true);
+        wait_for_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    crate::daemon::run(cfg, listener, rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

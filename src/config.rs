@@ -71,7 +71,41 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub sync: SyncConfig,
     pub mobile_devices: MobileDevicesConfig,
+    pub server: ServerConfig,
     pub log: LogConfig,
+}
+
+/// The daemon's HTTP server (`jamf-sync run`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address for `/metrics`, `/healthz`, `/readyz`, `/status` and `POST /sync`. Containers
+    /// set `0.0.0.0:9464`.
+    pub listen: String,
+    /// Bearer token that enables `POST /sync`; without one the endpoint is off.
+    pub admin_token: Option<SecretString>,
+    /// File holding the admin token.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            admin_token: None,
+            admin_token_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("admin_token_file", &self.admin_token_file)
+            .finish()
+    }
 }
 
 /// Which computers-inventory API version to use.
@@ -271,6 +305,16 @@ pub struct SyncConfig {
     pub sections: Vec<String>,
     /// `auto`, `inline` or `detail`.
     pub strategy: FetchStrategy,
+    /// When the daemon syncs: cron with seconds (`sec min hour day month weekday`) or the
+    /// classic five fields. Default: daily at 02:00.
+    pub schedule: String,
+    /// Time zone the schedule is read in (IANA name, e.g. `Europe/Berlin`); DST-correct.
+    pub timezone: String,
+    /// At start-up, run at once when the last successful run is older than the schedule's
+    /// interval (catch-up after downtime).
+    pub on_start: bool,
+    /// On SIGTERM/SIGINT, let in-flight requests finish and commit for at most this long.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -288,6 +332,10 @@ impl Default for SyncConfig {
             .map(String::from)
             .to_vec(),
             strategy: FetchStrategy::Auto,
+            schedule: "0 0 2 * * *".into(),
+            timezone: "UTC".into(),
+            on_start: true,
+            shutdown_grace_secs: 20,
         }
     }
 }
@@ -347,6 +395,8 @@ pub struct MobileDevicesConfig {
     /// Sections read by the `pro-api` source (GENERAL required).
     #[serde(deserialize_with = "string_or_list")]
     pub sections: Vec<String>,
+    /// Own cron schedule for mobile devices; unset = `sync.schedule`.
+    pub schedule: Option<String>,
 }
 
 impl Default for MobileDevicesConfig {
@@ -366,6 +416,7 @@ impl Default for MobileDevicesConfig {
             ]
             .map(String::from)
             .to_vec(),
+            schedule: None,
         }
     }
 }
@@ -607,6 +658,23 @@ impl Config {
                 "must include GENERAL",
             ));
         }
+        crate::scheduler::Schedule::parse(&self.sync.schedule, &self.sync.timezone)
+            .map_err(|e| ConfigError::new(e.0, e.1))?;
+        if let Some(expr) = &self.mobile_devices.schedule {
+            crate::scheduler::Schedule::parse(expr, &self.sync.timezone).map_err(|e| {
+                let key = if e.0 == "sync.schedule" {
+                    "mobile_devices.schedule".to_string()
+                } else {
+                    e.0
+                };
+                ConfigError::new(key, e.1)
+            })?;
+        }
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| ConfigError::new("server.listen", format!("not host:port ({e})")))?;
+        self.admin_token()?;
         if self.database.max_connections == 0 {
             return Err(ConfigError::new("database.max_connections", "must be > 0"));
         }
@@ -615,6 +683,15 @@ impl Config {
             parse_jamf_url(u)?;
         }
         Ok(())
+    }
+
+    /// The admin token enabling `POST /sync`, if configured.
+    pub fn admin_token(&self) -> Result<Option<SecretString>, ConfigError> {
+        secret_from(
+            "server.admin_token",
+            &self.server.admin_token,
+            &self.server.admin_token_file,
+        )
     }
 
     /// The database URL (from `database.url_file` when set), checked for a supported scheme.
@@ -703,9 +780,11 @@ impl Config {
              max_concurrency = {}\ntoken_refresh_margin_secs = {}\n\n[jamf.retry]\n\
              initial_backoff_ms = {}\nmax_backoff_ms = {}\nbudget_secs = {}\n\
              quota_violation_multiplier = {}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n\
-             [sync]\noverlap_secs = {}\npage_size = {}\nsections = {:?}\nstrategy = {:?}\n\n\
+             [sync]\noverlap_secs = {}\npage_size = {}\nsections = {:?}\nstrategy = {:?}\n\
+             schedule = {:?}\ntimezone = {:?}\non_start = {}\nshutdown_grace_secs = {}\n\n\
              [mobile_devices]\nenabled = {}\nsource = {:?}\nsearch_name = {:?}\nsearch_id = {}\n\
-             search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\n\
+             search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\
+             schedule = {}\n\n[server]\nlisten = {:?}\nadmin_token = {}\nadmin_token_file = {}\n\n\
              [log]\nfilter = {:?}\nformat = {:?}\n",
             j.instance,
             opt(&j.url),
@@ -730,6 +809,10 @@ impl Config {
             self.sync.page_size,
             self.sync.sections,
             self.sync.strategy,
+            self.sync.schedule,
+            self.sync.timezone,
+            self.sync.on_start,
+            self.sync.shutdown_grace_secs,
             self.mobile_devices.enabled,
             self.mobile_devices.source,
             self.mobile_devices.search_name,
@@ -740,6 +823,10 @@ impl Config {
             self.mobile_devices.search_timeout_secs,
             self.mobile_devices.prefilter_tolerance_secs,
             self.mobile_devices.sections,
+            opt(&self.mobile_devices.schedule),
+            self.server.listen,
+            mask(&self.server.admin_token),
+            path(&self.server.admin_token_file),
             self.log.filter,
             self.log.format,
         )

@@ -7,6 +7,9 @@
 //! - [`jamf`]: the Jamf Pro API client: auth and token renewal, retries, inventory calls, models.
 //! - [`limiter`]: the connection gate every request passes (≤ 5 in flight).
 //! - [`sync`]: the sync engine: cursor, keyset paging, worker pool, run bookkeeping.
+//! - [`runner`]: the daemon's single executor of run requests (coalescing).
+//! - [`scheduler`]: cron schedules (DST-correct) that request runs.
+//! - [`http`] and [`daemon`]: `jamf-sync run`: endpoints, start-up, graceful shutdown.
 //! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations and migrations.
 //! - [`simulator`]: a Jamf Pro simulator over real HTTP with fault injection.
 //! - [`telemetry`]: logging and the metric names.
@@ -14,8 +17,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod http;
 pub mod jamf;
 pub mod limiter;
+pub mod runner;
+pub mod scheduler;
 pub mod simulator;
 pub mod store;
 pub mod sync;

@@ -25,6 +25,10 @@ pub mod metric {
     pub const RUNS: &str = "jamf_sync_runs_total";
     pub const RUN_DURATION: &str = "jamf_sync_run_duration_seconds";
     pub const LAST_SUCCESS: &str = "jamf_sync_last_success_timestamp_seconds";
+    pub const LAST_RUN: &str = "jamf_sync_last_run_timestamp_seconds";
+    pub const DEVICES_STORED: &str = "jamf_sync_devices_stored";
+    pub const CURSOR_LAG: &str = "jamf_sync_cursor_lag_seconds";
+    pub const BUILD_INFO: &str = "jamf_sync_build_info";
 }
 
 /// Registers HELP text for every metric, so scrapers and `promtool check metrics` see it.
@@ -74,6 +78,24 @@ pub fn describe_metrics() {
         metric::LAST_SUCCESS,
         "Unix time of the last successful run, by kind"
     );
+    describe_gauge!(
+        metric::LAST_RUN,
+        "Unix time the last run of a kind ended, whatever its result"
+    );
+    describe_gauge!(
+        metric::DEVICES_STORED,
+        "Devices currently stored (not deleted), by kind"
+    );
+    describe_gauge!(
+        metric::CURSOR_LAG,
+        Unit::Seconds,
+        "Age of the delta cursor (start of the last successful run), by kind"
+    );
+    describe_gauge!(
+        metric::BUILD_INFO,
+        "Build information; the value is always 1"
+    );
+    metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

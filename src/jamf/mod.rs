@@ -112,6 +112,8 @@ pub struct JamfClient {
     /// Older servers have only `/api/oauth/token`; remembered after the first 404.
     legacy_oauth_path: AtomicBool,
     inventory_version: Mutex<Option<ApiVersion>>,
+    /// Set once Jamf accepted our credentials (for `/readyz`).
+    authenticated: AtomicBool,
 }
 
 impl std::fmt::Debug for JamfClient {
@@ -165,11 +167,17 @@ impl JamfClient {
             }),
             legacy_oauth_path: AtomicBool::new(false),
             inventory_version: Mutex::new(None),
+            authenticated: AtomicBool::new(false),
         })
     }
 
     pub fn instance(&self) -> &str {
         &self.settings.instance
+    }
+
+    /// Whether Jamf has accepted our credentials at least once.
+    pub fn has_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Relaxed)
     }
 
     pub fn max_concurrency(&self) -> u32 {
@@ -359,6 +367,7 @@ impl JamfClient {
         }
         let previous = st.current.take();
         let token = self.obtain_token(previous).await?;
+        self.authenticated.store(true, Ordering::Relaxed);
         st.generation += 1;
         let value = token.value.clone();
         st.current = Some(token);

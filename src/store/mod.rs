@@ -51,6 +51,16 @@ impl Kind {
         }
     }
 
+    pub const ALL: [Kind; 2] = [Kind::Computers, Kind::MobileDevices];
+
+    /// Position in per-kind arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Kind::Computers => 0,
+            Kind::MobileDevices => 1,
+        }
+    }
+
     /// `device_type` in `extension_attributes`.
     pub fn device_type(self) -> &'static str {
         match self {

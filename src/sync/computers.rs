@@ -70,6 +70,9 @@ impl<S: Store> Engine<S> {
         let lister = async move {
             let mut after = None;
             loop {
+                if self.stopping() {
+                    return Ok(());
+                }
                 let page = self.list_page(general, since, after).await?;
                 let n = page.results.len() as i64;
                 let mut max_id = after;

@@ -90,7 +90,9 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), RunError> {
         let window = since.map(|s| search_window_days(Utc::now(), s));
         let (search_id, created) = self.ensure_search(window).await?;
+        self.check_stop()?;
         let hits = self.evaluate_search(search_id, created).await?;
+        self.check_stop()?;
         let tolerance = chrono::Duration::seconds(self.mobile.prefilter_tolerance_secs as i64);
         let total = hits.len();
         let ids: Vec<i64> = hits

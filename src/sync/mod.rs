@@ -55,6 +55,10 @@ pub enum Trigger {
     Cli,
     Demo,
     Schedule,
+    /// Start-up catch-up of the daemon.
+    Startup,
+    /// `POST /sync`.
+    Api,
 }
 
 impl Trigger {
@@ -63,6 +67,8 @@ impl Trigger {
             Trigger::Cli => "cli",
             Trigger::Demo => "demo",
             Trigger::Schedule => "schedule",
+            Trigger::Startup => "startup",
+            Trigger::Api => "api",
         }
     }
 }
@@ -131,6 +137,8 @@ enum RunError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
+    #[error("interrupted by shutdown")]
+    Interrupted,
 }
 
 /// Runs syncs for one Jamf instance into one store.
@@ -139,6 +147,30 @@ pub struct Engine<S: Store> {
     client: Arc<JamfClient>,
     cfg: SyncConfig,
     mobile: MobileDevicesConfig,
+    stop: Arc<StopSignal>,
+}
+
+/// Asks a running sync to stop taking new work (graceful shutdown).
+#[derive(Debug, Default)]
+struct StopSignal {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    fn stopping(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.stopping() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// One batch for the writer task.
@@ -214,7 +246,48 @@ impl<S: Store> Engine<S> {
             client,
             cfg,
             mobile: MobileDevicesConfig::default(),
+            stop: Arc::new(StopSignal::default()),
         }
+    }
+
+    /// Stops taking new work: requests on the wire finish, completed pages are committed, and
+    /// the run ends `interrupted` with its cursor untouched.
+    pub fn stop(&self) {
+        self.stop.flag.store(true, Ordering::SeqCst);
+        self.stop.notify.notify_waiters();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.stopping()
+    }
+
+    /// Resolves once [`Engine::stop`] was called.
+    pub async fn stopped(&self) {
+        self.stop.stopped().await
+    }
+
+    fn check_stop(&self) -> Result<(), RunError> {
+        if self.stopping() {
+            Err(RunError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Updates the stored-devices and cursor-lag gauges of a kind from the database.
+    pub async fn refresh_gauges(&self, kind: Kind) {
+        let instance = self.client.instance();
+        if let Ok(n) = self.store.count_devices(instance, kind).await {
+            metrics::gauge!(metric::DEVICES_STORED, "kind" => kind.as_str()).set(n as f64);
+        }
+        if let Ok(Some(cursor)) = self.store.cursor(instance, kind).await {
+            let lag = (Utc::now() - cursor).num_milliseconds() as f64 / 1000.0;
+            metrics::gauge!(metric::CURSOR_LAG, "kind" => kind.as_str()).set(lag);
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
     }
 
     /// Uses this mobile device configuration (the default one otherwise).
@@ -278,6 +351,10 @@ impl<S: Store> Engine<S> {
         let (result, counts) = run.instrument(span.clone()).await;
         let (status, error) = match &result {
             Ok(()) => (RunStatus::Succeeded, None),
+            Err(RunError::Interrupted) => (
+                RunStatus::Interrupted,
+                Some("stopped by shutdown; completed pages were kept".into()),
+            ),
             Err(e) => (RunStatus::Failed, Some(e.to_string())),
         };
         let cursor_after = (status == RunStatus::Succeeded).then_some(started_at);
@@ -358,6 +435,7 @@ impl<S: Store> Engine<S> {
     {
         let mut after: Option<i64> = None;
         loop {
+            self.check_stop()?;
             let page = list(after).await?;
             if page.results.is_empty() {
                 return Ok(());
@@ -418,8 +496,17 @@ impl<S: Store> Engine<S> {
     {
         let workers = self.client.max_concurrency() as usize;
         let batch_size = self.cfg.page_size as usize;
-        let ids = futures_util::stream::unfold(ids, |mut rx| async move {
-            rx.recv().await.map(|id| (id, rx))
+        let stop = self.stop.clone();
+        // On shutdown the id stream ends: requests on the wire finish, nothing new starts.
+        let ids = futures_util::stream::unfold(ids, move |mut rx| {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    biased;
+                    _ = stop.stopped() => None,
+                    id = rx.recv() => id.map(|id| (id, rx)),
+                }
+            }
         });
         let mut results = std::pin::pin!(ids
             .map(|id| {
@@ -458,7 +545,7 @@ impl<S: Store> Engine<S> {
                     .map_err(|_| RunError::Other("writer stopped".into()))?;
             }
             if done {
-                return Ok(());
+                return self.check_stop();
             }
         }
     }

@@ -304,22 +304,30 @@ fn migrate_creates_the_sqlite_database() {
 #[test]
 fn simulate_serves_a_jamf_pro_until_stopped() {
     use std::io::{BufRead, BufReader};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    // Port 0: the simulator picks a free port and prints it.
     let mut child = Command::new(env!("CARGO_BIN_EXE_jamf-sync"))
-        .args(["simulate", "--port", &port.to_string(), "--computers", "25"])
+        .args(["simulate", "--port", "0", "--computers", "25"])
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
     let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).expect("read");
-    assert!(first.contains(&format!("127.0.0.1:{port}")), "{first}");
+    reader.read_line(&mut first).expect("read");
+    // Keep draining: a closed pipe would kill the simulator at its next line of output.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).unwrap_or(0) > 0 {}
+    });
     assert!(first.contains("25 computers"), "{first}");
+    let port: u16 = first
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port in the first line");
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     use std::io::{Read, Write};
     write!(

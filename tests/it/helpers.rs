@@ -16,11 +16,26 @@ use sqlx::Connection;
 
 pub struct TestDb {
     pub db: Arc<Db>,
+    url: String,
     pg_admin: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
+    /// Wraps a database opened elsewhere (nothing to clean up).
+    pub fn wrap(db: Db) -> TestDb {
+        TestDb {
+            db: Arc::new(db),
+            url: String::new(),
+            pg_admin: None,
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub fn backend(&self) -> &'static str {
         self.db.backend()
     }
@@ -50,6 +65,7 @@ pub async fn sqlite() -> TestDb {
     .expect("sqlite connect");
     TestDb {
         db: Arc::new(db),
+        url,
         pg_admin: None,
         _dir: Some(dir),
     }
@@ -83,6 +99,7 @@ pub async fn postgres() -> TestDb {
     .expect("postgres connect");
     TestDb {
         db: Arc::new(db),
+        url,
         pg_admin: Some((admin, name)),
         _dir: None,
     }
@@ -189,7 +206,11 @@ pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
 }
 
 pub async fn stored(db: &TestDb) -> Vec<StoredComputer> {
-    db.db.computers("test").await.expect("computers")
+    stored_instance(db, "test").await
+}
+
+pub async fn stored_instance(db: &TestDb, instance: &str) -> Vec<StoredComputer> {
+    db.db.computers(instance).await.expect("computers")
 }
 
 pub async fn last_run(db: &TestDb) -> RunRow {

@@ -1,0 +1,180 @@
+//! `jamf-sync run`: the long-running daemon.
+//!
+//! Start-up order: the HTTP server first (so `/healthz` and `/readyz` answer while the rest
+//! starts), then the database with retry and backoff (`/readyz` says why it is not ready),
+//! marking runs a crash left `running` as `interrupted`, the Jamf client (an authentication
+//! check in the background), the runner, the schedules, and the start-up catch-up run.
+//!
+//! Shutdown (first SIGTERM/SIGINT): stop scheduling, ask the engine to stop taking new work,
+//! wait up to `sync.shutdown_grace_secs` for requests on the wire to finish and completed pages
+//! to commit (the run ends `interrupted`, cursor untouched), invalidate the Jamf token, exit 0.
+//! If the grace period runs out, the run is abandoned and marked `interrupted` all the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::jamf::JamfClient;
+use crate::runner::{self, Runner};
+use crate::scheduler::{self, Schedule};
+use crate::store::{Db, Kind, Store};
+use crate::sync::{Engine, Trigger};
+
+/// Waits until the shutdown flag turns true (or its sender is gone).
+async fn until_shutdown(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` turns true.
+pub async fn run(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let settings = cfg.jamf_settings()?;
+    let instance = settings.instance.clone();
+    let mut kinds = vec![Kind::Computers];
+    if cfg.mobile_devices.enabled {
+        kinds.push(Kind::MobileDevices);
+    }
+    let state = Arc::new(AppState::new(
+        instance.clone(),
+        kinds.clone(),
+        crate::telemetry::install_metrics(),
+        cfg.admin_token()?,
+    ));
+    let addr = listener.local_addr()?;
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(until_shutdown(shutdown.clone()));
+    let http = tokio::spawn(async move { server.await });
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jamf-sync daemon listening");
+
+    let Some(db) = connect_with_retry(&cfg, &state, shutdown.clone()).await? else {
+        let _ = http.await;
+        return Ok(());
+    };
+    let db = Arc::new(db);
+    let stale = db.interrupt_stale_runs(&instance).await?;
+    if stale > 0 {
+        tracing::warn!(
+            stale,
+            "runs left 'running' by a stopped process were marked interrupted; their windows will be redone"
+        );
+    }
+
+    let client = Arc::new(JamfClient::new(settings)?);
+    let engine = Arc::new(
+        Engine::new(db.clone(), client.clone(), cfg.sync.clone())
+            .with_mobile(cfg.mobile_devices.clone()),
+    );
+    let _ = state.engine.set(engine.clone());
+    {
+        // Authenticate once up front so /readyz can report a bad credential at once.
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.server_version().await {
+                tracing::error!(error = %e, "Jamf check failed; the next run retries");
+            }
+        });
+    }
+
+    let (runner, rx) = Runner::new();
+    let _ = state.runner.set(runner.clone());
+    let executor = tokio::spawn(runner::execute(engine.clone(), runner.clone(), rx));
+
+    let mut schedules = vec![(
+        Kind::Computers,
+        Schedule::parse(&cfg.sync.schedule, &cfg.sync.timezone)
+            .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.0, e.1))?,
+    )];
+    if cfg.mobile_devices.enabled {
+        let expr = cfg
+            .mobile_devices
+            .schedule
+            .clone()
+            .unwrap_or_else(|| cfg.sync.schedule.clone());
+        schedules.push((
+            Kind::MobileDevices,
+            Schedule::parse(&expr, &cfg.sync.timezone)
+                .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.0, e.1))?,
+        ));
+    }
+    let mut sched = scheduler::start(schedules.clone(), runner.clone(), state.next_runs.clone())
+        .await
+        .context("starting the scheduler")?;
+    for kind in &kinds {
+        engine.refresh_gauges(*kind).await;
+    }
+    if cfg.sync.on_start {
+        let now = Utc::now();
+        for (kind, schedule) in &schedules {
+            let cursor = db.cursor(&instance, *kind).await?;
+            let interval = schedule.interval(now).unwrap_or(chrono::Duration::days(1));
+            if cursor.is_none_or(|c| now - c > interval) {
+                tracing::info!(kind = kind.as_str(), last_success = ?cursor, "catching up at start-up");
+                runner.request(*kind, false, Trigger::Startup);
+            }
+        }
+    }
+
+    until_shutdown(shutdown).await;
+    tracing::info!("shutting down: no new runs; letting requests in flight finish");
+    if let Err(e) = sched.shutdown().await {
+        tracing::warn!(error = %e, "scheduler shutdown");
+    }
+    engine.stop();
+    let grace = Duration::from_secs(cfg.sync.shutdown_grace_secs);
+    match tokio::time::timeout(grace, executor).await {
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(?grace, "grace period over; abandoning the run in progress");
+            let n = db.interrupt_stale_runs(&instance).await.unwrap_or(0);
+            tracing::warn!(marked = n, "runs marked interrupted");
+        }
+    }
+    client.invalidate_token().await;
+    db.close().await;
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects and migrates, retrying with backoff until it works or shutdown is asked for.
+async fn connect_with_retry(
+    cfg: &Config,
+    state: &AppState,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Db>> {
+    let url = cfg.database_url()?;
+    let mut delay = Duration::from_millis(500);
+    state.set_database(Err(format!("connecting to {}", url.masked())));
+    loop {
+        match Db::connect(&url, cfg.database.max_connections).await {
+            Ok(db) => {
+                state.set_database(Ok(()));
+                tracing::info!(database = %url.masked(), "database ready");
+                return Ok(Some(db));
+            }
+            Err(e) => {
+                let why = format!("cannot connect to {}: {e}", url.masked());
+                tracing::warn!(retry_in = ?delay, "{why}");
+                state.set_database(Err(why));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = until_shutdown(shutdown.clone()) => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,249 @@
+//! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /sync`.
+//!
+//! Invariants: handlers only read state or *request* runs through the [`Runner`]; `POST /sync`
+//! is off unless an admin token is configured, and the token is compared in constant time;
+//! nothing secret is ever rendered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::runner::Runner;
+use crate::scheduler::NextRuns;
+use crate::store::{Db, Kind, Store};
+use crate::sync::{Engine, Trigger};
+
+/// What `/readyz` reports until each part is ready.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub database: Result<(), String>,
+}
+
+/// Shared by the handlers; parts are filled in as the daemon starts.
+pub struct AppState {
+    pub instance: String,
+    pub kinds: Vec<Kind>,
+    pub prometheus: Option<PrometheusHandle>,
+    pub admin_token: Option<SecretString>,
+    pub readiness: Mutex<Readiness>,
+    pub engine: OnceLock<Arc<Engine<Db>>>,
+    pub runner: OnceLock<Runner>,
+    pub next_runs: NextRuns,
+}
+
+impl AppState {
+    pub fn new(
+        instance: String,
+        kinds: Vec<Kind>,
+        prometheus: Option<PrometheusHandle>,
+        admin_token: Option<SecretString>,
+    ) -> Self {
+        AppState {
+            instance,
+            kinds,
+            prometheus,
+            admin_token,
+            readiness: Mutex::new(Readiness {
+                database: Err("connecting".into()),
+            }),
+            engine: OnceLock::new(),
+            runner: OnceLock::new(),
+            next_runs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn set_database(&self, r: Result<(), String>) {
+        if let Ok(mut g) = self.readiness.lock() {
+            g.database = r;
+        }
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/sync", post(trigger))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let database = s
+        .readiness
+        .lock()
+        .map(|r| r.database.clone())
+        .unwrap_or_else(|_| Err("state unavailable".into()));
+    let mut database = database.map(|_| "ok".to_string());
+    let mut jamf = Err("not started".to_string());
+    if let Some(engine) = s.engine.get() {
+        // Reachable and migrated: a query on a table the migrations create.
+        let probe = tokio::time::timeout(
+            Duration::from_secs(2),
+            engine.store().count_devices(&s.instance, Kind::Computers),
+        )
+        .await;
+        database = match probe {
+            Ok(Ok(_)) => Ok("ok".into()),
+            Ok(Err(e)) => Err(format!("unreachable: {e}")),
+            Err(_) => Err("unreachable: no answer within 2 s".into()),
+        };
+        jamf = if engine.client().has_authenticated() {
+            Ok("ok".into())
+        } else {
+            Err("Jamf authentication has not succeeded yet".into())
+        };
+    }
+    let ready = database.is_ok() && jamf.is_ok();
+    let body = json!({
+        "ready": ready,
+        "database": database.unwrap_or_else(|e| e),
+        "jamf": jamf.unwrap_or_else(|e| e),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    if let Some(engine) = s.engine.get() {
+        for kind in &s.kinds {
+            engine.refresh_gauges(*kind).await;
+        }
+    }
+    match &s.prometheus {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status(State(s): State<Arc<AppState>>) -> Response {
+    let next = s.next_runs.lock().map(|m| m.clone()).unwrap_or_default();
+    let mut kinds = Vec::new();
+    let (runs, cursors) = match s.engine.get() {
+        Some(engine) => (
+            engine.store().recent_runs(&s.instance, 50).await.ok(),
+            engine.store().cursors(&s.instance).await.ok(),
+        ),
+        None => (None, None),
+    };
+    for kind in &s.kinds {
+        let name = kind.as_str();
+        let last_run = runs
+            .as_ref()
+            .and_then(|r| r.iter().find(|r| r.kind == name).cloned());
+        let last_success = runs.as_ref().and_then(|r| {
+            r.iter()
+                .find(|r| r.kind == name && r.status == "succeeded")
+                .cloned()
+        });
+        let cursor = cursors
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.kind == name).map(|c| c.cursor));
+        kinds.push(json!({
+            "kind": name,
+            "running": s.runner.get().is_some_and(|r| r.is_busy(*kind)),
+            "last_run": last_run,
+            "last_success": last_success,
+            "cursor": cursor,
+            "next_scheduled": next.get(name),
+        }));
+    }
+    Json(json!({
+        "instance": s.instance,
+        "version": env!("CARGO_PKG_VERSION"),
+        "kinds": kinds,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct TriggerQuery {
+    /// `computers` or `mobile-devices`; both when absent.
+    kind: Option<String>,
+    #[serde(default)]
+    full: bool,
+}
+
+async fn trigger(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<TriggerQuery>,
+) -> Response {
+    let Some(expected) = &s.admin_token else {
+        return (
+            StatusCode::NOT_FOUND,
+            "POST /sync is off: configure server.admin_token to enable it\n",
+        )
+            .into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+        return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n").into_response();
+    }
+    let Some(runner) = s.runner.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database not connected yet\n",
+        )
+            .into_response();
+    };
+    let kinds: Vec<Kind> = match q.kind.as_deref() {
+        None => s.kinds.clone(),
+        Some("computers") => vec![Kind::Computers],
+        Some("mobile-devices") | Some("mobile_devices") => vec![Kind::MobileDevices],
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown kind {other:?}; use computers or mobile-devices\n"),
+            )
+                .into_response()
+        }
+    };
+    let mut accepted = Vec::new();
+    let mut coalesced = Vec::new();
+    for kind in kinds {
+        if runner.request(kind, q.full, Trigger::Api) {
+            accepted.push(kind.as_str());
+        } else {
+            coalesced.push(kind.as_str());
+        }
+    }
+    let code = if accepted.is_empty() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (
+        code,
+        Json(json!({"accepted": accepted, "coalesced": coalesced})),
+    )
+        .into_response()
+}

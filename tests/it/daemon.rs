@@ -1,0 +1,467 @@
+//! `jamf-sync run` as a real process: schedules, endpoints, signals, crashes, a database that
+//! comes up late.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jamf_sync::config::DatabaseUrl;
+use jamf_sync::simulator::{SimConfig, Simulator};
+use jamf_sync::store::{Db, Kind, Store};
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::helpers;
+
+const TOKEN: &str = "admin-token-for-tests";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
+        jamf_sync::jamf::install_crypto_provider();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
+        cmd.arg("run")
+            .env("NO_COLOR", "1")
+            .env("JAMF_SYNC__JAMF__URL", sim.url())
+            .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
+            .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
+            .env("JAMF_SYNC__JAMF__RETRY__INITIAL_BACKOFF_MS", "5")
+            .env("JAMF_SYNC__JAMF__RETRY__MAX_BACKOFF_MS", "100")
+            .env("JAMF_SYNC__DATABASE__URL", db_url)
+            .env("JAMF_SYNC__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("JAMF_SYNC__SERVER__ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("JAMF_SYNC__") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().expect("spawn jamf-sync run"),
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
+    async fn trigger(&self, query: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/sync{query}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("POST /sync");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until `check` is true or `secs` pass.
+    async fn wait_for<F, Fut>(&self, secs: u64, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn wait_ready(&self, secs: u64) {
+        self.wait_for(secs, "/readyz", || async {
+            matches!(self.get("/readyz").await, Some((200, _)))
+        })
+        .await;
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("daemon did not exit within {secs} s");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn open(url: &str) -> Db {
+    Db::connect(
+        &DatabaseUrl::parse(SecretString::from(url.to_string())).expect("url"),
+        2,
+    )
+    .await
+    .expect("open db")
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("d.db").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_metrics_status_and_coalescing() {
+    let sim = helpers::sim(SimConfig {
+        computers: 200,
+        mobile_devices: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sqlite_url(&dir);
+    let d = Daemon::start(
+        &sim,
+        &url,
+        &[("JAMF_SYNC__SYNC__SCHEDULE", "*/2 * * * * *")],
+    );
+    d.wait_ready(20).await;
+    // Runs happen on the schedule (and once at start-up).
+    d.wait_for(20, "three computers runs", || async {
+        let Some((200, body)) = d.get("/status").await else {
+            return false;
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["kinds"][0]["last_run"]["id"].as_i64().unwrap_or(0) >= 3
+    })
+    .await;
+    let (_, body) = d.get("/status").await.expect("status");
+    let status: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status["kinds"][0]["kind"], "computers");
+    assert_eq!(status["kinds"][1]["kind"], "mobile_devices");
+    assert!(status["kinds"][0]["next_scheduled"].is_string(), "{status}");
+    assert!(
+        status["kinds"][1]["last_success"]["status"] == "succeeded",
+        "{status}"
+    );
+
+    let (code, text) = d.get("/metrics").await.expect("metrics");
+    assert_eq!(code, 200);
+    let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
+    let scrape =
+        prometheus_parse::Scrape::parse(lines.into_iter()).expect("valid exposition format");
+    let value = |name: &str, label: Option<(&str, &str)>| -> Option<f64> {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Histogram(ref b) => {
+                    b.last().map(|x| x.count).unwrap_or(0.0)
+                }
+                prometheus_parse::Value::Summary(_) => 0.0,
+            })
+    };
+    assert_eq!(
+        value("jamf_sync_devices_stored", Some(("kind", "computers"))),
+        Some(200.0)
+    );
+    assert_eq!(
+        value("jamf_sync_devices_stored", Some(("kind", "mobile_devices"))),
+        Some(50.0)
+    );
+    assert_eq!(value("jamf_sync_build_info", None), Some(1.0));
+    assert!(value("jamf_sync_runs_total", Some(("result", "succeeded"))).unwrap_or(0.0) >= 2.0);
+    assert!(
+        value(
+            "jamf_sync_last_success_timestamp_seconds",
+            Some(("kind", "computers"))
+        )
+        .unwrap_or(0.0)
+            > 1.7e9
+    );
+    let lag = value("jamf_sync_cursor_lag_seconds", Some(("kind", "computers"))).unwrap_or(-1.0);
+    assert!((0.0..60.0).contains(&lag), "cursor lag {lag}");
+    assert!(value("jamf_sync_http_requests_total", None).unwrap_or(0.0) > 0.0);
+    assert!(value("jamf_sync_concurrency_limit", None) == Some(5.0));
+    for family in [
+        "jamf_sync_http_request_duration_seconds",
+        "jamf_sync_run_duration_seconds",
+        "jamf_sync_records_total",
+        "jamf_sync_last_run_timestamp_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family}")),
+            "{family} missing"
+        );
+    }
+
+    // POST /sync needs the token.
+    let r = reqwest::Client::new()
+        .post(format!("{}/sync", d.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 401);
+    drop(d);
+
+    // Two triggers at once produce one run (no schedule in the way: yearly, no catch-up).
+    sim.set_latency(5);
+    let d = Daemon::start(
+        &sim,
+        &url,
+        &[
+            ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+            ("JAMF_SYNC__SYNC__ON_START", "false"),
+            ("JAMF_SYNC__SYNC__STRATEGY", "detail"),
+        ],
+    );
+    d.wait_ready(20).await;
+    let (a, b) = tokio::join!(
+        d.trigger("?kind=computers&full=true"),
+        d.trigger("?kind=computers&full=true")
+    );
+    let accepted = [&a, &b]
+        .iter()
+        .filter(|(code, body)| *code == 202 && body["accepted"][0] == "computers")
+        .count();
+    assert_eq!(accepted, 1, "{a:?} {b:?}");
+    assert!([&a, &b]
+        .iter()
+        .any(|(code, body)| *code == 409 && body["coalesced"][0] == "computers"));
+    d.wait_for(30, "the api run to finish", || async {
+        let Some((200, body)) = d.get("/status").await else {
+            return false;
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["kinds"][0]["last_run"]["trigger"] == "api" && v["kinds"][0]["running"] == false
+    })
+    .await;
+    let db = open(&url).await;
+    let api_runs = db
+        .recent_runs("default", 100)
+        .await
+        .expect("runs")
+        .iter()
+        .filter(|r| r.trigger == "api")
+        .count();
+    assert_eq!(api_runs, 1);
+    db.close().await;
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing() {
+    let sim = helpers::sim(SimConfig {
+        computers: 1500,
+        mobile_devices: 0,
+        latency_ms: 15,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sqlite_url(&dir);
+    let slow = [
+        ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+        ("JAMF_SYNC__SYNC__STRATEGY", "detail"),
+        ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
+        ("JAMF_SYNC__SYNC__SHUTDOWN_GRACE_SECS", "10"),
+    ];
+    let db = open(&url).await;
+    let wait_progress = |min: i64| {
+        let db = db.clone();
+        async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(30) {
+                if let Ok(runs) = db.recent_runs("default", 1).await {
+                    if runs
+                        .first()
+                        .is_some_and(|r| r.status == "running" && r.upserted >= min)
+                    {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no progress");
+        }
+    };
+
+    // SIGTERM mid-run: exit 0 within the grace period, run interrupted, pages kept.
+    let mut d = Daemon::start(&sim, &url, &slow);
+    wait_progress(200).await;
+    let t = Instant::now();
+    d.signal("-TERM");
+    assert_eq!(d.wait_exit(15), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let run = db.recent_runs("default", 1).await.expect("runs").remove(0);
+    assert_eq!(run.status, "interrupted", "{run:?}");
+    assert!(run.cursor_after.is_none());
+    let stored = db
+        .count_devices("default", Kind::Computers)
+        .await
+        .expect("count");
+    assert_eq!(stored, run.upserted, "every committed page is intact");
+    assert!(stored > 0 && stored < 1500);
+    assert!(db
+        .cursor("default", Kind::Computers)
+        .await
+        .expect("cursor")
+        .is_none());
+
+    // kill -9 mid-run: on restart the crashed run is marked interrupted and the catch-up run
+    // completes the window without duplicates.
+    let mut d = Daemon::start(&sim, &url, &slow);
+    wait_progress(stored + 100).await;
+    d.signal("-KILL");
+    let _ = d.wait_exit(5);
+    let crashed = db.recent_runs("default", 1).await.expect("runs").remove(0);
+    assert_eq!(
+        crashed.status, "running",
+        "a killed process leaves its run running"
+    );
+    let d = Daemon::start(&sim, &url, &slow);
+    d.wait_for(60, "the catch-up run to succeed", || async {
+        db.recent_runs("default", 1)
+            .await
+            .ok()
+            .and_then(|r| r.first().map(|r| r.status == "succeeded"))
+            .unwrap_or(false)
+    })
+    .await;
+    let runs = db.recent_runs("default", 10).await.expect("runs");
+    let after_crash = runs
+        .iter()
+        .find(|r| r.id == crashed.id)
+        .expect("crashed run");
+    assert_eq!(after_crash.status, "interrupted");
+    drop(d);
+    let test_db = helpers::TestDb::wrap(db);
+    let rows = helpers::stored_instance(&test_db, "default").await;
+    assert_eq!(rows.len(), 1500, "no lost devices");
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.jamf_id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1500, "no duplicates");
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_at_start_then_up() {
+    let sim = helpers::sim(SimConfig {
+        computers: 40,
+        mobile_devices: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    // A fresh PostgreSQL database behind a port where nothing listens yet.
+    let pg = helpers::postgres().await;
+    let real: url::Url = pg.url().parse().expect("url");
+    let real_port = real.port().unwrap_or(5432);
+    // Bound but not listening: the port is ours (no other test can take it) and refuses
+    // connections, like a database that is down.
+    let socket = (0..20)
+        .find_map(|_| {
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.set_reuseaddr(true).ok()?;
+            socket.bind("127.0.0.1:0".parse().ok()?).ok()?;
+            Some(socket)
+        })
+        .expect("a bindable port");
+    let port = socket.local_addr().expect("addr").port();
+    let mut proxied = real.clone();
+    proxied.set_port(Some(port)).expect("port");
+    let d = Daemon::start(
+        &sim,
+        proxied.as_str(),
+        &[("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *")],
+    );
+    d.wait_for(20, "/readyz to answer", || async {
+        d.get("/readyz").await.is_some()
+    })
+    .await;
+    let (code, body) = d.get("/readyz").await.expect("readyz");
+    assert_eq!(code, 503);
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_ne!(v["database"], "ok", "{body}");
+    assert_eq!(v["ready"], false);
+    assert_eq!(d.get("/healthz").await.map(|r| r.0), Some(200));
+    // The database comes up.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let proxy = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", real_port)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    d.wait_ready(40).await;
+    d.wait_for(30, "the catch-up runs", || async {
+        pg.db
+            .count_devices("default", Kind::Computers)
+            .await
+            .unwrap_or(0)
+            == 40
+            && pg
+                .db
+                .count_devices("default", Kind::MobileDevices)
+                .await
+                .unwrap_or(0)
+                == 10
+    })
+    .await;
+    drop(d);
+    proxy.abort();
+    sim.stop().await;
+    pg.cleanup().await;
+}
