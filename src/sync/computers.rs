@@ -74,6 +74,9 @@ impl<S: Store> Engine<S> {
                     return Ok(());
                 }
                 let page = self.list_page(general, since, after).await?;
+                if after.is_none() {
+                    self.expect(page.total_count);
+                }
                 let n = page.results.len() as i64;
                 let mut max_id = after;
                 for raw in &page.results {

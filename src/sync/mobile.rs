@@ -107,6 +107,7 @@ impl<S: Store> Engine<S> {
             to_fetch = ids.len(),
             "advanced mobile device search evaluated"
         );
+        self.expect(ids.len() as i64);
         let listed = AtomicI64::new(ids.len() as i64);
         let (id_tx, id_rx) = mpsc::channel::<i64>(ids.len().max(1));
         for id in ids {

@@ -148,7 +148,12 @@ pub struct Engine<S: Store> {
     cfg: SyncConfig,
     mobile: MobileDevicesConfig,
     stop: Arc<StopSignal>,
+    /// Records the current run expects in all, when known (for the progress line's ETA).
+    expected: Arc<AtomicI64>,
 }
+
+/// How often a long run logs a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Asks a running sync to stop taking new work (graceful shutdown).
 #[derive(Debug, Default)]
@@ -247,6 +252,7 @@ impl<S: Store> Engine<S> {
             cfg,
             mobile: MobileDevicesConfig::default(),
             stop: Arc::new(StopSignal::default()),
+            expected: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -264,6 +270,11 @@ impl<S: Store> Engine<S> {
     /// Resolves once [`Engine::stop`] was called.
     pub async fn stopped(&self) {
         self.stop.stopped().await
+    }
+
+    /// Announces how many records the current run expects (progress ETA).
+    fn expect(&self, n: i64) {
+        self.expected.store(n, Ordering::Relaxed);
     }
 
     fn check_stop(&self) -> Result<(), RunError> {
@@ -400,11 +411,13 @@ impl<S: Store> Engine<S> {
         Fut: Future<Output = Result<(), RunError>>,
     {
         let (tx, rx) = mpsc::channel::<Batch<R>>(2);
+        self.expected.store(0, Ordering::Relaxed);
         let writer = tokio::spawn(write_batches(
             self.store.clone(),
             self.client.instance().to_string(),
             run_id,
             rx,
+            self.expected.clone(),
         ));
         let fetched = fetch(tx).await;
         // The sender is dropped by now, so the writer drains what it has and stops.
@@ -437,6 +450,9 @@ impl<S: Store> Engine<S> {
         loop {
             self.check_stop()?;
             let page = list(after).await?;
+            if after.is_none() {
+                self.expected.store(page.total_count, Ordering::Relaxed);
+            }
             if page.results.is_empty() {
                 return Ok(());
             }
@@ -557,11 +573,15 @@ async fn write_batches<S: Store, R: Persist>(
     instance: String,
     run_id: i64,
     mut rx: mpsc::Receiver<Batch<R>>,
+    expected: Arc<AtomicI64>,
 ) -> (Result<(), StoreError>, RunCounts) {
     let mut counts = RunCounts::default();
     let mut seen: HashSet<i64> = HashSet::new();
+    let started = Instant::now();
     let mut last_progress = Instant::now();
+    let mut pages = 0u64;
     while let Some(mut batch) = rx.recv().await {
+        pages += 1;
         // Within a run each device is written once, whatever the server sent twice.
         batch.records.retain(|c| seen.insert(c.jamf_id()));
         let mut next = counts;
@@ -583,13 +603,21 @@ async fn write_batches<S: Store, R: Persist>(
                 next.upserted += outcome.upserted;
                 next.unchanged += outcome.unchanged;
                 counts = next;
-                if last_progress.elapsed() >= Duration::from_secs(5) {
+                if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
+                    let done = counts.fetched + counts.failed + counts.missing;
+                    let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    let total = expected.load(Ordering::Relaxed);
+                    let eta = (total > done && rate > 0.0)
+                        .then(|| format!("{:.0}s", (total - done) as f64 / rate));
                     tracing::info!(
-                        listed = counts.listed,
-                        fetched = counts.fetched,
+                        pages,
+                        records = done,
+                        of = total,
                         upserted = counts.upserted,
                         failed = counts.failed,
+                        rate = format!("{rate:.0}/s"),
+                        eta = eta.as_deref().unwrap_or("?"),
                         "progress"
                     );
                 }

@@ -465,3 +465,39 @@ async fn database_down_at_start_then_up() {
     sim.stop().await;
     pg.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_stays_unready_while_jamf_refuses_the_credentials() {
+    let sim = helpers::sim(SimConfig {
+        computers: 5,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sqlite_url(&dir);
+    let d = Daemon::start(
+        &sim,
+        &url,
+        &[
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET", "not-the-secret"),
+            ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+        ],
+    );
+    d.wait_for(20, "the database part of /readyz", || async {
+        d.get("/readyz")
+            .await
+            .is_some_and(|(_, b)| b.contains("\"database\":\"ok\""))
+    })
+    .await;
+    // Give the start-up check and catch-up run time to fail.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, body) = d.get("/readyz").await.expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("Jamf authentication has not succeeded"),
+        "{body}"
+    );
+    assert_eq!(d.get("/healthz").await.map(|r| r.0), Some(200));
+    sim.stop().await;
+}
