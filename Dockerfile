@@ -14,6 +14,8 @@ USER jamf-sync
 WORKDIR /var/lib/jamf-sync
 VOLUME /var/lib/jamf-sync
 ENV JAMF_SYNC__DATABASE__URL=sqlite:///var/lib/jamf-sync/jamf-sync.db \
+    JAMF_SYNC__SERVER__LISTEN=0.0.0.0:9464 \
     JAMF_SYNC__LOG__FORMAT=json
+EXPOSE 9464
 ENTRYPOINT ["/usr/local/bin/jamf-sync"]
-CMD ["sync"]
+CMD ["run"]
