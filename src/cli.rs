@@ -16,6 +16,7 @@ use crate::config::{Config, Credentials, JamfSettings, Sources};
 use crate::jamf::JamfClient;
 use crate::simulator::{SimConfig, Simulator};
 use crate::store::{Db, Kind, Store};
+use crate::sync::reconcile::ReconcileOptions;
 use crate::sync::{Engine, RunSummary, SyncOptions, Trigger};
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,8 @@ pub enum Command {
     Run,
     /// Run one sync now and exit (0 when it succeeded).
     Sync(SyncArgs),
+    /// Find devices deleted in Jamf and mark (or delete) them; fetch devices deltas missed.
+    Reconcile(ReconcileArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Configuration commands.
@@ -66,6 +69,19 @@ pub struct SyncArgs {
     /// Sync only this kind.
     #[arg(long, value_enum)]
     pub only: Option<OnlyKind>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Compute and print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Reconcile only this kind.
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyKind>,
+    /// Apply deletions even beyond reconcile.max_delete_fraction.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -170,6 +186,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Run => run_daemon(cfg).await,
+        Command::Reconcile(args) => {
+            let settings = match cfg.jamf_settings() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let kinds = kinds_to_sync(&cfg, args.only);
+            let session = Session::open(&cfg, settings).await?;
+            let mut ok = true;
+            for kind in kinds {
+                let summary = session
+                    .engine
+                    .reconcile(
+                        kind,
+                        ReconcileOptions {
+                            dry_run: args.dry_run,
+                            force: args.force,
+                            trigger: Trigger::Cli,
+                        },
+                    )
+                    .await;
+                match summary {
+                    Ok(s) => {
+                        println!("{s}");
+                        ok &= s.succeeded();
+                    }
+                    Err(e) => {
+                        session.close().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            session.close().await;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Simulate(args) => simulate(args).await,
         Command::Demo(args) => demo(&cfg, args).await,
     }
@@ -245,7 +302,8 @@ impl Session {
         }
         let client = Arc::new(JamfClient::new(settings)?);
         let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone())
-            .with_mobile(cfg.mobile_devices.clone());
+            .with_mobile(cfg.mobile_devices.clone())
+            .with_reconcile(cfg.reconcile.clone());
         Ok(Session { db, client, engine })
     }
 

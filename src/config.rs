@@ -72,7 +72,45 @@ pub struct Config {
     pub sync: SyncConfig,
     pub mobile_devices: MobileDevicesConfig,
     pub server: ServerConfig,
+    pub reconcile: ReconcileConfig,
     pub log: LogConfig,
+}
+
+/// What to do with a device that is gone from Jamf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Set `deleted_at`, keep the row and its history.
+    #[default]
+    Mark,
+    /// Remove the row and its extension attributes.
+    Delete,
+}
+
+/// Reconcile: finding devices deleted in Jamf (a delta never sees a deletion).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Run reconcile on its own schedule in the daemon.
+    pub enabled: bool,
+    /// Cron schedule (read in `sync.timezone`). Default: Sundays at 03:00.
+    pub schedule: String,
+    /// Refuse to mark more than this fraction of an instance's devices in one run (a
+    /// mis-scoped API role or an empty Jamf must not wipe the table); `--force` overrides.
+    pub max_delete_fraction: f64,
+    /// `mark` or `delete`.
+    pub on_missing: OnMissing,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: "0 0 3 * * Sun".into(),
+            max_delete_fraction: 0.1,
+            on_missing: OnMissing::Mark,
+        }
+    }
 }
 
 /// The daemon's HTTP server (`jamf-sync run`).
@@ -670,6 +708,25 @@ impl Config {
                 ConfigError::new(key, e.1)
             })?;
         }
+        crate::scheduler::Schedule::parse(&self.reconcile.schedule, &self.sync.timezone).map_err(
+            |e| {
+                let key = if e.0 == "sync.schedule" {
+                    "reconcile.schedule".to_string()
+                } else {
+                    e.0
+                };
+                ConfigError::new(key, e.1)
+            },
+        )?;
+        if !(0.0..=1.0).contains(&self.reconcile.max_delete_fraction) {
+            return Err(ConfigError::new(
+                "reconcile.max_delete_fraction",
+                format!(
+                    "must be between 0 and 1, got {}",
+                    self.reconcile.max_delete_fraction
+                ),
+            ));
+        }
         self.server
             .listen
             .parse::<std::net::SocketAddr>()
@@ -785,6 +842,7 @@ impl Config {
              [mobile_devices]\nenabled = {}\nsource = {:?}\nsearch_name = {:?}\nsearch_id = {}\n\
              search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\
              schedule = {}\n\n[server]\nlisten = {:?}\nadmin_token = {}\nadmin_token_file = {}\n\n\
+             [reconcile]\nenabled = {}\nschedule = {:?}\nmax_delete_fraction = {}\non_missing = {:?}\n\n\
              [log]\nfilter = {:?}\nformat = {:?}\n",
             j.instance,
             opt(&j.url),
@@ -827,6 +885,10 @@ impl Config {
             self.server.listen,
             mask(&self.server.admin_token),
             path(&self.server.admin_token_file),
+            self.reconcile.enabled,
+            self.reconcile.schedule,
+            self.reconcile.max_delete_fraction,
+            self.reconcile.on_missing,
             self.log.filter,
             self.log.format,
         )

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::jamf::JamfClient;
-use crate::runner::{self, Runner};
+use crate::runner::{self, Op, Runner};
 use crate::scheduler::{self, Schedule};
 use crate::store::{Db, Kind, Store};
 use crate::sync::{Engine, Trigger};
@@ -75,7 +75,8 @@ pub async fn run(
     let client = Arc::new(JamfClient::new(settings)?);
     let engine = Arc::new(
         Engine::new(db.clone(), client.clone(), cfg.sync.clone())
-            .with_mobile(cfg.mobile_devices.clone()),
+            .with_mobile(cfg.mobile_devices.clone())
+            .with_reconcile(cfg.reconcile.clone()),
     );
     let _ = state.engine.set(engine.clone());
     {
@@ -92,10 +93,14 @@ pub async fn run(
     let _ = state.runner.set(runner.clone());
     let executor = tokio::spawn(runner::execute(engine.clone(), runner.clone(), rx));
 
+    let parse = |expr: &str| {
+        Schedule::parse(expr, &cfg.sync.timezone)
+            .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.0, e.1))
+    };
     let mut schedules = vec![(
         Kind::Computers,
-        Schedule::parse(&cfg.sync.schedule, &cfg.sync.timezone)
-            .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.0, e.1))?,
+        Op::Sync { full: false },
+        parse(&cfg.sync.schedule)?,
     )];
     if cfg.mobile_devices.enabled {
         let expr = cfg
@@ -103,11 +108,12 @@ pub async fn run(
             .schedule
             .clone()
             .unwrap_or_else(|| cfg.sync.schedule.clone());
-        schedules.push((
-            Kind::MobileDevices,
-            Schedule::parse(&expr, &cfg.sync.timezone)
-                .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.0, e.1))?,
-        ));
+        schedules.push((Kind::MobileDevices, Op::Sync { full: false }, parse(&expr)?));
+    }
+    if cfg.reconcile.enabled {
+        for kind in &kinds {
+            schedules.push((*kind, Op::Reconcile, parse(&cfg.reconcile.schedule)?));
+        }
     }
     let mut sched = scheduler::start(schedules.clone(), runner.clone(), state.next_runs.clone())
         .await
@@ -117,7 +123,7 @@ pub async fn run(
     }
     if cfg.sync.on_start {
         let now = Utc::now();
-        for (kind, schedule) in &schedules {
+        for (kind, _, schedule) in schedules.iter().filter(|s| s.1 != Op::Reconcile) {
             let cursor = db.cursor(&instance, *kind).await?;
             let interval = schedule.interval(now).unwrap_or(chrono::Duration::days(1));
             if cursor.is_none_or(|c| now - c > interval) {

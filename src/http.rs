@@ -170,6 +170,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
             "last_success": last_success,
             "cursor": cursor,
             "next_scheduled": next.get(name),
+            "next_reconcile": next.get(&format!("reconcile {name}")),
         }));
     }
     Json(json!({

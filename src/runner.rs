@@ -11,13 +11,30 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::store::{Kind, Store};
+use crate::sync::reconcile::ReconcileOptions;
 use crate::sync::{Engine, SyncOptions, Trigger};
 use crate::telemetry::metric;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Sync { full: bool },
+    Reconcile,
+}
+
+impl Op {
+    fn index(self) -> usize {
+        match self {
+            Op::Sync { .. } => 0,
+            Op::Reconcile => 1,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct RunRequest {
     pub kind: Kind,
-    pub full: bool,
+    pub op: Op,
     pub trigger: Trigger,
 }
 
@@ -25,8 +42,8 @@ pub struct RunRequest {
 #[derive(Debug, Clone)]
 pub struct Runner {
     tx: mpsc::UnboundedSender<RunRequest>,
-    /// Per kind: a run is queued or running.
-    busy: Arc<[AtomicBool; 2]>,
+    /// Per operation and kind: one is queued or running.
+    busy: Arc<[[AtomicBool; 2]; 2]>,
 }
 
 impl Runner {
@@ -35,35 +52,38 @@ impl Runner {
         (
             Runner {
                 tx,
-                busy: Arc::new([AtomicBool::new(false), AtomicBool::new(false)]),
+                busy: Arc::new(Default::default()),
             },
             rx,
         )
     }
 
-    /// Queues a run; `false` when one of that kind is already queued or running (coalesced)
+    /// Queues a sync; `false` when one of that kind is already queued or running (coalesced)
     /// or the executor has stopped.
     pub fn request(&self, kind: Kind, full: bool, trigger: Trigger) -> bool {
-        if self.busy[kind.index()].swap(true, Ordering::SeqCst) {
+        self.request_op(kind, Op::Sync { full }, trigger)
+    }
+
+    /// Queues any operation, coalescing like [`Runner::request`].
+    pub fn request_op(&self, kind: Kind, op: Op, trigger: Trigger) -> bool {
+        let flag = &self.busy[op.index()][kind.index()];
+        if flag.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let sent = self.tx.send(RunRequest {
-            kind,
-            full,
-            trigger,
-        });
+        let sent = self.tx.send(RunRequest { kind, op, trigger });
         if sent.is_err() {
-            self.busy[kind.index()].store(false, Ordering::SeqCst);
+            flag.store(false, Ordering::SeqCst);
         }
         sent.is_ok()
     }
 
+    /// Whether a sync of this kind is queued or running.
     pub fn is_busy(&self, kind: Kind) -> bool {
-        self.busy[kind.index()].load(Ordering::SeqCst)
+        self.busy[0][kind.index()].load(Ordering::SeqCst)
     }
 
-    fn done(&self, kind: Kind) {
-        self.busy[kind.index()].store(false, Ordering::SeqCst);
+    fn done(&self, req: &RunRequest) {
+        self.busy[req.op.index()][req.kind.index()].store(false, Ordering::SeqCst);
     }
 }
 
@@ -82,16 +102,30 @@ pub async fn execute<S: Store>(
                 None => break,
             },
         };
-        let result = engine
-            .sync(
-                req.kind,
-                SyncOptions {
-                    full: req.full,
-                    trigger: req.trigger,
-                },
-            )
-            .await;
-        runner.done(req.kind);
+        let result = match req.op {
+            Op::Sync { full } => engine
+                .sync(
+                    req.kind,
+                    SyncOptions {
+                        full,
+                        trigger: req.trigger,
+                    },
+                )
+                .await
+                .map(|_| ()),
+            Op::Reconcile => engine
+                .reconcile(
+                    req.kind,
+                    ReconcileOptions {
+                        dry_run: false,
+                        force: false,
+                        trigger: req.trigger,
+                    },
+                )
+                .await
+                .map(|_| ()),
+        };
+        runner.done(&req);
         metrics::gauge!(metric::LAST_RUN, "kind" => req.kind.as_str())
             .set(chrono::Utc::now().timestamp() as f64);
         if let Err(e) = result {

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::runner::Runner;
+use crate::runner::{Op, Runner};
 use crate::store::Kind;
 use crate::sync::Trigger;
 
@@ -72,20 +72,21 @@ impl Schedule {
     }
 }
 
-/// Next fire time per kind, for `/status`.
-pub type NextRuns = Arc<Mutex<HashMap<&'static str, DateTime<Utc>>>>;
+/// Next fire time per `kind` (`computers`, `mobile_devices`, `reconcile computers`, ...),
+/// for `/status`.
+pub type NextRuns = Arc<Mutex<HashMap<String, DateTime<Utc>>>>;
 
-/// Starts one chain of one-shot jobs per kind.
+/// Starts one chain of one-shot jobs per scheduled operation and kind.
 pub async fn start(
-    schedules: Vec<(Kind, Schedule)>,
+    schedules: Vec<(Kind, Op, Schedule)>,
     runner: Runner,
     next_runs: NextRuns,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
-    for (kind, schedule) in schedules {
+    for (kind, op, schedule) in schedules {
         schedule_next(
             sched.clone(),
-            kind,
+            Planned { kind, op },
             Arc::new(schedule),
             runner.clone(),
             next_runs.clone(),
@@ -96,9 +97,25 @@ pub async fn start(
     Ok(sched)
 }
 
+/// A scheduled operation on a kind.
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    kind: Kind,
+    op: Op,
+}
+
+impl Planned {
+    fn label(&self) -> String {
+        match self.op {
+            Op::Sync { .. } => self.kind.as_str().to_string(),
+            Op::Reconcile => format!("reconcile {}", self.kind.as_str()),
+        }
+    }
+}
+
 fn schedule_next(
     sched: JobScheduler,
-    kind: Kind,
+    planned: Planned,
     schedule: Arc<Schedule>,
     runner: Runner,
     next_runs: NextRuns,
@@ -106,11 +123,11 @@ fn schedule_next(
     Box::pin(async move {
         let now = Utc::now();
         let Some(next) = schedule.next_after(now) else {
-            tracing::warn!(kind = kind.as_str(), expr = %schedule.expr, "schedule never fires again");
+            tracing::warn!(what = %planned.label(), expr = %schedule.expr, "schedule never fires again");
             return Ok(());
         };
         if let Ok(mut map) = next_runs.lock() {
-            map.insert(kind.as_str(), next);
+            map.insert(planned.label(), next);
         }
         let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
         let job = Job::new_one_shot_async(wait, move |_id, locked| {
@@ -118,14 +135,14 @@ fn schedule_next(
             let runner = runner.clone();
             let next_runs = next_runs.clone();
             Box::pin(async move {
-                if !runner.request(kind, false, Trigger::Schedule) {
+                if !runner.request_op(planned.kind, planned.op, Trigger::Schedule) {
                     tracing::info!(
-                        kind = kind.as_str(),
+                        what = %planned.label(),
                         "scheduled run coalesced with one already queued or running"
                     );
                 }
-                if let Err(e) = schedule_next(locked, kind, schedule, runner, next_runs).await {
-                    tracing::error!(kind = kind.as_str(), error = %e, "cannot schedule the next run");
+                if let Err(e) = schedule_next(locked, planned, schedule, runner, next_runs).await {
+                    tracing::error!(what = %planned.label(), error = %e, "cannot schedule the next run");
                 }
             })
         })?;

@@ -29,6 +29,7 @@ pub mod metric {
     pub const DEVICES_STORED: &str = "jamf_sync_devices_stored";
     pub const CURSOR_LAG: &str = "jamf_sync_cursor_lag_seconds";
     pub const BUILD_INFO: &str = "jamf_sync_build_info";
+    pub const RECONCILE: &str = "jamf_sync_reconcile_devices_total";
 }
 
 /// Registers HELP text for every metric, so scrapers and `promtool check metrics` see it.

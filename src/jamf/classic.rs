@@ -498,6 +498,26 @@ pub fn parse_search_results(xml: &str) -> Result<Vec<SearchHit>, String> {
     Ok(hits)
 }
 
+/// Ids of `GET /JSSResource/mobiledevices` (`<mobile_devices><size>…<mobile_device><id>…`).
+pub fn parse_device_list(xml: &str) -> Result<Vec<i64>, String> {
+    let (root, json) = xml_to_json(xml)?;
+    if root != "mobile_devices" {
+        return Err(format!("expected <mobile_devices>, got <{root}>"));
+    }
+    let Value::Array(items) = json else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .map(|d| {
+            d.get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| "a listed mobile device has no numeric <id>".to_string())
+        })
+        .collect()
+}
+
 /// `(id, name)` of every advanced mobile device search (the list does not evaluate them).
 pub fn parse_search_list(xml: &str) -> Result<Vec<(i64, String)>, String> {
     let (_, json) = xml_to_json(xml)?;

@@ -689,6 +689,20 @@ impl JamfClient {
             .map_err(|message| JamfError::Decode { endpoint, message })
     }
 
+    /// Every mobile device id (`GET /JSSResource/mobiledevices`, one request, no evaluation).
+    pub async fn mobile_device_ids(&self) -> Result<Vec<i64>, JamfError> {
+        let endpoint = "/JSSResource/mobiledevices";
+        let xml = self
+            .classic_text(Self::classic_call(
+                Method::GET,
+                endpoint,
+                "JSSResource/mobiledevices".into(),
+                None,
+            ))
+            .await?;
+        classic::parse_device_list(&xml).map_err(|message| JamfError::Decode { endpoint, message })
+    }
+
     /// One mobile device's full record, as XML.
     pub async fn mobile_device_xml(&self, id: i64) -> Result<String, JamfError> {
         self.classic_text(Self::classic_call(

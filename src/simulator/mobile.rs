@@ -516,6 +516,40 @@ pub async fn delete_search(
     }
 }
 
+pub async fn list_devices(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = classic_gate(&s, &headers).await {
+        return r;
+    }
+    let inner = lock(&s.inner);
+    let rows: String = inner
+        .mobiles
+        .values()
+        .map(|m| {
+            format!(
+                "<mobile_device><id>{}</id><name>{}</name><device_name>{}</device_name><udid>{}</udid>\
+                 <serial_number>{}</serial_number><managed>{}</managed><supervised>{}</supervised>\
+                 <model>{}</model><username>{}</username></mobile_device>",
+                m.id,
+                escape(&m.name),
+                escape(&m.name),
+                m.udid,
+                m.serial,
+                m.managed,
+                m.supervised,
+                MODELS[m.model].0,
+                m.username
+            )
+        })
+        .collect();
+    xml(
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><mobile_devices><size>{}</size>{rows}</mobile_devices>",
+            inner.mobiles.len()
+        ),
+        StatusCode::OK,
+    )
+}
+
 pub async fn mobile_device(
     State(s): State<Arc<SimState>>,
     headers: HeaderMap,

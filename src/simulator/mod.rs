@@ -157,6 +157,9 @@ pub(crate) struct Inner {
     next_search_id: i64,
     /// Devices deleted after the search index saw them: listed by searches, 404 on fetch.
     vanished: BTreeMap<i64, mobile::SimMobile>,
+    /// Computers missing from list pages while their detail record still answers (a listing
+    /// glitch, e.g. a mis-scoped site).
+    unlisted: std::collections::HashSet<i64>,
 }
 
 pub struct SimState {
@@ -213,6 +216,7 @@ impl Simulator {
                 searches: BTreeMap::new(),
                 next_search_id: 100,
                 vanished: BTreeMap::new(),
+                unlisted: Default::default(),
             }),
             cfg: Mutex::new(cfg),
             in_flight: AtomicU64::new(0),
@@ -307,6 +311,17 @@ impl Simulator {
         }
     }
 
+    /// Adds a mobile device whose last inventory is `age` old; returns its id.
+    pub fn add_mobile(&self, age: chrono::Duration) -> i64 {
+        let mut inner = lock(&self.state.inner);
+        let id = inner.mobiles.keys().next_back().copied().unwrap_or(0) + 1;
+        let now = Utc::now();
+        let mut m = mobile::SimMobile::generate(id, &mut inner.rng, now);
+        m.last_inventory = now - age;
+        inner.mobiles.insert(id, m);
+        id
+    }
+
     /// Adds a device whose inventory report is `age` old (invisible to a delta run).
     pub fn add_computer(&self, age: chrono::Duration) -> i64 {
         let mut inner = lock(&self.state.inner);
@@ -371,7 +386,21 @@ impl Simulator {
     }
 
     pub fn delete_computer(&self, id: i64) -> bool {
-        lock(&self.state.inner).fleet.remove(&id).is_some()
+        self.take_computer(id).is_some()
+    }
+
+    /// Removes a computer and hands it back (to re-add it later with [`Simulator::put_computer`]).
+    pub fn take_computer(&self, id: i64) -> Option<SimComputer> {
+        lock(&self.state.inner).fleet.remove(&id)
+    }
+
+    /// Leave this computer out of list pages (its detail record still answers).
+    pub fn unlist_computer(&self, id: i64) {
+        lock(&self.state.inner).unlisted.insert(id);
+    }
+
+    pub fn put_computer(&self, c: SimComputer) {
+        lock(&self.state.inner).fleet.insert(c.id, c);
     }
 
     pub fn computer(&self, id: i64) -> Option<SimComputer> {
@@ -530,6 +559,7 @@ fn router(state: Arc<SimState>) -> Router {
             "/JSSResource/advancedmobiledevicesearches/name/{name}",
             get(mobile::get_search_by_name),
         )
+        .route("/JSSResource/mobiledevices", get(mobile::list_devices))
         .route(
             "/JSSResource/mobiledevices/id/{id}",
             get(mobile::mobile_device),
@@ -956,7 +986,11 @@ async fn inventory(
     let (total, results) = {
         let inner = lock(&s.inner);
         let mut matched: Vec<&SimComputer> = Vec::new();
-        for c in inner.fleet.values() {
+        for c in inner
+            .fleet
+            .values()
+            .filter(|c| !inner.unlisted.contains(&c.id))
+        {
             match expr.as_ref().map(|e| c.matches(e, version)) {
                 None | Some(Ok(true)) => matched.push(c),
                 Some(Ok(false)) => {}

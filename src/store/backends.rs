@@ -222,7 +222,7 @@ macro_rules! store_impl {
                      VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
                 )
                 .bind(run.instance)
-                .bind(run.kind.as_str())
+                .bind(run.kind)
                 .bind(run.trigger)
                 .bind(run.mode)
                 .bind(run.started_at)
@@ -372,7 +372,7 @@ macro_rules! store_impl {
                          WHERE sync_cursors.cursor < excluded.cursor",
                     )
                     .bind(end.instance)
-                    .bind(end.kind.as_str())
+                    .bind(end.kind)
                     .bind(cursor)
                     .bind(end.run_id)
                     .bind(end.finished_at)
@@ -455,6 +455,69 @@ macro_rules! store_impl {
                     .bind(instance)
                     .fetch_one(&self.pool)
                     .await?;
+                Ok(n)
+            }
+
+            async fn device_ids(&self, instance: &str, kind: Kind) -> Result<Vec<(i64, bool)>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                    "SELECT jamf_id, deleted_at IS NOT NULL FROM {} WHERE instance = ",
+                    kind.as_str()
+                ));
+                q.push_bind(instance.to_string()).push(" ORDER BY jamf_id");
+                Ok(q.build_query_as().fetch_all(&self.pool).await?)
+            }
+
+            async fn mark_deleted(
+                &self,
+                instance: &str,
+                kind: Kind,
+                ids: &[i64],
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let mut n = 0;
+                let mut tx = self.pool.begin().await?;
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
+                    q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
+                    q.push(" AND deleted_at IS NULL AND jamf_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    n += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
+                let mut n = 0;
+                let mut tx = self.pool.begin().await?;
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "DELETE FROM extension_attributes WHERE device_type = ",
+                    );
+                    q.push_bind(kind.device_type()).push(" AND instance = ");
+                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new(format!("DELETE FROM {} WHERE instance = ", kind.as_str()));
+                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    n += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
                 Ok(n)
             }
 

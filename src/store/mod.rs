@@ -144,7 +144,8 @@ pub struct RunCounts {
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
     pub instance: &'a str,
-    pub kind: Kind,
+    /// `computers`, `mobile_devices` or `reconcile`.
+    pub kind: &'a str,
     pub trigger: &'a str,
     /// `full` or `delta`.
     pub mode: &'a str,
@@ -157,7 +158,8 @@ pub struct NewRun<'a> {
 pub struct RunEnd<'a> {
     pub run_id: i64,
     pub instance: &'a str,
-    pub kind: Kind,
+    /// As in [`NewRun::kind`]; the cursor of this name moves on success.
+    pub kind: &'a str,
     pub status: RunStatus,
     pub counts: RunCounts,
     pub error: Option<String>,
@@ -299,6 +301,27 @@ pub trait Store: Send + Sync + 'static {
     /// Live (not deleted) devices of a kind stored for this instance.
     fn count_devices(&self, instance: &str, kind: Kind)
         -> impl Future<Output = Result<i64>> + Send;
+    /// `(jamf_id, deleted)` of every stored device of a kind, in id order.
+    fn device_ids(
+        &self,
+        instance: &str,
+        kind: Kind,
+    ) -> impl Future<Output = Result<Vec<(i64, bool)>>> + Send;
+    /// Sets `deleted_at` on these devices (kept with their history); returns how many.
+    fn mark_deleted(
+        &self,
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Removes these devices and their extension attributes; returns how many.
+    fn purge_devices(
+        &self,
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<u64>> + Send;
     /// `(jamf_id, name, value)` of every stored extension attribute of a kind.
     fn extension_attributes(
         &self,
@@ -413,6 +436,21 @@ impl Store for Db {
         kind: Kind,
     ) -> Result<Vec<(i64, String, Option<String>)>> {
         delegate!(self, s => s.extension_attributes(instance, kind))
+    }
+    async fn device_ids(&self, instance: &str, kind: Kind) -> Result<Vec<(i64, bool)>> {
+        delegate!(self, s => s.device_ids(instance, kind))
+    }
+    async fn mark_deleted(
+        &self,
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        delegate!(self, s => s.mark_deleted(instance, kind, ids, now))
+    }
+    async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
+        delegate!(self, s => s.purge_devices(instance, kind, ids))
     }
 }
 

@@ -26,6 +26,7 @@
 
 mod computers;
 mod mobile;
+pub mod reconcile;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -147,6 +148,7 @@ pub struct Engine<S: Store> {
     client: Arc<JamfClient>,
     cfg: SyncConfig,
     mobile: MobileDevicesConfig,
+    reconcile_cfg: crate::config::ReconcileConfig,
     stop: Arc<StopSignal>,
     /// Records the current run expects in all, when known (for the progress line's ETA).
     expected: Arc<AtomicI64>,
@@ -251,6 +253,7 @@ impl<S: Store> Engine<S> {
             client,
             cfg,
             mobile: MobileDevicesConfig::default(),
+            reconcile_cfg: crate::config::ReconcileConfig::default(),
             stop: Arc::new(StopSignal::default()),
             expected: Arc::new(AtomicI64::new(0)),
         }
@@ -307,6 +310,12 @@ impl<S: Store> Engine<S> {
         self
     }
 
+    /// Uses this reconcile configuration (the default one otherwise).
+    pub fn with_reconcile(mut self, cfg: crate::config::ReconcileConfig) -> Self {
+        self.reconcile_cfg = cfg;
+        self
+    }
+
     pub fn client(&self) -> &Arc<JamfClient> {
         &self.client
     }
@@ -338,7 +347,7 @@ impl<S: Store> Engine<S> {
             .store
             .start_run(&NewRun {
                 instance: &instance,
-                kind,
+                kind: kind.as_str(),
                 trigger: opts.trigger.as_str(),
                 mode,
                 started_at,
@@ -373,7 +382,7 @@ impl<S: Store> Engine<S> {
             .finish_run(&RunEnd {
                 run_id,
                 instance: &instance,
-                kind,
+                kind: kind.as_str(),
                 status,
                 counts,
                 error: error.clone(),

@@ -372,3 +372,47 @@ async fn only_selects_one_kind() {
     assert!(!out.contains("mobile_devices"), "{out}");
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_command_dry_run_and_real() {
+    let sim = helpers::sim(SimConfig {
+        computers: 50,
+        mobile_devices: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let url = sim.url();
+    let env = [
+        ("JAMF_SYNC__JAMF__URL", url.as_str()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__DATABASE__URL", db.as_str()),
+    ];
+    assert!(jamf_sync_async(&["sync"], &env, dir.path())
+        .await
+        .status
+        .success());
+    sim.delete_computer(3);
+    let o = jamf_sync_async(&["reconcile", "--dry-run"], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        out.contains("computers reconcile (dry run) succeeded"),
+        "{out}"
+    );
+    assert!(out.contains("deleted 1,"), "{out}");
+    assert!(
+        out.contains("mobile_devices reconcile (dry run) succeeded"),
+        "{out}"
+    );
+    let o = jamf_sync_async(&["reconcile", "--only", "computers"], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        out.contains("computers reconcile succeeded") && out.contains("deleted 1,"),
+        "{out}"
+    );
+    sim.stop().await;
+}

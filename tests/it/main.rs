@@ -9,5 +9,6 @@ mod daemon;
 mod helpers;
 mod mobile;
 mod openapi;
+mod reconcile;
 mod resilience;
 mod sync_flow;
