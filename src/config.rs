@@ -192,6 +192,8 @@ pub struct JamfConfig {
     pub token_refresh_margin_secs: u64,
     /// Retry policy for transient errors and back-pressure.
     pub retry: RetryConfig,
+    /// Adaptive concurrency (see the `pacing` module).
+    pub pacing: crate::pacing::PacingConfig,
 }
 
 impl Default for JamfConfig {
@@ -211,6 +213,7 @@ impl Default for JamfConfig {
             max_concurrency: JAMF_MAX_CONCURRENCY,
             token_refresh_margin_secs: 60,
             retry: RetryConfig::default(),
+            pacing: crate::pacing::PacingConfig::default(),
         }
     }
 }
@@ -229,6 +232,7 @@ impl JamfConfig {
             max_concurrency: self.max_concurrency,
             token_refresh_margin: std::time::Duration::from_secs(self.token_refresh_margin_secs),
             retry: self.retry.clone(),
+            pacing: self.pacing.clone(),
         }
     }
 }
@@ -252,6 +256,7 @@ impl fmt::Debug for JamfConfig {
             .field("max_concurrency", &self.max_concurrency)
             .field("token_refresh_margin_secs", &self.token_refresh_margin_secs)
             .field("retry", &self.retry)
+            .field("pacing", &self.pacing)
             .finish()
     }
 }
@@ -353,6 +358,12 @@ pub struct SyncConfig {
     pub on_start: bool,
     /// On SIGTERM/SIGINT, let in-flight requests finish and commit for at most this long.
     pub shutdown_grace_secs: u64,
+    /// A list page that times out (or answers 504) is retried at half the size, down to this;
+    /// the size grows back by a quarter per good page.
+    pub min_page_size: u32,
+    /// A run still going after this many seconds fails (cursor untouched) so the next
+    /// scheduled run starts over cleanly.
+    pub run_deadline_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -374,6 +385,8 @@ impl Default for SyncConfig {
             timezone: "UTC".into(),
             on_start: true,
             shutdown_grace_secs: 20,
+            min_page_size: 10,
+            run_deadline_secs: 6 * 3600,
         }
     }
 }
@@ -544,6 +557,7 @@ pub struct JamfSettings {
     pub max_concurrency: u32,
     pub token_refresh_margin: std::time::Duration,
     pub retry: RetryConfig,
+    pub pacing: crate::pacing::PacingConfig,
 }
 
 /// Where to find configuration.
@@ -621,6 +635,40 @@ impl Config {
                 "jamf.retry.max_backoff_ms",
                 "initial_backoff_ms must be > 0 and <= max_backoff_ms",
             ));
+        }
+        let p = &self.jamf.pacing;
+        if !(1..=JAMF_MAX_CONCURRENCY).contains(&p.initial_limit) {
+            return Err(ConfigError::new(
+                "jamf.pacing.initial_limit",
+                format!("must be between 1 and {JAMF_MAX_CONCURRENCY}"),
+            ));
+        }
+        if !(p.decrease_factor > 0.0 && p.decrease_factor < 1.0) {
+            return Err(ConfigError::new(
+                "jamf.pacing.decrease_factor",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        if !(p.ewma_alpha > 0.0 && p.ewma_alpha <= 1.0) {
+            return Err(ConfigError::new("jamf.pacing.ewma_alpha", "must be in (0, 1]"));
+        }
+        if p.increase_after == 0 {
+            return Err(ConfigError::new("jamf.pacing.increase_after", "must be >= 1"));
+        }
+        if p.max_delay_ms > 0 && p.min_delay_ms > p.max_delay_ms {
+            return Err(ConfigError::new(
+                "jamf.pacing.min_delay_ms",
+                "must not exceed max_delay_ms",
+            ));
+        }
+        if self.sync.min_page_size == 0 || self.sync.min_page_size > self.sync.page_size {
+            return Err(ConfigError::new(
+                "sync.min_page_size",
+                "must be between 1 and sync.page_size",
+            ));
+        }
+        if self.sync.run_deadline_secs == 0 {
+            return Err(ConfigError::new("sync.run_deadline_secs", "must be > 0"));
         }
         if r.quota_violation_multiplier == 0 {
             return Err(ConfigError::new(
@@ -836,9 +884,10 @@ impl Config {
              api_version = {:?}\nconnect_timeout_secs = {}\nrequest_timeout_secs = {}\n\
              max_concurrency = {}\ntoken_refresh_margin_secs = {}\n\n[jamf.retry]\n\
              initial_backoff_ms = {}\nmax_backoff_ms = {}\nbudget_secs = {}\n\
-             quota_violation_multiplier = {}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n\
+             quota_violation_multiplier = {}\n\n[jamf.pacing]\n{:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n\
              [sync]\noverlap_secs = {}\npage_size = {}\nsections = {:?}\nstrategy = {:?}\n\
-             schedule = {:?}\ntimezone = {:?}\non_start = {}\nshutdown_grace_secs = {}\n\n\
+             schedule = {:?}\ntimezone = {:?}\non_start = {}\nshutdown_grace_secs = {}\n\
+             min_page_size = {}\nrun_deadline_secs = {}\n\n\
              [mobile_devices]\nenabled = {}\nsource = {:?}\nsearch_name = {:?}\nsearch_id = {}\n\
              search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\
              schedule = {}\n\n[server]\nlisten = {:?}\nadmin_token = {}\nadmin_token_file = {}\n\n\
@@ -861,6 +910,7 @@ impl Config {
             j.retry.max_backoff_ms,
             j.retry.budget_secs,
             j.retry.quota_violation_multiplier,
+            j.pacing,
             db,
             self.database.max_connections,
             self.sync.overlap_secs,
@@ -871,6 +921,8 @@ impl Config {
             self.sync.timezone,
             self.sync.on_start,
             self.sync.shutdown_grace_secs,
+            self.sync.min_page_size,
+            self.sync.run_deadline_secs,
             self.mobile_devices.enabled,
             self.mobile_devices.source,
             self.mobile_devices.search_name,

@@ -6,6 +6,7 @@
 //! - [`config`]: layered configuration (defaults → TOML → `JAMF_SYNC__*` env), validation, secrets.
 //! - [`jamf`]: the Jamf Pro API client: auth and token renewal, retries, inventory calls, models.
 //! - [`limiter`]: the connection gate every request passes (≤ 5 in flight).
+//! - [`pacing`]: the adaptive (AIMD) concurrency controller behind the limiter.
 //! - [`sync`]: the sync engine: cursor, keyset paging, worker pool, run bookkeeping.
 //! - [`runner`]: the daemon's single executor of run requests (coalescing).
 //! - [`scheduler`]: cron schedules (DST-correct) that request runs.
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod http;
 pub mod jamf;
 pub mod limiter;
+pub mod pacing;
 pub mod runner;
 pub mod scheduler;
 pub mod simulator;

@@ -19,7 +19,10 @@
 //! pool's idle timeout; if it is ever too high, a refused connect surfaces as a transport
 //! error, lowers the estimate, and the retry connects.
 //!
-//! Adaptive pacing (AIMD over this semaphore) builds on this module.
+//! # Adaptive pacing
+//! The number of permits is not fixed: [`crate::pacing::Controller`] moves it between 1 and
+//! `max_concurrency` from measured latency and back-pressure, and may impose a gap between
+//! request starts. Every attempt reports its outcome through [`Limiter::observe`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,16 +31,21 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
+use crate::pacing::{Controller, PacingConfig, Signal};
 use crate::telemetry::metric;
 
 #[derive(Debug)]
 pub struct Limiter {
-    semaphore: Arc<Semaphore>,
     max: u32,
     in_flight: Arc<AtomicI64>,
     conns: Arc<ConnState>,
+    pacing: Controller,
+    /// Woken when a permit is released or the limit grows.
+    wake: Arc<Notify>,
+    /// Earliest start of the next request when pacing imposes a gap.
+    next_start: Mutex<Instant>,
 }
 
 /// Shared between the limiter and the connection gate.
@@ -73,20 +81,21 @@ impl ConnState {
 /// Held while one request attempt is on the wire.
 #[derive(Debug)]
 pub struct Permit {
-    _permit: OwnedSemaphorePermit,
     conns: Arc<ConnState>,
+    wake: Arc<Notify>,
 }
 
 impl Limiter {
     /// `max` is clamped to 1..=5: Jamf's limit is not ours to raise.
     /// `idle_timeout` must match the HTTP pool's idle timeout.
-    pub fn new(max: u32, idle_timeout: Duration) -> Self {
+    pub fn new(max: u32, idle_timeout: Duration, pacing: PacingConfig) -> Self {
         let max = max.clamp(1, crate::config::JAMF_MAX_CONCURRENCY);
-        metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(max));
         let in_flight = Arc::new(AtomicI64::new(0));
         Self {
-            semaphore: Arc::new(Semaphore::new(max as usize)),
             max,
+            pacing: Controller::new(pacing, max),
+            wake: Arc::new(Notify::new()),
+            next_start: Mutex::new(Instant::now()),
             conns: Arc::new(ConnState {
                 in_flight: in_flight.clone(),
                 live: AtomicI64::new(0),
@@ -104,6 +113,19 @@ impl Limiter {
         }
     }
 
+    /// The current (adaptive) limit on requests in flight.
+    pub fn limit(&self) -> u32 {
+        self.pacing.limit()
+    }
+
+    /// Feeds one attempt's outcome to the pacing controller.
+    pub fn observe(&self, endpoint: &str, latency: Duration, signal: Signal) {
+        if self.pacing.observe(endpoint, latency, signal).is_some() {
+            // A higher limit may let waiters through.
+            self.wake.notify_waiters();
+        }
+    }
+
     /// An attempt's connection died (reset, timeout): it no longer counts.
     pub fn connection_lost(&self) {
         self.conns.lost();
@@ -113,35 +135,55 @@ impl Limiter {
         self.max
     }
 
-    /// Waits for a free connection slot.
+    /// Waits for a free slot under the current limit (and the pacing gap, if any).
     pub async fn acquire(&self) -> Permit {
-        // The semaphore is private and never closed, so acquisition cannot fail.
-        #[allow(clippy::expect_used)]
-        let permit = self
-            .semaphore
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("limiter semaphore is never closed");
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a release between check and wait is not lost.
+            notified.as_mut().enable();
+            let limit = i64::from(self.pacing.limit());
+            if self
+                .in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok()
+            {
+                break;
+            }
+            notified.await;
+        }
         {
             let last = *self
                 .conns
                 .last_release
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if self.in_flight.load(Ordering::SeqCst) == 0
+            if self.in_flight.load(Ordering::SeqCst) == 1
                 && last.elapsed() > self.conns.idle_timeout
             {
                 // The pool has closed its idle connections by now.
                 self.conns.live.store(0, Ordering::SeqCst);
             }
         }
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!(metric::IN_FLIGHT).set(now as f64);
-        Permit {
-            _permit: permit,
+        metrics::gauge!(metric::IN_FLIGHT).set(self.in_flight.load(Ordering::SeqCst) as f64);
+        let permit = Permit {
             conns: self.conns.clone(),
+            wake: self.wake.clone(),
+        };
+        let gap = self.pacing.delay();
+        if !gap.is_zero() {
+            let wait = {
+                let mut next = self.next_start.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let start = (*next).max(now);
+                *next = start + gap;
+                start - now
+            };
+            tokio::time::sleep(wait).await;
         }
+        permit
     }
 }
 
@@ -154,6 +196,7 @@ impl Drop for Permit {
             .unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let now = self.conns.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
         metrics::gauge!(metric::IN_FLIGHT).set(now as f64);
+        self.wake.notify_waiters();
     }
 }
 
@@ -229,7 +272,14 @@ mod tests {
 
     #[tokio::test]
     async fn never_more_than_five() {
-        let l = Limiter::new(9, Duration::from_secs(30));
+        let l = Limiter::new(
+            9,
+            Duration::from_secs(30),
+            PacingConfig {
+                adaptive: false,
+                ..PacingConfig::default()
+            },
+        );
         assert_eq!(l.max(), 5);
         let mut held = Vec::new();
         for _ in 0..5 {

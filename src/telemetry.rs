@@ -29,6 +29,8 @@ pub mod metric {
     pub const DEVICES_STORED: &str = "jamf_sync_devices_stored";
     pub const CURSOR_LAG: &str = "jamf_sync_cursor_lag_seconds";
     pub const BUILD_INFO: &str = "jamf_sync_build_info";
+    pub const LATENCY_BASELINE: &str = "jamf_sync_latency_baseline_seconds";
+    pub const PAGE_SIZE: &str = "jamf_sync_page_size";
     pub const RECONCILE: &str = "jamf_sync_reconcile_devices_total";
 }
 

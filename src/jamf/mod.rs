@@ -29,6 +29,7 @@ use url::Url;
 
 use crate::config::{ApiVersion, Credentials, JamfSettings, RetryConfig};
 use crate::limiter::Limiter;
+use crate::pacing::Signal;
 use crate::telemetry::metric;
 pub use error::JamfError;
 use models::{AuthTokenV1, InventoryPage, JamfProVersion, OAuthTokenResponse};
@@ -134,7 +135,11 @@ pub fn install_crypto_provider() {
 impl JamfClient {
     pub fn new(settings: JamfSettings) -> Result<Self, JamfError> {
         install_crypto_provider();
-        let limiter = Arc::new(Limiter::new(settings.max_concurrency, POOL_IDLE_TIMEOUT));
+        let limiter = Arc::new(Limiter::new(
+            settings.max_concurrency,
+            POOL_IDLE_TIMEOUT,
+            settings.pacing.clone(),
+        ));
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .cookie_store(true)
@@ -182,6 +187,11 @@ impl JamfClient {
 
     pub fn max_concurrency(&self) -> u32 {
         self.limiter.max()
+    }
+
+    /// The adaptive limit right now.
+    pub fn concurrency_limit(&self) -> u32 {
+        self.limiter.limit()
     }
 
     /// GET returning decoded JSON, authenticated, retried.
@@ -349,6 +359,22 @@ impl JamfClient {
         };
         metrics::histogram!(metric::HTTP_REQUEST_DURATION, "endpoint" => req.endpoint, "method" => method, "status" => class)
             .record(latency);
+        let signal = match &outcome {
+            Ok(_) => Signal::Ok,
+            Err(
+                JamfError::Throttled { .. }
+                | JamfError::QuotaViolation { .. }
+                | JamfError::Timeout { .. }
+                | JamfError::Server {
+                    status: 502..=504,
+                    ..
+                },
+            ) => Signal::BackPressure,
+            Err(JamfError::Transport { .. } | JamfError::Server { .. }) => Signal::Neutral,
+            Err(_) => Signal::Ok,
+        };
+        self.limiter
+            .observe(req.endpoint, Duration::from_secs_f64(latency), signal);
         metrics::counter!(metric::HTTP_REQUESTS, "endpoint" => req.endpoint, "method" => method, "status" => class)
             .increment(1);
         outcome

@@ -63,6 +63,14 @@ pub struct SimConfig {
     pub legacy_oauth_only: bool,
     /// Added to every answer.
     pub latency_ms: u64,
+    /// Requests the server handles at full speed; above it each extra concurrent request
+    /// adds `overload_factor` × `latency_ms` (0 = unlimited).
+    pub capacity: u64,
+    pub overload_factor: f64,
+    /// Extra latency of list pages per record and requested section, in microseconds.
+    pub per_record_section_us: u64,
+    /// List pages larger than this answer 504 (a gateway timing out on a heavy page); 0 = off.
+    pub page_timeout_above: usize,
     /// Seed of the fleet generator.
     pub seed: u64,
     /// After each served list page, this many random devices submit inventory (churn while a
@@ -112,6 +120,10 @@ impl Default for SimConfig {
             password: "sim-password".into(),
             legacy_oauth_only: false,
             latency_ms: 0,
+            capacity: 0,
+            overload_factor: 1.0,
+            per_record_section_us: 0,
+            page_timeout_above: 0,
             seed: 42,
             churn_per_page: 0,
             faults: Faults::default(),
@@ -160,6 +172,11 @@ pub(crate) struct Inner {
     /// Computers missing from list pages while their detail record still answers (a listing
     /// glitch, e.g. a mis-scoped site).
     unlisted: std::collections::HashSet<i64>,
+    /// While set and in the future: latency ×10 and half the requests answer 503.
+    brownout_until: Option<Instant>,
+    /// Every request: time since start, requests in flight when it arrived, status.
+    timeline: Vec<(Duration, u64, u16)>,
+    started: Instant,
 }
 
 pub struct SimState {
@@ -217,6 +234,9 @@ impl Simulator {
                 next_search_id: 100,
                 vanished: BTreeMap::new(),
                 unlisted: Default::default(),
+                brownout_until: None,
+                timeline: Vec::new(),
+                started: Instant::now(),
             }),
             cfg: Mutex::new(cfg),
             in_flight: AtomicU64::new(0),
@@ -279,6 +299,26 @@ impl Simulator {
     /// Serve this computer's record malformed from now on.
     pub fn corrupt(&self, id: i64) {
         lock(&self.state.inner).corrupt.insert(id);
+    }
+
+    /// A brown-out for `d`: latency ×10 and half the requests answer 503.
+    pub fn brownout(&self, d: Duration) {
+        lock(&self.state.inner).brownout_until = Some(Instant::now() + d);
+    }
+
+    /// Sets the concurrency the server handles at full speed (0 = unlimited).
+    pub fn set_capacity(&self, capacity: u64) {
+        lock(&self.state.cfg).capacity = capacity;
+    }
+
+    /// Every request so far: time since start, requests in flight on arrival, status code.
+    pub fn timeline(&self) -> Vec<(Duration, u64, u16)> {
+        lock(&self.state.inner).timeline.clone()
+    }
+
+    /// Time since the simulator started (the timeline's clock).
+    pub fn elapsed(&self) -> Duration {
+        lock(&self.state.inner).started.elapsed()
     }
 
     pub fn set_latency(&self, ms: u64) {
@@ -593,20 +633,43 @@ async fn count_requests(State(s): State<Arc<SimState>>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    {
+    let brownout = {
         let mut inner = lock(&s.inner);
         inner.stats.requests += 1;
         inner.stats.with_sticky_cookie += u64::from(sticky);
         inner.stats.last_user_agent = agent;
         *inner.stats.by_endpoint.entry(endpoint).or_default() += 1;
         inner.stats.peak_in_flight = inner.stats.peak_in_flight.max(now);
+        inner.brownout_until.is_some_and(|t| Instant::now() < t)
+    };
+    let (base, capacity, overload) = {
+        let cfg = lock(&s.cfg);
+        (cfg.latency_ms, cfg.capacity, cfg.overload_factor)
+    };
+    // The load model: slower above capacity, ten times slower in a brown-out.
+    let mut latency = base as f64;
+    if capacity > 0 && now > capacity {
+        latency *= 1.0 + overload * (now - capacity) as f64;
     }
-    let latency = lock(&s.cfg).latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    if brownout {
+        latency *= 10.0;
     }
-    let mut resp = next.run(req).await;
+    if latency > 0.0 {
+        tokio::time::sleep(Duration::from_micros((latency * 1000.0) as u64)).await;
+    }
+    let mut resp = if brownout && fastrand::bool() {
+        lock(&s.inner).stats.faults_injected += 1;
+        (StatusCode::SERVICE_UNAVAILABLE, "<html><body>503 Service Unavailable</body></html>")
+            .into_response()
+    } else {
+        next.run(req).await
+    };
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    {
+        let mut inner = lock(&s.inner);
+        let at = inner.started.elapsed();
+        inner.timeline.push((at, now, resp.status().as_u16()));
+    }
     if !sticky && lock(&s.cfg).sticky_sessions {
         // Jamf Cloud pins a client to one cluster node with this cookie.
         if let Ok(v) = header::HeaderValue::from_str(&format!("{STICKY_COOKIE}=node-1; Path=/")) {
@@ -947,6 +1010,17 @@ async fn inventory(
     if sections.is_empty() {
         sections.push("GENERAL".into());
     }
+    let (page_timeout_above, per_record_us) = {
+        let cfg = lock(&s.cfg);
+        (cfg.page_timeout_above, cfg.per_record_section_us)
+    };
+    if page_timeout_above > 0 && page_size > page_timeout_above {
+        return (
+            StatusCode::GATEWAY_TIMEOUT,
+            "<html><body>504 Gateway Time-out</body></html>",
+        )
+            .into_response();
+    }
     for sec in &sections {
         if !fleet::section_in(version, sec) {
             return api_error(
@@ -1026,6 +1100,10 @@ async fn inventory(
             .collect();
         (matched.len(), results)
     };
+    if per_record_us > 0 {
+        let us = per_record_us * (results.len() * section_refs.len()) as u64;
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
     let churn = lock(&s.cfg).churn_per_page;
     if churn > 0 {
         touch(&mut lock(&s.inner), churn);

@@ -132,6 +132,7 @@ pub fn settings(sim: &Simulator) -> JamfSettings {
         max_concurrency: 5,
         token_refresh_margin: Duration::from_secs(60),
         retry: fast_retry(),
+        pacing: Default::default(),
     }
 }
 

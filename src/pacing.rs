@@ -1,0 +1,322 @@
+//! Adaptive pacing: an AIMD concurrency limit (and an optional gap between requests) driven by
+//! measured latency and back-pressure, inside Jamf's five connections.
+//!
+//! # Design
+//! Jamf asks clients to "measure response times, establish a normal, and adjust when outside of
+//! normal". The controller keeps a latency baseline per endpoint class (list pages, detail
+//! records, Classic records, advanced search, auth): an EWMA of the mean and of the absolute
+//! deviation, fed with latencies measured per *attempt* (backoff sleeps never count) and only
+//! with answers that were not themselves slow, so an overloaded server cannot teach the
+//! controller that slow is normal.
+//!
+//! - **Start low, grow additively.** The limit starts at `initial_limit` and grows by one after
+//!   `increase_after × limit` healthy answers in a row at the current limit.
+//! - **Cut multiplicatively** (× `decrease_factor`, never below 1) on back-pressure: 429,
+//!   QuotaViolation, 502/503/504, timeouts, and answers slower than
+//!   `mean + max(slow_deviations × deviation, slow_floor × mean, slow_min_ms)` once the class
+//!   has `warmup` samples. After a cut, further signals are ignored for one baseline round trip
+//!   (at least 100 ms): the requests already in flight started under the old limit and report
+//!   the same congestion.
+//! - **Gap between requests.** With `max_delay_ms > 0`, each cut doubles a minimum gap between
+//!   request starts (from `min_delay_ms`, or 50 ms) up to `max_delay_ms`; each growth halves it.
+//! - `adaptive = false` pins the limit at `max_concurrency`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::telemetry::metric;
+
+/// Tuning of the controller (`[jamf.pacing]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacingConfig {
+    /// Adapt the limit to the server; `false` keeps it at `jamf.max_concurrency`.
+    pub adaptive: bool,
+    /// Limit to start from (1..=max_concurrency). Lower is gentler on a struggling server;
+    /// higher reaches full speed sooner.
+    pub initial_limit: u32,
+    /// Grow by one after this many healthy answers per unit of the current limit.
+    pub increase_after: u32,
+    /// Multiply the limit by this on back-pressure (0 < f < 1).
+    pub decrease_factor: f64,
+    /// An answer is slow when it exceeds the class mean by this many deviations...
+    pub slow_deviations: f64,
+    /// ...and by at least this fraction of the mean (constant latencies have no deviation)...
+    pub slow_floor: f64,
+    /// ...and by at least this many milliseconds (scheduling noise on fast answers is not load).
+    pub slow_min_ms: u64,
+    /// Weight of a new sample in the EWMA baseline (0 < a <= 1).
+    pub ewma_alpha: f64,
+    /// Samples a class needs before "slow" is judged.
+    pub warmup: u32,
+    /// Smallest gap between request starts once back-pressure was seen, in ms (0 = none).
+    pub min_delay_ms: u64,
+    /// Largest gap between request starts, in ms; 0 disables the gap entirely.
+    pub max_delay_ms: u64,
+}
+
+impl Default for PacingConfig {
+    fn default() -> Self {
+        Self {
+            adaptive: true,
+            initial_limit: 2,
+            increase_after: 5,
+            decrease_factor: 0.5,
+            slow_deviations: 4.0,
+            slow_floor: 0.5,
+            slow_min_ms: 25,
+            ewma_alpha: 0.2,
+            warmup: 5,
+            min_delay_ms: 0,
+            max_delay_ms: 2000,
+        }
+    }
+}
+
+/// How an attempt ended, as far as pacing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A normal answer (2xx, or a 4xx that says nothing about load).
+    Ok,
+    /// 429, QuotaViolation, 502/503/504, timeout.
+    BackPressure,
+    /// Transport errors and the like: no latency information.
+    Neutral,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Baseline {
+    mean: f64,
+    dev: f64,
+    n: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    limit: u32,
+    healthy: u32,
+    classes: HashMap<&'static str, Baseline>,
+    quiet_until: Option<Instant>,
+    delay: Duration,
+}
+
+/// The controller; the limiter asks it for the current limit and gap.
+#[derive(Debug)]
+pub struct Controller {
+    cfg: PacingConfig,
+    max: u32,
+    state: Mutex<State>,
+}
+
+/// Endpoint classes with their own latency baseline.
+pub fn class_of(endpoint: &str) -> &'static str {
+    if endpoint.contains("oauth") || endpoint.contains("/auth/") {
+        "auth"
+    } else if endpoint.contains("advancedmobiledevicesearches") {
+        "advanced_search"
+    } else if endpoint.starts_with("/JSSResource/") {
+        "classic_record"
+    } else if endpoint.contains("-detail/") {
+        "detail"
+    } else if endpoint.contains("computers-inventory") || endpoint.contains("mobile-devices") {
+        "list"
+    } else {
+        "other"
+    }
+}
+
+impl Controller {
+    pub fn new(cfg: PacingConfig, max: u32) -> Self {
+        let limit = if cfg.adaptive {
+            cfg.initial_limit.clamp(1, max)
+        } else {
+            max
+        };
+        metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(limit));
+        Controller {
+            cfg,
+            max,
+            state: Mutex::new(State {
+                limit,
+                healthy: 0,
+                classes: HashMap::new(),
+                quiet_until: None,
+                delay: Duration::ZERO,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.lock().limit
+    }
+
+    /// Minimum gap between request starts right now.
+    pub fn delay(&self) -> Duration {
+        self.lock().delay
+    }
+
+    /// Feeds one attempt's outcome; returns the new limit when it changed.
+    pub fn observe(&self, endpoint: &str, latency: Duration, signal: Signal) -> Option<u32> {
+        if !self.cfg.adaptive {
+            return None;
+        }
+        let class = class_of(endpoint);
+        let now = Instant::now();
+        let mut st = self.lock();
+        let before = st.limit;
+        let secs = latency.as_secs_f64();
+        match signal {
+            Signal::Neutral => return None,
+            Signal::BackPressure => self.cut(&mut st, class, now),
+            Signal::Ok => {
+                let b = st.classes.get(class).copied().unwrap_or_default();
+                let threshold = b.mean
+                    + (self.cfg.slow_deviations * b.dev)
+                        .max(self.cfg.slow_floor * b.mean)
+                        .max(self.cfg.slow_min_ms as f64 / 1000.0);
+                if b.n >= self.cfg.warmup && secs > threshold {
+                    self.cut(&mut st, class, now);
+                } else {
+                    let a = self.cfg.ewma_alpha;
+                    let nb = if b.n == 0 {
+                        Baseline {
+                            mean: secs,
+                            dev: 0.0,
+                            n: 1,
+                        }
+                    } else {
+                        Baseline {
+                            mean: (1.0 - a) * b.mean + a * secs,
+                            dev: (1.0 - a) * b.dev + a * (secs - b.mean).abs(),
+                            n: b.n.saturating_add(1),
+                        }
+                    };
+                    st.classes.insert(class, nb);
+                    metrics::gauge!(metric::LATENCY_BASELINE, "class" => class).set(nb.mean);
+                    st.healthy += 1;
+                    if st.healthy >= self.cfg.increase_after.max(1) * st.limit {
+                        st.healthy = 0;
+                        if st.limit < self.max {
+                            st.limit += 1;
+                        }
+                        st.delay /= 2;
+                        if st.delay < Duration::from_millis(self.cfg.min_delay_ms.max(1)) {
+                            st.delay = Duration::ZERO;
+                        }
+                    }
+                }
+            }
+        }
+        (st.limit != before).then(|| {
+            metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(st.limit));
+            st.limit
+        })
+    }
+
+    fn cut(&self, st: &mut State, class: &'static str, now: Instant) {
+        if st.quiet_until.is_some_and(|t| now < t) {
+            return;
+        }
+        let rtt = st.classes.get(class).map(|b| b.mean).unwrap_or(0.0);
+        st.quiet_until = Some(now + Duration::from_secs_f64(rtt.max(0.1)));
+        st.healthy = 0;
+        let cut = (f64::from(st.limit) * self.cfg.decrease_factor).floor() as u32;
+        st.limit = cut.max(1);
+        if self.cfg.max_delay_ms > 0 {
+            let floor = Duration::from_millis(self.cfg.min_delay_ms.max(50));
+            st.delay = (st.delay * 2)
+                .max(floor)
+                .min(Duration::from_millis(self.cfg.max_delay_ms));
+        }
+        tracing::debug!(limit = st.limit, delay = ?st.delay, class, "pacing: back-pressure, cutting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn grows_additively_and_cuts_multiplicatively() {
+        let c = Controller::new(
+            PacingConfig {
+                initial_limit: 1,
+                increase_after: 2,
+                ..PacingConfig::default()
+            },
+            5,
+        );
+        assert_eq!(c.limit(), 1);
+        for _ in 0..2 {
+            c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::Ok);
+        }
+        assert_eq!(c.limit(), 2);
+        for _ in 0..4 {
+            c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::Ok);
+        }
+        assert_eq!(c.limit(), 3);
+        c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::BackPressure);
+        assert_eq!(c.limit(), 1);
+        assert!(c.delay() >= ms(50));
+        // A second signal within the quiet period does not cut again (nor below 1).
+        c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::BackPressure);
+        assert_eq!(c.limit(), 1);
+    }
+
+    #[test]
+    fn slow_answers_are_back_pressure_after_warmup() {
+        let c = Controller::new(
+            PacingConfig {
+                initial_limit: 4,
+                ..PacingConfig::default()
+            },
+            5,
+        );
+        for _ in 0..5 {
+            c.observe("/JSSResource/mobiledevices/id/{id}", ms(20), Signal::Ok);
+        }
+        // 40 ms is within the floors (mean + 25 ms); 60 ms is not.
+        c.observe("/JSSResource/mobiledevices/id/{id}", ms(40), Signal::Ok);
+        assert_eq!(c.limit(), 4);
+        c.observe("/JSSResource/mobiledevices/id/{id}", ms(60), Signal::Ok);
+        assert_eq!(c.limit(), 2);
+        // Another class has its own baseline: a slow list page is not judged by detail times.
+        c.observe("/api/v4/computers-inventory", ms(900), Signal::Ok);
+        assert_eq!(c.limit(), 2);
+    }
+
+    #[test]
+    fn fixed_limit_when_not_adaptive() {
+        let c = Controller::new(
+            PacingConfig {
+                adaptive: false,
+                ..PacingConfig::default()
+            },
+            5,
+        );
+        assert_eq!(c.limit(), 5);
+        c.observe("/api/v4/computers-inventory", ms(1), Signal::BackPressure);
+        assert_eq!(c.limit(), 5);
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(class_of("/api/v1/oauth/token"), "auth");
+        assert_eq!(class_of("/api/v4/computers-inventory"), "list");
+        assert_eq!(class_of("/api/v4/computers-inventory-detail/{id}"), "detail");
+        assert_eq!(class_of("/JSSResource/mobiledevices/id/{id}"), "classic_record");
+        assert_eq!(class_of("/JSSResource/advancedmobiledevicesearches/id/{id}"), "advanced_search");
+        assert_eq!(class_of("/api/v2/mobile-devices/detail"), "list");
+    }
+}
