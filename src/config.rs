@@ -650,10 +650,16 @@ impl Config {
             ));
         }
         if !(p.ewma_alpha > 0.0 && p.ewma_alpha <= 1.0) {
-            return Err(ConfigError::new("jamf.pacing.ewma_alpha", "must be in (0, 1]"));
+            return Err(ConfigError::new(
+                "jamf.pacing.ewma_alpha",
+                "must be in (0, 1]",
+            ));
         }
         if p.increase_after == 0 {
-            return Err(ConfigError::new("jamf.pacing.increase_after", "must be >= 1"));
+            return Err(ConfigError::new(
+                "jamf.pacing.increase_after",
+                "must be >= 1",
+            ));
         }
         if p.max_delay_ms > 0 && p.min_delay_ms > p.max_delay_ms {
             return Err(ConfigError::new(

@@ -54,7 +54,7 @@ pub struct PacingConfig {
     pub warmup: u32,
     /// Smallest gap between request starts once back-pressure was seen, in ms (0 = none).
     pub min_delay_ms: u64,
-    /// Largest gap between request starts, in ms; 0 disables the gap entirely.
+    /// Largest gap between request starts, in ms; 0 (the default) disables the gap.
     pub max_delay_ms: u64,
 }
 
@@ -71,7 +71,7 @@ impl Default for PacingConfig {
             ewma_alpha: 0.2,
             warmup: 5,
             min_delay_ms: 0,
-            max_delay_ms: 2000,
+            max_delay_ms: 0,
         }
     }
 }
@@ -253,25 +253,52 @@ mod tests {
             PacingConfig {
                 initial_limit: 1,
                 increase_after: 2,
+                max_delay_ms: 1000,
                 ..PacingConfig::default()
             },
             5,
         );
         assert_eq!(c.limit(), 1);
         for _ in 0..2 {
-            c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::Ok);
+            c.observe(
+                "/api/v4/computers-inventory-detail/{id}",
+                ms(20),
+                Signal::Ok,
+            );
         }
         assert_eq!(c.limit(), 2);
         for _ in 0..4 {
-            c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::Ok);
+            c.observe(
+                "/api/v4/computers-inventory-detail/{id}",
+                ms(20),
+                Signal::Ok,
+            );
         }
         assert_eq!(c.limit(), 3);
-        c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::BackPressure);
+        c.observe(
+            "/api/v4/computers-inventory-detail/{id}",
+            ms(20),
+            Signal::BackPressure,
+        );
         assert_eq!(c.limit(), 1);
-        assert!(c.delay() >= ms(50));
+        assert!(c.delay() >= ms(50), "the gap opens on back-pressure");
         // A second signal within the quiet period does not cut again (nor below 1).
-        c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), Signal::BackPressure);
+        c.observe(
+            "/api/v4/computers-inventory-detail/{id}",
+            ms(20),
+            Signal::BackPressure,
+        );
         assert_eq!(c.limit(), 1);
+        // Growth halves the gap again.
+        for _ in 0..2 {
+            c.observe(
+                "/api/v4/computers-inventory-detail/{id}",
+                ms(20),
+                Signal::Ok,
+            );
+        }
+        assert_eq!(c.limit(), 2);
+        assert!(c.delay() < ms(50));
     }
 
     #[test]
@@ -314,9 +341,18 @@ mod tests {
     fn classes() {
         assert_eq!(class_of("/api/v1/oauth/token"), "auth");
         assert_eq!(class_of("/api/v4/computers-inventory"), "list");
-        assert_eq!(class_of("/api/v4/computers-inventory-detail/{id}"), "detail");
-        assert_eq!(class_of("/JSSResource/mobiledevices/id/{id}"), "classic_record");
-        assert_eq!(class_of("/JSSResource/advancedmobiledevicesearches/id/{id}"), "advanced_search");
+        assert_eq!(
+            class_of("/api/v4/computers-inventory-detail/{id}"),
+            "detail"
+        );
+        assert_eq!(
+            class_of("/JSSResource/mobiledevices/id/{id}"),
+            "classic_record"
+        );
+        assert_eq!(
+            class_of("/JSSResource/advancedmobiledevicesearches/id/{id}"),
+            "advanced_search"
+        );
         assert_eq!(class_of("/api/v2/mobile-devices/detail"), "list");
     }
 }

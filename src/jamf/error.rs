@@ -101,6 +101,14 @@ impl JamfError {
         }
     }
 
+    /// A timeout or gateway timeout: the page was too heavy, try a smaller one.
+    pub fn asks_for_smaller_pages(&self) -> bool {
+        matches!(
+            self,
+            JamfError::Timeout { .. } | JamfError::Server { status: 504, .. }
+        )
+    }
+
     /// True for a 404, also when wrapped.
     pub fn is_not_found(&self) -> bool {
         matches!(self, JamfError::NotFound { .. })

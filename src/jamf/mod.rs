@@ -55,6 +55,9 @@ struct Request<'a> {
     body: Option<(&'static str, &'a str)>,
     /// Overrides the client's request timeout (search evaluation can take minutes).
     timeout: Option<Duration>,
+    /// A list page the caller can ask for at a smaller size: a timeout or 504 is returned at
+    /// once instead of being retried at the same size.
+    shrinkable: bool,
 }
 
 /// An authenticated call, independent of any attempt at it.
@@ -67,6 +70,7 @@ pub struct Call<'a> {
     pub accept: &'static str,
     pub body: Option<(&'static str, &'a str)>,
     pub timeout: Option<Duration>,
+    pub shrinkable: bool,
 }
 
 impl<'a> Call<'a> {
@@ -80,6 +84,7 @@ impl<'a> Call<'a> {
             accept: "application/json",
             body: None,
             timeout: None,
+            shrinkable: false,
         }
     }
 }
@@ -233,6 +238,7 @@ impl JamfClient {
                 accept: call.accept,
                 body: call.body,
                 timeout: call.timeout,
+                shrinkable: call.shrinkable,
             };
             match self.execute(&req).await {
                 Err(JamfError::Unauthorized { .. }) if !reauthenticated => {
@@ -255,25 +261,32 @@ impl JamfClient {
 
     /// Executes one request with retries and backoff inside the per-request budget.
     async fn execute(&self, req: &Request<'_>) -> Result<Bytes, JamfError> {
-        let started = Instant::now();
         let budget = Duration::from_secs(self.settings.retry.budget_secs);
+        // Time on the wire and in backoff; waiting for a slot under the pacing limit is our
+        // own doing, not the server's, and does not use up the budget.
+        let mut spent = Duration::ZERO;
         let mut attempt: u32 = 0;
         loop {
-            let err = match self.attempt(req).await {
+            let t0 = Instant::now();
+            let (result, queued) = self.attempt(req).await;
+            spent += t0.elapsed().saturating_sub(queued);
+            let err = match result {
                 Ok(body) => return Ok(body),
                 Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) if req.shrinkable && e.asks_for_smaller_pages() => return Err(e),
                 Err(e) => e,
             };
             let delay = backoff_delay(&self.settings.retry, attempt, &err);
             attempt += 1;
-            if started.elapsed() + delay > budget {
+            if spent + delay > budget {
                 return Err(JamfError::RetriesExhausted {
                     endpoint: req.endpoint,
                     attempts: attempt,
-                    elapsed: started.elapsed(),
+                    elapsed: spent,
                     last: Box::new(err),
                 });
             }
+            spent += delay;
             let reason = err.reason();
             metrics::counter!(metric::HTTP_RETRIES, "endpoint" => req.endpoint, "reason" => reason)
                 .increment(1);
@@ -286,15 +299,21 @@ impl JamfClient {
         }
     }
 
-    /// One attempt: holds a connection permit only while on the wire.
-    async fn attempt(&self, req: &Request<'_>) -> Result<Bytes, JamfError> {
-        let url = self
-            .base
-            .join(&req.path)
-            .map_err(|e| JamfError::Transport {
-                endpoint: req.endpoint,
-                message: format!("bad path: {e}"),
-            })?;
+    /// One attempt: holds a connection permit only while on the wire. Also returns how long it
+    /// waited for the permit.
+    async fn attempt(&self, req: &Request<'_>) -> (Result<Bytes, JamfError>, Duration) {
+        let url = match self.base.join(&req.path) {
+            Ok(u) => u,
+            Err(e) => {
+                return (
+                    Err(JamfError::Transport {
+                        endpoint: req.endpoint,
+                        message: format!("bad path: {e}"),
+                    }),
+                    Duration::ZERO,
+                )
+            }
+        };
         let mut rb = self
             .http
             .request(req.method.clone(), url)
@@ -318,7 +337,9 @@ impl JamfClient {
             AuthMode::Basic(user, pass) => rb.basic_auth(user, Some(pass.expose_secret())),
             AuthMode::Bearer(token) => rb.bearer_auth(token.expose_secret()),
         };
+        let queued_at = Instant::now();
         let permit = self.limiter.acquire().await;
+        let queued = queued_at.elapsed();
         let t0 = Instant::now();
         let result = async {
             let resp = rb.send().await?;
@@ -366,8 +387,7 @@ impl JamfClient {
                 | JamfError::QuotaViolation { .. }
                 | JamfError::Timeout { .. }
                 | JamfError::Server {
-                    status: 502..=504,
-                    ..
+                    status: 502..=504, ..
                 },
             ) => Signal::BackPressure,
             Err(JamfError::Transport { .. } | JamfError::Server { .. }) => Signal::Neutral,
@@ -377,7 +397,7 @@ impl JamfClient {
             .observe(req.endpoint, Duration::from_secs_f64(latency), signal);
         metrics::counter!(metric::HTTP_REQUESTS, "endpoint" => req.endpoint, "method" => method, "status" => class)
             .increment(1);
-        outcome
+        (outcome, queued)
     }
 
     /// The current bearer token and its generation, renewed ahead of expiry.
@@ -443,6 +463,7 @@ impl JamfClient {
                 accept: "application/json",
                 body: None,
                 timeout: None,
+                shrinkable: false,
             };
             match self.execute(&req).await {
                 Ok(body) => {
@@ -481,6 +502,7 @@ impl JamfClient {
             accept: "application/json",
             body: None,
             timeout: None,
+            shrinkable: false,
         };
         let body = self
             .execute(&req)
@@ -502,6 +524,7 @@ impl JamfClient {
             accept: "application/json",
             body: None,
             timeout: None,
+            shrinkable: false,
         };
         let body = self.execute(&req).await?;
         metrics::counter!(metric::TOKEN_REFRESHES, "method" => "keep_alive").increment(1);
@@ -522,9 +545,10 @@ impl JamfClient {
             accept: "application/json",
             body: None,
             timeout: None,
+            shrinkable: false,
         };
         // Best effort, single attempt: we are exiting and the token expires anyway.
-        if let Err(e) = self.attempt(&req).await {
+        if let (Err(e), _) = self.attempt(&req).await {
             tracing::debug!(error = %e, "token invalidation failed");
         }
     }
@@ -583,6 +607,7 @@ impl JamfClient {
         sections: &[String],
         page_size: u32,
         filter: Option<&str>,
+        shrinkable: bool,
     ) -> Result<InventoryPage, JamfError> {
         let (endpoint, path) = inventory_endpoint(version);
         let mut query: Vec<(&str, String)> =
@@ -594,7 +619,23 @@ impl JamfClient {
         if let Some(f) = filter {
             query.push(("filter", f.to_string()));
         }
-        self.get_json(endpoint, path.into(), &query).await
+        self.page(endpoint, path.into(), &query, shrinkable).await
+    }
+
+    async fn page(
+        &self,
+        endpoint: &'static str,
+        path: String,
+        query: &[(&str, String)],
+        shrinkable: bool,
+    ) -> Result<InventoryPage, JamfError> {
+        let mut call = Call::get(endpoint, path, query);
+        call.shrinkable = shrinkable;
+        let body = self.call(call).await?;
+        serde_json::from_slice(&body).map_err(|e| JamfError::Decode {
+            endpoint,
+            message: e.to_string(),
+        })
     }
 
     /// `computers-inventory-detail/{id}`: every section of one computer, raw.
@@ -653,6 +694,7 @@ impl JamfClient {
             accept: "application/xml",
             body: body.map(|b| ("application/xml", b)),
             timeout: None,
+            shrinkable: false,
         }
     }
 
@@ -746,6 +788,7 @@ impl JamfClient {
         sections: &[&str],
         page_size: u32,
         filter: Option<&str>,
+        shrinkable: bool,
     ) -> Result<InventoryPage, JamfError> {
         let mut query: Vec<(&str, String)> = sections
             .iter()
@@ -757,10 +800,11 @@ impl JamfClient {
         if let Some(f) = filter {
             query.push(("filter", f.to_string()));
         }
-        self.get_json(
+        self.page(
             "/api/v2/mobile-devices/detail",
             "api/v2/mobile-devices/detail".into(),
             &query,
+            shrinkable,
         )
         .await
     }

@@ -659,7 +659,10 @@ async fn count_requests(State(s): State<Arc<SimState>>, req: Request, next: Next
     }
     let mut resp = if brownout && fastrand::bool() {
         lock(&s.inner).stats.faults_injected += 1;
-        (StatusCode::SERVICE_UNAVAILABLE, "<html><body>503 Service Unavailable</body></html>")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<html><body>503 Service Unavailable</body></html>",
+        )
             .into_response()
     } else {
         next.run(req).await

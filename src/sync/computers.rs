@@ -9,7 +9,7 @@ use super::{keyset_filter, truncate, Batch, Engine, RunError};
 use crate::config::FetchStrategy;
 use crate::jamf::models::{Computer, InventoryPage};
 use crate::jamf::JamfError;
-use crate::store::Store;
+use crate::store::{Kind, Store};
 
 impl<S: Store> Engine<S> {
     pub(super) async fn fetch_computers(
@@ -41,11 +41,18 @@ impl<S: Store> Engine<S> {
         let filter = keyset_filter(since, after);
         loop {
             let version = self.client.inventory_version().await?;
-            match self
-                .client
-                .computers_page(version, sections, self.cfg.page_size, filter.as_deref())
-                .await
-            {
+            let page = self
+                .list_with_shrink(Kind::Computers, |size, shrinkable| {
+                    self.client.computers_page(
+                        version,
+                        sections,
+                        size,
+                        filter.as_deref(),
+                        shrinkable,
+                    )
+                })
+                .await;
+            match page {
                 Err(e) if e.is_not_found() && after.is_none() => {
                     if self.client.step_down_inventory_version().await.is_none() {
                         return Err(e);

@@ -26,7 +26,7 @@ use super::{keyset_filter_on, Batch, Engine, RunError};
 use crate::config::MobileSource;
 use crate::jamf::classic::{search_window_days, search_xml, MobileDevice, SearchHit};
 use crate::jamf::JamfError;
-use crate::store::Store;
+use crate::store::{Kind, Store};
 
 /// 404s tolerated right after creating the search (cluster replication lag).
 const LAG_RETRIES: u32 = 6;
@@ -66,15 +66,20 @@ impl<S: Store> Engine<S> {
     ) -> Result<(), RunError> {
         let sections: Vec<&str> = self.mobile.sections.iter().map(String::as_str).collect();
         let sections = &sections;
-        let page_size = self.cfg.page_size;
         self.fetch_pages(
             |after| {
                 let filter =
                     keyset_filter_on("lastInventoryUpdateDate", "mobileDeviceId", since, after);
                 async move {
-                    self.client
-                        .mobile_devices_page(sections, page_size, filter.as_deref())
-                        .await
+                    self.list_with_shrink(Kind::MobileDevices, |size, shrinkable| {
+                        self.client.mobile_devices_page(
+                            sections,
+                            size,
+                            filter.as_deref(),
+                            shrinkable,
+                        )
+                    })
+                    .await
                 }
             },
             MobileDevice::from_pro_json,

@@ -152,6 +152,10 @@ pub struct Engine<S: Store> {
     stop: Arc<StopSignal>,
     /// Records the current run expects in all, when known (for the progress line's ETA).
     expected: Arc<AtomicI64>,
+    /// Current list page size: shrinks after page timeouts, grows back slowly.
+    page_size: std::sync::atomic::AtomicU32,
+    /// When the current run must give up (`sync.run_deadline_secs`).
+    deadline: std::sync::Mutex<Option<Instant>>,
 }
 
 /// How often a long run logs a progress line.
@@ -256,6 +260,8 @@ impl<S: Store> Engine<S> {
             reconcile_cfg: crate::config::ReconcileConfig::default(),
             stop: Arc::new(StopSignal::default()),
             expected: Arc::new(AtomicI64::new(0)),
+            page_size: std::sync::atomic::AtomicU32::new(0),
+            deadline: std::sync::Mutex::new(None),
         }
     }
 
@@ -282,9 +288,52 @@ impl<S: Store> Engine<S> {
 
     fn check_stop(&self) -> Result<(), RunError> {
         if self.stopping() {
-            Err(RunError::Interrupted)
-        } else {
-            Ok(())
+            return Err(RunError::Interrupted);
+        }
+        let deadline = *self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(RunError::Other(format!(
+                "run deadline of {} s exceeded (sync.run_deadline_secs); the next run starts over",
+                self.cfg.run_deadline_secs
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads one list page at the current page size; a page that times out (or answers 504)
+    /// is asked for again at half the size from the same position, down to
+    /// `sync.min_page_size`; good pages let the size grow back by a quarter.
+    async fn list_with_shrink<L, Fut>(
+        &self,
+        kind: Kind,
+        list: L,
+    ) -> Result<InventoryPage, JamfError>
+    where
+        L: Fn(u32, bool) -> Fut,
+        Fut: Future<Output = Result<InventoryPage, JamfError>>,
+    {
+        loop {
+            let size = self.page_size.load(Ordering::Relaxed);
+            let shrinkable = size > self.cfg.min_page_size;
+            match list(size, shrinkable).await {
+                Err(e) if shrinkable && e.asks_for_smaller_pages() => {
+                    let smaller = (size / 2).max(self.cfg.min_page_size);
+                    tracing::warn!(size, smaller, error = %e, "list page too heavy; asking for a smaller one");
+                    self.page_size.store(smaller, Ordering::Relaxed);
+                    metrics::gauge!(metric::PAGE_SIZE, "kind" => kind.as_str())
+                        .set(f64::from(smaller));
+                }
+                Ok(page) => {
+                    if size < self.cfg.page_size {
+                        let bigger = (size + (size / 4).max(1)).min(self.cfg.page_size);
+                        self.page_size.store(bigger, Ordering::Relaxed);
+                        metrics::gauge!(metric::PAGE_SIZE, "kind" => kind.as_str())
+                            .set(f64::from(bigger));
+                    }
+                    return Ok(page);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -354,6 +403,11 @@ impl<S: Store> Engine<S> {
                 cursor_before: cursor,
             })
             .await?;
+        self.page_size.store(self.cfg.page_size, Ordering::Relaxed);
+        metrics::gauge!(metric::PAGE_SIZE, "kind" => kind.as_str())
+            .set(f64::from(self.cfg.page_size));
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + Duration::from_secs(self.cfg.run_deadline_secs));
         let span =
             tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);
         let run = async {
@@ -522,13 +576,20 @@ impl<S: Store> Engine<S> {
         let workers = self.client.max_concurrency() as usize;
         let batch_size = self.cfg.page_size as usize;
         let stop = self.stop.clone();
-        // On shutdown the id stream ends: requests on the wire finish, nothing new starts.
+        let deadline = self
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(self.cfg.run_deadline_secs));
+        // On shutdown or at the run deadline the id stream ends: requests on the wire finish,
+        // nothing new starts.
         let ids = futures_util::stream::unfold(ids, move |mut rx| {
             let stop = stop.clone();
             async move {
                 tokio::select! {
                     biased;
                     _ = stop.stopped() => None,
+                    _ = tokio::time::sleep_until(deadline.into()) => None,
                     id = rx.recv() => id.map(|id| (id, rx)),
                 }
             }

@@ -330,6 +330,7 @@ impl<S: Store> Engine<S> {
                     &general,
                     crate::config::JAMF_MAX_PAGE_SIZE,
                     filter.as_deref(),
+                    false,
                 )
                 .await?;
             let n = page.results.len() as i64;

@@ -9,6 +9,7 @@ mod daemon;
 mod helpers;
 mod mobile;
 mod openapi;
+mod pacing;
 mod reconcile;
 mod resilience;
 mod sync_flow;

@@ -1,0 +1,189 @@
+//! Adaptive pacing against a simulator that slows down under load, browns out, and times out
+//! on heavy pages. Every test also checks the five-connection ceiling.
+
+use std::time::Duration;
+
+use jamf_sync::config::FetchStrategy;
+use jamf_sync::simulator::{SimConfig, Simulator};
+
+use crate::helpers;
+
+fn assert_within_five(sim: &Simulator) {
+    let s = sim.stats();
+    assert!(s.peak_in_flight <= 5 && s.peak_connections <= 5, "{s:?}");
+}
+
+/// Requests that arrived after `from` and before `to`, with the in-flight count they saw.
+fn window(sim: &Simulator, from: Duration, to: Duration) -> Vec<u64> {
+    sim.timeline()
+        .into_iter()
+        .filter(|(t, _, _)| *t >= from && *t < to)
+        .map(|(_, n, _)| n)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_below_a_struggling_servers_capacity_and_recovers() {
+    let db = helpers::sqlite().await;
+    // Fine at 2 concurrent requests; each one more adds the base latency again.
+    let sim = helpers::sim(SimConfig {
+        computers: 300,
+        mobile_devices: 0,
+        latency_ms: 30,
+        capacity: 2,
+        overload_factor: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Detail),
+    );
+    let start = sim.elapsed();
+    let first = helpers::run(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    let end = sim.elapsed();
+    // After the first fifth of the run, the controller keeps the server at ≤ 3 in flight.
+    let settle = start + (end - start) / 5;
+    let seen = window(&sim, settle, end);
+    let over = seen.iter().filter(|n| **n > 3).count();
+    assert!(
+        over * 10 <= seen.len(),
+        "{over} of {} requests arrived with more than 3 in flight",
+        seen.len()
+    );
+    helpers::assert_matches_sim(&db, &sim).await;
+    assert_within_five(&sim);
+
+    // Capacity recovers: the same client climbs back to five.
+    sim.set_capacity(0);
+    let start = sim.elapsed();
+    let second = helpers::run(&engine, true).await;
+    assert!(second.succeeded(), "{second}");
+    let end = sim.elapsed();
+    let late = window(&sim, start + (end - start) / 2, end);
+    assert_eq!(late.iter().max(), Some(&5), "back at full speed");
+    assert_eq!(engine.client().concurrency_limit(), 5);
+    assert_within_five(&sim);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 1500,
+        mobile_devices: 0,
+        latency_ms: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Detail),
+    );
+    let sim = std::sync::Arc::new(sim);
+    let brown = {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            // Mid-run: once the sync is well under way.
+            while sim.stats().requests < 400 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let at = sim.elapsed();
+            sim.brownout(Duration::from_secs(20));
+            at
+        })
+    };
+    let run = helpers::run(&engine, false).await;
+    assert!(run.succeeded(), "{run}");
+    let at = brown.await.expect("join");
+    helpers::assert_matches_sim(&db, &sim).await;
+    // Once the cut took effect, one request at a time for the rest of the brown-out.
+    let during = window(
+        &sim,
+        at + Duration::from_secs(2),
+        at + Duration::from_secs(20),
+    );
+    assert!(!during.is_empty());
+    assert_eq!(
+        during.iter().max(),
+        Some(&1),
+        "limit 1 during the brown-out"
+    );
+    // One at a time at ≥ 100 ms each: no retry storm.
+    assert!(
+        during.len() <= 200,
+        "{} requests in 18 s of brown-out",
+        during.len()
+    );
+    assert_within_five(&sim);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_that_time_out_are_retried_smaller_without_gaps() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 3000,
+        mobile_devices: 0,
+        page_timeout_above: 1000,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(2000, FetchStrategy::Inline),
+    );
+    let run = helpers::run(&engine, false).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(run.counts.listed, 3000, "nothing read twice: {run}");
+    helpers::assert_matches_sim(&db, &sim).await;
+    let timeouts = sim.timeline().iter().filter(|(_, _, s)| *s == 504).count();
+    assert!(timeouts >= 1, "the 2000-record page timed out");
+    assert_within_five(&sim);
+    sim.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_deadline_fails_and_the_next_starts_over() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 400,
+        mobile_devices: 0,
+        latency_ms: 40,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Detail);
+    cfg.run_deadline_secs = 1;
+    let engine = helpers::engine(&db, helpers::settings(&sim), cfg);
+    let run = helpers::run(&engine, false).await;
+    assert!(!run.succeeded(), "{run}");
+    assert!(
+        run.error.as_deref().unwrap_or("").contains("deadline"),
+        "{run}"
+    );
+    assert!(helpers::cursor(&db).await.is_none());
+    assert_within_five(&sim);
+    // A fresh process would come with a fresh client: let the old connections close first.
+    drop(engine);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sim.reset_stats();
+    let engine = helpers::engine(
+        &db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Detail),
+    );
+    let again = helpers::run(&engine, false).await;
+    assert!(again.succeeded(), "{again}");
+    helpers::assert_matches_sim(&db, &sim).await;
+    assert_within_five(&sim);
+    sim.stop().await;
+    db.cleanup().await;
+}
