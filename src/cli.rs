@@ -167,12 +167,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { limit } => status(&cfg, limit).await,
         Command::Sync(args) => {
-            let settings = match cfg.jamf_settings() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
+            let Some(settings) = jamf_settings_or_report(&cfg) else {
+                return Ok(ExitCode::FAILURE);
             };
             let kinds = kinds_to_sync(&cfg, args.only);
             let summaries = sync_once(&cfg, settings, &kinds, args.full, Trigger::Cli).await?;
@@ -187,12 +183,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run => run_daemon(cfg).await,
         Command::Reconcile(args) => {
-            let settings = match cfg.jamf_settings() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::FAILURE);
-                }
+            let Some(settings) = jamf_settings_or_report(&cfg) else {
+                return Ok(ExitCode::FAILURE);
             };
             let kinds = kinds_to_sync(&cfg, args.only);
             let session = Session::open(&cfg, settings).await?;
@@ -232,9 +224,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The Jamf settings, or `None` after printing the configuration error (naming its key).
+fn jamf_settings_or_report(cfg: &Config) -> Option<JamfSettings> {
+    cfg.jamf_settings()
+        .map_err(|e| eprintln!("error: {e}"))
+        .ok()
+}
+
 async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
-    if let Err(e) = cfg.jamf_settings() {
-        eprintln!("error: {e}");
+    if jamf_settings_or_report(&cfg).is_none() {
         return Ok(ExitCode::FAILURE);
     }
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)

@@ -15,7 +15,7 @@ use quick_xml::Reader;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::models::{hash_raw, EaValue, RecordError};
+use super::models::{first_per_definition, hash_raw, EaValue, RecordError};
 
 /// Containers that hold lists even when Jamf omits their `<size>` child.
 const LIST_CONTAINERS: &[&str] = &[
@@ -405,25 +405,19 @@ impl MobileDevice {
             })?),
             None => None,
         };
-        let mut extension_attributes: Vec<EaValue> = Vec::new();
         let lists = [
             rec.extension_attributes,
             general.extension_attributes,
             hardware.extension_attributes,
             user.extension_attributes,
         ];
-        for ea in lists.into_iter().flatten().flatten() {
-            let Some(id) = non_empty(ea.id) else { continue };
-            if extension_attributes.iter().any(|e| e.definition_id == id) {
-                continue;
-            }
-            extension_attributes.push(EaValue {
-                definition_id: id,
+        let extension_attributes =
+            first_per_definition(lists.into_iter().flatten().flatten().map(|ea| EaValue {
+                definition_id: non_empty(ea.id).unwrap_or_default(),
                 name: ea.name.unwrap_or_default(),
                 value: ea.value.map(|v| v.join(", ")),
                 data_type: ea.data_type,
-            });
-        }
+            }));
         Ok(MobileDevice {
             jamf_id,
             udid: non_empty(general.udid),

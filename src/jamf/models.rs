@@ -211,9 +211,6 @@ impl Computer {
                 .as_deref()
                 .or(general.last_contact_time.as_deref()),
         )?;
-        // EAs appear in the EXTENSION_ATTRIBUTES section and, on older servers, inside the
-        // sections they belong to; keep the first occurrence of each definition.
-        let mut eas: Vec<EaValue> = Vec::new();
         let lists = [
             rec.extension_attributes,
             general.extension_attributes,
@@ -221,21 +218,12 @@ impl Computer {
             os.extension_attributes,
             user.extension_attributes,
         ];
-        for ea in lists.into_iter().flatten().flatten() {
-            let Some(def) = ea.definition_id.filter(|d| !d.is_empty()) else {
-                continue;
-            };
-            if eas.iter().any(|e| e.definition_id == def) {
-                continue;
-            }
-            let value = ea.values.map(|v| v.join(", "));
-            eas.push(EaValue {
-                definition_id: def,
-                name: ea.name.unwrap_or_default(),
-                value,
-                data_type: ea.data_type,
-            });
-        }
+        let eas = first_per_definition(lists.into_iter().flatten().flatten().map(|ea| EaValue {
+            definition_id: ea.definition_id.unwrap_or_default(),
+            name: ea.name.unwrap_or_default(),
+            value: ea.values.map(|v| v.join(", ")),
+            data_type: ea.data_type,
+        }));
         Ok(Computer {
             jamf_id,
             udid: rec.udid,
@@ -255,6 +243,20 @@ impl Computer {
             raw: text.to_string(),
         })
     }
+}
+
+/// Extension attributes appear in their own section and, on older servers, inside the
+/// sections they belong to: keep the first occurrence of each definition, drop ones without an
+/// id.
+pub fn first_per_definition(eas: impl Iterator<Item = EaValue>) -> Vec<EaValue> {
+    let mut out: Vec<EaValue> = Vec::new();
+    for ea in eas {
+        if ea.definition_id.is_empty() || out.iter().any(|e| e.definition_id == ea.definition_id) {
+            continue;
+        }
+        out.push(ea);
+    }
+    out
 }
 
 /// Stable 64-bit hash of a raw record (xxh3 is stable across versions and platforms).

@@ -4,6 +4,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs a test body `async fn NAME(&TestDb)` once on SQLite and once on a fresh PostgreSQL
+/// database.
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = crate::helpers::sqlite().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let db = crate::helpers::postgres().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
 mod cli;
 mod daemon;
 mod helpers;

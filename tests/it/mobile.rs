@@ -23,25 +23,6 @@ fn engine(
     .with_mobile(mobile)
 }
 
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = crate::helpers::sqlite().await;
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let db = crate::helpers::postgres().await;
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    };
-}
-
 both_backends!(advanced_search_full_then_delta);
 async fn advanced_search_full_then_delta(db: &TestDb) {
     let sim = helpers::sim(SimConfig {

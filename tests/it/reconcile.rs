@@ -38,25 +38,6 @@ async fn deleted_ids(db: &TestDb, kind: Kind) -> Vec<i64> {
         .collect()
 }
 
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = crate::helpers::sqlite().await;
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let db = crate::helpers::postgres().await;
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    };
-}
-
 both_backends!(marks_exactly_the_deleted_devices);
 async fn marks_exactly_the_deleted_devices(db: &TestDb) {
     let sim = helpers::sim(SimConfig {

@@ -9,26 +9,6 @@ use crate::helpers::{self, TestDb};
 const INVENTORY: &str = "/api/v4/computers-inventory";
 const DETAIL: &str = "/api/v4/computers-inventory-detail/{id}";
 
-/// Runs a test body once on SQLite and once on a fresh PostgreSQL database.
-macro_rules! both_backends {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = crate::helpers::sqlite().await;
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let db = crate::helpers::postgres().await;
-                super::$name(&db).await;
-                db.cleanup().await;
-            }
-        }
-    };
-}
-
 both_backends!(full_then_delta_inline);
 async fn full_then_delta_inline(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
