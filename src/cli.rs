@@ -59,6 +59,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Start the simulator in-process and sync it into the configured database (SQLite default).
     Demo(DemoArgs),
+    /// Measure throughput, cost per record and memory against the simulator.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +128,22 @@ pub struct SimulateArgs {
     /// Token lifetime in seconds.
     #[arg(long)]
     pub token_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (latency, sequential, cpu, delta, memory); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Also run on PostgreSQL at this admin URL (a database is created per scenario).
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Include the 20,000-device latency runs and the 100,000-computer memory run.
+    #[arg(long)]
+    pub full: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +239,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => simulate(args).await,
         Command::Demo(args) => demo(&cfg, args).await,
+        Command::Bench(args) => {
+            let rows = crate::bench::run(&crate::bench::BenchOptions {
+                postgres: args.postgres,
+                full: args.full,
+                scenarios: args.scenarios,
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", crate::bench::table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

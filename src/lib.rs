@@ -15,7 +15,9 @@
 //! - [`simulator`]: a Jamf Pro simulator over real HTTP with fault injection.
 //! - [`telemetry`]: logging and the metric names.
 //! - [`cli`]: the command-line interface that wires the pieces together.
+//! - [`bench`]: `jamf-sync bench`, figures against the simulator.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -730,28 +730,25 @@ impl SimState {
     pub(crate) fn authorize(&self, headers: &HeaderMap) -> Option<String> {
         let revoke_every = lock(&self.cfg).faults.revoke_every;
         let mut inner = lock(&self.inner);
-        inner.auth_requests += 1;
-        if revoke_every > 0 && inner.auth_requests.is_multiple_of(revoke_every) {
-            inner.tokens.clear();
-        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string);
-        match token {
-            Some(t)
-                if inner
-                    .tokens
-                    .get(&t)
-                    .is_some_and(|exp| *exp > Instant::now()) =>
-            {
-                Some(t)
-            }
-            _ => {
-                inner.stats.unauthorized += 1;
-                None
-            }
+        let valid = token
+            .as_ref()
+            .is_some_and(|t| inner.tokens.get(t).is_some_and(|exp| *exp > Instant::now()));
+        inner.auth_requests += 1;
+        // A revocation (an admin action, a password change) takes effect for the requests
+        // after this one.
+        if revoke_every > 0 && inner.auth_requests.is_multiple_of(revoke_every) {
+            inner.tokens.clear();
+        }
+        if valid {
+            token
+        } else {
+            inner.stats.unauthorized += 1;
+            None
         }
     }
 

@@ -29,7 +29,7 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers() {
     let sim = helpers::sim(SimConfig {
         computers: 300,
         mobile_devices: 0,
-        latency_ms: 30,
+        latency_ms: 40,
         capacity: 2,
         overload_factor: 1.0,
         ..SimConfig::default()

@@ -1,0 +1,535 @@
+//! `jamf-sync bench`: throughput, cost and memory figures against the simulator.
+//!
+//! The simulator runs as a child process (`jamf-sync simulate`), so this process's CPU time and
+//! memory are jamf-sync's alone. Scenarios:
+//! - **latency**: detail-per-device syncs at a simulated per-request latency L; R requests
+//!   cannot finish faster than `R × L / 5` with five connections: the report gives that bound
+//!   and `bound / wall` (goal ≥ 0.90).
+//! - **sequential**: the same with one connection and no pacing, the straightforward client.
+//! - **cpu**: zero latency, default sections inline: records per second end to end and CPU
+//!   seconds per 1,000 records.
+//! - **memory**: peak RSS of a separate `jamf-sync sync` process at 10,000 and 100,000
+//!   computers (goal < 150 MB, flat).
+//! - **delta**: requests for a delta after 1% of the fleet changed, next to a full sync.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::{
+    ApiVersion, Credentials, DatabaseUrl, FetchStrategy, JamfSettings, RetryConfig, SyncConfig,
+};
+use crate::jamf::JamfClient;
+use crate::pacing::PacingConfig;
+use crate::store::{Db, Kind};
+use crate::sync::{Engine, SyncOptions, Trigger};
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub backend: String,
+    pub devices: usize,
+    pub latency_ms: u64,
+    pub wall_secs: f64,
+    pub requests: u64,
+    /// `requests × latency / 5`, the floor with five connections (latency scenarios).
+    pub bound_secs: Option<f64>,
+    pub bound_ratio: Option<f64>,
+    pub records_per_sec: Option<f64>,
+    pub cpu_secs_per_1000: Option<f64>,
+    pub peak_rss_mb: Option<f64>,
+    pub note: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub postgres: Option<String>,
+    /// Also the 20,000-device latency runs and 100,000-computer memory run.
+    pub full: bool,
+    pub scenarios: Vec<String>,
+}
+
+struct SimChild {
+    child: Child,
+    url: String,
+}
+
+impl SimChild {
+    fn start(computers: usize, mobiles: usize, latency_ms: u64) -> anyhow::Result<SimChild> {
+        let exe = std::env::current_exe().context("locating jamf-sync")?;
+        let mut child = Command::new(exe)
+            .args([
+                "simulate",
+                "--port",
+                "0",
+                "--computers",
+                &computers.to_string(),
+                "--mobile-devices",
+                &mobiles.to_string(),
+                "--latency-ms",
+                &latency_ms.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the simulator")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no simulator stdout"))?;
+        let mut reader = BufReader::new(stdout);
+        let mut first = String::new();
+        reader.read_line(&mut first)?;
+        // Keep the pipe drained so the simulator never blocks on its output.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while reader.read_line(&mut rest).unwrap_or(0) > 0 {
+                rest.clear();
+            }
+        });
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .ok_or_else(|| anyhow!("simulator did not print its address: {first:?}"))?
+            .to_string();
+        Ok(SimChild { child, url })
+    }
+
+    async fn requests(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
+        let v: serde_json::Value = http
+            .get(format!("{}/_sim/stats", self.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["requests"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no request count"))
+    }
+
+    async fn touch(&self, http: &reqwest::Client, count: usize) -> anyhow::Result<()> {
+        http.post(format!("{}/_sim/touch?count={count}", self.url))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+}
+
+impl Drop for SimChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn settings(url: &str, max: u32, adaptive: bool) -> anyhow::Result<JamfSettings> {
+    Ok(JamfSettings {
+        instance: "bench".into(),
+        url: url::Url::parse(url)?,
+        credentials: Credentials::ApiClient {
+            client_id: "jamf-sync-sim".into(),
+            client_secret: SecretString::from("sim-secret".to_string()),
+        },
+        api_version: ApiVersion::Auto,
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(120),
+        max_concurrency: max,
+        token_refresh_margin: Duration::from_secs(60),
+        retry: RetryConfig::default(),
+        pacing: PacingConfig {
+            adaptive,
+            ..PacingConfig::default()
+        },
+    })
+}
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces) start after ')'.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// Peak resident set size of this process in kB (`VmHWM`).
+pub fn peak_rss_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Backend {
+    name: &'static str,
+    url: String,
+    _dir: Option<tempfile_dir::TempDir>,
+}
+
+/// A throwaway directory without pulling in a crate: removed on drop.
+mod tempfile_dir {
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn fresh_backend(name: &'static str, postgres: Option<&str>) -> anyhow::Result<Backend> {
+    if name == "sqlite" {
+        let dir = std::env::temp_dir().join(format!("jamf-sync-bench-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir)?;
+        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        return Ok(Backend {
+            name,
+            url,
+            _dir: Some(tempfile_dir::TempDir(dir)),
+        });
+    }
+    let admin = postgres.ok_or_else(|| anyhow!("no PostgreSQL URL"))?;
+    use sqlx::Connection;
+    let name_db = format!("jamf_sync_bench_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name_db}\""
+    )))
+    .execute(&mut conn)
+    .await?;
+    let mut url = url::Url::parse(admin)?;
+    url.set_path(&format!("/{name_db}"));
+    Ok(Backend {
+        name,
+        url: url.to_string(),
+        _dir: None,
+    })
+}
+
+async fn engine(
+    backend: &Backend,
+    settings: JamfSettings,
+    strategy: FetchStrategy,
+) -> anyhow::Result<(Arc<Db>, Engine<Db>)> {
+    let db = Arc::new(
+        Db::connect(
+            &DatabaseUrl::parse(SecretString::from(backend.url.clone()))?,
+            5,
+        )
+        .await?,
+    );
+    let client = Arc::new(JamfClient::new(settings)?);
+    let cfg = SyncConfig {
+        strategy,
+        ..SyncConfig::default()
+    };
+    Ok((db.clone(), Engine::new(db, client, cfg)))
+}
+
+async fn latency_row(
+    backend: &Backend,
+    kind: Kind,
+    devices: usize,
+    latency_ms: u64,
+    sequential: bool,
+    http: &reqwest::Client,
+) -> anyhow::Result<Row> {
+    let (computers, mobiles) = match kind {
+        Kind::Computers => (devices, 0),
+        Kind::MobileDevices => (0, devices),
+    };
+    let sim = SimChild::start(computers, mobiles, latency_ms)?;
+    let max = if sequential { 1 } else { 5 };
+    let (db, e) = engine(
+        backend,
+        settings(&sim.url, max, !sequential)?,
+        FetchStrategy::Detail,
+    )
+    .await?;
+    let before = sim.requests(http).await?;
+    let t0 = Instant::now();
+    let s = e
+        .sync(
+            kind,
+            SyncOptions {
+                full: true,
+                trigger: Trigger::Cli,
+            },
+        )
+        .await?;
+    let wall = t0.elapsed().as_secs_f64();
+    // The stats call counts itself.
+    let requests = sim.requests(http).await? - before - 1;
+    db.close().await;
+    if !s.succeeded() {
+        return Err(anyhow!("{s}"));
+    }
+    let bound = requests as f64 * latency_ms as f64 / 1000.0 / 5.0;
+    Ok(Row {
+        scenario: if sequential {
+            "sequential".into()
+        } else {
+            "latency".into()
+        },
+        backend: backend.name.into(),
+        devices,
+        latency_ms,
+        wall_secs: wall,
+        requests,
+        bound_secs: Some(bound),
+        bound_ratio: Some(bound / wall),
+        records_per_sec: Some(s.counts.fetched as f64 / wall),
+        cpu_secs_per_1000: None,
+        peak_rss_mb: None,
+        note: format!("{} detail", kind.as_str()),
+    })
+}
+
+async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> anyhow::Result<Row> {
+    let sim = SimChild::start(devices, 0, 0)?;
+    let (db, e) = engine(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+    let before = sim.requests(http).await?;
+    let cpu0 = cpu_secs();
+    let t0 = Instant::now();
+    let s = e
+        .sync_computers(SyncOptions {
+            full: true,
+            trigger: Trigger::Cli,
+        })
+        .await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    let requests = sim.requests(http).await? - before - 1;
+    db.close().await;
+    if !s.succeeded() {
+        return Err(anyhow!("{s}"));
+    }
+    Ok(Row {
+        scenario: "cpu".into(),
+        backend: backend.name.into(),
+        devices,
+        latency_ms: 0,
+        wall_secs: wall,
+        requests,
+        bound_secs: None,
+        bound_ratio: None,
+        records_per_sec: Some(s.counts.fetched as f64 / wall),
+        cpu_secs_per_1000: Some(cpu * 1000.0 / s.counts.fetched.max(1) as f64),
+        peak_rss_mb: None,
+        note: "computers inline, default sections; simulator in a separate process".into(),
+    })
+}
+
+async fn delta_row(
+    backend: &Backend,
+    devices: usize,
+    http: &reqwest::Client,
+) -> anyhow::Result<Row> {
+    let sim = SimChild::start(devices, 0, 0)?;
+    let (db, e) = engine(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+    let r0 = sim.requests(http).await?;
+    let full = e
+        .sync_computers(SyncOptions {
+            full: true,
+            trigger: Trigger::Cli,
+        })
+        .await?;
+    let r1 = sim.requests(http).await?;
+    sim.touch(http, devices / 100).await?;
+    let r2 = sim.requests(http).await?;
+    let t0 = Instant::now();
+    let delta = e
+        .sync_computers(SyncOptions {
+            full: false,
+            trigger: Trigger::Cli,
+        })
+        .await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let r3 = sim.requests(http).await?;
+    db.close().await;
+    if !full.succeeded() || !delta.succeeded() {
+        return Err(anyhow!("{full} / {delta}"));
+    }
+    Ok(Row {
+        scenario: "delta".into(),
+        backend: backend.name.into(),
+        devices,
+        latency_ms: 0,
+        wall_secs: wall,
+        requests: r3 - r2 - 1,
+        bound_secs: None,
+        bound_ratio: None,
+        records_per_sec: None,
+        cpu_secs_per_1000: None,
+        peak_rss_mb: None,
+        note: format!(
+            "1% changed: delta listed {} in {} requests; the full sync took {} requests",
+            delta.counts.listed,
+            r3 - r2 - 1,
+            r1 - r0 - 1
+        ),
+    })
+}
+
+/// Peak RSS of a separate `jamf-sync sync` process (it reports `VmHWM` when asked).
+async fn memory_row(devices: usize) -> anyhow::Result<Row> {
+    let sim = SimChild::start(devices, 0, 0)?;
+    let backend = fresh_backend("sqlite", None).await?;
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let out = Command::new(exe)
+        .args(["sync", "--only", "computers"])
+        .env("JAMF_SYNC__JAMF__URL", &sim.url)
+        .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
+        .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
+        .env("JAMF_SYNC__DATABASE__URL", &backend.url)
+        .env("JAMF_SYNC_REPORT_PEAK_RSS", "1")
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kb: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no peak RSS reported: {stderr}"))?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "sync failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    Ok(Row {
+        scenario: "memory".into(),
+        backend: "sqlite".into(),
+        devices,
+        latency_ms: 0,
+        wall_secs: wall,
+        requests: 0,
+        bound_secs: None,
+        bound_ratio: None,
+        records_per_sec: Some(devices as f64 / wall),
+        cpu_secs_per_1000: None,
+        peak_rss_mb: Some(kb / 1024.0),
+        note: "separate `jamf-sync sync` process, computers inline, default sections".into(),
+    })
+}
+
+/// Runs the chosen scenarios; rows come back in run order.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
+    crate::jamf::install_crypto_provider();
+    let http = reqwest::Client::new();
+    let wants = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|x| x == s);
+    let mut backends = vec!["sqlite"];
+    if opts.postgres.is_some() {
+        backends.push("postgres");
+    }
+    let mut rows = Vec::new();
+    let mut push = |r: anyhow::Result<Row>, what: &str| match r {
+        Ok(row) => {
+            eprintln!("bench: {what} done");
+            rows.push(row)
+        }
+        Err(e) => eprintln!("bench: {what} failed: {e:#}"),
+    };
+    for name in &backends {
+        let fresh = || fresh_backend(name, opts.postgres.as_deref());
+        if wants("latency") {
+            let mut plan = vec![
+                (Kind::Computers, 2000, 20),
+                (Kind::Computers, 2000, 100),
+                (Kind::MobileDevices, 2000, 20),
+            ];
+            if opts.full {
+                plan.push((Kind::Computers, 20000, 20));
+                plan.push((Kind::MobileDevices, 20000, 20));
+                plan.push((Kind::Computers, 20000, 100));
+            }
+            for (kind, n, l) in plan {
+                let b = fresh().await?;
+                push(
+                    latency_row(&b, kind, n, l, false, &http).await,
+                    &format!("latency {name} {} {n}@{l}ms", kind.as_str()),
+                );
+            }
+        }
+        if wants("sequential") {
+            let b = fresh().await?;
+            push(
+                latency_row(&b, Kind::Computers, 2000, 20, true, &http).await,
+                &format!("sequential {name}"),
+            );
+        }
+        if wants("cpu") {
+            let b = fresh().await?;
+            push(cpu_row(&b, 20000, &http).await, &format!("cpu {name}"));
+        }
+        if wants("delta") {
+            let b = fresh().await?;
+            push(delta_row(&b, 20000, &http).await, &format!("delta {name}"));
+        }
+    }
+    if wants("memory") {
+        push(memory_row(10_000).await, "memory 10k");
+        if opts.full {
+            push(memory_row(100_000).await, "memory 100k");
+        }
+    }
+    Ok(rows)
+}
+
+/// A plain-text table of the rows.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "{:<11} {:<9} {:>7} {:>5} {:>9} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8}  note\n",
+        "scenario",
+        "backend",
+        "devices",
+        "L ms",
+        "wall s",
+        "requests",
+        "bound s",
+        "ratio",
+        "records/s",
+        "cpu s/1k",
+        "rss MB"
+    );
+    let opt =
+        |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
+    for r in rows {
+        out.push_str(&format!(
+            "{:<11} {:<9} {:>7} {:>5} {:>9.2} {:>8} {:>8} {:>6} {:>9} {:>9} {:>8}  {}\n",
+            r.scenario,
+            r.backend,
+            r.devices,
+            r.latency_ms,
+            r.wall_secs,
+            r.requests,
+            opt(r.bound_secs, 2),
+            opt(r.bound_ratio, 3),
+            opt(r.records_per_sec, 0),
+            opt(r.cpu_secs_per_1000, 3),
+            opt(r.peak_rss_mb, 1),
+            r.note
+        ));
+    }
+    out
+}
