@@ -10,7 +10,9 @@
 //! controller that slow is normal.
 //!
 //! - **Start low, grow additively.** The limit starts at `initial_limit` and grows by one after
-//!   `increase_after × limit` healthy answers in a row at the current limit.
+//!   `increase_after × limit` healthy answers in a row at the current limit; until the first
+//!   back-pressure it grows after every `increase_after` answers (slow start), so a healthy
+//!   server is at full speed within a few dozen requests.
 //! - **Cut multiplicatively** (× `decrease_factor`, never below 1) on back-pressure: 429,
 //!   QuotaViolation, 502/503/504, timeouts, and answers slower than
 //!   `mean + max(slow_deviations × deviation, slow_floor × mean, slow_min_ms)` once the class
@@ -101,6 +103,9 @@ struct State {
     classes: HashMap<&'static str, Baseline>,
     quiet_until: Option<Instant>,
     delay: Duration,
+    /// No back-pressure seen yet: grow after `increase_after` answers, not × limit (slow
+    /// start), so a healthy server is at full speed after a few dozen requests.
+    slow_start: bool,
 }
 
 /// The controller; the limiter asks it for the current limit and gap.
@@ -145,6 +150,7 @@ impl Controller {
                 classes: HashMap::new(),
                 quiet_until: None,
                 delay: Duration::ZERO,
+                slow_start: true,
             }),
         }
     }
@@ -200,8 +206,15 @@ impl Controller {
                     };
                     st.classes.insert(class, nb);
                     metrics::gauge!(metric::LATENCY_BASELINE, "class" => class).set(nb.mean);
+                    // Only answers judged against an established baseline count as healthy:
+                    // growing while the baseline is still being learned would let it learn
+                    // an overloaded server's latency as normal.
+                    if b.n < self.cfg.warmup {
+                        return None;
+                    }
                     st.healthy += 1;
-                    if st.healthy >= self.cfg.increase_after.max(1) * st.limit {
+                    let per = if st.slow_start { 1 } else { st.limit };
+                    if st.healthy >= self.cfg.increase_after.max(1) * per {
                         st.healthy = 0;
                         if st.limit < self.max {
                             st.limit += 1;
@@ -227,6 +240,7 @@ impl Controller {
         let rtt = st.classes.get(class).map(|b| b.mean).unwrap_or(0.0);
         st.quiet_until = Some(now + Duration::from_secs_f64(rtt.max(0.1)));
         st.healthy = 0;
+        st.slow_start = false;
         let cut = (f64::from(st.limit) * self.cfg.decrease_factor).floor() as u32;
         st.limit = cut.max(1);
         if self.cfg.max_delay_ms > 0 {
@@ -254,6 +268,7 @@ mod tests {
                 initial_limit: 1,
                 increase_after: 2,
                 max_delay_ms: 1000,
+                warmup: 0,
                 ..PacingConfig::default()
             },
             5,
@@ -267,7 +282,8 @@ mod tests {
             );
         }
         assert_eq!(c.limit(), 2);
-        for _ in 0..4 {
+        // Slow start: no back-pressure yet, so two more answers grow it again.
+        for _ in 0..2 {
             c.observe(
                 "/api/v4/computers-inventory-detail/{id}",
                 ms(20),
@@ -306,6 +322,7 @@ mod tests {
         let c = Controller::new(
             PacingConfig {
                 initial_limit: 4,
+                increase_after: 100,
                 ..PacingConfig::default()
             },
             5,

@@ -158,6 +158,9 @@ pub struct Engine<S: Store> {
     deadline: std::sync::Mutex<Option<Instant>>,
 }
 
+/// Records the writer commits together at most when batches are queued.
+const MERGE_UP_TO: usize = 1000;
+
 /// How often a long run logs a progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -473,7 +476,7 @@ impl<S: Store> Engine<S> {
         F: FnOnce(mpsc::Sender<Batch<R>>) -> Fut,
         Fut: Future<Output = Result<(), RunError>>,
     {
-        let (tx, rx) = mpsc::channel::<Batch<R>>(2);
+        let (tx, rx) = mpsc::channel::<Batch<R>>(8);
         self.expected.store(0, Ordering::Relaxed);
         let writer = tokio::spawn(write_batches(
             self.store.clone(),
@@ -652,6 +655,21 @@ async fn write_batches<S: Store, R: Persist>(
     let mut pages = 0u64;
     while let Some(mut batch) = rx.recv().await {
         pages += 1;
+        // When writing is the bottleneck, batches queue up: commit them together (one
+        // transaction and one fsync instead of several), up to a bound.
+        while batch.records.len() < MERGE_UP_TO {
+            match rx.try_recv() {
+                Ok(more) => {
+                    pages += 1;
+                    batch.records.extend(more.records);
+                    batch.listed += more.listed;
+                    batch.failed += more.failed;
+                    batch.missing += more.missing;
+                    batch.last_id = batch.last_id.max(more.last_id);
+                }
+                Err(_) => break,
+            }
+        }
         // Within a run each device is written once, whatever the server sent twice.
         batch.records.retain(|c| seen.insert(c.jamf_id()));
         let mut next = counts;
