@@ -17,5 +17,6 @@ ENV JAMF_SYNC__DATABASE__URL=sqlite:///var/lib/jamf-sync/jamf-sync.db \
     JAMF_SYNC__SERVER__LISTEN=0.0.0.0:9464 \
     JAMF_SYNC__LOG__FORMAT=json
 EXPOSE 9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s CMD ["/usr/local/bin/jamf-sync", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/jamf-sync"]
 CMD ["run"]

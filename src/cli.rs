@@ -61,6 +61,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure throughput, cost per record and memory against the simulator.
     Bench(BenchArgs),
+    /// Exit 0 when the daemon at server.listen answers /healthz (for container HEALTHCHECKs).
+    Healthcheck {
+        /// Base URL of the daemon; default http://<server.listen>.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => simulate(args).await,
         Command::Demo(args) => demo(&cfg, args).await,
+        Command::Healthcheck { url } => healthcheck(&cfg, url).await,
         Command::Bench(args) => {
             let rows = crate::bench::run(&crate::bench::BenchOptions {
                 postgres: args.postgres,
@@ -303,6 +310,41 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn healthcheck(cfg: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
+    // A daemon listening on all interfaces is reached on loopback.
+    let base = url.unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            cfg.server
+                .listen
+                .replace("0.0.0.0", "127.0.0.1")
+                .replace("[::]", "[::1]")
+        )
+    });
+    crate::jamf::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    match client
+        .get(format!("{}/healthz", base.trim_end_matches('/')))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {
+            println!("healthy");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(r) => {
+            println!("unhealthy: {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("unhealthy: {}", crate::jamf::error_chain(&e));
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -994,6 +994,13 @@ fn secret_from(
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    // systemd's LoadCredential= puts secrets in $CREDENTIALS_DIRECTORY: a bare name is looked
+    // up there first.
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .filter(|_| path.is_relative())
+        .map(|dir| Path::new(&dir).join(path))
+        .filter(|p| p.exists());
+    let path = credential.as_deref().unwrap_or(path);
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
     // Files written by `echo` or editors end in a newline that is not part of the secret.

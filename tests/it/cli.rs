@@ -416,3 +416,25 @@ async fn reconcile_command_dry_run_and_real() {
     );
     sim.stop().await;
 }
+
+#[test]
+fn secret_files_are_found_in_the_systemd_credentials_directory() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Run elsewhere, so the bare name cannot be found relative to the working directory.
+    let cwd = tempfile::tempdir().expect("cwd");
+    std::fs::write(dir.path().join("jamf_client_secret"), format!("{SECRET}\n")).expect("write");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[
+            ("CREDENTIALS_DIRECTORY", dir.path().to_str().expect("utf8")),
+            ("JAMF_SYNC__JAMF__URL", "https://x.jamfcloud.com"),
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "abc"),
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET_FILE", "jamf_client_secret"),
+        ],
+        cwd.path(),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("configuration is valid"), "{t}");
+    assert!(!t.contains(SECRET));
+}

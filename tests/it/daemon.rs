@@ -249,6 +249,24 @@ async fn scheduled_runs_metrics_status_and_coalescing() {
         );
     }
 
+    // The container healthcheck subcommand.
+    let port = d.base.rsplit(':').next().unwrap_or_default().to_string();
+    let hc = Command::new(env!("CARGO_BIN_EXE_jamf-sync"))
+        .arg("healthcheck")
+        .env("JAMF_SYNC__SERVER__LISTEN", format!("0.0.0.0:{port}"))
+        .output()
+        .expect("healthcheck");
+    assert!(
+        hc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hc.stdout)
+    );
+    let hc = Command::new(env!("CARGO_BIN_EXE_jamf-sync"))
+        .args(["healthcheck", "--url", "http://127.0.0.1:9"])
+        .output()
+        .expect("healthcheck");
+    assert!(!hc.status.success(), "nothing listens on port 9");
+
     // POST /sync needs the token.
     let r = reqwest::Client::new()
         .post(format!("{}/sync", d.base))
