@@ -98,6 +98,19 @@ pub fn describe_metrics() {
         metric::BUILD_INFO,
         "Build information; the value is always 1"
     );
+    describe_counter!(
+        metric::RECONCILE,
+        "Devices handled by reconcile, by kind and outcome (deleted, kept, refused, missed_fetched, revived)"
+    );
+    describe_gauge!(
+        metric::LATENCY_BASELINE,
+        Unit::Seconds,
+        "Adaptive pacing's latency baseline (EWMA of normal answers), by endpoint class"
+    );
+    describe_gauge!(
+        metric::PAGE_SIZE,
+        "Current list page size (shrinks after page timeouts), by kind"
+    );
     metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
