@@ -32,6 +32,30 @@ pub mod metric {
     pub const LATENCY_BASELINE: &str = "jamf_sync_latency_baseline_seconds";
     pub const PAGE_SIZE: &str = "jamf_sync_page_size";
     pub const RECONCILE: &str = "jamf_sync_reconcile_devices_total";
+
+    /// Every metric name above (dashboards and alert rules are checked against it).
+    pub const ALL: &[&str] = &[
+        HTTP_REQUEST_DURATION,
+        HTTP_REQUESTS,
+        HTTP_RETRIES,
+        BACKOFF_SECONDS,
+        BACKOFF_SECONDS_TOTAL,
+        IN_FLIGHT,
+        CONCURRENCY_LIMIT,
+        TOKEN_REFRESHES,
+        AUTH_FAILURES,
+        RECORDS,
+        RUNS,
+        RUN_DURATION,
+        LAST_SUCCESS,
+        LAST_RUN,
+        DEVICES_STORED,
+        CURSOR_LAG,
+        BUILD_INFO,
+        LATENCY_BASELINE,
+        PAGE_SIZE,
+        RECONCILE,
+    ];
 }
 
 /// Registers HELP text for every metric, so scrapers and `promtool check metrics` see it.

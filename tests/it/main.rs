@@ -27,6 +27,7 @@ macro_rules! both_backends {
 
 mod cli;
 mod daemon;
+mod deploy;
 mod helpers;
 mod mobile;
 mod openapi;
