@@ -825,18 +825,21 @@ pub fn version_for(version: Option<&str>) -> ApiVersion {
     let Some(v) = version else {
         return ApiVersion::V4;
     };
-    let mut nums = v
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().unwrap_or(0));
-    let major = nums.next().unwrap_or(0);
-    let minor = nums.next().unwrap_or(0);
-    match (major, minor) {
+    match major_minor(v) {
         (m, _) if m > 11 => ApiVersion::V4,
         (11, n) if n >= 30 => ApiVersion::V4,
         (11, _) => ApiVersion::V3,
         _ => ApiVersion::V1,
     }
+}
+
+/// `(major, minor)` of a Jamf Pro version string such as `11.30.1-t1784555528405`.
+pub fn major_minor(version: &str) -> (u32, u32) {
+    let mut nums = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }
 
 fn user_token_from(endpoint: &'static str, body: &[u8]) -> Result<Token, JamfError> {

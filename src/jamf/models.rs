@@ -265,6 +265,11 @@ pub fn hash_raw(text: &str) -> i64 {
 }
 
 /// Best-effort id of a record that failed to decode, for the log line.
+/// The numeric id of a raw record (`{"id":"7",…}`), without decoding the rest.
+pub fn numeric_id(text: &str) -> Option<i64> {
+    sniff_id(text)?.trim().parse().ok()
+}
+
 fn sniff_id(text: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct IdOnly {

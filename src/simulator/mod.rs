@@ -377,18 +377,14 @@ impl Simulator {
     pub fn touch_random_mobiles(&self, count: usize) -> Vec<i64> {
         let mut inner = lock(&self.state.inner);
         let ids: Vec<i64> = inner.mobiles.keys().copied().collect();
-        let count = count.min(ids.len());
-        let mut picked = std::collections::BTreeSet::new();
-        while picked.len() < count {
-            picked.insert(ids[inner.rng.usize(0..ids.len())]);
-        }
+        let picked = pick(&mut inner.rng, ids, count);
         let now = Utc::now();
         for id in &picked {
             if let Some(m) = inner.mobiles.get_mut(id) {
                 m.report(now);
             }
         }
-        picked.into_iter().collect()
+        picked
     }
 
     pub fn mobile(&self, id: i64) -> Option<mobile::SimMobile> {
@@ -470,13 +466,19 @@ impl Drop for Simulator {
     }
 }
 
-fn touch(inner: &mut Inner, count: usize) -> Vec<i64> {
-    let ids: Vec<i64> = inner.fleet.keys().copied().collect();
+/// `count` distinct ids drawn at random, in id order.
+fn pick(rng: &mut fastrand::Rng, ids: Vec<i64>, count: usize) -> Vec<i64> {
     let count = count.min(ids.len());
     let mut picked = std::collections::BTreeSet::new();
     while picked.len() < count {
-        picked.insert(ids[inner.rng.usize(0..ids.len())]);
+        picked.insert(ids[rng.usize(0..ids.len())]);
     }
+    picked.into_iter().collect()
+}
+
+fn touch(inner: &mut Inner, count: usize) -> Vec<i64> {
+    let ids: Vec<i64> = inner.fleet.keys().copied().collect();
+    let picked = pick(&mut inner.rng, ids, count);
     let now = Utc::now();
     let Inner { fleet, rng, .. } = inner;
     for id in &picked {
@@ -484,7 +486,7 @@ fn touch(inner: &mut Inner, count: usize) -> Vec<i64> {
             c.report(now, rng);
         }
     }
-    picked.into_iter().collect()
+    picked
 }
 
 /// Counts open TCP connections (the number Jamf's guidance limits).

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::{keyset_filter, truncate, Batch, Engine, RunError};
 use crate::config::FetchStrategy;
-use crate::jamf::models::{Computer, InventoryPage};
+use crate::jamf::models::{numeric_id, Computer, InventoryPage};
 use crate::jamf::JamfError;
 use crate::store::{Kind, Store};
 
@@ -87,7 +87,7 @@ impl<S: Store> Engine<S> {
                 let n = page.results.len() as i64;
                 let mut max_id = after;
                 for raw in &page.results {
-                    match sniff_numeric_id(raw.get()) {
+                    match numeric_id(raw.get()) {
                         Some(id) => {
                             max_id = max_id.max(Some(id));
                             if id_tx.send(id).await.is_err() {
@@ -123,17 +123,4 @@ impl<S: Store> Engine<S> {
         let (l, f) = tokio::join!(lister, fetcher);
         l.and(f)
     }
-}
-
-fn sniff_numeric_id(json: &str) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-    serde_json::from_str::<IdOnly>(json)
-        .ok()?
-        .id
-        .trim()
-        .parse()
-        .ok()
 }

@@ -204,12 +204,7 @@ fn keep(hit: &SearchHit, since: Option<DateTime<Utc>>, tolerance: chrono::Durati
 /// `/api/v2/mobile-devices/detail` exists from Jamf Pro 11.4.
 pub fn supports_pro_mobile_detail(version: Option<&str>) -> bool {
     let Some(v) = version else { return false };
-    let mut nums = v
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().unwrap_or(0));
-    let major = nums.next().unwrap_or(0);
-    let minor = nums.next().unwrap_or(0);
+    let (major, minor) = crate::jamf::major_minor(v);
     major > 11 || (major == 11 && minor >= 4)
 }
 

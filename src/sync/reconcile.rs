@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use super::{Engine, RunError, Trigger};
 use crate::config::OnMissing;
 use crate::jamf::classic::MobileDevice;
-use crate::jamf::models::Computer;
+use crate::jamf::models::{numeric_id, Computer};
 use crate::jamf::JamfError;
 use crate::store::{Kind, NewRun, RunCounts, RunEnd, RunStatus, Store, StoreError};
 use crate::telemetry::metric;
@@ -335,18 +335,7 @@ impl<S: Store> Engine<S> {
                 .await?;
             let n = page.results.len() as i64;
             let before = ids.len();
-            for raw in &page.results {
-                #[derive(serde::Deserialize)]
-                struct IdOnly {
-                    id: String,
-                }
-                if let Some(id) = serde_json::from_str::<IdOnly>(raw.get())
-                    .ok()
-                    .and_then(|r| r.id.trim().parse::<i64>().ok())
-                {
-                    ids.push(id);
-                }
-            }
+            ids.extend(page.results.iter().filter_map(|raw| numeric_id(raw.get())));
             if n == 0 || n >= page.total_count || ids.len() == before {
                 return Ok(ids);
             }
