@@ -42,13 +42,26 @@ sim_url="$(grep -o 'http://127.0.0.1:[0-9]*' "$work/sim.out" | head -n 1)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 JAMF_SYNC__JAMF__URL="$sim_url" JAMF_SYNC__JAMF__CLIENT_ID=jamf-sync-sim \
 JAMF_SYNC__JAMF__CLIENT_SECRET=sim-secret JAMF_SYNC__SERVER__LISTEN="127.0.0.1:$port" \
-JAMF_SYNC__DATABASE__URL="sqlite://$work/d.db" "$bin" run > /dev/null 2>&1 &
+JAMF_SYNC__DATABASE__URL="sqlite://$work/d.db" JAMF_SYNC__WEBHOOKS__ENABLED=true \
+JAMF_SYNC__WEBHOOKS__USERNAME=ci JAMF_SYNC__WEBHOOKS__PASSWORD=ci-password \
+JAMF_SYNC__WEBHOOKS__COALESCE_MS=100 "$bin" run > /dev/null 2>&1 &
 for _ in $(seq 1 100); do
   "$bin" healthcheck --url "http://127.0.0.1:$port" >/dev/null 2>&1 && break
   sleep 0.2
 done
+# One webhook event, so the webhook metric families are in the scrape too.
+python3 - "$port" <<'PY'
+import base64, json, sys, urllib.request
+body = json.dumps({"webhook": {"id": 1, "name": "ci", "webhookEvent": "ComputerInventoryCompleted",
+                               "eventTimestamp": 1}, "event": {"jssID": 3}}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/webhooks/jamf", data=body, method="POST",
+                             headers={"Content-Type": "application/json",
+                                      "Authorization": "Basic " + base64.b64encode(b"ci:ci-password").decode()})
+assert urllib.request.urlopen(req).status == 202
+PY
 sleep 3
 python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode())" > "$work/scrape.txt"
 grep -q '^jamf_sync_runs_total' "$work/scrape.txt" || { echo "no runs in the scrape" >&2; exit 1; }
+grep -q '^jamf_sync_webhook_event_to_stored_seconds_count' "$work/scrape.txt" || { echo "no webhook metrics in the scrape" >&2; exit 1; }
 promtool check metrics < "$work/scrape.txt"
 echo "promtool check metrics: ok ($(wc -l < "$work/scrape.txt") lines)"

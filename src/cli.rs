@@ -1,4 +1,5 @@
-//! The command line: `sync`, `migrate`, `config check`, `status`, `simulate`, `demo`.
+//! The command line: `run`, `sync`, `reconcile`, `migrate`, `config check`, `status`,
+//! `webhooks setup`, `simulate`, `demo`, `bench`, `healthcheck`.
 //!
 //! Each command loads the configuration, sets up telemetry and calls the library; results go
 //! to stdout, logs to stderr. Exit status: 0 on success, 1 when a sync run failed or the
@@ -61,6 +62,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure throughput, cost per record and memory against the simulator.
     Bench(BenchArgs),
+    /// Webhook commands.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Exit 0 when the daemon at server.listen answers /healthz (for container HEALTHCHECKs).
     Healthcheck {
         /// Base URL of the daemon; default http://<server.listen>.
@@ -109,6 +115,13 @@ fn kinds_to_sync(cfg: &Config, only: Option<OnlyKind>) -> Vec<Kind> {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create or update, in Jamf, one webhook per inventory event jamf-sync acts on, posting to
+    /// webhooks.public_url with webhooks.username/password (Basic).
+    Setup,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print it with secrets masked.
     Check,
@@ -134,6 +147,15 @@ pub struct SimulateArgs {
     /// Token lifetime in seconds.
     #[arg(long)]
     pub token_ttl_secs: Option<u64>,
+    /// POST Jamf-shaped webhook events here when devices change (e.g. after /_sim/touch).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Envelope format of those events: json or xml.
+    #[arg(long, default_value = "json")]
+    pub webhook_format: String,
+    /// Basic credentials sent with each event, as user:password.
+    #[arg(long)]
+    pub webhook_basic: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +264,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Webhooks {
+            command: WebhooksCommand::Setup,
+        } => {
+            let Some(settings) = jamf_settings_or_report(&cfg) else {
+                return Ok(ExitCode::FAILURE);
+            };
+            if let Err(e) = crate::webhooks::setup::target(&cfg) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let client = JamfClient::new(settings)?;
+            let kinds = kinds_to_sync(&cfg, None);
+            let result = crate::webhooks::setup::setup(&client, &cfg, &kinds).await;
+            client.invalidate_token().await;
+            for r in result? {
+                println!(
+                    "{} webhook {:?} (id {}) for {}",
+                    if r.created { "created" } else { "updated" },
+                    crate::webhooks::setup::webhook_name(r.event),
+                    r.id,
+                    r.event
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => simulate(args).await,
         Command::Demo(args) => demo(&cfg, args).await,
@@ -505,6 +552,19 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.token_ttl_secs {
         sim_cfg.token_ttl_secs = t;
     }
+    sim_cfg.webhook_format = match args.webhook_format.as_str() {
+        "json" => crate::simulator::webhooks::WebhookFormat::Json,
+        "xml" => crate::simulator::webhooks::WebhookFormat::Xml,
+        other => anyhow::bail!("--webhook-format {other:?}: use json or xml"),
+    };
+    if let Some(basic) = &args.webhook_basic {
+        let (u, p) = basic
+            .split_once(':')
+            .context("--webhook-basic takes user:password")?;
+        sim_cfg.webhook_username = Some(u.to_string());
+        sim_cfg.webhook_password = Some(p.to_string());
+    }
+    sim_cfg.webhook_url = args.webhook_url.clone();
     let (id, secret) = (sim_cfg.client_id.clone(), sim_cfg.client_secret.clone());
     let sim = Simulator::start(sim_cfg, args.port)
         .await

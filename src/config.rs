@@ -73,7 +73,112 @@ pub struct Config {
     pub mobile_devices: MobileDevicesConfig,
     pub server: ServerConfig,
     pub reconcile: ReconcileConfig,
+    pub webhooks: WebhooksConfig,
     pub log: LogConfig,
+}
+
+/// Webhooks: Jamf POSTs an event when a device submits inventory; the daemon fetches that
+/// device's record within seconds. The daily delta stays the safety net.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Accept `POST /webhooks/jamf` and run the queue worker in `jamf-sync run`.
+    pub enabled: bool,
+    /// Own address for the webhook endpoint, so `server.listen` (metrics, admin) can stay
+    /// private while Jamf reaches this one; unset serves it on `server.listen`.
+    pub listen: Option<String>,
+    /// HTTP Basic user Jamf sends (the webhook's "Basic Authentication").
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub password_file: Option<PathBuf>,
+    /// Header Jamf sends (the webhook's "Header Authentication"), e.g. `X-Jamf-Sync-Key`.
+    pub header_name: Option<String>,
+    pub header_value: Option<SecretString>,
+    pub header_value_file: Option<PathBuf>,
+    /// Accept events without any authentication (only behind a proxy that authenticates).
+    pub allow_unauthenticated: bool,
+    /// Larger bodies are refused with 413 (Jamf's events are 1–3 KB).
+    pub max_body_bytes: usize,
+    /// A device is fetched once no new event for it came for this long, so the bursts Jamf
+    /// sends around one inventory (added, inventory completed, check-in) cost one fetch.
+    pub coalesce_ms: u64,
+    /// ... but never later than this after its first queued event, however busy it is.
+    pub max_delay_secs: u64,
+    /// A check-in alone refetches a device only when its stored copy is older than this
+    /// (check-ins come every 5–60 minutes per device); 0 refetches on every check-in.
+    pub checkin_refresh_secs: u64,
+    /// Failed fetches are retried with backoff; after this many attempts an event is dropped
+    /// (logged and counted) and the next delta sync picks the device up.
+    pub max_attempts: u32,
+    /// The URL Jamf should call, for `jamf-sync webhooks setup`
+    /// (e.g. `https://jamf-sync.example.com/webhooks/jamf`).
+    pub public_url: Option<String>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: None,
+            username: None,
+            password: None,
+            password_file: None,
+            header_name: None,
+            header_value: None,
+            header_value_file: None,
+            allow_unauthenticated: false,
+            max_body_bytes: 65536,
+            coalesce_ms: 5000,
+            max_delay_secs: 60,
+            checkin_refresh_secs: 3600,
+            max_attempts: 20,
+            public_url: None,
+        }
+    }
+}
+
+impl fmt::Debug for WebhooksConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhooksConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password_file", &self.password_file)
+            .field("header_name", &self.header_name)
+            .field("header_value", &self.header_value.as_ref().map(|_| "***"))
+            .field("header_value_file", &self.header_value_file)
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("coalesce_ms", &self.coalesce_ms)
+            .field("max_delay_secs", &self.max_delay_secs)
+            .field("checkin_refresh_secs", &self.checkin_refresh_secs)
+            .field("max_attempts", &self.max_attempts)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
+}
+
+/// How incoming webhooks must authenticate, resolved from the configuration.
+#[derive(Clone, Default)]
+pub struct WebhookAuth {
+    pub basic: Option<(String, SecretString)>,
+    pub header: Option<(axum::http::HeaderName, SecretString)>,
+}
+
+impl fmt::Debug for WebhookAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookAuth")
+            .field("basic", &self.basic.as_ref().map(|(u, _)| (u, "***")))
+            .field("header", &self.header.as_ref().map(|(h, _)| (h, "***")))
+            .finish()
+    }
+}
+
+impl WebhookAuth {
+    pub fn is_none(&self) -> bool {
+        self.basic.is_none() && self.header.is_none()
+    }
 }
 
 /// What to do with a device that is gone from Jamf.
@@ -785,6 +890,7 @@ impl Config {
             .listen
             .parse::<std::net::SocketAddr>()
             .map_err(|e| ConfigError::new("server.listen", format!("not host:port ({e})")))?;
+        self.validate_webhooks()?;
         self.admin_token()?;
         if self.database.max_connections == 0 {
             return Err(ConfigError::new("database.max_connections", "must be > 0"));
@@ -794,6 +900,111 @@ impl Config {
             parse_jamf_url(u)?;
         }
         Ok(())
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let w = &self.webhooks;
+        if let Some(listen) = &w.listen {
+            listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError::new("webhooks.listen", format!("not host:port ({e})")))?;
+        }
+        if w.max_body_bytes < 1024 {
+            return Err(ConfigError::new(
+                "webhooks.max_body_bytes",
+                "must be at least 1024 (Jamf's events are 1-3 KB)",
+            ));
+        }
+        if w.max_delay_secs == 0 || w.max_delay_secs * 1000 < w.coalesce_ms {
+            return Err(ConfigError::new(
+                "webhooks.max_delay_secs",
+                "must be > 0 and at least webhooks.coalesce_ms",
+            ));
+        }
+        if w.max_attempts == 0 {
+            return Err(ConfigError::new("webhooks.max_attempts", "must be >= 1"));
+        }
+        if let Some(u) = w.public_url.as_deref() {
+            let url = Url::parse(u).map_err(|e| {
+                ConfigError::new("webhooks.public_url", format!("not a valid URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(ConfigError::new(
+                    "webhooks.public_url",
+                    "must be an http(s) URL",
+                ));
+            }
+        }
+        let auth = self.webhook_auth()?;
+        if w.enabled && auth.is_none() && !w.allow_unauthenticated {
+            return Err(ConfigError::new(
+                "webhooks.username",
+                "webhooks are enabled without authentication: set username and password \
+                 (Basic) and/or header_name and header_value, or allow_unauthenticated = true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The credentials incoming webhooks must carry.
+    pub fn webhook_auth(&self) -> Result<WebhookAuth, ConfigError> {
+        let w = &self.webhooks;
+        let password = secret_from("webhooks.password", &w.password, &w.password_file)?;
+        let basic = match (&w.username, password) {
+            (Some(u), Some(p)) if !u.trim().is_empty() => Some((u.clone(), p)),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new("webhooks.username", "must not be empty"))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "webhooks.password",
+                    "missing (or set password_file): username needs a password",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "webhooks.username",
+                    "missing: password needs a username",
+                ))
+            }
+        };
+        let value = secret_from(
+            "webhooks.header_value",
+            &w.header_value,
+            &w.header_value_file,
+        )?;
+        let header = match (&w.header_name, value) {
+            (Some(name), Some(v)) => {
+                let name = axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
+                    ConfigError::new(
+                        "webhooks.header_name",
+                        format!("{name:?} is not a valid HTTP header name"),
+                    )
+                })?;
+                if name == axum::http::header::AUTHORIZATION && basic.is_some() {
+                    return Err(ConfigError::new(
+                        "webhooks.header_name",
+                        "Authorization is taken by Basic auth; pick another header",
+                    ));
+                }
+                Some((name, v))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "webhooks.header_value",
+                    "missing (or set header_value_file): header_name needs a value",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "webhooks.header_name",
+                    "missing: header_value needs a header name",
+                ))
+            }
+        };
+        Ok(WebhookAuth { basic, header })
     }
 
     /// The admin token enabling `POST /sync`, if configured.
@@ -898,6 +1109,10 @@ impl Config {
              search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\
              schedule = {}\n\n[server]\nlisten = {:?}\nadmin_token = {}\nadmin_token_file = {}\n\n\
              [reconcile]\nenabled = {}\nschedule = {:?}\nmax_delete_fraction = {}\non_missing = {:?}\n\n\
+             [webhooks]\nenabled = {}\nlisten = {}\nusername = {}\npassword = {}\npassword_file = {}\n\
+             header_name = {}\nheader_value = {}\nheader_value_file = {}\nallow_unauthenticated = {}\n\
+             max_body_bytes = {}\ncoalesce_ms = {}\nmax_delay_secs = {}\ncheckin_refresh_secs = {}\n\
+             max_attempts = {}\npublic_url = {}\n\n\
              [log]\nfilter = {:?}\nformat = {:?}\n",
             j.instance,
             opt(&j.url),
@@ -947,6 +1162,21 @@ impl Config {
             self.reconcile.schedule,
             self.reconcile.max_delete_fraction,
             self.reconcile.on_missing,
+            self.webhooks.enabled,
+            opt(&self.webhooks.listen),
+            opt(&self.webhooks.username),
+            mask(&self.webhooks.password),
+            path(&self.webhooks.password_file),
+            opt(&self.webhooks.header_name),
+            mask(&self.webhooks.header_value),
+            path(&self.webhooks.header_value_file),
+            self.webhooks.allow_unauthenticated,
+            self.webhooks.max_body_bytes,
+            self.webhooks.coalesce_ms,
+            self.webhooks.max_delay_secs,
+            self.webhooks.checkin_refresh_secs,
+            self.webhooks.max_attempts,
+            opt(&self.webhooks.public_url),
             self.log.filter,
             self.log.format,
         )

@@ -3,7 +3,9 @@
 //! Start-up order: the HTTP server first (so `/healthz` and `/readyz` answer while the rest
 //! starts), then the database with retry and backoff (`/readyz` says why it is not ready),
 //! marking runs a crash left `running` as `interrupted`, the Jamf client (an authentication
-//! check in the background), the runner, the schedules, and the start-up catch-up run.
+//! check in the background), the runner, the schedules, the start-up catch-up run, and (when
+//! `webhooks.enabled`) the webhook queue worker, which first drains what a previous process
+//! left queued.
 //!
 //! Shutdown (first SIGTERM/SIGINT): stop scheduling, ask the engine to stop taking new work,
 //! wait up to `sync.shutdown_grace_secs` for requests on the wire to finish and completed pages
@@ -47,17 +49,44 @@ pub async fn run(
     if cfg.mobile_devices.enabled {
         kinds.push(Kind::MobileDevices);
     }
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         instance.clone(),
         kinds.clone(),
         crate::telemetry::install_metrics(),
         cfg.admin_token()?,
-    ));
+    );
+    let queued = Arc::new(tokio::sync::Notify::new());
+    if cfg.webhooks.enabled {
+        state = state.with_webhooks(crate::webhooks::Receiver {
+            auth: cfg.webhook_auth()?,
+            max_body_bytes: cfg.webhooks.max_body_bytes,
+            queued: queued.clone(),
+            own_listener: cfg.webhooks.listen.is_some(),
+        });
+    }
+    let state = Arc::new(state);
     let addr = listener.local_addr()?;
     let server = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(until_shutdown(shutdown.clone()));
     let http = tokio::spawn(async move { server.await });
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jamf-sync daemon listening");
+    let webhook_http = match cfg
+        .webhooks
+        .listen
+        .as_deref()
+        .filter(|_| cfg.webhooks.enabled)
+    {
+        Some(listen) => {
+            let l = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("config key `webhooks.listen`: cannot bind {listen}"))?;
+            tracing::info!(addr = %l.local_addr()?, "webhook endpoint listening");
+            let server = axum::serve(l, crate::http::webhook_router(state.clone()))
+                .with_graceful_shutdown(until_shutdown(shutdown.clone()));
+            Some(tokio::spawn(async move { server.await }))
+        }
+        None => None,
+    };
 
     let Some(db) = connect_with_retry(&cfg, &state, shutdown.clone()).await? else {
         let _ = http.await;
@@ -92,6 +121,14 @@ pub async fn run(
     let (runner, rx) = Runner::new();
     let _ = state.runner.set(runner.clone());
     let executor = tokio::spawn(runner::execute(engine.clone(), runner.clone(), rx));
+    let webhook_worker = cfg.webhooks.enabled.then(|| {
+        tokio::spawn(crate::webhooks::worker::run(
+            engine.clone(),
+            cfg.webhooks.clone(),
+            queued.clone(),
+            shutdown.clone(),
+        ))
+    });
 
     let parse = |expr: &str| {
         Schedule::parse(expr, &cfg.sync.timezone)
@@ -140,7 +177,13 @@ pub async fn run(
     }
     engine.stop();
     let grace = Duration::from_secs(cfg.sync.shutdown_grace_secs);
-    match tokio::time::timeout(grace, executor).await {
+    let work = async {
+        let _ = executor.await;
+        if let Some(worker) = webhook_worker {
+            let _ = worker.await;
+        }
+    };
+    match tokio::time::timeout(grace, work).await {
         Ok(_) => {}
         Err(_) => {
             tracing::warn!(?grace, "grace period over; abandoning the run in progress");
@@ -151,6 +194,9 @@ pub async fn run(
     client.invalidate_token().await;
     db.close().await;
     let _ = http.await;
+    if let Some(h) = webhook_http {
+        let _ = h.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

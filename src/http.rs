@@ -1,4 +1,5 @@
-//! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /sync`.
+//! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /sync`,
+//! and `POST /webhooks/jamf` when webhooks are on (see [`crate::webhooks`]).
 //!
 //! Invariants: handlers only read state or *request* runs through the [`Runner`]; `POST /sync`
 //! is off unless an admin token is configured, and the token is compared in constant time;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub engine: OnceLock<Arc<Engine<Db>>>,
     pub runner: OnceLock<Runner>,
     pub next_runs: NextRuns,
+    /// Set when webhooks are enabled.
+    pub webhooks: Option<crate::webhooks::Receiver>,
 }
 
 impl AppState {
@@ -60,7 +63,14 @@ impl AppState {
             engine: OnceLock::new(),
             runner: OnceLock::new(),
             next_runs: Arc::new(Mutex::new(HashMap::new())),
+            webhooks: None,
         }
+    }
+
+    /// Enables `POST /webhooks/jamf`.
+    pub fn with_webhooks(mut self, receiver: crate::webhooks::Receiver) -> Self {
+        self.webhooks = Some(receiver);
+        self
     }
 
     pub fn set_database(&self, r: Result<(), String>) {
@@ -71,12 +81,23 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/sync", post(trigger))
+        .route("/sync", post(trigger));
+    if state.webhooks.as_ref().is_some_and(|w| !w.own_listener) {
+        app = app.route(crate::webhooks::PATH, post(crate::webhooks::receive));
+    }
+    app.with_state(state)
+}
+
+/// The webhook endpoint alone, for `webhooks.listen` (plus `/healthz` for load balancers).
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(crate::webhooks::PATH, post(crate::webhooks::receive))
         .with_state(state)
 }
 
@@ -173,10 +194,19 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
             "next_reconcile": next.get(&format!("reconcile {name}")),
         }));
     }
+    let webhooks = match (&s.webhooks, s.engine.get()) {
+        (Some(_), Some(engine)) => json!({
+            "enabled": true,
+            "queue_depth": engine.store().webhook_queue_depth(&s.instance).await.ok(),
+        }),
+        (Some(_), None) => json!({"enabled": true, "queue_depth": null}),
+        (None, _) => json!({"enabled": false}),
+    };
     Json(json!({
         "instance": s.instance,
         "version": env!("CARGO_PKG_VERSION"),
         "kinds": kinds,
+        "webhooks": webhooks,
     }))
     .into_response()
 }

@@ -11,6 +11,8 @@
 //! - [`runner`]: the daemon's single executor of run requests (coalescing).
 //! - [`scheduler`]: cron schedules (DST-correct) that request runs.
 //! - [`http`] and [`daemon`]: `jamf-sync run`: endpoints, start-up, graceful shutdown.
+//! - [`webhooks`]: `POST /webhooks/jamf`, the durable event queue and its worker, and
+//!   `jamf-sync webhooks setup`.
 //! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations and migrations.
 //! - [`simulator`]: a Jamf Pro simulator over real HTTP with fault injection.
 //! - [`telemetry`]: logging and the metric names.
@@ -31,3 +33,4 @@ pub mod simulator;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;

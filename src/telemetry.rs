@@ -32,6 +32,10 @@ pub mod metric {
     pub const LATENCY_BASELINE: &str = "jamf_sync_latency_baseline_seconds";
     pub const PAGE_SIZE: &str = "jamf_sync_page_size";
     pub const RECONCILE: &str = "jamf_sync_reconcile_devices_total";
+    pub const WEBHOOK_REQUESTS: &str = "jamf_sync_webhook_requests_total";
+    pub const WEBHOOK_QUEUE_DEPTH: &str = "jamf_sync_webhook_queue_depth";
+    pub const WEBHOOK_LATENCY: &str = "jamf_sync_webhook_event_to_stored_seconds";
+    pub const WEBHOOK_DEVICES: &str = "jamf_sync_webhook_devices_total";
 
     /// Every metric name above (dashboards and alert rules are checked against it).
     pub const ALL: &[&str] = &[
@@ -55,6 +59,10 @@ pub mod metric {
         LATENCY_BASELINE,
         PAGE_SIZE,
         RECONCILE,
+        WEBHOOK_REQUESTS,
+        WEBHOOK_QUEUE_DEPTH,
+        WEBHOOK_LATENCY,
+        WEBHOOK_DEVICES,
     ];
 }
 
@@ -134,6 +142,23 @@ pub fn describe_metrics() {
     describe_gauge!(
         metric::PAGE_SIZE,
         "Current list page size (shrinks after page timeouts), by kind"
+    );
+    describe_counter!(
+        metric::WEBHOOK_REQUESTS,
+        "Webhook requests received, by event (an inventory event, other, unknown) and result (queued, ignored, unauthorized, malformed, too_large, unavailable)"
+    );
+    describe_gauge!(
+        metric::WEBHOOK_QUEUE_DEPTH,
+        "Webhook events waiting in the durable queue"
+    );
+    describe_histogram!(
+        metric::WEBHOOK_LATENCY,
+        Unit::Seconds,
+        "Time from receiving a webhook event to its device's record being stored, by kind"
+    );
+    describe_counter!(
+        metric::WEBHOOK_DEVICES,
+        "Devices handled by the webhook worker, by kind and outcome (stored, missing, failed, skipped_fresh, retried, dropped)"
     );
     metrics::gauge!(metric::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

@@ -512,14 +512,15 @@ pub fn parse_device_list(xml: &str) -> Result<Vec<i64>, String> {
         .collect()
 }
 
-/// `(id, name)` of every advanced mobile device search (the list does not evaluate them).
-pub fn parse_search_list(xml: &str) -> Result<Vec<(i64, String)>, String> {
+/// `(id, name)` of every `<item>` in a Classic list, e.g. `advanced_mobile_device_search` (the
+/// list does not evaluate searches) or `webhook`.
+pub fn parse_named_list(xml: &str, item: &str) -> Result<Vec<(i64, String)>, String> {
     let (_, json) = xml_to_json(xml)?;
     let items = match json {
         Value::Array(items) => items,
         Value::Object(map) => map
             .into_iter()
-            .find(|(k, _)| k == "advanced_mobile_device_search")
+            .find(|(k, _)| k == item)
             .map(|(_, v)| match v {
                 Value::Array(a) => a,
                 other => vec![other],
@@ -697,7 +698,7 @@ mod tests {
         let list = "<advanced_mobile_device_searches><size>2</size><advanced_mobile_device_search><id>1</id><name>x</name></advanced_mobile_device_search>\
                     <advanced_mobile_device_search><id>9</id><name>jamf-sync: a &amp; b</name></advanced_mobile_device_search></advanced_mobile_device_searches>";
         assert_eq!(
-            parse_search_list(list).unwrap_or_default(),
+            parse_named_list(list, "advanced_mobile_device_search").unwrap_or_default(),
             vec![(1, "x".to_string()), (9, "jamf-sync: a & b".to_string())]
         );
         assert_eq!(
@@ -738,7 +739,7 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes);
             let _ = MobileDevice::from_xml(&text);
             let _ = parse_search_results(&text);
-            let _ = parse_search_list(&text);
+            let _ = parse_named_list(&text, "advanced_mobile_device_search");
         }
     }
 }

@@ -709,7 +709,8 @@ impl JamfClient {
                 None,
             ))
             .await?;
-        classic::parse_search_list(&xml).map_err(|message| JamfError::Decode { endpoint, message })
+        classic::parse_named_list(&xml, "advanced_mobile_device_search")
+            .map_err(|message| JamfError::Decode { endpoint, message })
     }
 
     /// Creates an advanced mobile device search; 409 when the name exists.
@@ -755,6 +756,38 @@ impl JamfClient {
         let xml = self.classic_text(call).await?;
         classic::parse_search_results(&xml)
             .map_err(|message| JamfError::Decode { endpoint, message })
+    }
+
+    /// `(id, name)` of every webhook configured in Jamf.
+    pub async fn webhooks(&self) -> Result<Vec<(i64, String)>, JamfError> {
+        let endpoint = "/JSSResource/webhooks";
+        let xml = self
+            .classic_text(Self::classic_call(
+                Method::GET,
+                endpoint,
+                "JSSResource/webhooks".into(),
+                None,
+            ))
+            .await?;
+        classic::parse_named_list(&xml, "webhook")
+            .map_err(|message| JamfError::Decode { endpoint, message })
+    }
+
+    /// Creates (`id` `None`) or updates a webhook from its Classic XML; returns its id.
+    pub async fn put_webhook(&self, id: Option<i64>, xml: &str) -> Result<i64, JamfError> {
+        let endpoint = "/JSSResource/webhooks/id/{id}";
+        let (method, path) = match id {
+            Some(id) => (Method::PUT, format!("JSSResource/webhooks/id/{id}")),
+            None => (Method::POST, "JSSResource/webhooks/id/0".to_string()),
+        };
+        let answer = self
+            .classic_text(Self::classic_call(method, endpoint, path, Some(xml)))
+            .await?;
+        match id {
+            Some(id) => Ok(id),
+            None => classic::parse_created_id(&answer)
+                .map_err(|message| JamfError::Decode { endpoint, message }),
+        }
     }
 
     /// Every mobile device id (`GET /JSSResource/mobiledevices`, one request, no evaluation).

@@ -228,7 +228,7 @@ pub struct SimSearch {
     pub updates: u32,
 }
 
-fn html_status(status: StatusCode, text: &str) -> Response {
+pub(crate) fn html_status(status: StatusCode, text: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/html;charset=UTF-8")],
@@ -240,7 +240,7 @@ fn html_status(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-fn xml(body: String, status: StatusCode) -> Response {
+pub(crate) fn xml(body: String, status: StatusCode) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/xml;charset=UTF-8")],
@@ -257,7 +257,7 @@ fn sticky(headers: &HeaderMap) -> bool {
 }
 
 /// Checks auth and faults for a Classic call.
-async fn classic_gate(s: &SimState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) async fn classic_gate(s: &SimState, headers: &HeaderMap) -> Option<Response> {
     if s.authorize(headers).is_none() {
         return Some(html_status(
             StatusCode::UNAUTHORIZED,
@@ -694,6 +694,19 @@ fn matches(m: &SimMobile, expr: &rsql::Expr) -> Result<bool, String> {
                 }
             }
             Ok(false)
+        }
+        Expr::Cmp { field, op, values } if matches!(op, Op::In | Op::Out) => {
+            // `=in=` matches any listed value, `=out=` none of them.
+            let mut any = false;
+            for v in values {
+                let one = Expr::Cmp {
+                    field: field.clone(),
+                    op: Op::Eq,
+                    values: vec![v.clone()],
+                };
+                any |= matches(m, &one)?;
+            }
+            Ok(if *op == Op::In { any } else { !any })
         }
         Expr::Cmp { field, op, values } => {
             let value = values.first().ok_or("missing value")?;

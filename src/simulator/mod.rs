@@ -14,6 +14,7 @@
 pub mod fleet;
 pub mod mobile;
 pub mod rsql;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -77,6 +78,13 @@ pub struct SimConfig {
     /// client pages).
     pub churn_per_page: usize,
     pub faults: Faults,
+    /// POST a webhook event here whenever a device is added, submits inventory, checks in or
+    /// is unenrolled (unset: no events).
+    pub webhook_url: Option<String>,
+    pub webhook_format: webhooks::WebhookFormat,
+    /// Basic credentials sent with each event.
+    pub webhook_username: Option<String>,
+    pub webhook_password: Option<String>,
 }
 
 /// Fault injection on inventory and version endpoints; each rate is a probability per request.
@@ -127,6 +135,10 @@ impl Default for SimConfig {
             seed: 42,
             churn_per_page: 0,
             faults: Faults::default(),
+            webhook_url: None,
+            webhook_format: webhooks::WebhookFormat::Json,
+            webhook_username: None,
+            webhook_password: None,
         }
     }
 }
@@ -149,6 +161,12 @@ pub struct SimStats {
     pub last_user_agent: Option<String>,
     pub searches_created: u64,
     pub searches_updated: u64,
+    /// Webhook events delivered (2xx) and not delivered.
+    pub webhooks_sent: u64,
+    pub webhooks_failed: u64,
+    /// `/JSSResource/webhooks` writes.
+    pub webhooks_created: u64,
+    pub webhooks_updated: u64,
 }
 
 pub(crate) struct Inner {
@@ -177,6 +195,37 @@ pub(crate) struct Inner {
     /// Every request: time since start, requests in flight when it arrived, status.
     timeline: Vec<(Duration, u64, u16)>,
     started: Instant,
+    /// Webhooks configured through `/JSSResource/webhooks`.
+    webhooks: BTreeMap<i64, webhooks::SimWebhook>,
+    next_webhook_id: i64,
+    /// Events to emit, when `webhook_url` is set.
+    events: Option<tokio::sync::mpsc::UnboundedSender<webhooks::SimEvent>>,
+}
+
+impl Inner {
+    fn emit_computer(&self, name: &'static str, id: i64) {
+        if let (Some(tx), Some(c)) = (&self.events, self.fleet.get(&id)) {
+            let _ = tx.send(webhooks::SimEvent {
+                name,
+                jss_id: id,
+                udid: c.udid.clone(),
+                serial: c.serial.clone(),
+                device_name: c.name.clone(),
+            });
+        }
+    }
+
+    fn emit_mobile(&self, name: &'static str, id: i64) {
+        if let (Some(tx), Some(m)) = (&self.events, self.mobiles.get(&id)) {
+            let _ = tx.send(webhooks::SimEvent {
+                name,
+                jss_id: id,
+                udid: m.udid.clone(),
+                serial: m.serial.clone(),
+                device_name: m.name.clone(),
+            });
+        }
+    }
 }
 
 pub struct SimState {
@@ -237,12 +286,29 @@ impl Simulator {
                 brownout_until: None,
                 timeline: Vec::new(),
                 started: Instant::now(),
+                webhooks: BTreeMap::new(),
+                next_webhook_id: 0,
+                events: None,
             }),
             cfg: Mutex::new(cfg),
             in_flight: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             token_seq: AtomicU64::new(1),
         });
+        let hook = lock(&state.cfg).webhook_url.clone();
+        if let Some(url) = hook {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            lock(&state.inner).events = Some(tx);
+            let (format, basic) = {
+                let cfg = lock(&state.cfg);
+                let basic = cfg
+                    .webhook_username
+                    .clone()
+                    .zip(cfg.webhook_password.clone());
+                (cfg.webhook_format, basic)
+            };
+            webhooks::spawn_emitter(state.clone(), url, format, basic, rx);
+        }
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let counting = CountingListener {
@@ -349,6 +415,38 @@ impl Simulator {
                 c.report(now, rng);
             }
         }
+        for id in ids {
+            inner.emit_computer("ComputerInventoryCompleted", *id);
+        }
+    }
+
+    /// Computers check in (last contact moves; no new inventory): `ComputerCheckIn` events.
+    pub fn check_in(&self, ids: &[i64]) {
+        let mut inner = lock(&self.state.inner);
+        let now = Utc::now();
+        for id in ids {
+            if let Some(c) = inner.fleet.get_mut(id) {
+                c.last_contact = now;
+            }
+            inner.emit_computer("ComputerCheckIn", *id);
+        }
+    }
+
+    /// A mobile device is unenrolled: it stays in Jamf, unmanaged (`MobileDeviceUnEnrolled`).
+    pub fn unenroll_mobile(&self, id: i64) -> bool {
+        let mut inner = lock(&self.state.inner);
+        let Some(m) = inner.mobiles.get_mut(&id) else {
+            return false;
+        };
+        m.managed = false;
+        m.report(Utc::now());
+        inner.emit_mobile("MobileDeviceUnEnrolled", id);
+        true
+    }
+
+    /// The webhooks configured in the simulator through the Classic API.
+    pub fn webhooks(&self) -> Vec<webhooks::SimWebhook> {
+        lock(&self.state.inner).webhooks.values().cloned().collect()
     }
 
     /// Adds a mobile device whose last inventory is `age` old; returns its id.
@@ -359,6 +457,7 @@ impl Simulator {
         let mut m = mobile::SimMobile::generate(id, &mut inner.rng, now);
         m.last_inventory = now - age;
         inner.mobiles.insert(id, m);
+        inner.emit_mobile("MobileDeviceEnrolled", id);
         id
     }
 
@@ -370,6 +469,7 @@ impl Simulator {
         let mut c = SimComputer::generate(id, &mut inner.rng, now);
         c.report_date = now - age;
         inner.fleet.insert(id, c);
+        inner.emit_computer("ComputerAdded", id);
         id
     }
 
@@ -383,6 +483,7 @@ impl Simulator {
             if let Some(m) = inner.mobiles.get_mut(id) {
                 m.report(now);
             }
+            inner.emit_mobile("MobileDeviceInventoryCompleted", *id);
         }
         picked
     }
@@ -480,11 +581,14 @@ fn touch(inner: &mut Inner, count: usize) -> Vec<i64> {
     let ids: Vec<i64> = inner.fleet.keys().copied().collect();
     let picked = pick(&mut inner.rng, ids, count);
     let now = Utc::now();
-    let Inner { fleet, rng, .. } = inner;
+    let Inner { fleet, rng, .. } = &mut *inner;
     for id in &picked {
         if let Some(c) = fleet.get_mut(id) {
             c.report(now, rng);
         }
+    }
+    for id in &picked {
+        inner.emit_computer("ComputerInventoryCompleted", *id);
     }
     picked
 }
@@ -607,6 +711,13 @@ fn router(state: Arc<SimState>) -> Router {
             get(mobile::mobile_device),
         )
         .route("/api/v2/mobile-devices/detail", get(mobile::pro_detail))
+        .route("/JSSResource/webhooks", get(webhooks::list))
+        .route(
+            "/JSSResource/webhooks/id/{id}",
+            get(webhooks::get_one)
+                .post(webhooks::write)
+                .put(webhooks::write),
+        )
         .route("/_sim/stats", get(sim_stats))
         .route("/_sim/touch", post(sim_touch))
         .route("/_sim/revoke", post(sim_revoke))

@@ -15,8 +15,9 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 
 use super::{
-    partition_changed, CursorRow, DeviceRow, Kind, NewRun, PageOutcome, Result, RunCounts, RunEnd,
-    RunRow, RunStatus, Store, StoredComputer, StoredMobileDevice,
+    partition_changed, CursorRow, DeviceRow, Kind, NewRun, NewWebhookEvent, PageOutcome,
+    QueuedEvent, Result, RunCounts, RunEnd, RunRow, RunStatus, Store, StoredComputer,
+    StoredMobileDevice,
 };
 use crate::jamf::classic::MobileDevice;
 use crate::jamf::models::Computer;
@@ -518,6 +519,133 @@ macro_rules! store_impl {
                     n += q.build().execute(&mut *tx).await?.rows_affected();
                 }
                 tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn mark_unmanaged(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
+                let mut n = 0;
+                let mut tx = self.pool.begin().await?;
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new(format!("UPDATE {} SET managed = ", kind.as_str()));
+                    q.push_bind(false).push(" WHERE instance = ").push_bind(instance.to_string());
+                    q.push(" AND jamf_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    n += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn synced_at(
+                &self,
+                instance: &str,
+                kind: Kind,
+                ids: &[i64],
+            ) -> Result<Vec<(i64, DateTime<Utc>)>> {
+                let mut out = Vec::new();
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                        "SELECT jamf_id, synced_at FROM {} WHERE deleted_at IS NULL AND instance = ",
+                        kind.as_str()
+                    ));
+                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    out.extend(q.build_query_as::<(i64, DateTime<Utc>)>().fetch_all(&self.pool).await?);
+                }
+                Ok(out)
+            }
+
+            async fn enqueue_webhook_event(&self, e: &NewWebhookEvent<'_>) -> Result<i64> {
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO webhook_events (instance, kind, jamf_id, event, action, received_at, \
+                     event_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) RETURNING id",
+                )
+                .bind(e.instance)
+                .bind(e.kind.as_str())
+                .bind(e.jamf_id)
+                .bind(e.event)
+                .bind(e.action.as_str())
+                .bind(e.received_at)
+                .bind(e.event_at)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn queued_webhook_events(
+                &self,
+                instance: &str,
+                limit: i64,
+            ) -> Result<Vec<QueuedEvent>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, kind, jamf_id, event, action, received_at, event_at, attempts, \
+                     not_before FROM webhook_events WHERE instance = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(instance)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn delete_webhook_events(&self, instance: &str, ids: &[i64]) -> Result<u64> {
+                let mut n = 0;
+                let mut tx = self.pool.begin().await?;
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new("DELETE FROM webhook_events WHERE instance = ");
+                    q.push_bind(instance.to_string()).push(" AND id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    n += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn defer_webhook_events(
+                &self,
+                instance: &str,
+                ids: &[i64],
+                not_before: DateTime<Utc>,
+                error: &str,
+            ) -> Result<u64> {
+                let mut n = 0;
+                let mut tx = self.pool.begin().await?;
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "UPDATE webhook_events SET attempts = attempts + 1, not_before = ",
+                    );
+                    q.push_bind(not_before).push(", last_error = ").push_bind(error.to_string());
+                    q.push(" WHERE instance = ").push_bind(instance.to_string()).push(" AND id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                    n += q.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn webhook_queue_depth(&self, instance: &str) -> Result<i64> {
+                let (n,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM webhook_events WHERE instance = $1")
+                        .bind(instance)
+                        .fetch_one(&self.pool)
+                        .await?;
                 Ok(n)
             }
 

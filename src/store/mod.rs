@@ -251,6 +251,72 @@ pub struct StoredMobileDevice {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+/// What a queued webhook event asks the worker to do with its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WebhookAction {
+    /// The device submitted inventory (or was added/enrolled): fetch its record.
+    Refresh,
+    /// The device checked in: fetch it only if the stored copy is older than
+    /// `webhooks.checkin_refresh_secs` (check-ins come every few minutes per device).
+    Checkin,
+    /// The device was unenrolled: fetch it and mark it `managed = false` (never deleted).
+    Unenroll,
+}
+
+impl WebhookAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookAction::Refresh => "refresh",
+            WebhookAction::Checkin => "checkin",
+            WebhookAction::Unenroll => "unenroll",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "refresh" => Some(WebhookAction::Refresh),
+            "checkin" => Some(WebhookAction::Checkin),
+            "unenroll" => Some(WebhookAction::Unenroll),
+            _ => None,
+        }
+    }
+}
+
+impl Kind {
+    /// The inverse of [`Kind::as_str`].
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A webhook event to put in the durable queue.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEvent<'a> {
+    pub instance: &'a str,
+    pub kind: Kind,
+    pub jamf_id: i64,
+    /// The canonical event name (`ComputerInventoryCompleted`, ...).
+    pub event: &'a str,
+    pub action: WebhookAction,
+    pub received_at: DateTime<Utc>,
+    /// Jamf's `eventTimestamp`, when the envelope had one.
+    pub event_at: Option<DateTime<Utc>>,
+}
+
+/// One row of the webhook queue.
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
+pub struct QueuedEvent {
+    pub id: i64,
+    pub kind: String,
+    pub jamf_id: i64,
+    pub event: String,
+    pub action: String,
+    pub received_at: DateTime<Utc>,
+    pub event_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub not_before: DateTime<Utc>,
+}
+
 /// The operations the sync engine and the CLI need from a database.
 pub trait Store: Send + Sync + 'static {
     /// Applies the embedded migrations (idempotent).
@@ -328,6 +394,48 @@ pub trait Store: Send + Sync + 'static {
         instance: &str,
         kind: Kind,
     ) -> impl Future<Output = Result<Vec<(i64, String, Option<String>)>>> + Send;
+    /// Sets `managed = false` on these devices (an unenroll keeps the row); returns how many.
+    fn mark_unmanaged(
+        &self,
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// `(jamf_id, synced_at)` of those of these devices that are stored and not deleted.
+    fn synced_at(
+        &self,
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<(i64, DateTime<Utc>)>>> + Send;
+    /// Appends a webhook event to the durable queue; returns its id. The row is committed
+    /// when this returns.
+    fn enqueue_webhook_event(
+        &self,
+        event: &NewWebhookEvent<'_>,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// The oldest `limit` queued events of this instance, in arrival order.
+    fn queued_webhook_events(
+        &self,
+        instance: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<QueuedEvent>>> + Send;
+    /// Removes handled events; returns how many.
+    fn delete_webhook_events(
+        &self,
+        instance: &str,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Counts a failed attempt on these events and holds them back until `not_before`.
+    fn defer_webhook_events(
+        &self,
+        instance: &str,
+        ids: &[i64],
+        not_before: DateTime<Utc>,
+        error: &str,
+    ) -> impl Future<Output = Result<u64>> + Send;
+    /// Events waiting in the queue.
+    fn webhook_queue_depth(&self, instance: &str) -> impl Future<Output = Result<i64>> + Send;
 }
 
 /// The configured backend.
@@ -451,6 +559,38 @@ impl Store for Db {
     }
     async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
         delegate!(self, s => s.purge_devices(instance, kind, ids))
+    }
+    async fn mark_unmanaged(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
+        delegate!(self, s => s.mark_unmanaged(instance, kind, ids))
+    }
+    async fn synced_at(
+        &self,
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+    ) -> Result<Vec<(i64, DateTime<Utc>)>> {
+        delegate!(self, s => s.synced_at(instance, kind, ids))
+    }
+    async fn enqueue_webhook_event(&self, event: &NewWebhookEvent<'_>) -> Result<i64> {
+        delegate!(self, s => s.enqueue_webhook_event(event))
+    }
+    async fn queued_webhook_events(&self, instance: &str, limit: i64) -> Result<Vec<QueuedEvent>> {
+        delegate!(self, s => s.queued_webhook_events(instance, limit))
+    }
+    async fn delete_webhook_events(&self, instance: &str, ids: &[i64]) -> Result<u64> {
+        delegate!(self, s => s.delete_webhook_events(instance, ids))
+    }
+    async fn defer_webhook_events(
+        &self,
+        instance: &str,
+        ids: &[i64],
+        not_before: DateTime<Utc>,
+        error: &str,
+    ) -> Result<u64> {
+        delegate!(self, s => s.defer_webhook_events(instance, ids, not_before, error))
+    }
+    async fn webhook_queue_depth(&self, instance: &str) -> Result<i64> {
+        delegate!(self, s => s.webhook_queue_depth(instance))
     }
 }
 

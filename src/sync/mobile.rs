@@ -31,6 +31,9 @@ use crate::store::{Kind, Store};
 /// 404s tolerated right after creating the search (cluster replication lag).
 const LAG_RETRIES: u32 = 6;
 
+/// How long a detected `mobile_devices.source = auto` choice is reused.
+const SOURCE_TTL: Duration = Duration::from_secs(3600);
+
 impl<S: Store> Engine<S> {
     pub(super) async fn fetch_mobile_devices(
         &self,
@@ -45,18 +48,23 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    async fn mobile_source(&self) -> Result<MobileSource, JamfError> {
-        Ok(match self.mobile.source {
-            MobileSource::Auto => {
-                let version = self.client.server_version().await?;
-                if supports_pro_mobile_detail(version.as_deref()) {
-                    MobileSource::ProApi
-                } else {
-                    MobileSource::AdvancedSearch
-                }
-            }
-            fixed => fixed,
-        })
+    pub(super) async fn mobile_source(&self) -> Result<MobileSource, JamfError> {
+        if self.mobile.source != MobileSource::Auto {
+            return Ok(self.mobile.source);
+        }
+        let cached = *self.mobile_source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((source, _)) = cached.filter(|(_, at)| at.elapsed() < SOURCE_TTL) {
+            return Ok(source);
+        }
+        let version = self.client.server_version().await?;
+        let source = if supports_pro_mobile_detail(version.as_deref()) {
+            MobileSource::ProApi
+        } else {
+            MobileSource::AdvancedSearch
+        };
+        *self.mobile_source.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((source, std::time::Instant::now()));
+        Ok(source)
     }
 
     async fn fetch_mobile_pro(

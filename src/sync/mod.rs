@@ -27,6 +27,7 @@
 mod computers;
 mod mobile;
 pub mod reconcile;
+pub mod refresh;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -131,7 +132,7 @@ impl fmt::Display for RunSummary {
 
 /// Why a run could not complete.
 #[derive(Debug, thiserror::Error)]
-enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Jamf(#[from] JamfError),
     #[error(transparent)]
@@ -156,6 +157,9 @@ pub struct Engine<S: Store> {
     page_size: std::sync::atomic::AtomicU32,
     /// When the current run must give up (`sync.run_deadline_secs`).
     deadline: std::sync::Mutex<Option<Instant>>,
+    /// `mobile_devices.source = auto` resolved from the server version, and when: webhook
+    /// refreshes ask often, the answer changes only with a Jamf upgrade.
+    mobile_source: std::sync::Mutex<Option<(crate::config::MobileSource, Instant)>>,
 }
 
 /// Records the writer commits together at most when batches are queued.
@@ -265,6 +269,7 @@ impl<S: Store> Engine<S> {
             expected: Arc::new(AtomicI64::new(0)),
             page_size: std::sync::atomic::AtomicU32::new(0),
             deadline: std::sync::Mutex::new(None),
+            mobile_source: std::sync::Mutex::new(None),
         }
     }
 
@@ -370,6 +375,13 @@ impl<S: Store> Engine<S> {
 
     pub fn client(&self) -> &Arc<JamfClient> {
         &self.client
+    }
+
+    /// Devices one refresh request covers (the configured page size, at most Jamf's 2000).
+    pub(crate) fn refresh_chunk(&self) -> usize {
+        self.cfg
+            .page_size
+            .clamp(1, crate::config::JAMF_MAX_PAGE_SIZE) as usize
     }
 
     /// One computers sync; see [`Engine::sync`].

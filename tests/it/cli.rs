@@ -143,6 +143,40 @@ fn invalid_values_name_the_key() {
             ],
             "jamf.url",
         ),
+        (
+            &[("JAMF_SYNC__WEBHOOKS__ENABLED", "true")],
+            "webhooks.username",
+        ),
+        (
+            &[
+                ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
+                ("JAMF_SYNC__WEBHOOKS__USERNAME", "jamf"),
+            ],
+            "webhooks.password",
+        ),
+        (
+            &[("JAMF_SYNC__WEBHOOKS__HEADER_VALUE", SECRET)],
+            "webhooks.header_name",
+        ),
+        (
+            &[
+                ("JAMF_SYNC__WEBHOOKS__HEADER_NAME", "bad header"),
+                ("JAMF_SYNC__WEBHOOKS__HEADER_VALUE", SECRET),
+            ],
+            "webhooks.header_name",
+        ),
+        (
+            &[("JAMF_SYNC__WEBHOOKS__LISTEN", "nowhere")],
+            "webhooks.listen",
+        ),
+        (
+            &[("JAMF_SYNC__WEBHOOKS__MAX_BODY_BYTES", "10")],
+            "webhooks.max_body_bytes",
+        ),
+        (
+            &[("JAMF_SYNC__WEBHOOKS__PUBLIC_URL", "ftp://x")],
+            "webhooks.public_url",
+        ),
     ];
     for (env, key) in cases {
         let o = jamf_sync(&["config", "check"], env, dir.path());
@@ -194,6 +228,92 @@ fn config_check_masks_secrets_and_reads_secret_files() {
         dir.path(),
     );
     assert_fails_naming(&o, "jamf.client_secret_file");
+}
+
+#[test]
+fn webhook_secrets_are_masked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = jamf_sync(
+        &["config", "check"],
+        &[
+            ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
+            ("JAMF_SYNC__WEBHOOKS__USERNAME", "jamf"),
+            ("JAMF_SYNC__WEBHOOKS__PASSWORD", SECRET),
+            ("JAMF_SYNC__WEBHOOKS__HEADER_NAME", "X-Key"),
+            ("JAMF_SYNC__WEBHOOKS__HEADER_VALUE", SECRET),
+        ],
+        dir.path(),
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(!t.contains(SECRET), "secret leaked: {t}");
+    assert!(t.contains("header_name = \"X-Key\""), "{t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_setup_creates_then_updates() {
+    let sim = helpers::sim(SimConfig {
+        computers: 5,
+        mobile_devices: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = sim.url();
+    let env = [
+        ("JAMF_SYNC__JAMF__URL", url.as_str()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
+        (
+            "JAMF_SYNC__WEBHOOKS__PUBLIC_URL",
+            "https://hooks.example.com/webhooks/jamf",
+        ),
+        ("JAMF_SYNC__WEBHOOKS__USERNAME", "jamf-hooks"),
+        ("JAMF_SYNC__WEBHOOKS__PASSWORD", SECRET),
+    ];
+    // Without a public URL it names the key and changes nothing.
+    let o = jamf_sync_async(&["webhooks", "setup"], &env[..3], dir.path()).await;
+    assert_fails_naming(&o, "webhooks.public_url");
+    assert!(sim.webhooks().is_empty());
+
+    let o = jamf_sync_async(&["webhooks", "setup"], &env, dir.path()).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches("created webhook").count(), 6, "{t}");
+    assert!(!t.contains(SECRET), "secret leaked: {t}");
+    let o = jamf_sync_async(&["webhooks", "setup"], &env, dir.path()).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(
+        t.matches("updated webhook").count(),
+        6,
+        "run again: updated, not duplicated: {t}"
+    );
+    let hooks = sim.webhooks();
+    assert_eq!(hooks.len(), 6);
+    let mut events: Vec<&str> = hooks.iter().map(|h| h.event.as_str()).collect();
+    events.sort_unstable();
+    assert_eq!(
+        events,
+        [
+            "ComputerAdded",
+            "ComputerCheckIn",
+            "ComputerInventoryCompleted",
+            "MobileDeviceEnrolled",
+            "MobileDeviceInventoryCompleted",
+            "MobileDeviceUnEnrolled"
+        ]
+    );
+    for h in &hooks {
+        assert_eq!(h.url, "https://hooks.example.com/webhooks/jamf");
+        assert_eq!(h.authentication_type, "BASIC");
+        assert_eq!(h.username, "jamf-hooks");
+        assert!(h.enabled);
+        assert_eq!(h.name, format!("jamf-sync {}", h.event));
+    }
+    let stats = sim.stats();
+    assert_eq!((stats.webhooks_created, stats.webhooks_updated), (6, 6));
+    sim.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

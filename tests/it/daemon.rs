@@ -14,21 +14,21 @@ use crate::helpers;
 
 const TOKEN: &str = "admin-token-for-tests";
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Daemon {
-    fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
         jamf_sync::jamf::install_crypto_provider();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
@@ -59,7 +59,7 @@ impl Daemon {
         }
     }
 
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -70,7 +70,7 @@ impl Daemon {
         Some((status, r.text().await.ok()?))
     }
 
-    async fn trigger(&self, query: &str) -> (u16, Value) {
+    pub(crate) async fn trigger(&self, query: &str) -> (u16, Value) {
         let r = self
             .http
             .post(format!("{}/sync{query}", self.base))
@@ -83,7 +83,7 @@ impl Daemon {
     }
 
     /// Polls until `check` is true or `secs` pass.
-    async fn wait_for<F, Fut>(&self, secs: u64, what: &str, mut check: F)
+    pub(crate) async fn wait_for<F, Fut>(&self, secs: u64, what: &str, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
@@ -98,14 +98,14 @@ impl Daemon {
         panic!("timed out waiting for {what}");
     }
 
-    async fn wait_ready(&self, secs: u64) {
+    pub(crate) async fn wait_ready(&self, secs: u64) {
         self.wait_for(secs, "/readyz", || async {
             matches!(self.get("/readyz").await, Some((200, _)))
         })
         .await;
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -115,7 +115,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit; returns its exit code.
-    fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> Option<i32> {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(secs) {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -135,7 +135,7 @@ impl Drop for Daemon {
     }
 }
 
-async fn open(url: &str) -> Db {
+pub(crate) async fn open(url: &str) -> Db {
     Db::connect(
         &DatabaseUrl::parse(SecretString::from(url.to_string())).expect("url"),
         2,
@@ -144,7 +144,7 @@ async fn open(url: &str) -> Db {
     .expect("open db")
 }
 
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
+pub(crate) fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("d.db").display())
 }
 

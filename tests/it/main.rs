@@ -35,3 +35,4 @@ mod pacing;
 mod reconcile;
 mod resilience;
 mod sync_flow;
+mod webhooks;

@@ -1,0 +1,269 @@
+//! Webhooks in the simulator, both ways: it **emits** Jamf-shaped events (JSON or `<JSSEvent>`
+//! XML, with Basic credentials) to a configured URL when its devices change, and it serves the
+//! Classic `/JSSResource/webhooks` resource that `jamf-sync webhooks setup` writes to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::Utc;
+use futures_util::StreamExt;
+use quick_xml::escape::escape;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::mobile::{classic_gate, html_status, xml};
+use super::{lock, SimState};
+
+/// Envelope format of emitted events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Xml,
+}
+
+/// One event to emit.
+#[derive(Debug, Clone)]
+pub struct SimEvent {
+    pub name: &'static str,
+    pub jss_id: i64,
+    pub udid: String,
+    pub serial: String,
+    pub device_name: String,
+}
+
+/// A webhook stored in the simulator (`/JSSResource/webhooks`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SimWebhook {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub event: String,
+    pub enabled: bool,
+    pub authentication_type: String,
+    pub username: String,
+}
+
+/// The envelope Jamf would send for `ev`.
+pub fn envelope(ev: &SimEvent, format: WebhookFormat, webhook_id: i64) -> (String, &'static str) {
+    let ts = Utc::now().timestamp_millis();
+    let computer = ev.name.starts_with("Computer");
+    match format {
+        WebhookFormat::Json => {
+            let device = if computer {
+                json!({"jssID": ev.jss_id, "udid": ev.udid, "serialNumber": ev.serial,
+                       "deviceName": ev.device_name, "osVersion": "15.1", "userDirectoryID": "-1"})
+            } else {
+                json!({"jssID": ev.jss_id, "udid": ev.udid, "serialNumber": ev.serial,
+                       "deviceName": ev.device_name, "osVersion": "18.1", "modelDisplay": "iPad"})
+            };
+            let event = if ev.name == "ComputerCheckIn" {
+                json!({"computer": device, "trigger": "CHECKIN", "username": ""})
+            } else {
+                device
+            };
+            let body = json!({
+                "event": event,
+                "webhook": {"eventTimestamp": ts, "id": webhook_id,
+                            "name": format!("sim {}", ev.name), "webhookEvent": ev.name},
+            });
+            (body.to_string(), "application/json")
+        }
+        WebhookFormat::Xml => {
+            let device = format!(
+                "<jssID>{}</jssID><udid>{}</udid><serialNumber>{}</serialNumber><deviceName>{}</deviceName>",
+                ev.jss_id,
+                escape(&ev.udid),
+                escape(&ev.serial),
+                escape(&ev.device_name)
+            );
+            let event = if ev.name == "ComputerCheckIn" {
+                format!("<computer>{device}</computer><trigger>CHECKIN</trigger><username/>")
+            } else {
+                device
+            };
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><JSSEvent><webhook><id>{webhook_id}</id>\
+                 <name>sim {n}</name><webhookEvent>{n}</webhookEvent><eventTimestamp>{ts}</eventTimestamp>\
+                 </webhook><event>{event}</event></JSSEvent>",
+                n = ev.name
+            );
+            (body, "text/xml; charset=UTF-8")
+        }
+    }
+}
+
+/// Posts queued events to `url`, a few at a time (Jamf sends concurrently too).
+pub(crate) fn spawn_emitter(
+    state: Arc<SimState>,
+    url: String,
+    format: WebhookFormat,
+    basic: Option<(String, String)>,
+    rx: mpsc::UnboundedReceiver<SimEvent>,
+) {
+    crate::jamf::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "simulator: cannot build the webhook client");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let events =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+            );
+        events
+            .for_each_concurrent(8, |ev| {
+                let (body, content_type) = envelope(&ev, format, 1);
+                let mut req = client
+                    .post(&url)
+                    .header("content-type", content_type)
+                    .body(body);
+                if let Some((u, p)) = &basic {
+                    req = req.basic_auth(u, Some(p));
+                }
+                let state = state.clone();
+                async move {
+                    let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
+                    let mut inner = lock(&state.inner);
+                    if ok {
+                        inner.stats.webhooks_sent += 1;
+                    } else {
+                        inner.stats.webhooks_failed += 1;
+                    }
+                }
+            })
+            .await;
+    });
+}
+
+pub(crate) fn list_xml(hooks: &BTreeMap<i64, SimWebhook>) -> String {
+    let items: String = hooks
+        .values()
+        .map(|h| {
+            format!(
+                "<webhook><id>{}</id><name>{}</name></webhook>",
+                h.id,
+                escape(&h.name)
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><webhooks><size>{}</size>{items}</webhooks>",
+        hooks.len()
+    )
+}
+
+pub async fn list(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
+    if let Some(r) = classic_gate(&s, &headers).await {
+        return r;
+    }
+    xml(list_xml(&lock(&s.inner).webhooks), StatusCode::OK)
+}
+
+pub async fn get_one(
+    State(s): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = classic_gate(&s, &headers).await {
+        return r;
+    }
+    let inner = lock(&s.inner);
+    match id
+        .parse::<i64>()
+        .ok()
+        .and_then(|id| inner.webhooks.get(&id))
+    {
+        Some(h) => xml(
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><webhook><id>{}</id><name>{}</name>\
+                 <enabled>{}</enabled><url>{}</url><content_type>application/json</content_type>\
+                 <event>{}</event><authentication_type>{}</authentication_type>\
+                 <username>{}</username></webhook>",
+                h.id,
+                escape(&h.name),
+                h.enabled,
+                escape(&h.url),
+                escape(&h.event),
+                escape(&h.authentication_type),
+                escape(&h.username)
+            ),
+            StatusCode::OK,
+        ),
+        None => html_status(
+            StatusCode::NOT_FOUND,
+            "The server has not found anything matching the request URI",
+        ),
+    }
+}
+
+/// `POST …/id/0` creates (409 on a duplicate name), `PUT …/id/{id}` updates.
+pub async fn write(
+    State(s): State<Arc<SimState>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    if let Some(r) = classic_gate(&s, &headers).await {
+        return r;
+    }
+    let doc = match crate::jamf::classic::xml_to_json(&body) {
+        Ok((root, doc)) if root == "webhook" => doc,
+        _ => return html_status(StatusCode::BAD_REQUEST, "Problem with XML"),
+    };
+    let text = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut inner = lock(&s.inner);
+    let id = if method == axum::http::Method::POST {
+        if inner.webhooks.values().any(|h| h.name == text("name")) {
+            return html_status(StatusCode::CONFLICT, "Error: Duplicate name");
+        }
+        inner.next_webhook_id += 1;
+        inner.stats.webhooks_created += 1;
+        inner.next_webhook_id
+    } else {
+        match id
+            .parse::<i64>()
+            .ok()
+            .filter(|id| inner.webhooks.contains_key(id))
+        {
+            Some(id) => {
+                inner.stats.webhooks_updated += 1;
+                id
+            }
+            None => {
+                return html_status(
+                    StatusCode::NOT_FOUND,
+                    "The server has not found anything matching the request URI",
+                )
+            }
+        }
+    };
+    let hook = SimWebhook {
+        id,
+        name: text("name"),
+        url: text("url"),
+        event: text("event"),
+        enabled: text("enabled") == "true",
+        authentication_type: text("authentication_type"),
+        username: text("username"),
+    };
+    inner.webhooks.insert(id, hook);
+    // The Classic API answers 201 to both POST and PUT.
+    xml(
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><webhook><id>{id}</id></webhook>"),
+        StatusCode::CREATED,
+    )
+}

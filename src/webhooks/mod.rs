@@ -1,0 +1,195 @@
+//! Webhooks: near-real-time updates from Jamf, with the daily delta as the safety net.
+//!
+//! # Flow
+//! `POST /webhooks/jamf` → authenticate (Basic and/or a configured header, compared in
+//! constant time) → read at most `webhooks.max_body_bytes` → parse the envelope ([`event`]) →
+//! **write the event to the `webhook_events` table** → answer 202. Only then is the event
+//! acknowledged, so a crash after the answer loses nothing: the [`worker`] drains whatever the
+//! table holds when the daemon starts again.
+//!
+//! # Invariants
+//! - Nothing is enqueued unless the request authenticated and parsed; refused requests are
+//!   counted by reason (401 unauthorized, 400 malformed, 413 too large) and never logged with
+//!   their credentials.
+//! - Events are hints: the worker fetches each device's full record through the same client
+//!   (and so the same limiter) as scheduled syncs, so webhooks and syncs together stay within
+//!   Jamf's five connections.
+//! - An unenroll marks the device `managed = false`; nothing here deletes a device.
+
+pub mod event;
+pub mod setup;
+pub mod worker;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::Utc;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::config::WebhookAuth;
+use crate::http::AppState;
+use crate::store::{NewWebhookEvent, Store};
+use crate::telemetry::metric;
+use event::Parsed;
+
+/// The path Jamf posts to.
+pub const PATH: &str = "/webhooks/jamf";
+
+/// What the receiving endpoint needs.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub auth: WebhookAuth,
+    pub max_body_bytes: usize,
+    /// Wakes the worker when an event was queued.
+    pub queued: Arc<Notify>,
+    /// Served on `webhooks.listen` rather than on `server.listen`.
+    pub own_listener: bool,
+}
+
+impl Receiver {
+    /// Whether the request carries every configured credential. Both comparisons always run,
+    /// in constant time over the secret, so timing tells nothing about which part was wrong.
+    pub fn authenticated(&self, headers: &HeaderMap) -> bool {
+        let mut ok = true;
+        if let Some((user, password)) = &self.auth.basic {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    let (scheme, rest) = v.trim().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("basic").then_some(rest.trim())
+                })
+                .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+                .unwrap_or_default();
+            let expected = format!("{user}:{}", password.expose_secret());
+            ok &= bool::from(given.as_slice().ct_eq(expected.as_bytes()));
+        }
+        if let Some((name, value)) = &self.auth.header {
+            let given = headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
+            ok &= bool::from(given.ct_eq(value.expose_secret().as_bytes()));
+        }
+        ok
+    }
+}
+
+fn count(event: &str, result: &'static str) {
+    metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => event.to_string(), "result" => result)
+        .increment(1);
+}
+
+fn answer(code: StatusCode, body: serde_json::Value) -> Response {
+    (code, axum::Json(body)).into_response()
+}
+
+/// `POST /webhooks/jamf`.
+pub async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let Some(r) = &s.webhooks else {
+        return (
+            StatusCode::NOT_FOUND,
+            "webhooks are off (webhooks.enabled)\n",
+        )
+            .into_response();
+    };
+    if !r.authenticated(&headers) {
+        count("unknown", "unauthorized");
+        tracing::warn!("webhook refused: missing or wrong credentials");
+        let mut resp = answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong credentials"}),
+        );
+        if r.auth.basic.is_some() {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"jamf-sync\""),
+            );
+        }
+        return resp;
+    }
+    let too_large = || {
+        count("unknown", "too_large");
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": format!("body larger than {} bytes (webhooks.max_body_bytes)", r.max_body_bytes)}),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > r.max_body_bytes) {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, r.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return too_large(),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let device = match event::parse(&bytes, content_type) {
+        Ok(Parsed::Device(d)) => d,
+        Ok(Parsed::Other { name }) => {
+            count("other", "ignored");
+            tracing::debug!(event = %name, "webhook event acknowledged, not acted on");
+            return answer(
+                StatusCode::ACCEPTED,
+                json!({"queued": false, "event": name}),
+            );
+        }
+        Err(why) => {
+            count("unknown", "malformed");
+            tracing::warn!(error = %why, "malformed webhook refused");
+            return answer(StatusCode::BAD_REQUEST, json!({"error": why}));
+        }
+    };
+    let Some(engine) = s.engine.get() else {
+        count(device.event, "unavailable");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "not ready: database not connected yet"}),
+        );
+    };
+    let queued = engine
+        .store()
+        .enqueue_webhook_event(&NewWebhookEvent {
+            instance: &s.instance,
+            kind: device.kind,
+            jamf_id: device.jamf_id,
+            event: device.event,
+            action: device.action,
+            received_at: Utc::now(),
+            event_at: device.event_at,
+        })
+        .await;
+    match queued {
+        Ok(id) => {
+            count(device.event, "queued");
+            r.queued.notify_one();
+            tracing::debug!(
+                event = device.event,
+                jamf_id = device.jamf_id,
+                id,
+                "webhook event queued"
+            );
+            answer(
+                StatusCode::ACCEPTED,
+                json!({"queued": true, "event": device.event, "id": id}),
+            )
+        }
+        Err(e) => {
+            count(device.event, "unavailable");
+            tracing::error!(error = %e, "could not queue a webhook event");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "could not store the event; try again"}),
+            )
+        }
+    }
+}
