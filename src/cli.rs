@@ -271,13 +271,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(settings) = jamf_settings_or_report(&cfg) else {
                 return Ok(ExitCode::FAILURE);
             };
-            if let Err(e) = crate::webhooks::setup::target(&cfg) {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::FAILURE);
-            }
+            let target = match crate::webhooks::setup::target(&cfg) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             let client = JamfClient::new(settings)?;
             let kinds = kinds_to_sync(&cfg, None);
-            let result = crate::webhooks::setup::setup(&client, &cfg, &kinds).await;
+            let result = crate::webhooks::setup::setup(&client, &target, &kinds).await;
             client.invalidate_token().await;
             for r in result? {
                 println!(

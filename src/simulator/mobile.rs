@@ -240,6 +240,14 @@ pub(crate) fn html_status(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
+/// Classic's 404: an HTML status page, whatever was asked for.
+pub(crate) fn classic_not_found() -> Response {
+    html_status(
+        StatusCode::NOT_FOUND,
+        "The server has not found anything matching the request URI",
+    )
+}
+
 pub(crate) fn xml(body: String, status: StatusCode) -> Response {
     (
         status,
@@ -319,17 +327,11 @@ fn evaluate(s: &SimState, headers: &HeaderMap, pick: impl Fn(&SimSearch) -> bool
     let lag = Duration::from_millis(lock(&s.cfg).replication_lag_ms);
     let inner = lock(&s.inner);
     let Some(search) = inner.searches.values().find(|x| pick(x)) else {
-        return html_status(
-            StatusCode::NOT_FOUND,
-            "The server has not found anything matching the request URI",
-        );
+        return classic_not_found();
     };
     if !sticky(headers) && search.created.elapsed() < lag {
         // Another cluster node that has not seen the new search yet.
-        return html_status(
-            StatusCode::NOT_FOUND,
-            "The server has not found anything matching the request URI",
-        );
+        return classic_not_found();
     }
     let now = Utc::now();
     let criteria = match search.less_than_days {
@@ -468,10 +470,7 @@ pub async fn update_search(
         .ok()
         .and_then(|id| inner.searches.get_mut(&id))
     else {
-        return html_status(
-            StatusCode::NOT_FOUND,
-            "The server has not found anything matching the request URI",
-        );
+        return classic_not_found();
     };
     // Partial update per top-level section, as Jamf does.
     if let Some(n) = name {
@@ -509,10 +508,7 @@ pub async fn delete_search(
             ),
             StatusCode::OK,
         ),
-        None => html_status(
-            StatusCode::NOT_FOUND,
-            "The server has not found anything matching the request URI",
-        ),
+        None => classic_not_found(),
     }
 }
 
@@ -564,10 +560,7 @@ pub async fn mobile_device(
         .is_some_and(|a| a.contains("json"));
     let inner = lock(&s.inner);
     let Some(m) = id.parse::<i64>().ok().and_then(|id| inner.mobiles.get(&id)) else {
-        return html_status(
-            StatusCode::NOT_FOUND,
-            "The server has not found anything matching the request URI",
-        );
+        return classic_not_found();
     };
     if wants_json {
         // Classic JSON arrives labelled text/plain.

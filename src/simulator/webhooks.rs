@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::mobile::{classic_gate, html_status, xml};
+use super::mobile::{classic_gate, classic_not_found, html_status, xml};
 use super::{lock, SimState};
 
 /// Envelope format of emitted events.
@@ -202,10 +202,7 @@ pub async fn get_one(
             ),
             StatusCode::OK,
         ),
-        None => html_status(
-            StatusCode::NOT_FOUND,
-            "The server has not found anything matching the request URI",
-        ),
+        None => classic_not_found(),
     }
 }
 
@@ -243,12 +240,7 @@ pub async fn write(
                 inner.stats.webhooks_updated += 1;
                 id
             }
-            None => {
-                return html_status(
-                    StatusCode::NOT_FOUND,
-                    "The server has not found anything matching the request URI",
-                )
-            }
+            None => return classic_not_found(),
         }
     };
     let hook = SimWebhook {

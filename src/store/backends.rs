@@ -71,6 +71,20 @@ impl PgStore {
     }
 }
 
+/// Appends ` IN ($1, $2, …)` binding `ids`: the tail of every id-list statement here.
+fn push_ids<DB>(q: &mut QueryBuilder<DB>, ids: &[i64])
+where
+    DB: sqlx::Database,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.push(" IN (");
+    let mut sep = q.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    q.push(")");
+}
+
 macro_rules! run_columns {
     () => {
         "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
@@ -88,6 +102,35 @@ macro_rules! computer_columns {
 macro_rules! store_impl {
     ($store:ty, $db:ty, $migrations:expr, $json_cast:literal, $raw_text:literal) => {
         impl $store {
+            /// Runs `head … IN (ids)` once per chunk of `ids` inside `tx`; returns the rows
+            /// affected. `head` writes the statement up to the column the ids are matched on.
+            async fn execute_in_chunks(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                ids: &[i64],
+                head: impl Fn(&mut QueryBuilder<$db>),
+            ) -> Result<u64> {
+                let mut n = 0;
+                for chunk in ids.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new("");
+                    head(&mut q);
+                    push_ids(&mut q, chunk);
+                    n += q.build().execute(&mut **tx).await?.rows_affected();
+                }
+                Ok(n)
+            }
+
+            /// [`Self::execute_in_chunks`] in a transaction of its own.
+            async fn update_in_chunks(
+                &self,
+                ids: &[i64],
+                head: impl Fn(&mut QueryBuilder<$db>),
+            ) -> Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                let n = Self::execute_in_chunks(&mut tx, ids, head).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
             /// The page-writing logic both device kinds share; `insert` builds the kind's
             /// multi-row upsert for the rows that changed.
             #[allow(clippy::too_many_arguments)]
@@ -122,12 +165,8 @@ macro_rules! store_impl {
                         let mut q: QueryBuilder<$db> =
                             QueryBuilder::new(format!("UPDATE {table} SET synced_at = "));
                         q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
-                        q.push(" AND jamf_id IN (");
-                        let mut ids = q.separated(", ");
-                        for id in &unchanged {
-                            ids.push_bind(*id);
-                        }
-                        q.push(")");
+                        q.push(" AND jamf_id");
+                        push_ids(&mut q, &unchanged);
                         q.build().execute(&mut *tx).await?;
                     }
 
@@ -475,70 +514,39 @@ macro_rules! store_impl {
                 ids: &[i64],
                 now: DateTime<Utc>,
             ) -> Result<u64> {
-                let mut n = 0;
-                let mut tx = self.pool.begin().await?;
-                for chunk in ids.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
+                self.update_in_chunks(ids, |q| {
+                    q.push(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
                     q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
-                    q.push(" AND deleted_at IS NULL AND jamf_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
-                    n += q.build().execute(&mut *tx).await?.rows_affected();
-                }
-                tx.commit().await?;
-                Ok(n)
+                    q.push(" AND deleted_at IS NULL AND jamf_id");
+                })
+                .await
             }
 
             async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
-                let mut n = 0;
+                // Attributes and devices go together or not at all.
                 let mut tx = self.pool.begin().await?;
-                for chunk in ids.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "DELETE FROM extension_attributes WHERE device_type = ",
-                    );
+                Self::execute_in_chunks(&mut tx, ids, |q| {
+                    q.push("DELETE FROM extension_attributes WHERE device_type = ");
                     q.push_bind(kind.device_type()).push(" AND instance = ");
-                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
-                    q.build().execute(&mut *tx).await?;
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new(format!("DELETE FROM {} WHERE instance = ", kind.as_str()));
-                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
-                    n += q.build().execute(&mut *tx).await?.rows_affected();
-                }
+                    q.push_bind(instance.to_string()).push(" AND jamf_id");
+                })
+                .await?;
+                let n = Self::execute_in_chunks(&mut tx, ids, |q| {
+                    q.push(format!("DELETE FROM {} WHERE instance = ", kind.as_str()));
+                    q.push_bind(instance.to_string()).push(" AND jamf_id");
+                })
+                .await?;
                 tx.commit().await?;
                 Ok(n)
             }
 
             async fn mark_unmanaged(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
-                let mut n = 0;
-                let mut tx = self.pool.begin().await?;
-                for chunk in ids.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new(format!("UPDATE {} SET managed = ", kind.as_str()));
+                self.update_in_chunks(ids, |q| {
+                    q.push(format!("UPDATE {} SET managed = ", kind.as_str()));
                     q.push_bind(false).push(" WHERE instance = ").push_bind(instance.to_string());
-                    q.push(" AND jamf_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
-                    n += q.build().execute(&mut *tx).await?.rows_affected();
-                }
-                tx.commit().await?;
-                Ok(n)
+                    q.push(" AND jamf_id");
+                })
+                .await
             }
 
             async fn synced_at(
@@ -553,12 +561,8 @@ macro_rules! store_impl {
                         "SELECT jamf_id, synced_at FROM {} WHERE deleted_at IS NULL AND instance = ",
                         kind.as_str()
                     ));
-                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
+                    q.push_bind(instance.to_string()).push(" AND jamf_id");
+                    push_ids(&mut q, chunk);
                     out.extend(q.build_query_as::<(i64, DateTime<Utc>)>().fetch_all(&self.pool).await?);
                 }
                 Ok(out)
@@ -597,21 +601,11 @@ macro_rules! store_impl {
             }
 
             async fn delete_webhook_events(&self, instance: &str, ids: &[i64]) -> Result<u64> {
-                let mut n = 0;
-                let mut tx = self.pool.begin().await?;
-                for chunk in ids.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new("DELETE FROM webhook_events WHERE instance = ");
-                    q.push_bind(instance.to_string()).push(" AND id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
-                    n += q.build().execute(&mut *tx).await?.rows_affected();
-                }
-                tx.commit().await?;
-                Ok(n)
+                self.update_in_chunks(ids, |q| {
+                    q.push("DELETE FROM webhook_events WHERE instance = ");
+                    q.push_bind(instance.to_string()).push(" AND id");
+                })
+                .await
             }
 
             async fn defer_webhook_events(
@@ -621,23 +615,12 @@ macro_rules! store_impl {
                 not_before: DateTime<Utc>,
                 error: &str,
             ) -> Result<u64> {
-                let mut n = 0;
-                let mut tx = self.pool.begin().await?;
-                for chunk in ids.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "UPDATE webhook_events SET attempts = attempts + 1, not_before = ",
-                    );
+                self.update_in_chunks(ids, |q| {
+                    q.push("UPDATE webhook_events SET attempts = attempts + 1, not_before = ");
                     q.push_bind(not_before).push(", last_error = ").push_bind(error.to_string());
-                    q.push(" WHERE instance = ").push_bind(instance.to_string()).push(" AND id IN (");
-                    let mut sep = q.separated(", ");
-                    for id in chunk {
-                        sep.push_bind(*id);
-                    }
-                    q.push(")");
-                    n += q.build().execute(&mut *tx).await?.rows_affected();
-                }
-                tx.commit().await?;
-                Ok(n)
+                    q.push(" WHERE instance = ").push_bind(instance.to_string()).push(" AND id");
+                })
+                .await
             }
 
             async fn webhook_queue_depth(&self, instance: &str) -> Result<i64> {

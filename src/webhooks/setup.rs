@@ -41,7 +41,14 @@ pub fn webhook_xml(event: &str, url: &str, username: &str, password: &str) -> St
 }
 
 /// Checks what setup needs from the configuration: the public URL and Basic credentials.
-pub fn target(cfg: &Config) -> Result<(String, String, secrecy::SecretString), ConfigError> {
+/// Where Jamf should post, and the Basic credentials it should send.
+pub struct Target {
+    pub url: String,
+    pub username: String,
+    pub password: secrecy::SecretString,
+}
+
+pub fn target(cfg: &Config) -> Result<Target, ConfigError> {
     let url = cfg.webhooks.public_url.clone().ok_or_else(|| {
         ConfigError::new(
             "webhooks.public_url",
@@ -56,22 +63,30 @@ pub fn target(cfg: &Config) -> Result<(String, String, secrecy::SecretString), C
              (header authentication can be set in Jamf's web interface instead)",
         )
     })?;
-    Ok((url, user, password))
+    Ok(Target {
+        url,
+        username: user,
+        password,
+    })
 }
 
 /// Creates or updates the webhooks of these kinds' events.
 pub async fn setup(
     client: &JamfClient,
-    cfg: &Config,
+    target: &Target,
     kinds: &[Kind],
 ) -> anyhow::Result<Vec<SetupResult>> {
-    let (url, user, password) = target(cfg)?;
     let existing = client.webhooks().await?;
     let mut out = Vec::new();
     for (event, _, _) in INVENTORY_EVENTS.iter().filter(|e| kinds.contains(&e.1)) {
         let name = webhook_name(event);
         let id = existing.iter().find(|(_, n)| *n == name).map(|(id, _)| *id);
-        let xml = webhook_xml(event, &url, &user, password.expose_secret());
+        let xml = webhook_xml(
+            event,
+            &target.url,
+            &target.username,
+            target.password.expose_secret(),
+        );
         let new_id = client.put_webhook(id, &xml).await?;
         out.push(SetupResult {
             event,

@@ -167,7 +167,7 @@ pub async fn run<S: Store>(
         max_delay_secs = cfg.max_delay_secs,
         "webhook worker started"
     );
-    loop {
+    'work: loop {
         if *shutdown.borrow() {
             break;
         }
@@ -196,8 +196,7 @@ pub async fn run<S: Store>(
                 }
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() {
-                        tracing::info!("webhook worker stopped; queued events stay for the next start");
-                        return;
+                        break 'work;
                     }
                 }
             }
