@@ -101,6 +101,14 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Compares a presented credential with the configured one in constant time. Both sides are
+/// hashed first: comparing the raw bytes would return early on a length mismatch and so tell
+/// a caller how long the secret is.
+pub(crate) fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    bool::from(Sha256::digest(given).ct_eq(&Sha256::digest(expected)))
+}
+
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let database = s
         .readiness
@@ -236,7 +244,7 @@ async fn trigger(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+    if !secret_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
         return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n").into_response();
     }
     let Some(runner) = s.runner.get() else {
@@ -277,4 +285,19 @@ async fn trigger(
         Json(json!({"accepted": accepted, "coalesced": coalesced})),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_eq;
+
+    #[test]
+    fn secret_comparison_needs_the_exact_bytes() {
+        assert!(secret_eq(b"s3cret-token", b"s3cret-token"));
+        assert!(!secret_eq(b"s3cret-tokeN", b"s3cret-token"));
+        assert!(!secret_eq(b"s3cret", b"s3cret-token"));
+        assert!(!secret_eq(b"s3cret-token-and-more", b"s3cret-token"));
+        assert!(!secret_eq(b"", b"s3cret-token"));
+        assert!(secret_eq(b"", b""));
+    }
 }

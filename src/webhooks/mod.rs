@@ -30,11 +30,10 @@ use base64::Engine as _;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use crate::config::WebhookAuth;
-use crate::http::AppState;
+use crate::http::{secret_eq, AppState};
 use crate::store::{NewWebhookEvent, Store};
 use crate::telemetry::metric;
 use event::Parsed;
@@ -69,11 +68,11 @@ impl Receiver {
                 .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
                 .unwrap_or_default();
             let expected = format!("{user}:{}", password.expose_secret());
-            ok &= bool::from(given.as_slice().ct_eq(expected.as_bytes()));
+            ok &= secret_eq(&given, expected.as_bytes());
         }
         if let Some((name, value)) = &self.auth.header {
             let given = headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
-            ok &= bool::from(given.ct_eq(value.expose_secret().as_bytes()));
+            ok &= secret_eq(given, value.expose_secret().as_bytes());
         }
         ok
     }
