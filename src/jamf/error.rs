@@ -10,7 +10,7 @@ pub enum JamfError {
     /// Fatal: retrying cannot help.
     #[error("Jamf refused the credentials ({status}) at {endpoint}: check client_id/client_secret or username/password")]
     AuthFailed { status: u16, endpoint: &'static str },
-    /// 401 even after re-authenticating once.
+    /// 401 even after renewing the token (twice in a row).
     #[error("Jamf answered 401 Unauthorized at {endpoint} even with a fresh token")]
     Unauthorized { endpoint: &'static str },
     #[error("Jamf answered 403 Forbidden at {endpoint}: the API role lacks a privilege")]

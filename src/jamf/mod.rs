@@ -4,7 +4,9 @@
 //! - every request, token calls included, passes the [`Limiter`], so Jamf never sees more than
 //!   `max_concurrency` (≤ 5) of our requests at once;
 //! - one token is shared by all workers and renewed ahead of expiry under a lock, so a renewal
-//!   happens once, not once per worker; a 401 triggers one renewal and one replay;
+//!   happens once, not once per worker; every attempt (each retry too) reads the current
+//!   token, so none goes out with a token that expired during a backoff or a wait for a
+//!   connection; a 401 renews and replays, and two 401s in a row after renewals are final;
 //! - only idempotent work is retried, with exponential backoff and full jitter inside a
 //!   per-request time budget; 400/403/404 are never retried; a bad credential is fatal;
 //! - latency is measured per attempt (backoff sleeps never count) and labelled by endpoint
@@ -93,7 +95,24 @@ enum AuthMode<'a> {
     None,
     Basic(&'a str, &'a SecretString),
     Bearer(&'a SecretString),
+    /// The client's shared token, read afresh for every attempt: a retry after a backoff, or
+    /// after a long wait for a connection, never goes out with a token that expired meanwhile.
+    Session,
 }
+
+/// The shared token as one attempt uses it.
+struct SessionToken {
+    value: SecretString,
+    generation: u64,
+    expires_at: Instant,
+}
+
+/// A token Jamf refuses although we hold it valid (revoked, or expired early) is renewed and
+/// the request replayed at once; after this many 401s in a row the refusal stands.
+const MAX_REAUTHENTICATIONS: u32 = 2;
+
+/// A token this close to expiry when a connection slot frees up is renewed before sending.
+const TOKEN_SEND_GUARD: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 struct Token {
@@ -213,7 +232,7 @@ impl JamfClient {
         })
     }
 
-    /// Authenticated GET with one re-authentication on 401.
+    /// Authenticated GET; a 401 renews the token and replays.
     pub async fn get(
         &self,
         endpoint: &'static str,
@@ -223,40 +242,22 @@ impl JamfClient {
         self.call(Call::get(endpoint, path, query)).await
     }
 
-    /// Authenticated call with retries and one re-authentication on 401.
+    /// Authenticated call with retries; a 401 renews the token and replays (see
+    /// [`MAX_REAUTHENTICATIONS`]).
     pub async fn call(&self, call: Call<'_>) -> Result<Bytes, JamfError> {
-        let mut reauthenticated = false;
-        loop {
-            let (token, generation) = self.bearer().await?;
-            let req = Request {
-                method: call.method.clone(),
-                endpoint: call.endpoint,
-                path: call.path.clone(),
-                query: call.query,
-                form: None,
-                auth: AuthMode::Bearer(&token),
-                accept: call.accept,
-                body: call.body,
-                timeout: call.timeout,
-                shrinkable: call.shrinkable,
-            };
-            match self.execute(&req).await {
-                Err(JamfError::Unauthorized { .. }) if !reauthenticated => {
-                    // Expired early or revoked: drop this token (not a newer one another
-                    // worker already fetched) and replay once.
-                    reauthenticated = true;
-                    let mut st = self.token.lock().await;
-                    if st.generation == generation {
-                        st.current = None;
-                    }
-                    tracing::debug!(
-                        endpoint = call.endpoint,
-                        "401 from Jamf; renewing the token and replaying"
-                    );
-                }
-                other => return other,
-            }
-        }
+        let req = Request {
+            method: call.method.clone(),
+            endpoint: call.endpoint,
+            path: call.path.clone(),
+            query: call.query,
+            form: None,
+            auth: AuthMode::Session,
+            accept: call.accept,
+            body: call.body,
+            timeout: call.timeout,
+            shrinkable: call.shrinkable,
+        };
+        self.execute(&req).await
     }
 
     /// Executes one request with retries and backoff inside the per-request budget.
@@ -266,15 +267,40 @@ impl JamfClient {
         // own doing, not the server's, and does not use up the budget.
         let mut spent = Duration::ZERO;
         let mut attempt: u32 = 0;
+        let mut refused: u32 = 0;
         loop {
+            let session = match req.auth {
+                // Boxed: renewing the token executes a request itself.
+                AuthMode::Session => Some(Box::pin(self.bearer()).await?),
+                _ => None,
+            };
             let t0 = Instant::now();
-            let (result, queued) = self.attempt(req).await;
+            let Some((result, queued)) = self.attempt(req, session.as_ref()).await else {
+                continue; // the token went stale while waiting for a connection
+            };
             spent += t0.elapsed().saturating_sub(queued);
             let err = match result {
                 Ok(body) => return Ok(body),
+                Err(JamfError::Unauthorized { .. })
+                    if refused < MAX_REAUTHENTICATIONS && session.is_some() =>
+                {
+                    refused += 1;
+                    if let Some(used) = &session {
+                        self.discard_token(used.generation).await;
+                    }
+                    tracing::debug!(
+                        endpoint = req.endpoint,
+                        "401 from Jamf; renewing the token and replaying"
+                    );
+                    continue;
+                }
                 Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) if req.shrinkable && e.asks_for_smaller_pages() => return Err(e),
-                Err(e) => e,
+                Err(e) => {
+                    // Past the auth check: only 401s in a row count against the renewals.
+                    refused = 0;
+                    e
+                }
             };
             let delay = backoff_delay(&self.settings.retry, attempt, &err);
             attempt += 1;
@@ -299,19 +325,32 @@ impl JamfClient {
         }
     }
 
+    /// Drops the token a 401 answered, unless another worker has already renewed it.
+    async fn discard_token(&self, generation: u64) {
+        let mut st = self.token.lock().await;
+        if st.generation == generation {
+            st.current = None;
+        }
+    }
+
     /// One attempt: holds a connection permit only while on the wire. Also returns how long it
-    /// waited for the permit.
-    async fn attempt(&self, req: &Request<'_>) -> (Result<Bytes, JamfError>, Duration) {
+    /// waited for the permit. `session` is the shared token for [`AuthMode::Session`]; `None`
+    /// means nothing was sent because that token is (about to be) expired.
+    async fn attempt(
+        &self,
+        req: &Request<'_>,
+        session: Option<&SessionToken>,
+    ) -> Option<(Result<Bytes, JamfError>, Duration)> {
         let url = match self.base.join(&req.path) {
             Ok(u) => u,
             Err(e) => {
-                return (
+                return Some((
                     Err(JamfError::Transport {
                         endpoint: req.endpoint,
                         message: format!("bad path: {e}"),
                     }),
                     Duration::ZERO,
-                )
+                ))
             }
         };
         let mut rb = self
@@ -336,10 +375,17 @@ impl JamfClient {
             AuthMode::None => rb,
             AuthMode::Basic(user, pass) => rb.basic_auth(user, Some(pass.expose_secret())),
             AuthMode::Bearer(token) => rb.bearer_auth(token.expose_secret()),
+            // `execute` always passes the session token with this mode.
+            AuthMode::Session => rb.bearer_auth(session?.value.expose_secret()),
         };
         let queued_at = Instant::now();
         let permit = self.limiter.acquire().await;
         let queued = queued_at.elapsed();
+        if session.is_some_and(|t| Instant::now() + TOKEN_SEND_GUARD >= t.expires_at) {
+            // Expired while waiting for a connection: renew (holding no slot) and try again.
+            drop(permit);
+            return None;
+        }
         let t0 = Instant::now();
         let result = async {
             let resp = rb.send().await?;
@@ -397,27 +443,35 @@ impl JamfClient {
             .observe(req.endpoint, Duration::from_secs_f64(latency), signal);
         metrics::counter!(metric::HTTP_REQUESTS, "endpoint" => req.endpoint, "method" => method, "status" => class)
             .increment(1);
-        (outcome, queued)
+        Some((outcome, queued))
     }
 
     /// The current bearer token and its generation, renewed ahead of expiry.
-    async fn bearer(&self) -> Result<(SecretString, u64), JamfError> {
+    async fn bearer(&self) -> Result<SessionToken, JamfError> {
         // Holding the lock across the renewal is the single-flight: other workers wait for the
         // one renewal instead of starting their own.
         let mut st = self.token.lock().await;
         if let Some(t) = &st.current {
             let margin = self.settings.token_refresh_margin.min(t.lifetime / 2);
             if Instant::now() + margin < t.expires_at {
-                return Ok((t.value.clone(), st.generation));
+                return Ok(SessionToken {
+                    value: t.value.clone(),
+                    generation: st.generation,
+                    expires_at: t.expires_at,
+                });
             }
         }
         let previous = st.current.take();
         let token = self.obtain_token(previous).await?;
         self.authenticated.store(true, Ordering::Relaxed);
         st.generation += 1;
-        let value = token.value.clone();
+        let session = SessionToken {
+            value: token.value.clone(),
+            generation: st.generation,
+            expires_at: token.expires_at,
+        };
         st.current = Some(token);
-        Ok((value, st.generation))
+        Ok(session)
     }
 
     async fn obtain_token(&self, previous: Option<Token>) -> Result<Token, JamfError> {
@@ -548,7 +602,7 @@ impl JamfClient {
             shrinkable: false,
         };
         // Best effort, single attempt: we are exiting and the token expires anyway.
-        if let (Err(e), _) = self.attempt(&req).await {
+        if let Some((Err(e), _)) = self.attempt(&req, None).await {
             tracing::debug!(error = %e, "token invalidation failed");
         }
     }

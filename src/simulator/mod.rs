@@ -111,6 +111,9 @@ pub struct Faults {
     pub outage_requests: u64,
     /// Requests served normally before the outage starts.
     pub outage_after: u64,
+    /// When set, the outage is the platform gateway throttling instead: 429 with this
+    /// `Retry-After` (seconds), which the client must wait out.
+    pub outage_retry_after_secs: u64,
 }
 
 impl Default for SimConfig {
@@ -874,6 +877,16 @@ impl SimState {
             if inner.outage_left > 0 && inner.fault_checks > f.outage_after {
                 inner.outage_left -= 1;
                 inner.stats.faults_injected += 1;
+                if f.outage_retry_after_secs > 0 {
+                    return Some(
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [(header::RETRY_AFTER, f.outage_retry_after_secs.to_string())],
+                            "Too Many Requests",
+                        )
+                            .into_response(),
+                    );
+                }
                 return Some(
                     (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response(),
                 );

@@ -342,6 +342,40 @@ async fn connections_are_reused_and_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_that_outlast_the_token_go_out_with_a_renewed_one() {
+    // 2-second tokens, and the first call is throttled twice with Retry-After: 2, so each
+    // retry starts after the token it was first sent with has expired.
+    let sim = helpers::sim(SimConfig {
+        computers: 10,
+        token_ttl_secs: 2,
+        faults: Faults {
+            outage_requests: 2,
+            outage_retry_after_secs: 2,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let client = JamfClient::new(helpers::settings(&sim)).expect("client");
+    let version = client
+        .server_version()
+        .await
+        .expect("answered once the throttling ends");
+    assert!(version.is_some());
+    let stats = sim.stats();
+    assert_eq!(stats.faults_injected, 2, "{stats:?}");
+    assert_eq!(
+        stats.unauthorized, 0,
+        "no attempt went out with an expired token: {stats:?}"
+    );
+    assert!(
+        stats.tokens_issued >= 3,
+        "the token was renewed before each retry: {stats:?}"
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_latency_and_backoff_are_recorded_as_metrics() {
     let handle = jamf_sync::telemetry::install_metrics().expect("recorder");
     let sim = helpers::sim(SimConfig {
