@@ -31,8 +31,9 @@ COPY --from=build /src/target/release/jamf-sync /usr/local/bin/jamf-sync
 USER 10001:10001
 WORKDIR /var/lib/jamf-sync
 VOLUME ["/var/lib/jamf-sync"]
-ENV JAMF_SYNC__DATABASE__URL=sqlite:///var/lib/jamf-sync/jamf-sync.db \
-    JAMF_SYNC__SERVER__LISTEN=0.0.0.0:9464 \
+# The SQLite default (sqlite://jamf-sync.db) is relative to WORKDIR: it lands in the volume.
+# No database URL here: an environment variable would override a mounted config file's.
+ENV JAMF_SYNC__SERVER__LISTEN=0.0.0.0:9464 \
     JAMF_SYNC__LOG__FORMAT=json
 # 9464: /metrics, /healthz, /readyz, /status (and webhooks unless webhooks.listen moves them).
 EXPOSE 9464

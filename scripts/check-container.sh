@@ -114,4 +114,26 @@ if podman logs "$name" 2>&1 | grep -q 'sim-secret'; then echo "secret in the con
 podman stop --time 30 "$name" >/dev/null 2>> "$work/run.log"
 code="$(podman inspect "$name" --format '{{.State.ExitCode}}')"
 [ "$code" = "0" ] || { podman logs "$name" >&2; echo "exit code after SIGTERM: $code" >&2; exit 1; }
-echo "container check: ok (non-root 10001, env-only config, secret file, SQLite in the volume, read-only root, healthcheck, SIGTERM → 0)"
+
+# A mounted config file (as deploy/kubernetes does): its settings must not be overridden by the
+# image's environment. One-shot `sync` against a database path only the file names.
+cat > "$work/config.toml" <<TOML
+[jamf]
+url = "$sim_url"
+client_id = "jamf-sync-sim"
+client_secret_file = "/run/secrets/jamf_client_secret"
+[database]
+url = "sqlite:///var/lib/jamf-sync/from-config-file.db"
+TOML
+chmod 0444 "$work/config.toml"
+podman run --rm --network=host --read-only \
+  -v "$name:/var/lib/jamf-sync" \
+  -v "$work/jamf_client_secret:/run/secrets/jamf_client_secret:ro" \
+  -v "$work/config.toml:/etc/jamf-sync/config.toml:ro" \
+  -e JAMF_SYNC_CONFIG=/etc/jamf-sync/config.toml \
+  localhost/jamf-sync:ci sync > "$work/oneshot.log" 2>&1 \
+  || { cat "$work/oneshot.log" >&2; echo "one-shot sync with a config file failed" >&2; exit 1; }
+podman run --rm -v "$name:/var/lib/jamf-sync" --entrypoint test localhost/jamf-sync:ci \
+  -s /var/lib/jamf-sync/from-config-file.db 2>> "$work/run.log" \
+  || { echo "the config file's database.url was not used" >&2; exit 1; }
+echo "container check: ok (non-root 10001, env-only config, secret file, SQLite in the volume, read-only root, healthcheck, SIGTERM → 0, config file honoured)"
