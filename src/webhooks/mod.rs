@@ -87,6 +87,19 @@ fn answer(code: StatusCode, body: serde_json::Value) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// Whether reading the body stopped at `webhooks.max_body_bytes` (a chunked body carries no
+/// Content-Length to refuse it by up front).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// `POST /webhooks/jamf`.
 pub async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let Some(r) = &s.webhooks else {
@@ -127,7 +140,16 @@ pub async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
     }
     let bytes = match axum::body::to_bytes(body, r.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => return too_large(),
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            // The sender went away or the body broke off: nothing to queue, and not "too large".
+            count("unknown", "malformed");
+            tracing::warn!(error = %e, "webhook body could not be read");
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "the request body could not be read"}),
+            );
+        }
     };
     let content_type = headers
         .get(header::CONTENT_TYPE)

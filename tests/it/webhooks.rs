@@ -107,6 +107,38 @@ fn sum(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// POSTs `size` bytes of a JSON-looking body with chunked transfer encoding (no
+/// Content-Length to refuse it by up front) and returns the status code.
+async fn chunked_post(base: &str, size: usize) -> u16 {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let head = format!(
+        "POST /webhooks/jamf HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+         X-Jamf-Sync-Key: header-secret-value\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b' '; 512];
+    for _ in 0..size / chunk.len() {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        // The server may answer and close before the whole body is sent.
+        if conn.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
 both_backends!(burst_of_1000_events_for_300_devices);
 async fn burst_of_1000_events_for_300_devices(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
@@ -431,6 +463,11 @@ async fn refused_requests_enqueue_nothing() {
         "x".repeat(4096)
     );
     assert_eq!(send(basic, key, big, "application/json").await, 413);
+    assert_eq!(
+        chunked_post(&d.base, 4096).await,
+        413,
+        "streamed, no length"
+    );
     // An event we do not act on: acknowledged, not queued.
     let other = r#"{"webhook":{"id":1,"name":"x","webhookEvent":"ComputerPolicyFinished","eventTimestamp":1},"event":{"jssID":3}}"#;
     assert_eq!(
@@ -486,7 +523,7 @@ async fn refused_requests_enqueue_nothing() {
             "jamf_sync_webhook_requests_total",
             &[("result", "too_large")]
         ),
-        1.0
+        2.0
     );
     assert_eq!(
         sum(
