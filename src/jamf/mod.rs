@@ -452,7 +452,13 @@ impl JamfClient {
         // one renewal instead of starting their own.
         let mut st = self.token.lock().await;
         if let Some(t) = &st.current {
-            let margin = self.settings.token_refresh_margin.min(t.lifetime / 2);
+            // Never less than the send guard: a token `attempt` would refuse to send must be
+            // renewed here, or a small configured margin would loop between the two.
+            let margin = self
+                .settings
+                .token_refresh_margin
+                .min(t.lifetime / 2)
+                .max(TOKEN_SEND_GUARD);
             if Instant::now() + margin < t.expires_at {
                 return Ok(SessionToken {
                     value: t.value.clone(),

@@ -40,7 +40,6 @@ pub fn webhook_xml(event: &str, url: &str, username: &str, password: &str) -> St
     )
 }
 
-/// Checks what setup needs from the configuration: the public URL and Basic credentials.
 /// Where Jamf should post, and the Basic credentials it should send.
 pub struct Target {
     pub url: String,
@@ -48,6 +47,7 @@ pub struct Target {
     pub password: secrecy::SecretString,
 }
 
+/// Checks what setup needs from the configuration: the public URL and Basic credentials.
 pub fn target(cfg: &Config) -> Result<Target, ConfigError> {
     let url = cfg.webhooks.public_url.clone().ok_or_else(|| {
         ConfigError::new(
