@@ -21,13 +21,14 @@ use anyhow::{anyhow, Context};
 use secrecy::SecretString;
 use serde::Serialize;
 
+use crate::app::App;
 use crate::config::{
-    ApiVersion, Credentials, DatabaseUrl, FetchStrategy, JamfSettings, RetryConfig, SyncConfig,
+    ApiVersion, Config, Credentials, DatabaseUrl, FetchStrategy, JamfSettings, PacingConfig,
+    RetryConfig,
 };
-use crate::jamf::JamfClient;
-use crate::pacing::PacingConfig;
-use crate::store::{Db, Kind};
-use crate::sync::{Engine, SyncOptions, Trigger};
+use crate::domain::{Kind, Trigger};
+use crate::store::Db;
+use crate::sync::SyncOptions;
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -224,11 +225,12 @@ async fn fresh_backend(name: &'static str, postgres: Option<&str>) -> anyhow::Re
     })
 }
 
-async fn engine(
+/// The engine every command uses, over a fresh database of `backend`.
+async fn app(
     backend: &Backend,
     settings: JamfSettings,
     strategy: FetchStrategy,
-) -> anyhow::Result<(Arc<Db>, Engine<Db>)> {
+) -> anyhow::Result<App> {
     let db = Arc::new(
         Db::connect(
             &DatabaseUrl::parse(SecretString::from(backend.url.clone()))?,
@@ -236,12 +238,9 @@ async fn engine(
         )
         .await?,
     );
-    let client = Arc::new(JamfClient::new(settings)?);
-    let cfg = SyncConfig {
-        strategy,
-        ..SyncConfig::default()
-    };
-    Ok((db.clone(), Engine::new(db, client, cfg)))
+    let mut cfg = Config::default();
+    cfg.sync.strategy = strategy;
+    App::build(&cfg, settings, db)
 }
 
 async fn latency_row(
@@ -258,7 +257,7 @@ async fn latency_row(
     };
     let sim = SimChild::start(computers, mobiles, latency_ms)?;
     let max = if sequential { 1 } else { 5 };
-    let (db, e) = engine(
+    let app = app(
         backend,
         settings(&sim.url, max, !sequential)?,
         FetchStrategy::Detail,
@@ -266,19 +265,14 @@ async fn latency_row(
     .await?;
     let before = sim.requests(http).await?;
     let t0 = Instant::now();
-    let s = e
-        .sync(
-            kind,
-            SyncOptions {
-                full: true,
-                trigger: Trigger::Cli,
-            },
-        )
+    let s = app
+        .engine
+        .sync(kind, SyncOptions::new(true, Trigger::Cli))
         .await?;
     let wall = t0.elapsed().as_secs_f64();
     // The stats call counts itself.
     let requests = sim.requests(http).await? - before - 1;
-    db.close().await;
+    app.db.close().await;
     if !s.succeeded() {
         return Err(anyhow!("{s}"));
     }
@@ -305,20 +299,18 @@ async fn latency_row(
 
 async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> anyhow::Result<Row> {
     let sim = SimChild::start(devices, 0, 0)?;
-    let (db, e) = engine(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+    let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
     let before = sim.requests(http).await?;
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
-    let s = e
-        .sync_computers(SyncOptions {
-            full: true,
-            trigger: Trigger::Cli,
-        })
+    let s = app
+        .engine
+        .sync(Kind::Computers, SyncOptions::new(true, Trigger::Cli))
         .await?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let requests = sim.requests(http).await? - before - 1;
-    db.close().await;
+    app.db.close().await;
     if !s.succeeded() {
         return Err(anyhow!("{s}"));
     }
@@ -344,27 +336,23 @@ async fn delta_row(
     http: &reqwest::Client,
 ) -> anyhow::Result<Row> {
     let sim = SimChild::start(devices, 0, 0)?;
-    let (db, e) = engine(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+    let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
     let r0 = sim.requests(http).await?;
-    let full = e
-        .sync_computers(SyncOptions {
-            full: true,
-            trigger: Trigger::Cli,
-        })
+    let full = app
+        .engine
+        .sync(Kind::Computers, SyncOptions::new(true, Trigger::Cli))
         .await?;
     let r1 = sim.requests(http).await?;
     sim.touch(http, devices / 100).await?;
     let r2 = sim.requests(http).await?;
     let t0 = Instant::now();
-    let delta = e
-        .sync_computers(SyncOptions {
-            full: false,
-            trigger: Trigger::Cli,
-        })
+    let delta = app
+        .engine
+        .sync(Kind::Computers, SyncOptions::new(false, Trigger::Cli))
         .await?;
     let wall = t0.elapsed().as_secs_f64();
     let r3 = sim.requests(http).await?;
-    db.close().await;
+    app.db.close().await;
     if !full.succeeded() || !delta.succeeded() {
         return Err(anyhow!("{full} / {delta}"));
     }
@@ -435,7 +423,7 @@ async fn memory_row(devices: usize) -> anyhow::Result<Row> {
 
 /// Runs the chosen scenarios; rows come back in run order.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
-    crate::jamf::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let wants = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|x| x == s);
     let mut backends = vec!["sqlite"];

@@ -3,34 +3,29 @@
 //! successful run, backing off when the server pushes back.
 //!
 //! # Layout
-//! - [`config`]: layered configuration (defaults → TOML → `JAMF_SYNC__*` env), validation, secrets.
-//! - [`jamf`]: the Jamf Pro API client: auth and token renewal, retries, inventory calls, models.
-//! - [`limiter`]: the connection gate every request passes (≤ 5 in flight).
-//! - [`pacing`]: the adaptive (AIMD) concurrency controller behind the limiter.
-//! - [`sync`]: the sync engine: cursor, keyset paging, worker pool, run bookkeeping.
-//! - [`runner`]: the daemon's single executor of run requests (coalescing).
-//! - [`scheduler`]: cron schedules (DST-correct) that request runs.
-//! - [`http`] and [`daemon`]: `jamf-sync run`: endpoints, start-up, graceful shutdown.
-//! - [`webhooks`]: `POST /webhooks/jamf`, the durable event queue and its worker, and
-//!   `jamf-sync webhooks setup`.
-//! - [`store`]: the `Store` trait with SQLite and PostgreSQL implementations and migrations.
-//! - [`simulator`]: a Jamf Pro simulator over real HTTP with fault injection.
-//! - [`telemetry`]: logging and the metric names.
-//! - [`cli`]: the command-line interface that wires the pieces together.
-//! - [`bench`]: `jamf-sync bench`, figures against the simulator.
+//! Dependencies point down this list only (`python3 ../shared/tools/modgraph.py src`):
+//! - [`cli`], [`daemon`] (scheduler, runner, HTTP endpoints, webhook receiver and worker) and
+//!   [`bench`]: the triggers; they only *request* work from the engine.
+//! - [`app`]: builds one instance's engine over its store and client, for all of the above.
+//! - [`sync`]: the engine: runs (delta/full sync, reconcile), refreshes, one device source per
+//!   kind, the writer pipeline.
+//! - [`jamf`]: the Jamf client: transport, auth, limiter and adaptive pacing, Pro and Classic
+//!   API calls, decoding of Jamf's formats. [`store`]: SQLite and PostgreSQL behind one trait,
+//!   one newer-wins write path.
+//! - [`config`], [`telemetry`], [`tls`] and [`domain`] (kinds, records and their column
+//!   projections, runs, webhook actions, Jamf facts): the bottom.
+//! - [`simulator`]: an independent Jamf Pro over real HTTP, for tests, `demo` and `bench`; it
+//!   imports nothing from the crate.
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod http;
+pub mod domain;
 pub mod jamf;
-pub mod limiter;
-pub mod pacing;
-pub mod runner;
-pub mod scheduler;
 pub mod simulator;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
-pub mod webhooks;
+pub mod tls;

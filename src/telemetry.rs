@@ -1,14 +1,19 @@
 //! Logging and metrics setup, and the names of every metric jamf-sync exports.
 //!
-//! Invariants: logs go to stderr (stdout is for command output); metric labels stay small and
-//! bounded (endpoint *templates*, never raw paths or ids); no secret is ever a label value.
+//! Invariants: logs go to stderr (stdout is for command output), coloured only when stderr is a
+//! terminal and `NO_COLOR` is unset; metric labels stay small and bounded (endpoint
+//! *templates*, never raw paths or ids); no secret is ever a label value; counters whose label
+//! values are known in advance exist from start-up at zero (Prometheus' `rate()` and
+//! `increase()` cannot see the first event of a series that appears with it).
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::domain::{Kind, INVENTORY_EVENTS};
 
 /// Metric names: the README's metrics reference lists each with its labels.
 pub mod metric {
@@ -183,6 +188,61 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Zero series for the run, record and webhook counters of these kinds.
+pub fn init_series(kinds: &[Kind], webhooks: bool) {
+    for kind in kinds.iter().map(|k| k.as_str()) {
+        for result in ["succeeded", "failed", "interrupted"] {
+            metrics::counter!(metric::RUNS, "kind" => kind, "result" => result).increment(0);
+        }
+        for outcome in ["upserted", "unchanged", "stale", "failed", "missing"] {
+            metrics::counter!(metric::RECORDS, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+        for outcome in ["deleted", "kept", "refused", "missed_fetched", "revived"] {
+            metrics::counter!(metric::RECONCILE, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+        // Registered (at zero) by taking its handle.
+        let _ = metrics::histogram!(metric::RUN_DURATION, "kind" => kind);
+        if webhooks {
+            for outcome in [
+                "stored",
+                "missing",
+                "failed",
+                "skipped_fresh",
+                "retried",
+                "dropped",
+            ] {
+                metrics::counter!(metric::WEBHOOK_DEVICES, "kind" => kind, "outcome" => outcome)
+                    .increment(0);
+            }
+            // Registered (at zero) by taking its handle.
+            let _ = metrics::histogram!(metric::WEBHOOK_LATENCY, "kind" => kind);
+        }
+    }
+    if webhooks {
+        for result in ["unauthorized", "malformed", "too_large"] {
+            metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => "unknown", "result" => result)
+                .increment(0);
+        }
+        metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => "other", "result" => "ignored")
+            .increment(0);
+        for (event, kind, _) in INVENTORY_EVENTS {
+            if kinds.contains(kind) {
+                for result in ["queued", "unavailable"] {
+                    metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => *event, "result" => result)
+                        .increment(0);
+                }
+            }
+        }
+        metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH).set(0.0);
+    }
+}
+
+/// Whether log lines get ANSI colours: only for a person at a terminal, and never with
+/// `NO_COLOR` set (journald, `docker logs`, files and pipes get plain text).
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none()
+}
+
 /// Sets up `tracing` on stderr. `RUST_LOG` overrides `log.filter`.
 pub fn init_logging(cfg: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
@@ -192,10 +252,27 @@ pub fn init_logging(cfg: &LogConfig) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first subscriber.
     let _ = match cfg.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_for_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(true, Some("".into())));
+    }
 }

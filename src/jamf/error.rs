@@ -58,9 +58,6 @@ pub enum JamfError {
         elapsed: Duration,
         last: Box<JamfError>,
     },
-    /// The client was asked to stop (shutdown).
-    #[error("cancelled")]
-    Cancelled,
 }
 
 impl JamfError {
@@ -97,7 +94,6 @@ impl JamfError {
             JamfError::Decode { .. } => "decode",
             JamfError::Unexpected { .. } => "unexpected",
             JamfError::RetriesExhausted { .. } => "retries_exhausted",
-            JamfError::Cancelled => "cancelled",
         }
     }
 
@@ -109,8 +105,31 @@ impl JamfError {
         )
     }
 
-    /// True for a 404, also when wrapped.
+    /// True for a 404, also when it is the last error of exhausted retries.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, JamfError::NotFound { .. })
+        match self {
+            JamfError::NotFound { .. } => true,
+            JamfError::RetriesExhausted { last, .. } => last.is_not_found(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_is_seen_through_exhausted_retries() {
+        let nf = JamfError::NotFound { endpoint: "x" };
+        assert!(nf.is_not_found());
+        let wrapped = JamfError::RetriesExhausted {
+            endpoint: "x",
+            attempts: 3,
+            elapsed: Duration::from_secs(1),
+            last: Box::new(nf),
+        };
+        assert!(wrapped.is_not_found());
+        assert!(!JamfError::Forbidden { endpoint: "x" }.is_not_found());
     }
 }

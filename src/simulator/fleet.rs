@@ -8,7 +8,46 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use super::rsql::{Expr, Op};
-use crate::config::ApiVersion;
+
+/// The computers-inventory API versions the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiVersion {
+    V1,
+    V3,
+    V4,
+}
+
+/// Whether a Jamf Pro server of `server_version` (e.g. `11.30.1-t1784555528405`) serves this
+/// API version: v1 always (deprecated, still served), v3 from 11.0, v4 from 11.30.
+pub fn serves(server_version: &str, api: ApiVersion) -> bool {
+    let (major, minor) = release(server_version);
+    match api {
+        ApiVersion::V1 => true,
+        ApiVersion::V3 => major >= 11,
+        ApiVersion::V4 => major > 11 || (major == 11 && minor >= 30),
+    }
+}
+
+/// `/api/v2/mobile-devices/detail` exists from Jamf Pro 11.4.
+pub fn serves_mobile_detail(server_version: &str) -> bool {
+    let (major, minor) = release(server_version);
+    major > 11 || (major == 11 && minor >= 4)
+}
+
+/// Major and minor release of a version string; unreadable parts count as 0.
+fn release(version: &str) -> (u32, u32) {
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// An RSQL date value as Jamf accepts it (ISO-8601 UTC, with or without fractions).
+pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
 
 /// Section name → JSON key, and whether the section is a list.
 pub const SECTIONS: &[(&str, &str, bool)] = &[
@@ -208,7 +247,7 @@ impl SimComputer {
                 });
                 if let Some(g) = g.as_object_mut() {
                     match version {
-                        ApiVersion::V4 | ApiVersion::Auto => {
+                        ApiVersion::V4 => {
                             g.insert("lastContact".into(), json!(Self::ts(self.last_contact)));
                             g.insert("lastCheckIn".into(), json!(Self::ts(self.last_contact)));
                         }
@@ -409,7 +448,7 @@ impl SimComputer {
     }
 
     pub fn field(&self, field: &str, version: ApiVersion) -> Result<FieldValue, String> {
-        let v4 = matches!(version, ApiVersion::V4 | ApiVersion::Auto);
+        let v4 = matches!(version, ApiVersion::V4);
         Ok(match field {
             "id" => FieldValue::Int(self.id),
             "udid" => FieldValue::Str(self.udid.clone()),
@@ -446,7 +485,7 @@ fn compare(actual: &FieldValue, value: &str) -> Result<std::cmp::Ordering, Strin
             .map(|v| a.cmp(&v))
             .map_err(|_| format!("{value:?} is not a number")),
         FieldValue::Str(a) => Ok(a.as_str().cmp(value)),
-        FieldValue::Time(a) => crate::jamf::models::parse_jamf_time(value)
+        FieldValue::Time(a) => parse_time(value)
             .map(|v| a.cmp(&v))
             .ok_or_else(|| format!("{value:?} is not a date-time")),
     }

@@ -1,25 +1,42 @@
-//! The simulator's mobile devices: Classic API advanced mobile device searches and XML records,
-//! and the Jamf Pro API's `/api/v2/mobile-devices/detail`.
-//!
-//! Classic answers are XML (or JSON with `text/plain` when asked for JSON, as Jamf does), errors
-//! are HTML status pages. Searches are evaluated at read time for the "Last Inventory Update"
-//! criteria. A new search can be invisible for `replication_lag_ms` to requests that do not
-//! carry the sticky-session cookie (a Jamf Cloud cluster node that has not caught up).
+//! The simulator's mobile devices: the model, its Classic XML/JSON and Jamf Pro API renderings,
+//! and the Jamf Pro API's `/api/v2/mobile-devices/detail` (Jamf Pro 11.4 and later). The
+//! Classic endpoints are in [`super::classic`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use quick_xml::escape::escape;
 use serde_json::{json, Value};
 
-use super::{api_error, lock, rsql, unauthorized, SimState, STICKY_COOKIE};
+use super::rsql;
+use super::state::{api_error, lock, unauthorized, SimState};
 
-const MODELS: &[(&str, &str, &str)] = &[
+/// Sections of `/api/v2/mobile-devices/detail`, as the simulator knows them.
+const SECTIONS: &[&str] = &[
+    "GENERAL",
+    "HARDWARE",
+    "USER_AND_LOCATION",
+    "PURCHASING",
+    "SECURITY",
+    "APPLICATIONS",
+    "EBOOKS",
+    "NETWORK",
+    "SERVICE_SUBSCRIPTIONS",
+    "CERTIFICATES",
+    "PROFILES",
+    "USER_PROFILES",
+    "PROVISIONING_PROFILES",
+    "SHARED_USERS",
+    "GROUPS",
+    "EXTENSION_ATTRIBUTES",
+];
+
+pub(super) const MODELS: &[(&str, &str, &str)] = &[
     ("iPad Pro (11-inch) (4th generation)", "iPad14,3", "iOS"),
     ("iPhone 15", "iPhone15,4", "iOS"),
     ("iPad (10th generation)", "iPad13,18", "iOS"),
@@ -228,362 +245,14 @@ pub struct SimSearch {
     pub updates: u32,
 }
 
-pub(crate) fn html_status(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html;charset=UTF-8")],
-        format!(
-            "<html><head><title>Status page</title></head><body><p>{}</p><p>{text}</p></body></html>",
-            status.canonical_reason().unwrap_or("")
-        ),
-    )
-        .into_response()
-}
-
-/// Classic's 404: an HTML status page, whatever was asked for.
-pub(crate) fn classic_not_found() -> Response {
-    html_status(
-        StatusCode::NOT_FOUND,
-        "The server has not found anything matching the request URI",
-    )
-}
-
-pub(crate) fn xml(body: String, status: StatusCode) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/xml;charset=UTF-8")],
-        body,
-    )
-        .into_response()
-}
-
-fn sticky(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.contains(STICKY_COOKIE))
-}
-
-/// Checks auth and faults for a Classic call.
-pub(crate) async fn classic_gate(s: &SimState, headers: &HeaderMap) -> Option<Response> {
-    if s.authorize(headers).is_none() {
-        return Some(html_status(
-            StatusCode::UNAUTHORIZED,
-            "The request requires user authentication",
-        ));
-    }
-    s.fault().await
-}
-
-pub async fn list_searches(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    let inner = lock(&s.inner);
-    let items: String = inner
-        .searches
-        .values()
-        .map(|x| {
-            format!(
-                "<advanced_mobile_device_search><id>{}</id><name>{}</name></advanced_mobile_device_search>",
-                x.id,
-                escape(&x.name)
-            )
-        })
-        .collect();
-    xml(
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_searches><size>{}</size>{items}</advanced_mobile_device_searches>",
-            inner.searches.len()
-        ),
-        StatusCode::OK,
-    )
-}
-
-pub async fn get_search_by_id(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    let id = id.parse::<i64>().ok();
-    evaluate(&s, &headers, |x| Some(x.id) == id)
-}
-
-pub async fn get_search_by_name(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    evaluate(&s, &headers, |x| x.name == name)
-}
-
-fn evaluate(s: &SimState, headers: &HeaderMap, pick: impl Fn(&SimSearch) -> bool) -> Response {
-    let lag = Duration::from_millis(lock(&s.cfg).replication_lag_ms);
-    let inner = lock(&s.inner);
-    let Some(search) = inner.searches.values().find(|x| pick(x)) else {
-        return classic_not_found();
-    };
-    if !sticky(headers) && search.created.elapsed() < lag {
-        // Another cluster node that has not seen the new search yet.
-        return classic_not_found();
-    }
-    let now = Utc::now();
-    let criteria = match search.less_than_days {
-        Some(d) => format!(
-            "<criteria><size>1</size><criterion><name>Last Inventory Update</name><priority>0</priority>\
-             <and_or>and</and_or><search_type>less than x days ago</search_type><value>{d}</value>\
-             <opening_paren>false</opening_paren><closing_paren>false</closing_paren></criterion></criteria>"
-        ),
-        None => "<criteria><size>0</size></criteria>".into(),
-    };
-    let hits: Vec<&SimMobile> = inner
-        .mobiles
-        .values()
-        .chain(inner.vanished.values())
-        .filter(|m| match search.less_than_days {
-            Some(d) => m.last_inventory > now - chrono::Duration::days(i64::from(d)),
-            None => true,
-        })
-        .collect();
-    let rows: String = hits
-        .iter()
-        .map(|m| {
-            format!(
-                "<mobile_device><id>{}</id><name>{}</name><udid>{}</udid>\
-                 <Last_Inventory_Update>{}</Last_Inventory_Update><UDID>{}</UDID></mobile_device>",
-                m.id,
-                escape(&m.name),
-                m.udid,
-                m.last_inventory.format("%Y-%m-%d %H:%M:%S"),
-                m.udid
-            )
-        })
-        .collect();
-    xml(
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_search><id>{}</id>\
-             <name>{}</name><view_as>Standard Web Page</view_as>{criteria}\
-             <display_fields><size>2</size><display_field><name>Last Inventory Update</name></display_field>\
-             <display_field><name>UDID</name></display_field></display_fields>\
-             <mobile_devices><size>{}</size>{rows}</mobile_devices></advanced_mobile_device_search>",
-            search.id,
-            escape(&search.name),
-            hits.len()
-        ),
-        StatusCode::OK,
-    )
-}
-
-/// Name and `less than x days ago` value of a posted search definition.
-fn parse_definition(body: &str) -> Result<(Option<String>, Option<Option<u32>>), String> {
-    let (root, v) = crate::jamf::classic::xml_to_json(body)?;
-    if root != "advanced_mobile_device_search" {
-        return Err(format!("unexpected root <{root}>"));
-    }
-    let name = v.get("name").and_then(Value::as_str).map(str::to_string);
-    let window = match v.get("criteria") {
-        None => None,
-        Some(Value::Array(criteria)) => {
-            let mut days = None;
-            for c in criteria {
-                if c.get("name").and_then(Value::as_str) == Some("Last Inventory Update")
-                    && c.get("search_type").and_then(Value::as_str) == Some("less than x days ago")
-                {
-                    days = c
-                        .get("value")
-                        .and_then(Value::as_str)
-                        .and_then(|d| d.trim().parse().ok());
-                    if days.is_none() {
-                        return Err("criterion value is not a whole number of days".into());
-                    }
-                }
-            }
-            Some(days)
-        }
-        Some(_) => return Err("criteria is not a list".into()),
-    };
-    Ok((name, window))
-}
-
-pub async fn create_search(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: String,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    if id != "0" {
-        return html_status(StatusCode::CONFLICT, "Use id 0 to create");
-    }
-    let (name, window) = match parse_definition(&body) {
-        Ok((Some(n), w)) if !n.is_empty() => (n, w.flatten()),
-        Ok(_) => return html_status(StatusCode::BAD_REQUEST, "Problem with name"),
-        Err(e) => return html_status(StatusCode::BAD_REQUEST, &e),
-    };
-    let mut inner = lock(&s.inner);
-    if inner.searches.values().any(|x| x.name == name) {
-        return html_status(StatusCode::CONFLICT, "Error: Duplicate name");
-    }
-    inner.next_search_id += 1;
-    let id = inner.next_search_id;
-    inner.searches.insert(
-        id,
-        SimSearch {
-            id,
-            name,
-            less_than_days: window,
-            created: Instant::now(),
-            updates: 0,
-        },
-    );
-    inner.stats.searches_created += 1;
-    xml(
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_search><id>{id}</id></advanced_mobile_device_search>"),
-        StatusCode::CREATED,
-    )
-}
-
-pub async fn update_search(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: String,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    let (name, window) = match parse_definition(&body) {
-        Ok(v) => v,
-        Err(e) => return html_status(StatusCode::BAD_REQUEST, &e),
-    };
-    let mut inner = lock(&s.inner);
-    let Some(search) = id
-        .parse::<i64>()
-        .ok()
-        .and_then(|id| inner.searches.get_mut(&id))
-    else {
-        return classic_not_found();
-    };
-    // Partial update per top-level section, as Jamf does.
-    if let Some(n) = name {
-        search.name = n;
-    }
-    if let Some(w) = window {
-        search.less_than_days = w;
-    }
-    search.updates += 1;
-    let id = search.id;
-    inner.stats.searches_updated += 1;
-    xml(
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_search><id>{id}</id></advanced_mobile_device_search>"),
-        StatusCode::CREATED,
-    )
-}
-
-pub async fn delete_search(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    let removed = id
-        .parse::<i64>()
-        .ok()
-        .and_then(|id| lock(&s.inner).searches.remove(&id));
-    match removed {
-        Some(x) => xml(
-            format!(
-                "<advanced_mobile_device_search><id>{}</id></advanced_mobile_device_search>",
-                x.id
-            ),
-            StatusCode::OK,
-        ),
-        None => classic_not_found(),
-    }
-}
-
-pub async fn list_devices(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    let inner = lock(&s.inner);
-    let rows: String = inner
-        .mobiles
-        .values()
-        .map(|m| {
-            format!(
-                "<mobile_device><id>{}</id><name>{}</name><device_name>{}</device_name><udid>{}</udid>\
-                 <serial_number>{}</serial_number><managed>{}</managed><supervised>{}</supervised>\
-                 <model>{}</model><username>{}</username></mobile_device>",
-                m.id,
-                escape(&m.name),
-                escape(&m.name),
-                m.udid,
-                m.serial,
-                m.managed,
-                m.supervised,
-                MODELS[m.model].0,
-                m.username
-            )
-        })
-        .collect();
-    xml(
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><mobile_devices><size>{}</size>{rows}</mobile_devices>",
-            inner.mobiles.len()
-        ),
-        StatusCode::OK,
-    )
-}
-
-pub async fn mobile_device(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("json"));
-    let inner = lock(&s.inner);
-    let Some(m) = id.parse::<i64>().ok().and_then(|id| inner.mobiles.get(&id)) else {
-        return classic_not_found();
-    };
-    if wants_json {
-        // Classic JSON arrives labelled text/plain.
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")],
-            m.to_classic_json().to_string(),
-        )
-            .into_response();
-    }
-    let mut body = m.to_xml();
-    if inner.corrupt_mobiles.contains(&m.id) {
-        // A record cut off mid-way.
-        body.truncate(body.len() / 2);
-    }
-    xml(body, StatusCode::OK)
-}
-
 pub async fn pro_detail(
     State(s): State<Arc<SimState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if !super::fleet::serves_mobile_detail(&lock(&s.cfg).version) {
+        return super::state::not_found().await;
+    }
     if s.authorize(&headers).is_none() {
         return unauthorized();
     }
@@ -620,7 +289,7 @@ pub async fn pro_detail(
         sections.push("GENERAL".into());
     }
     for sec in &sections {
-        if !crate::config::MOBILE_DEVICE_SECTIONS.contains(&sec.as_str()) {
+        if !SECTIONS.contains(&sec.as_str()) {
             return api_error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST_PARAMETER_VALUE",
@@ -709,7 +378,7 @@ fn matches(m: &SimMobile, expr: &rsql::Expr) -> Result<bool, String> {
                 }
                 "lastInventoryUpdateDate" => m
                     .last_inventory
-                    .cmp(&crate::jamf::models::parse_jamf_time(value).ok_or("not a date-time")?),
+                    .cmp(&super::fleet::parse_time(value).ok_or("not a date-time")?),
                 "udid" => m.udid.as_str().cmp(value.as_str()),
                 "serialNumber" => m.serial.as_str().cmp(value.as_str()),
                 "displayName" => m.name.as_str().cmp(value.as_str()),

@@ -12,11 +12,12 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use quick_xml::escape::escape;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::mobile::{classic_gate, classic_not_found, html_status, xml};
-use super::{lock, SimState};
+use super::classic::{classic_gate, classic_not_found, html_status, xml};
+use super::state::{lock, SimState};
+use super::xml::Element;
 
 /// Envelope format of emitted events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -99,14 +100,15 @@ pub fn envelope(ev: &SimEvent, format: WebhookFormat, webhook_id: i64) -> (Strin
 }
 
 /// Posts queued events to `url`, a few at a time (Jamf sends concurrently too).
-pub(crate) fn spawn_emitter(
+pub(super) fn spawn_emitter(
     state: Arc<SimState>,
     url: String,
     format: WebhookFormat,
     basic: Option<(String, String)>,
     rx: mpsc::UnboundedReceiver<SimEvent>,
 ) {
-    crate::jamf::install_crypto_provider();
+    // The simulator installs the TLS provider itself: it imports nothing from the client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -217,11 +219,11 @@ pub async fn write(
     if let Some(r) = classic_gate(&s, &headers).await {
         return r;
     }
-    let doc = match crate::jamf::classic::xml_to_json(&body) {
-        Ok((root, doc)) if root == "webhook" => doc,
+    let doc = match Element::parse(&body) {
+        Ok(doc) if doc.name == "webhook" => doc,
         _ => return html_status(StatusCode::BAD_REQUEST, "Problem with XML"),
     };
-    let text = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |k: &str| doc.text_of(k).unwrap_or("").to_string();
     let mut inner = lock(&s.inner);
     let id = if method == axum::http::Method::POST {
         if inner.webhooks.values().any(|h| h.name == text("name")) {

@@ -1,8 +1,9 @@
 //! SQLite and PostgreSQL implementations of [`Store`](super::Store).
 //!
-//! One body serves both (`store_impl!`): the SQL is identical but for the JSON cast of `raw`
-//! (`::jsonb` on PostgreSQL) and the migrations folder. Batched multi-row statements keep the
-//! cost per page at a handful of round trips whatever the page size.
+//! One body serves both (`store_impl!` here, `writer_impl!` for the write path): the SQL is
+//! identical but for the JSON cast of `raw` (`::jsonb` on PostgreSQL), how a write transaction
+//! begins, and the migrations folder. Batched multi-row statements keep the cost per page at a
+//! handful of round trips whatever the page size.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,16 +15,12 @@ use sqlx::sqlite::{
 };
 use sqlx::QueryBuilder;
 
+use super::writer::{insert_columns, push_cells, push_ids, upsert_tail, writer_impl, CHUNK};
 use super::{
-    partition_changed, CursorRow, DeviceRow, Kind, NewRun, NewWebhookEvent, PageOutcome,
-    QueuedEvent, Result, RunCounts, RunEnd, RunRow, RunStatus, Store, StoredComputer,
-    StoredMobileDevice,
+    partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, Progress, QueuedEvent,
+    Result, RunEnd, RunRow, Store, StoredComputer, StoredMobileDevice,
 };
-use crate::jamf::classic::MobileDevice;
-use crate::jamf::models::Computer;
-
-/// Rows per multi-row INSERT: 18 parameters a row stays well under SQLite's 32,766 limit.
-const CHUNK: usize = 500;
+use crate::domain::{Cell, DeviceRecord, EaValue, Kind, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -54,6 +51,12 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// A write transaction that holds SQLite's write lock from the start: a deferred one that
+    /// read first could not upgrade once another writer committed (`SQLITE_BUSY_SNAPSHOT`).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 impl PgStore {
@@ -69,26 +72,16 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
 
-/// Appends ` IN ($1, $2, …)` binding `ids`: the tail of every id-list statement here.
-fn push_ids<DB>(q: &mut QueryBuilder<DB>, ids: &[i64])
-where
-    DB: sqlx::Database,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    q.push(" IN (");
-    let mut sep = q.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
     }
-    q.push(")");
 }
 
 macro_rules! run_columns {
     () => {
         "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
-         upserted, unchanged, failed, missing, cursor_before, cursor_after, error"
+         upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error"
     };
 }
 
@@ -101,6 +94,8 @@ macro_rules! computer_columns {
 
 macro_rules! store_impl {
     ($store:ty, $db:ty, $migrations:expr, $json_cast:literal, $raw_text:literal) => {
+        writer_impl!($store, $db, $json_cast);
+
         impl $store {
             /// Runs `head … IN (ids)` once per chunk of `ids` inside `tx`; returns the rows
             /// affected. `head` writes the statement up to the column the ids are matched on.
@@ -119,123 +114,16 @@ macro_rules! store_impl {
                 Ok(n)
             }
 
-            /// [`Self::execute_in_chunks`] in a transaction of its own.
-            async fn update_in_chunks(
+            /// [`Self::execute_in_chunks`] in a write transaction of its own.
+            async fn chunked_in_own_tx(
                 &self,
                 ids: &[i64],
                 head: impl Fn(&mut QueryBuilder<$db>),
             ) -> Result<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let n = Self::execute_in_chunks(&mut tx, ids, head).await?;
                 tx.commit().await?;
                 Ok(n)
-            }
-
-            /// The page-writing logic both device kinds share; `insert` builds the kind's
-            /// multi-row upsert for the rows that changed.
-            #[allow(clippy::too_many_arguments)]
-            async fn write_page<R: DeviceRow>(
-                &self,
-                instance: &str,
-                run_id: i64,
-                records: &[R],
-                counts: &RunCounts,
-                last_id: Option<i64>,
-                now: DateTime<Utc>,
-                insert: impl Fn(&mut QueryBuilder<$db>, &str, &[&R], DateTime<Utc>),
-            ) -> Result<PageOutcome> {
-                let table = R::KIND.as_str();
-                let mut tx = self.pool.begin().await?;
-                let mut outcome = PageOutcome::default();
-                for chunk in records.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
-                        "SELECT jamf_id, raw_hash, deleted_at IS NOT NULL FROM {table} WHERE instance = "
-                    ));
-                    q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
-                    let mut ids = q.separated(", ");
-                    for r in chunk {
-                        ids.push_bind(r.jamf_id());
-                    }
-                    q.push(")");
-                    let stored: Vec<(i64, i64, bool)> =
-                        q.build_query_as().fetch_all(&mut *tx).await?;
-                    let (changed, unchanged) = partition_changed(chunk, &stored);
-
-                    if !unchanged.is_empty() {
-                        let mut q: QueryBuilder<$db> =
-                            QueryBuilder::new(format!("UPDATE {table} SET synced_at = "));
-                        q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
-                        q.push(" AND jamf_id");
-                        push_ids(&mut q, &unchanged);
-                        q.build().execute(&mut *tx).await?;
-                    }
-
-                    if !changed.is_empty() {
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new("");
-                        insert(&mut q, instance, &changed, now);
-                        q.build().execute(&mut *tx).await?;
-
-                        let device_type = R::KIND.device_type();
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                            "DELETE FROM extension_attributes WHERE device_type = ",
-                        );
-                        q.push_bind(device_type).push(" AND instance = ");
-                        q.push_bind(instance.to_string()).push(" AND jamf_id IN (");
-                        let mut ids = q.separated(", ");
-                        for c in &changed {
-                            ids.push_bind(c.jamf_id());
-                        }
-                        q.push(")");
-                        q.build().execute(&mut *tx).await?;
-
-                        let eas: Vec<(i64, &crate::jamf::models::EaValue)> = changed
-                            .iter()
-                            .flat_map(|c| c.extension_attributes().iter().map(move |e| (c.jamf_id(), e)))
-                            .collect();
-                        for ea_chunk in eas.chunks(CHUNK * 2) {
-                            let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                                "INSERT INTO extension_attributes (instance, device_type, jamf_id, \
-                                 definition_id, name, value, data_type, updated_at) ",
-                            );
-                            q.push_values(ea_chunk.iter(), |mut b, (id, e)| {
-                                b.push_bind(instance.to_string())
-                                    .push_bind(device_type)
-                                    .push_bind(*id)
-                                    .push_bind(e.definition_id.clone())
-                                    .push_bind(e.name.clone())
-                                    .push_bind(e.value.clone())
-                                    .push_bind(e.data_type.clone())
-                                    .push_bind(now);
-                            });
-                            // The same definition twice for one device must not abort the page.
-                            q.push(" ON CONFLICT DO NOTHING");
-                            q.build().execute(&mut *tx).await?;
-                        }
-                    }
-                    outcome.upserted += changed.len() as i64;
-                    outcome.unchanged += unchanged.len() as i64;
-                }
-                let total = RunCounts {
-                    upserted: counts.upserted + outcome.upserted,
-                    unchanged: counts.unchanged + outcome.unchanged,
-                    ..*counts
-                };
-                sqlx::query(
-                    "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, unchanged = $4, \
-                     failed = $5, missing = $6, last_id = COALESCE($7, last_id) WHERE id = $8",
-                )
-                .bind(total.listed)
-                .bind(total.fetched)
-                .bind(total.upserted)
-                .bind(total.unchanged)
-                .bind(total.failed)
-                .bind(total.missing)
-                .bind(last_id)
-                .bind(run_id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(outcome)
             }
         }
 
@@ -262,8 +150,8 @@ macro_rules! store_impl {
                      VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
                 )
                 .bind(run.instance)
-                .bind(run.kind)
-                .bind(run.trigger)
+                .bind(run.kind.as_str())
+                .bind(run.trigger.as_str())
                 .bind(run.mode)
                 .bind(run.started_at)
                 .bind(run.cursor_before)
@@ -272,113 +160,29 @@ macro_rules! store_impl {
                 Ok(id)
             }
 
-            async fn write_computers(
+            async fn write_devices<R: DeviceRecord>(
                 &self,
                 instance: &str,
-                run_id: i64,
-                records: &[Computer],
-                counts: &RunCounts,
-                last_id: Option<i64>,
+                records: &[R],
+                progress: Option<&Progress>,
+                overwrite: bool,
                 now: DateTime<Utc>,
             ) -> Result<PageOutcome> {
-                self.write_page(instance, run_id, records, counts, last_id, now, |q, instance, rows, now| {
-                    q.push(
-                        "INSERT INTO computers (instance, jamf_id, udid, serial_number, name, model, \
-                         os_version, os_build, report_date, last_contact, managed, supervised, username, \
-                         email, raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at) ",
-                    );
-                    q.push_values(rows.iter(), |mut b, c| {
-                        b.push_bind(instance.to_string())
-                            .push_bind(c.jamf_id)
-                            .push_bind(c.udid.clone())
-                            .push_bind(c.serial_number.clone())
-                            .push_bind(c.name.clone())
-                            .push_bind(c.model.clone())
-                            .push_bind(c.os_version.clone())
-                            .push_bind(c.os_build.clone())
-                            .push_bind(c.report_date)
-                            .push_bind(c.last_contact)
-                            .push_bind(c.managed)
-                            .push_bind(c.supervised)
-                            .push_bind(c.username.clone())
-                            .push_bind(c.email.clone())
-                            .push_bind(c.raw.clone())
-                            .push_unseparated($json_cast)
-                            .push_bind(c.raw_hash)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push("NULL");
-                    });
-                    q.push(
-                        " ON CONFLICT (instance, jamf_id) DO UPDATE SET udid = excluded.udid, \
-                         serial_number = excluded.serial_number, name = excluded.name, \
-                         model = excluded.model, os_version = excluded.os_version, \
-                         os_build = excluded.os_build, report_date = excluded.report_date, \
-                         last_contact = excluded.last_contact, managed = excluded.managed, \
-                         supervised = excluded.supervised, username = excluded.username, \
-                         email = excluded.email, raw = excluded.raw, raw_hash = excluded.raw_hash, \
-                         changed_at = excluded.changed_at, synced_at = excluded.synced_at, \
-                         deleted_at = NULL",
-                    );
-                })
-                .await
+                self.write_devices_tx(instance, records, progress, overwrite, now).await
             }
 
-            async fn write_mobile_devices(
+            async fn mark_deleted(
                 &self,
                 instance: &str,
-                run_id: i64,
-                records: &[MobileDevice],
-                counts: &RunCounts,
-                last_id: Option<i64>,
-                now: DateTime<Utc>,
-            ) -> Result<PageOutcome> {
-                self.write_page(instance, run_id, records, counts, last_id, now, |q, instance, rows, now| {
-                    q.push(
-                        "INSERT INTO mobile_devices (instance, jamf_id, udid, serial_number, name, \
-                         model, os_version, os_type, last_inventory_update, managed, supervised, \
-                         username, email, raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at) ",
-                    );
-                    q.push_values(rows.iter(), |mut b, d| {
-                        b.push_bind(instance.to_string())
-                            .push_bind(d.jamf_id)
-                            .push_bind(d.udid.clone())
-                            .push_bind(d.serial_number.clone())
-                            .push_bind(d.name.clone())
-                            .push_bind(d.model.clone())
-                            .push_bind(d.os_version.clone())
-                            .push_bind(d.os_type.clone())
-                            .push_bind(d.last_inventory_update)
-                            .push_bind(d.managed)
-                            .push_bind(d.supervised)
-                            .push_bind(d.username.clone())
-                            .push_bind(d.email.clone())
-                            .push_bind(d.raw.clone())
-                            .push_unseparated($json_cast)
-                            .push_bind(d.raw_hash)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push("NULL");
-                    });
-                    q.push(
-                        " ON CONFLICT (instance, jamf_id) DO UPDATE SET udid = excluded.udid, \
-                         serial_number = excluded.serial_number, name = excluded.name, \
-                         model = excluded.model, os_version = excluded.os_version, \
-                         os_type = excluded.os_type, \
-                         last_inventory_update = excluded.last_inventory_update, \
-                         managed = excluded.managed, supervised = excluded.supervised, \
-                         username = excluded.username, email = excluded.email, raw = excluded.raw, \
-                         raw_hash = excluded.raw_hash, changed_at = excluded.changed_at, \
-                         synced_at = excluded.synced_at, deleted_at = NULL",
-                    );
-                })
-                .await
+                kind: Kind,
+                ids: &[i64],
+                observed_at: DateTime<Utc>,
+            ) -> Result<u64> {
+                self.mark_deleted_tx(instance, kind, ids, observed_at).await
             }
 
             async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let c = &end.counts;
                 let cursor_after = if end.status == RunStatus::Succeeded {
                     end.cursor_after
@@ -388,7 +192,7 @@ macro_rules! store_impl {
                 sqlx::query(
                     "UPDATE sync_runs SET status = $1, finished_at = $2, listed = $3, fetched = $4, \
                      upserted = $5, unchanged = $6, failed = $7, missing = $8, error = $9, \
-                     cursor_after = $10 WHERE id = $11",
+                     cursor_after = $10, stale = $11 WHERE id = $12",
                 )
                 .bind(end.status.as_str())
                 .bind(end.finished_at)
@@ -400,6 +204,7 @@ macro_rules! store_impl {
                 .bind(c.missing)
                 .bind(end.error.as_deref())
                 .bind(cursor_after)
+                .bind(c.stale)
                 .bind(end.run_id)
                 .execute(&mut *tx)
                 .await?;
@@ -412,7 +217,7 @@ macro_rules! store_impl {
                          WHERE sync_cursors.cursor < excluded.cursor",
                     )
                     .bind(end.instance)
-                    .bind(end.kind)
+                    .bind(end.kind.as_str())
                     .bind(cursor)
                     .bind(end.run_id)
                     .bind(end.finished_at)
@@ -483,15 +288,11 @@ macro_rules! store_impl {
             }
 
             async fn count_devices(&self, instance: &str, kind: Kind) -> Result<i64> {
-                let sql = match kind {
-                    Kind::Computers => {
-                        "SELECT COUNT(*) FROM computers WHERE instance = $1 AND deleted_at IS NULL"
-                    }
-                    Kind::MobileDevices => {
-                        "SELECT COUNT(*) FROM mobile_devices WHERE instance = $1 AND deleted_at IS NULL"
-                    }
-                };
-                let (n,): (i64,) = sqlx::query_as(sql)
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE instance = $1 AND deleted_at IS NULL",
+                    kind.as_str()
+                );
+                let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                     .bind(instance)
                     .fetch_one(&self.pool)
                     .await?;
@@ -507,24 +308,9 @@ macro_rules! store_impl {
                 Ok(q.build_query_as().fetch_all(&self.pool).await?)
             }
 
-            async fn mark_deleted(
-                &self,
-                instance: &str,
-                kind: Kind,
-                ids: &[i64],
-                now: DateTime<Utc>,
-            ) -> Result<u64> {
-                self.update_in_chunks(ids, |q| {
-                    q.push(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
-                    q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
-                    q.push(" AND deleted_at IS NULL AND jamf_id");
-                })
-                .await
-            }
-
             async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
                 // Attributes and devices go together or not at all.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 Self::execute_in_chunks(&mut tx, ids, |q| {
                     q.push("DELETE FROM extension_attributes WHERE device_type = ");
                     q.push_bind(kind.device_type()).push(" AND instance = ");
@@ -538,15 +324,6 @@ macro_rules! store_impl {
                 .await?;
                 tx.commit().await?;
                 Ok(n)
-            }
-
-            async fn mark_unmanaged(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
-                self.update_in_chunks(ids, |q| {
-                    q.push(format!("UPDATE {} SET managed = ", kind.as_str()));
-                    q.push_bind(false).push(" WHERE instance = ").push_bind(instance.to_string());
-                    q.push(" AND jamf_id");
-                })
-                .await
             }
 
             async fn synced_at(
@@ -601,7 +378,7 @@ macro_rules! store_impl {
             }
 
             async fn delete_webhook_events(&self, instance: &str, ids: &[i64]) -> Result<u64> {
-                self.update_in_chunks(ids, |q| {
+                self.chunked_in_own_tx(ids, |q| {
                     q.push("DELETE FROM webhook_events WHERE instance = ");
                     q.push_bind(instance.to_string()).push(" AND id");
                 })
@@ -615,7 +392,7 @@ macro_rules! store_impl {
                 not_before: DateTime<Utc>,
                 error: &str,
             ) -> Result<u64> {
-                self.update_in_chunks(ids, |q| {
+                self.chunked_in_own_tx(ids, |q| {
                     q.push("UPDATE webhook_events SET attempts = attempts + 1, not_before = ");
                     q.push_bind(not_before).push(", last_error = ").push_bind(error.to_string());
                     q.push(" WHERE instance = ").push_bind(instance.to_string()).push(" AND id");

@@ -1,19 +1,30 @@
-//! The inventory store: one [`Store`] trait, a SQLite and a PostgreSQL implementation.
+//! The inventory store: one [`Store`] trait, a SQLite and a PostgreSQL implementation. It knows
+//! the domain's records and nothing about where they come from.
 //!
 //! Invariants:
-//! - upserts are idempotent, keyed by `(instance, jamf_id)`; writing the same page twice leaves
-//!   the same rows (and counts the second write as `unchanged`);
+//! - every write of a device goes through [`Store::write_devices`], whatever asked for it
+//!   (sync page, webhook refresh, reconcile); it is idempotent, keyed by `(instance, jamf_id)`;
+//! - **newer wins**: a stored copy is never replaced by one that is older ([`newer_wins`]): by
+//!   inventory time (`report_date` / `last_inventory_update`, a missing one counting as
+//!   oldest), and at equal inventory times by the time the copy was requested from Jamf
+//!   (`fetched_at`); a device marked deleted comes back only with a copy requested after the
+//!   deletion was seen. The guard is part of the upsert's SQL, so writers may run concurrently
+//!   (a webhook refresh beside a sync) and the newest copy stays whatever order they commit
+//!   in. `overwrite` (the operator's `sync --full --overwrite`) writes what Jamf says
+//!   regardless;
 //! - a page of records, its extension attributes and the run's progress commit in one
 //!   transaction: a crash leaves whole pages, never half of one;
 //! - the delta cursor moves only in [`Store::finish_run`] of a *succeeded* run, in the same
 //!   transaction that marks the run succeeded; a failed run never moves it;
 //! - `first_seen_at` is set once; `changed_at` moves only when the raw record changed;
-//!   `synced_at` moves whenever a run saw the device; an upsert clears `deleted_at`.
+//!   `synced_at` moves whenever a run saw the device; a written copy clears `deleted_at`.
 //!
-//! Both backends share one implementation body (the `store_impl!` macro) because their SQL
-//! differs only in how a JSON parameter is cast; the schemas live in `migrations/<backend>`.
+//! Both backends share one implementation body (`store_impl!` in [`backends`]) because their
+//! SQL differs only in how a JSON parameter is cast and how a write transaction begins; the
+//! schemas live in `migrations/<backend>`.
 
 mod backends;
+mod writer;
 
 use std::future::Future;
 
@@ -22,8 +33,7 @@ use chrono::{DateTime, Utc};
 pub use backends::{PgStore, SqliteStore};
 
 use crate::config::DatabaseUrl;
-use crate::jamf::classic::MobileDevice;
-use crate::jamf::models::{Computer, EaValue};
+use crate::domain::{DeviceRecord, Kind, RunCounts, RunKind, RunStatus, Trigger, WebhookAction};
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -36,118 +46,13 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// What a sync run is about. The string forms are stored in `sync_runs.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Computers,
-    MobileDevices,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Computers => "computers",
-            Kind::MobileDevices => "mobile_devices",
-        }
-    }
-
-    pub const ALL: [Kind; 2] = [Kind::Computers, Kind::MobileDevices];
-
-    /// Position in per-kind arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Kind::Computers => 0,
-            Kind::MobileDevices => 1,
-        }
-    }
-
-    /// `device_type` in `extension_attributes`.
-    pub fn device_type(self) -> &'static str {
-        match self {
-            Kind::Computers => "computer",
-            Kind::MobileDevices => "mobile_device",
-        }
-    }
-}
-
-/// A device record the store can write: what the shared page-writing logic needs to know.
-pub trait DeviceRow: Send + Sync {
-    const KIND: Kind;
-    fn jamf_id(&self) -> i64;
-    fn raw_hash(&self) -> i64;
-    fn extension_attributes(&self) -> &[EaValue];
-}
-
-impl DeviceRow for Computer {
-    const KIND: Kind = Kind::Computers;
-    fn jamf_id(&self) -> i64 {
-        self.jamf_id
-    }
-    fn raw_hash(&self) -> i64 {
-        self.raw_hash
-    }
-    fn extension_attributes(&self) -> &[EaValue] {
-        &self.extension_attributes
-    }
-}
-
-impl DeviceRow for MobileDevice {
-    const KIND: Kind = Kind::MobileDevices;
-    fn jamf_id(&self) -> i64 {
-        self.jamf_id
-    }
-    fn raw_hash(&self) -> i64 {
-        self.raw_hash
-    }
-    fn extension_attributes(&self) -> &[EaValue] {
-        &self.extension_attributes
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Running,
-    Succeeded,
-    Failed,
-    Interrupted,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-        }
-    }
-}
-
-/// Counters of one run, persisted in `sync_runs` as the run progresses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunCounts {
-    /// Devices the listing returned.
-    pub listed: i64,
-    /// Records fetched and decoded.
-    pub fetched: i64,
-    /// New or changed records written.
-    pub upserted: i64,
-    /// Records identical to the stored copy.
-    pub unchanged: i64,
-    /// Records that could not be decoded (logged and skipped).
-    pub failed: i64,
-    /// Devices listed but gone (404) by the time their record was fetched.
-    pub missing: i64,
-}
-
 /// A new row in `sync_runs`.
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
     pub instance: &'a str,
-    /// `computers`, `mobile_devices` or `reconcile`.
-    pub kind: &'a str,
-    pub trigger: &'a str,
-    /// `full` or `delta`.
+    pub kind: RunKind,
+    pub trigger: Trigger,
+    /// `full` or `delta` for syncs; the device kind for reconcile.
     pub mode: &'a str,
     pub started_at: DateTime<Utc>,
     pub cursor_before: Option<DateTime<Utc>>,
@@ -158,8 +63,8 @@ pub struct NewRun<'a> {
 pub struct RunEnd<'a> {
     pub run_id: i64,
     pub instance: &'a str,
-    /// As in [`NewRun::kind`]; the cursor of this name moves on success.
-    pub kind: &'a str,
+    /// A succeeded sync moves this kind's cursor.
+    pub kind: RunKind,
     pub status: RunStatus,
     pub counts: RunCounts,
     pub error: Option<String>,
@@ -168,11 +73,46 @@ pub struct RunEnd<'a> {
     pub finished_at: DateTime<Utc>,
 }
 
+/// A run's progress, committed together with the page it covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub run_id: i64,
+    /// The run's counts including this page's listed/fetched/failed/missing; the store adds
+    /// what the write itself finds (upserted, unchanged, stale).
+    pub counts: RunCounts,
+    /// Highest id the page covers (resume point).
+    pub last_id: Option<i64>,
+}
+
 /// Result of writing one page.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PageOutcome {
+    /// New or changed copies written.
     pub upserted: i64,
+    /// Identical to the stored copy (only `synced_at` moved).
     pub unchanged: i64,
+    /// Not written: the stored copy is newer.
+    pub stale: i64,
+}
+
+/// Whether a copy may replace the stored one (the invariant the upsert's SQL guard enforces;
+/// kept here as plain code to test and to read). `None` dates count as oldest.
+pub fn newer_wins(
+    incoming: (Option<DateTime<Utc>>, DateTime<Utc>),
+    stored: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    stored_deleted: bool,
+) -> bool {
+    let (as_of, fetched_at) = incoming;
+    let (stored_as_of, stored_fetched_at) = stored;
+    if stored_deleted {
+        return stored_fetched_at.is_none_or(|f| fetched_at > f);
+    }
+    match (as_of, stored_as_of) {
+        (Some(a), Some(b)) if a != b => a > b,
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        _ => stored_fetched_at.is_none_or(|f| fetched_at >= f),
+    }
 }
 
 /// One row of `sync_runs`.
@@ -190,6 +130,7 @@ pub struct RunRow {
     pub fetched: i64,
     pub upserted: i64,
     pub unchanged: i64,
+    pub stale: i64,
     pub failed: i64,
     pub missing: i64,
     pub cursor_before: Option<DateTime<Utc>>,
@@ -228,7 +169,7 @@ pub struct StoredComputer {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// A stored mobile device's columns (raw excluded).
+/// A stored mobile device's columns (raw included).
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
 pub struct StoredMobileDevice {
     pub jamf_id: i64,
@@ -249,44 +190,6 @@ pub struct StoredMobileDevice {
     pub changed_at: DateTime<Utc>,
     pub synced_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
-}
-
-/// What a queued webhook event asks the worker to do with its device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WebhookAction {
-    /// The device submitted inventory (or was added/enrolled): fetch its record.
-    Refresh,
-    /// The device checked in: fetch it only if the stored copy is older than
-    /// `webhooks.checkin_refresh_secs` (check-ins come every few minutes per device).
-    Checkin,
-    /// The device was unenrolled: fetch it and mark it `managed = false` (never deleted).
-    Unenroll,
-}
-
-impl WebhookAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WebhookAction::Refresh => "refresh",
-            WebhookAction::Checkin => "checkin",
-            WebhookAction::Unenroll => "unenroll",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "refresh" => Some(WebhookAction::Refresh),
-            "checkin" => Some(WebhookAction::Checkin),
-            "unenroll" => Some(WebhookAction::Unenroll),
-            _ => None,
-        }
-    }
-}
-
-impl Kind {
-    /// The inverse of [`Kind::as_str`].
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
 }
 
 /// A webhook event to put in the durable queue.
@@ -317,7 +220,7 @@ pub struct QueuedEvent {
     pub not_before: DateTime<Utc>,
 }
 
-/// The operations the sync engine and the CLI need from a database.
+/// The operations the sync engine, the daemon and the CLI need from a database.
 pub trait Store: Send + Sync + 'static {
     /// Applies the embedded migrations (idempotent).
     fn migrate(&self) -> impl Future<Output = Result<()>> + Send;
@@ -328,24 +231,14 @@ pub trait Store: Send + Sync + 'static {
         kind: Kind,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
     fn start_run(&self, run: &NewRun<'_>) -> impl Future<Output = Result<i64>> + Send;
-    /// Writes one page of computers and the run's progress in one transaction.
-    fn write_computers(
+    /// Writes devices (newer wins unless `overwrite`) and, when given, the run's progress, in
+    /// one transaction.
+    fn write_devices<R: DeviceRecord>(
         &self,
         instance: &str,
-        run_id: i64,
-        records: &[Computer],
-        counts: &RunCounts,
-        last_id: Option<i64>,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<PageOutcome>> + Send;
-    /// Writes one page of mobile devices and the run's progress in one transaction.
-    fn write_mobile_devices(
-        &self,
-        instance: &str,
-        run_id: i64,
-        records: &[MobileDevice],
-        counts: &RunCounts,
-        last_id: Option<i64>,
+        records: &[R],
+        progress: Option<&Progress>,
+        overwrite: bool,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<PageOutcome>> + Send;
     /// Records how a run ended and, if it succeeded, moves the cursor (one transaction).
@@ -373,13 +266,14 @@ pub trait Store: Send + Sync + 'static {
         instance: &str,
         kind: Kind,
     ) -> impl Future<Output = Result<Vec<(i64, bool)>>> + Send;
-    /// Sets `deleted_at` on these devices (kept with their history); returns how many.
+    /// Sets `deleted_at` on these devices (kept with their history), seen gone at
+    /// `observed_at`: only a copy requested after that revives them. Returns how many.
     fn mark_deleted(
         &self,
         instance: &str,
         kind: Kind,
         ids: &[i64],
-        now: DateTime<Utc>,
+        observed_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64>> + Send;
     /// Removes these devices and their extension attributes; returns how many.
     fn purge_devices(
@@ -394,13 +288,6 @@ pub trait Store: Send + Sync + 'static {
         instance: &str,
         kind: Kind,
     ) -> impl Future<Output = Result<Vec<(i64, String, Option<String>)>>> + Send;
-    /// Sets `managed = false` on these devices (an unenroll keeps the row); returns how many.
-    fn mark_unmanaged(
-        &self,
-        instance: &str,
-        kind: Kind,
-        ids: &[i64],
-    ) -> impl Future<Output = Result<u64>> + Send;
     /// `(jamf_id, synced_at)` of those of these devices that are stored and not deleted.
     fn synced_at(
         &self,
@@ -448,7 +335,7 @@ pub enum Db {
 impl Db {
     /// Connects (creating a SQLite file if needed) and applies migrations.
     pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Db> {
-        crate::jamf::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let db = match url {
             DatabaseUrl::Sqlite(_) => {
                 Db::Sqlite(SqliteStore::connect(url.expose(), max_connections).await?)
@@ -495,27 +382,15 @@ impl Store for Db {
     async fn start_run(&self, run: &NewRun<'_>) -> Result<i64> {
         delegate!(self, s => s.start_run(run))
     }
-    async fn write_computers(
+    async fn write_devices<R: DeviceRecord>(
         &self,
         instance: &str,
-        run_id: i64,
-        records: &[Computer],
-        counts: &RunCounts,
-        last_id: Option<i64>,
+        records: &[R],
+        progress: Option<&Progress>,
+        overwrite: bool,
         now: DateTime<Utc>,
     ) -> Result<PageOutcome> {
-        delegate!(self, s => s.write_computers(instance, run_id, records, counts, last_id, now))
-    }
-    async fn write_mobile_devices(
-        &self,
-        instance: &str,
-        run_id: i64,
-        records: &[MobileDevice],
-        counts: &RunCounts,
-        last_id: Option<i64>,
-        now: DateTime<Utc>,
-    ) -> Result<PageOutcome> {
-        delegate!(self, s => s.write_mobile_devices(instance, run_id, records, counts, last_id, now))
+        delegate!(self, s => s.write_devices(instance, records, progress, overwrite, now))
     }
     async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
         delegate!(self, s => s.finish_run(end))
@@ -553,15 +428,12 @@ impl Store for Db {
         instance: &str,
         kind: Kind,
         ids: &[i64],
-        now: DateTime<Utc>,
+        observed_at: DateTime<Utc>,
     ) -> Result<u64> {
-        delegate!(self, s => s.mark_deleted(instance, kind, ids, now))
+        delegate!(self, s => s.mark_deleted(instance, kind, ids, observed_at))
     }
     async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
         delegate!(self, s => s.purge_devices(instance, kind, ids))
-    }
-    async fn mark_unmanaged(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
-        delegate!(self, s => s.mark_unmanaged(instance, kind, ids))
     }
     async fn synced_at(
         &self,
@@ -596,7 +468,7 @@ impl Store for Db {
 
 /// Splits a page into records whose stored copy differs (or is absent or deleted) and records
 /// stored identically. `stored` holds `(jamf_id, raw_hash, deleted)` of the page's ids.
-pub fn partition_changed<'a, R: DeviceRow>(
+pub fn partition_changed<'a, R: DeviceRecord>(
     records: &'a [R],
     stored: &[(i64, i64, bool)],
 ) -> (Vec<&'a R>, Vec<i64>) {
@@ -611,4 +483,60 @@ pub fn partition_changed<'a, R: DeviceRow>(
         }
     }
     (changed, unchanged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn newer_inventory_wins_and_equal_dates_go_to_the_later_request() {
+        // A newer inventory replaces, an older never does, whatever the request times.
+        assert!(newer_wins(
+            (Some(t(10)), t(0)),
+            (Some(t(5)), Some(t(100))),
+            false
+        ));
+        assert!(!newer_wins(
+            (Some(t(5)), t(100)),
+            (Some(t(10)), Some(t(0))),
+            false
+        ));
+        // A missing date is the oldest.
+        assert!(newer_wins((Some(t(1)), t(0)), (None, Some(t(100))), false));
+        assert!(!newer_wins((None, t(100)), (Some(t(1)), Some(t(0))), false));
+        // Equal dates: the copy asked for later wins (an unenroll seen after an older page).
+        assert!(newer_wins(
+            (Some(t(5)), t(20)),
+            (Some(t(5)), Some(t(10))),
+            false
+        ));
+        assert!(!newer_wins(
+            (Some(t(5)), t(10)),
+            (Some(t(5)), Some(t(20))),
+            false
+        ));
+        assert!(newer_wins((None, t(20)), (None, Some(t(10))), false));
+        // Rows written before fetched_at existed accept any copy of the same date.
+        assert!(newer_wins((Some(t(5)), t(0)), (Some(t(5)), None), false));
+    }
+
+    #[test]
+    fn a_deleted_device_comes_back_only_with_a_later_request() {
+        assert!(!newer_wins(
+            (Some(t(50)), t(10)),
+            (Some(t(5)), Some(t(20))),
+            true
+        ));
+        assert!(newer_wins(
+            (Some(t(1)), t(30)),
+            (Some(t(5)), Some(t(20))),
+            true
+        ));
+        assert!(newer_wins((None, t(0)), (Some(t(5)), None), true));
+    }
 }

@@ -3,27 +3,29 @@
 //! # Safety
 //! - Deletions are applied only when the whole listing succeeded; any listing error fails the
 //!   run with nothing marked.
-//! - Each candidate is confirmed with a direct fetch: only a 404 confirms a deletion; a device
-//!   that answers is kept (the listing missed it) and refreshed.
+//! - Each candidate is confirmed with a direct request for the device: only a 404 confirms a
+//!   deletion; a device that answers is kept (the listing missed it), and its copy, fetched
+//!   through the kind's source in the shape a sync stores, is written like any other (newer
+//!   wins).
 //! - More than `reconcile.max_delete_fraction` of the stored devices (default 10%) is refused
 //!   unless forced: a mis-scoped API role or an empty Jamf must not wipe the table.
 //! - `--dry-run` computes everything and writes nothing.
 //!
 //! Devices present in Jamf but not stored (created with an old report date, so invisible to
-//! deltas) are fetched and stored; devices stored as deleted that are back are revived.
+//! deltas) are fetched and stored; devices stored as deleted that are back are revived. Every
+//! reconcile is a run of its own ([`Run`]), with its own deadline.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures_util::StreamExt;
 
-use super::{Engine, RunError, Trigger};
+use super::run::Run;
+use super::source::DeviceSource;
+use super::{Engine, RunError};
 use crate::config::OnMissing;
-use crate::jamf::classic::MobileDevice;
-use crate::jamf::models::{numeric_id, Computer};
-use crate::jamf::JamfError;
-use crate::store::{Kind, NewRun, RunCounts, RunEnd, RunStatus, Store, StoreError};
+use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
+use crate::store::{NewRun, RunEnd, Store, StoreError};
 use crate::telemetry::metric;
 
 /// One difference between the stored copy and Jamf.
@@ -70,12 +72,12 @@ pub struct ReconcileOptions {
 }
 
 /// What a reconcile found and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReconcileSummary {
     pub kind: &'static str,
     pub run_id: Option<i64>,
     pub dry_run: bool,
-    pub status: &'static str,
+    pub status: RunStatus,
     /// Devices Jamf listed.
     pub listed: i64,
     /// Live devices stored before the run.
@@ -98,7 +100,7 @@ pub struct ReconcileSummary {
 
 impl ReconcileSummary {
     pub fn succeeded(&self) -> bool {
-        self.status == "succeeded"
+        self.status == RunStatus::Succeeded
     }
 }
 
@@ -109,7 +111,7 @@ impl fmt::Display for ReconcileSummary {
             "{} reconcile{} {}: listed {}, stored {}, candidates {}, deleted {}, kept {}, refused {}, missed-and-fetched {}, revived {} in {:.1}s",
             self.kind,
             if self.dry_run { " (dry run)" } else { "" },
-            self.status,
+            self.status.as_str(),
             self.listed,
             self.stored,
             self.candidates,
@@ -134,9 +136,20 @@ impl<S: Store> Engine<S> {
         kind: Kind,
         opts: ReconcileOptions,
     ) -> Result<ReconcileSummary, StoreError> {
+        match kind {
+            Kind::Computers => self.reconcile_with(kind, &self.computers, opts).await,
+            Kind::MobileDevices => self.reconcile_with(kind, &self.mobiles, opts).await,
+        }
+    }
+
+    async fn reconcile_with<Src: DeviceSource>(
+        &self,
+        kind: Kind,
+        source: &Src,
+        opts: ReconcileOptions,
+    ) -> Result<ReconcileSummary, StoreError> {
         let t0 = Instant::now();
         let instance = self.client.instance().to_string();
-        let started_at = Utc::now();
         let run_id = if opts.dry_run {
             None
         } else {
@@ -144,43 +157,45 @@ impl<S: Store> Engine<S> {
                 self.store
                     .start_run(&NewRun {
                         instance: &instance,
-                        kind: "reconcile",
-                        trigger: opts.trigger.as_str(),
+                        kind: RunKind::Reconcile,
+                        trigger: opts.trigger,
                         mode: kind.as_str(),
-                        started_at,
+                        started_at: Utc::now(),
                         cursor_before: None,
                     })
                     .await?,
             )
         };
+        let run = self.new_run(run_id, RunKind::Reconcile);
         let mut summary = ReconcileSummary {
             kind: kind.as_str(),
             run_id,
             dry_run: opts.dry_run,
-            ..ReconcileSummary::default()
+            status: RunStatus::Running,
+            listed: 0,
+            stored: 0,
+            candidates: 0,
+            deleted: 0,
+            kept: 0,
+            refused: 0,
+            missed_fetched: 0,
+            revived: 0,
+            error: None,
+            elapsed: Duration::ZERO,
         };
-        let result = self.reconcile_inner(kind, opts, &mut summary).await;
-        summary.status = match &result {
-            Ok(()) => "succeeded",
-            Err(RunError::Interrupted) => "interrupted",
-            Err(_) => "failed",
-        };
-        if let Err(e) = &result {
-            summary.error = Some(e.to_string());
-        }
+        let result = self
+            .reconcile_inner(kind, source, &run, opts, &mut summary)
+            .await;
+        summary.status = RunError::status(&result);
+        summary.error = result.err().map(|e| e.to_string());
         summary.elapsed = t0.elapsed();
         if let Some(run_id) = run_id {
-            let status = match summary.status {
-                "succeeded" => RunStatus::Succeeded,
-                "interrupted" => RunStatus::Interrupted,
-                _ => RunStatus::Failed,
-            };
             self.store
                 .finish_run(&RunEnd {
                     run_id,
                     instance: &instance,
-                    kind: "reconcile",
-                    status,
+                    kind: RunKind::Reconcile,
+                    status: summary.status,
                     // sync_runs columns: missing = deleted, failed = refused,
                     // upserted = missed-and-fetched + revived.
                     counts: RunCounts {
@@ -188,6 +203,7 @@ impl<S: Store> Engine<S> {
                         fetched: summary.missed_fetched + summary.revived + summary.kept,
                         upserted: summary.missed_fetched + summary.revived,
                         unchanged: summary.kept,
+                        stale: 0,
                         failed: summary.refused,
                         missing: summary.deleted,
                     },
@@ -217,19 +233,18 @@ impl<S: Store> Engine<S> {
         Ok(summary)
     }
 
-    async fn reconcile_inner(
+    async fn reconcile_inner<Src: DeviceSource>(
         &self,
         kind: Kind,
+        source: &Src,
+        run: &Run,
         opts: ReconcileOptions,
         summary: &mut ReconcileSummary,
     ) -> Result<(), RunError> {
         let instance = self.client.instance().to_string();
         // Jamf first: a listing that fails leaves everything as it was.
-        let listed = match kind {
-            Kind::Computers => self.list_all_computer_ids().await?,
-            Kind::MobileDevices => self.client.mobile_device_ids().await?,
-        };
-        self.check_stop()?;
+        let listed = source.list_ids(run).await?;
+        run.check()?;
         let stored = self.store.device_ids(&instance, kind).await?;
         summary.listed = listed.len() as i64;
         summary.stored = stored.iter().filter(|(_, deleted)| !deleted).count() as i64;
@@ -251,21 +266,18 @@ impl<S: Store> Engine<S> {
         }
         summary.candidates = candidates.len() as i64;
 
-        // Candidates: only a 404 on a direct fetch confirms a deletion.
-        let mut confirmed = Vec::new();
-        let confirmations = self.fetch_many(kind, &candidates).await;
-        for (id, result) in confirmations {
-            match result {
-                Err(e) if e.is_not_found() => confirmed.push(id),
-                Err(e) => return Err(e.into()),
-                Ok(record) => {
-                    summary.kept += 1;
-                    if !opts.dry_run {
-                        self.store_record(record).await?;
-                    }
-                }
-            }
-        }
+        // Candidates: only a 404 on a direct request confirms a deletion. A device that still
+        // answers is kept, and its copy written (in the source's shape) when the source
+        // returns it.
+        let confirmed = source.confirm_gone(&candidates).await?;
+        run.check()?;
+        summary.kept = (candidates.len() - confirmed.len()) as i64;
+        let kept: Vec<i64> = candidates
+            .iter()
+            .copied()
+            .filter(|id| confirmed.binary_search(id).is_err())
+            .collect();
+        let refreshed = source.fetch(&kept).await?;
         let limit = (summary.stored as f64 * self.reconcile_cfg.max_delete_fraction).floor() as i64;
         if confirmed.len() as i64 > limit && !opts.force {
             summary.refused = confirmed.len() as i64;
@@ -282,21 +294,18 @@ impl<S: Store> Engine<S> {
         summary.deleted = confirmed.len() as i64;
 
         // Devices Jamf has that we lack (or had marked deleted).
-        let fetched = self.fetch_many(kind, &to_fetch).await;
-        let mut found = Vec::new();
-        for (id, result) in fetched {
-            match result {
-                Ok(record) => found.push(record),
-                // Deleted since the listing: nothing to store.
-                Err(e) if e.is_not_found() => tracing::info!(id, "listed device is gone"),
-                Err(e) => return Err(e.into()),
-            }
+        let found = source.fetch(&to_fetch).await?;
+        for id in &found.missing {
+            tracing::info!(id, "listed device is gone");
         }
         if opts.dry_run {
             return Ok(());
         }
-        for record in found {
-            self.store_record(record).await?;
+        let now = Utc::now();
+        for records in [&refreshed.records, &found.records] {
+            self.store
+                .write_devices(&instance, records, None, false, now)
+                .await?;
         }
         if !confirmed.is_empty() {
             match self.reconcile_cfg.on_missing {
@@ -314,91 +323,6 @@ impl<S: Store> Engine<S> {
         }
         Ok(())
     }
-
-    /// Every computer id, GENERAL only, at the largest page size Jamf serves.
-    async fn list_all_computer_ids(&self) -> Result<Vec<i64>, JamfError> {
-        let general = ["GENERAL".to_string()];
-        let mut ids = Vec::new();
-        let mut after = None;
-        loop {
-            let version = self.client.inventory_version().await?;
-            let filter = super::keyset_filter(None, after);
-            let page = self
-                .client
-                .computers_page(
-                    version,
-                    &general,
-                    crate::config::JAMF_MAX_PAGE_SIZE,
-                    filter.as_deref(),
-                    false,
-                )
-                .await?;
-            let n = page.results.len() as i64;
-            let before = ids.len();
-            ids.extend(page.results.iter().filter_map(|raw| numeric_id(raw.get())));
-            if n == 0 || n >= page.total_count || ids.len() == before {
-                return Ok(ids);
-            }
-            after = ids.last().copied();
-        }
-    }
-
-    /// Fetches full records through the worker pool; a record that does not decode counts as
-    /// present (it answered) but is not stored.
-    async fn fetch_many(&self, kind: Kind, ids: &[i64]) -> Vec<(i64, Result<Fetched, JamfError>)> {
-        let workers = self.client.max_concurrency() as usize;
-        futures_util::stream::iter(ids.iter().copied())
-            .map(|id| {
-                let client = self.client.clone();
-                async move {
-                    let result = match kind {
-                        Kind::Computers => match client.inventory_version().await {
-                            Ok(v) => client
-                                .computer_detail(v, id)
-                                .await
-                                .map(|raw| Fetched::Computer(Computer::from_raw(&raw).ok())),
-                            Err(e) => Err(e),
-                        },
-                        Kind::MobileDevices => client
-                            .mobile_device_xml(id)
-                            .await
-                            .map(|xml| Fetched::Mobile(MobileDevice::from_xml(&xml).ok())),
-                    };
-                    (id, result)
-                }
-            })
-            .buffer_unordered(workers)
-            .collect()
-            .await
-    }
-
-    /// Upserts one fetched record. Run id 0 matches no `sync_runs` row: reconcile records its
-    /// own counts when it finishes.
-    async fn store_record(&self, record: Fetched) -> Result<(), StoreError> {
-        let instance = self.client.instance();
-        let counts = RunCounts::default();
-        match record {
-            Fetched::Computer(Some(c)) => {
-                self.store
-                    .write_computers(instance, 0, &[c], &counts, None, Utc::now())
-                    .await?;
-            }
-            Fetched::Mobile(Some(m)) => {
-                self.store
-                    .write_mobile_devices(instance, 0, &[m], &counts, None, Utc::now())
-                    .await?;
-            }
-            Fetched::Computer(None) | Fetched::Mobile(None) => {}
-        }
-        Ok(())
-    }
-}
-
-/// A record fetched during reconcile (`None`: it answered but did not decode).
-#[derive(Debug)]
-enum Fetched {
-    Computer(Option<Computer>),
-    Mobile(Option<MobileDevice>),
 }
 
 #[cfg(test)]

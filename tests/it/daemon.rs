@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use jamf_sync::config::DatabaseUrl;
 use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::store::{Db, Kind, Store};
+use jamf_sync::domain::Kind;
+use jamf_sync::store::{Db, Store};
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -29,7 +30,7 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
-        jamf_sync::jamf::install_crypto_provider();
+        jamf_sync::tls::install_crypto_provider();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
         cmd.arg("run")

@@ -1,5 +1,6 @@
-//! Shared test fixtures: a fresh database per test (SQLite file or a new PostgreSQL database),
-//! a simulator on a free port, and settings with fast retries.
+//! Shared test fixtures: a fresh database per test (SQLite file or a new PostgreSQL database,
+//! removed when the fixture is dropped, also when the test fails), a simulator on a free port,
+//! and settings with fast retries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use jamf_sync::config::{
 };
 use jamf_sync::jamf::JamfClient;
 use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::store::{Db, Kind, RunRow, Store, StoredComputer};
-use jamf_sync::sync::{Engine, RunSummary, SyncOptions, Trigger};
+use jamf_sync::domain::{Kind, Trigger};
+use jamf_sync::store::{Db, RunRow, Store, StoredComputer};
+use jamf_sync::sync::{Engine, RunSummary, SyncOptions};
 use secrecy::SecretString;
 use sqlx::Connection;
 
@@ -40,17 +42,37 @@ impl TestDb {
         self.db.backend()
     }
 
-    /// Drops the per-test PostgreSQL database.
+    /// Closes the pool; the database itself goes when the fixture is dropped.
     pub async fn cleanup(self) {
         self.db.close().await;
-        if let Some((admin, name)) = self.pg_admin {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut conn)
-                    .await;
-            }
-        }
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the per-test PostgreSQL database, whether the test passed or panicked. `Drop`
+    /// cannot await, so a thread with a runtime of its own does it (`WITH (FORCE)` ends the
+    /// connections the pool may still hold).
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg_admin.take() else {
+            return;
+        };
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        });
+        let _ = dropper.join();
     }
 }
 
@@ -77,7 +99,7 @@ pub fn pg_admin_url() -> String {
 }
 
 pub async fn postgres() -> TestDb {
-    jamf_sync::jamf::install_crypto_provider();
+    jamf_sync::tls::install_crypto_provider();
     let admin = pg_admin_url();
     let name = format!("jamf_sync_test_{:016x}", fastrand::u64(..));
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -151,20 +173,14 @@ pub fn engine(db: &TestDb, settings: JamfSettings, cfg: SyncConfig) -> Engine<Db
 
 pub async fn run(engine: &Engine<Db>, full: bool) -> RunSummary {
     engine
-        .sync_computers(SyncOptions {
-            full,
-            trigger: Trigger::Cli,
-        })
+        .sync_computers(SyncOptions::new(full, Trigger::Cli))
         .await
         .expect("store must not fail")
 }
 
 pub async fn run_mobile(engine: &Engine<Db>, full: bool) -> RunSummary {
     engine
-        .sync_mobile_devices(SyncOptions {
-            full,
-            trigger: Trigger::Cli,
-        })
+        .sync_mobile_devices(SyncOptions::new(full, Trigger::Cli))
         .await
         .expect("store must not fail")
 }

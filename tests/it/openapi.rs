@@ -198,7 +198,7 @@ async fn simulator_answers_match_jamfs_schema() {
     })
     .await;
     let base = sim.url();
-    jamf_sync::jamf::install_crypto_provider();
+    jamf_sync::tls::install_crypto_provider();
     let http = reqwest::Client::new();
 
     let token: Value = http
@@ -231,7 +231,7 @@ async fn simulator_answers_match_jamfs_schema() {
     let (_, version) = get(&http, format!("{base}/api/v1/jamf-pro-version"), &bearer).await;
     checker.assert_valid("JamfProVersion", &version, "version");
 
-    let v4_sections: Vec<&str> = jamf_sync::config::COMPUTER_SECTIONS.to_vec();
+    let v4_sections: Vec<&str> = jamf_sync::domain::facts::COMPUTER_SECTIONS.to_vec();
     let mut v1_sections = v4_sections.clone();
     v1_sections.extend(["PLUGINS", "FONTS"]);
     for (api, list_schema, detail_schema, sections) in [
@@ -533,7 +533,7 @@ fn client_models_match_jamfs_schema() {
         .iter()
         .filter_map(|v| v.as_str().map(String::from))
         .collect();
-    let ours: BTreeSet<String> = jamf_sync::config::COMPUTER_SECTIONS
+    let ours: BTreeSet<String> = jamf_sync::domain::facts::COMPUTER_SECTIONS
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -542,7 +542,7 @@ fn client_models_match_jamfs_schema() {
 
 #[tokio::test]
 async fn simulator_pages_filters_and_sorts_like_jamf() {
-    jamf_sync::jamf::install_crypto_provider();
+    jamf_sync::tls::install_crypto_provider();
     let sim = helpers::sim(SimConfig {
         computers: 2500,
         ..SimConfig::default()

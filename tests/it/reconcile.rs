@@ -2,9 +2,11 @@
 
 use jamf_sync::config::{FetchStrategy, OnMissing, ReconcileConfig};
 use jamf_sync::simulator::{Faults, SimConfig, Simulator};
-use jamf_sync::store::{Db, Kind, Store};
+use jamf_sync::domain::Kind;
+use jamf_sync::store::{Db, Store};
 use jamf_sync::sync::reconcile::{ReconcileOptions, ReconcileSummary};
-use jamf_sync::sync::{Engine, Trigger};
+use jamf_sync::domain::Trigger;
+use jamf_sync::sync::Engine;
 
 use crate::helpers::{self, TestDb};
 

@@ -2,7 +2,8 @@
 
 use jamf_sync::config::FetchStrategy;
 use jamf_sync::simulator::{Faults, SimConfig};
-use jamf_sync::store::{Kind, Store};
+use jamf_sync::domain::Kind;
+use jamf_sync::store::Store;
 
 use crate::helpers::{self, TestDb};
 

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use jamf_sync::simulator::webhooks::{envelope, SimEvent, WebhookFormat};
 use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::store::{Kind, Store};
+use jamf_sync::domain::Kind;
+use jamf_sync::store::Store;
 use serde_json::Value;
 
 use crate::daemon::{free_port, open, sqlite_url, Daemon};

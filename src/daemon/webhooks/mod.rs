@@ -11,30 +11,31 @@
 //! - Nothing is enqueued unless the request authenticated and parsed; refused requests are
 //!   counted by reason (401 unauthorized, 400 malformed, 413 too large) and never logged with
 //!   their credentials.
-//! - Events are hints: the worker fetches each device's full record through the same client
-//!   (and so the same limiter) as scheduled syncs, so webhooks and syncs together stay within
-//!   Jamf's five connections.
-//! - An unenroll marks the device `managed = false`; nothing here deletes a device.
+//! - Events are hints: the worker fetches each device's full record through the same engine
+//!   (and so the same client and limiter) as scheduled syncs, so webhooks and syncs together
+//!   stay within Jamf's five connections, and stores what Jamf answers. An unenroll is a
+//!   refresh like any other; a device Jamf answers 404 for is marked deleted.
 
 pub mod event;
-pub mod setup;
 pub mod worker;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
 use base64::Engine as _;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::sync::Notify;
 
+use super::credentials::secret_eq;
 use crate::config::WebhookAuth;
-use crate::http::{secret_eq, AppState};
-use crate::store::{NewWebhookEvent, Store};
+use crate::store::{Db, NewWebhookEvent, Store};
 use crate::telemetry::metric;
 use event::Parsed;
 
@@ -42,14 +43,24 @@ use event::Parsed;
 pub const PATH: &str = "/webhooks/jamf";
 
 /// What the receiving endpoint needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Receiver {
+    pub instance: String,
     pub auth: WebhookAuth,
     pub max_body_bytes: usize,
     /// Wakes the worker when an event was queued.
     pub queued: Arc<Notify>,
     /// Served on `webhooks.listen` rather than on `server.listen`.
     pub own_listener: bool,
+    /// The queue's database, once connected.
+    pub store: Arc<OnceLock<Arc<Db>>>,
+}
+
+/// `POST /webhooks/jamf`, for mounting on the daemon's server or a listener of its own.
+pub fn routes(receiver: Arc<Receiver>) -> Router {
+    Router::new()
+        .route(PATH, post(receive))
+        .with_state(receiver)
 }
 
 impl Receiver {
@@ -101,14 +112,7 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// `POST /webhooks/jamf`.
-pub async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let Some(r) = &s.webhooks else {
-        return (
-            StatusCode::NOT_FOUND,
-            "webhooks are off (webhooks.enabled)\n",
-        )
-            .into_response();
-    };
+async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
     if !r.authenticated(&headers) {
         count("unknown", "unauthorized");
         tracing::warn!("webhook refused: missing or wrong credentials");
@@ -170,17 +174,16 @@ pub async fn receive(State(s): State<Arc<AppState>>, headers: HeaderMap, body: B
             return answer(StatusCode::BAD_REQUEST, json!({"error": why}));
         }
     };
-    let Some(engine) = s.engine.get() else {
+    let Some(store) = r.store.get() else {
         count(device.event, "unavailable");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "not ready: database not connected yet"}),
         );
     };
-    let queued = engine
-        .store()
+    let queued = store
         .enqueue_webhook_event(&NewWebhookEvent {
-            instance: &s.instance,
+            instance: &r.instance,
             kind: device.kind,
             jamf_id: device.jamf_id,
             event: device.event,

@@ -1,5 +1,5 @@
 //! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /sync`,
-//! and `POST /webhooks/jamf` when webhooks are on (see [`crate::webhooks`]).
+//! and `POST /webhooks/jamf` when webhooks are on (see [`super::webhooks`]).
 //!
 //! Invariants: handlers only read state or *request* runs through the [`Runner`]; `POST /sync`
 //! is off unless an admin token is configured, and the token is compared in constant time;
@@ -18,12 +18,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
-use crate::runner::Runner;
-use crate::scheduler::NextRuns;
-use crate::store::{Db, Kind, Store};
-use crate::sync::{Engine, Trigger};
+use super::credentials::secret_eq;
+use super::runner::Runner;
+use super::scheduler::NextRuns;
+use super::webhooks;
+use crate::domain::{Kind, Trigger};
+use crate::store::{Db, Store};
+use crate::sync::Engine;
 
 /// What `/readyz` reports until each part is ready.
 #[derive(Debug, Clone)]
@@ -42,7 +44,7 @@ pub struct AppState {
     pub runner: OnceLock<Runner>,
     pub next_runs: NextRuns,
     /// Set when webhooks are enabled.
-    pub webhooks: Option<crate::webhooks::Receiver>,
+    pub webhooks: Option<Arc<webhooks::Receiver>>,
 }
 
 impl AppState {
@@ -68,7 +70,7 @@ impl AppState {
     }
 
     /// Enables `POST /webhooks/jamf`.
-    pub fn with_webhooks(mut self, receiver: crate::webhooks::Receiver) -> Self {
+    pub fn with_webhooks(mut self, receiver: Arc<webhooks::Receiver>) -> Self {
         self.webhooks = Some(receiver);
         self
     }
@@ -81,32 +83,25 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let hooks = state.webhooks.clone().filter(|w| !w.own_listener);
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .route("/sync", post(trigger));
-    if state.webhooks.as_ref().is_some_and(|w| !w.own_listener) {
-        app = app.route(crate::webhooks::PATH, post(crate::webhooks::receive));
+        .route("/sync", post(trigger))
+        .with_state(state);
+    if let Some(receiver) = hooks {
+        app = app.merge(webhooks::routes(receiver));
     }
-    app.with_state(state)
+    app
 }
 
 /// The webhook endpoint alone, for `webhooks.listen` (plus `/healthz` for load balancers).
-pub fn webhook_router(state: Arc<AppState>) -> Router {
+pub fn webhook_router(receiver: Arc<webhooks::Receiver>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route(crate::webhooks::PATH, post(crate::webhooks::receive))
-        .with_state(state)
-}
-
-/// Compares a presented credential with the configured one in constant time. Both sides are
-/// hashed first: comparing the raw bytes would return early on a length mismatch and so tell
-/// a caller how long the secret is.
-pub(crate) fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
-    use sha2::{Digest, Sha256};
-    bool::from(Sha256::digest(given).ct_eq(&Sha256::digest(expected)))
+        .merge(webhooks::routes(receiver))
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
@@ -285,19 +280,4 @@ async fn trigger(
         Json(json!({"accepted": accepted, "coalesced": coalesced})),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::secret_eq;
-
-    #[test]
-    fn secret_comparison_needs_the_exact_bytes() {
-        assert!(secret_eq(b"s3cret-token", b"s3cret-token"));
-        assert!(!secret_eq(b"s3cret-tokeN", b"s3cret-token"));
-        assert!(!secret_eq(b"s3cret", b"s3cret-token"));
-        assert!(!secret_eq(b"s3cret-token-and-more", b"s3cret-token"));
-        assert!(!secret_eq(b"", b"s3cret-token"));
-        assert!(secret_eq(b"", b""));
-    }
 }

@@ -13,7 +13,9 @@
 //! - **Failures.** A failed fetch (Jamf down, throttled past the retry budget) defers the
 //!   device's events with exponential backoff; after `max_attempts` they are dropped, logged and
 //!   counted, and the next delta sync picks the device up. A device Jamf no longer has is
-//!   counted `missing` (reconcile decides about deletions); an unenroll marks it unmanaged.
+//!   counted `missing` and marked deleted. An unenroll is a refresh like any other: the copy
+//!   says what Jamf's record says (unmanaged), never a local edit a later sync could not
+//!   correct.
 //! - **Shutdown.** The worker stops between batches; whatever is still queued stays in the
 //!   table for the next start.
 
@@ -25,7 +27,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
 use crate::config::WebhooksConfig;
-use crate::store::{Kind, QueuedEvent, Store, WebhookAction};
+use crate::domain::{Kind, WebhookAction};
+use crate::store::{QueuedEvent, Store};
 use crate::sync::Engine;
 use crate::telemetry::metric;
 
@@ -62,7 +65,6 @@ pub struct DeviceEvents {
     pub received: Vec<DateTime<Utc>>,
     /// Anything but check-ins asks for a fetch regardless of the stored copy's age.
     pub checkin_only: bool,
-    pub unenroll: bool,
     /// Most failed attempts of any of its events.
     pub attempts: i32,
     /// Not before this (retry backoff).
@@ -120,7 +122,6 @@ pub fn plan(events: &[QueuedEvent], now: DateTime<Utc>, t: Timing) -> Plan {
                 event_ids: Vec::new(),
                 received: Vec::new(),
                 checkin_only: true,
-                unenroll: false,
                 attempts: 0,
                 not_before: e.not_before,
             }
@@ -128,7 +129,6 @@ pub fn plan(events: &[QueuedEvent], now: DateTime<Utc>, t: Timing) -> Plan {
         d.event_ids.push(e.id);
         d.received.push(e.received_at);
         d.checkin_only &= action == WebhookAction::Checkin;
-        d.unenroll |= action == WebhookAction::Unenroll;
         d.attempts = d.attempts.max(e.attempts);
         d.not_before = d.not_before.max(e.not_before);
     }
@@ -288,14 +288,6 @@ async fn handle_kind<S: Store>(
         let ids: Vec<i64> = group.iter().map(|d| d.jamf_id).collect();
         match engine.refresh(kind, &ids).await {
             Ok(done) => {
-                let unenrolled: Vec<i64> = group
-                    .iter()
-                    .filter(|d| d.unenroll)
-                    .map(|d| d.jamf_id)
-                    .collect();
-                if !unenrolled.is_empty() {
-                    store.mark_unmanaged(instance, kind, &unenrolled).await?;
-                }
                 let handled: Vec<i64> = group.iter().flat_map(|d| d.event_ids.clone()).collect();
                 store.delete_webhook_events(instance, &handled).await?;
                 let stored_at = Utc::now();
@@ -321,9 +313,9 @@ async fn handle_kind<S: Store>(
                     events = handled.len(),
                     stored = done.stored.len(),
                     changed = done.upserted,
+                    stale = done.stale,
                     missing = done.missing.len(),
                     failed = done.failed.len(),
-                    unenrolled = unenrolled.len(),
                     "webhook refresh"
                 );
             }
@@ -400,7 +392,7 @@ mod tests {
         let p = plan(&events, at(1500), T);
         assert_eq!(p.due.len(), 1);
         assert_eq!(p.due[0].kind, Kind::MobileDevices);
-        assert!(p.due[0].unenroll && !p.due[0].checkin_only);
+        assert!(!p.due[0].checkin_only);
         assert_eq!(p.next_due, Some(at(1800)));
         // At 1.8 s the computer is due with all three events, not check-in only.
         let p = plan(&events, at(1800), T);
@@ -408,7 +400,7 @@ mod tests {
         let c = &p.due[0];
         assert_eq!((c.kind, c.jamf_id), (Kind::Computers, 7));
         assert_eq!(c.event_ids, vec![1, 2, 3]);
-        assert!(!c.checkin_only && !c.unenroll);
+        assert!(!c.checkin_only);
         assert_eq!(p.next_due, None);
     }
 

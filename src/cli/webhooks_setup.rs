@@ -4,13 +4,14 @@
 //! Idempotent: webhooks are found by name (`jamf-sync <Event>`) and updated in place, so
 //! running it again after changing the URL or the password never creates duplicates.
 
-use crate::config::{Config, ConfigError};
-use crate::jamf::JamfClient;
-use crate::store::Kind;
+use std::process::ExitCode;
 
-use super::event::INVENTORY_EVENTS;
 use quick_xml::escape::escape as xml_escape;
 use secrecy::ExposeSecret;
+
+use crate::config::{Config, ConfigError, JamfSettings};
+use crate::domain::{Kind, INVENTORY_EVENTS};
+use crate::jamf::JamfClient;
 
 /// What setup did with one event's webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +98,31 @@ pub async fn setup(
     Ok(out)
 }
 
+/// `jamf-sync webhooks setup`.
+pub(super) async fn command(cfg: &Config, settings: JamfSettings) -> anyhow::Result<ExitCode> {
+    let target = match target(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let client = JamfClient::new(settings)?;
+    let kinds = super::kinds_to_sync(cfg, None);
+    let result = setup(&client, &target, &kinds).await;
+    client.invalidate_token().await;
+    for r in result? {
+        println!(
+            "{} webhook {:?} (id {}) for {}",
+            if r.created { "created" } else { "updated" },
+            webhook_name(r.event),
+            r.id,
+            r.event
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +135,7 @@ mod tests {
             "jamf<hook>",
             "p&ss'\"",
         );
-        let Ok((root, json)) = crate::jamf::classic::xml_to_json(&xml) else {
+        let Ok((root, json)) = crate::jamf::xml::xml_to_json(&xml) else {
             panic!("not well-formed: {xml}");
         };
         assert_eq!(root, "webhook");

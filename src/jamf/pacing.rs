@@ -27,56 +27,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::PacingConfig;
 use crate::telemetry::metric;
-
-/// Tuning of the controller (`[jamf.pacing]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PacingConfig {
-    /// Adapt the limit to the server; `false` keeps it at `jamf.max_concurrency`.
-    pub adaptive: bool,
-    /// Limit to start from (1..=max_concurrency). Lower is gentler on a struggling server;
-    /// higher reaches full speed sooner.
-    pub initial_limit: u32,
-    /// Grow by one after this many healthy answers per unit of the current limit.
-    pub increase_after: u32,
-    /// Multiply the limit by this on back-pressure (0 < f < 1).
-    pub decrease_factor: f64,
-    /// An answer is slow when it exceeds the class mean by this many deviations...
-    pub slow_deviations: f64,
-    /// ...and by at least this fraction of the mean (constant latencies have no deviation)...
-    pub slow_floor: f64,
-    /// ...and by at least this many milliseconds (scheduling noise on fast answers is not load).
-    pub slow_min_ms: u64,
-    /// Weight of a new sample in the EWMA baseline (0 < a <= 1).
-    pub ewma_alpha: f64,
-    /// Samples a class needs before "slow" is judged.
-    pub warmup: u32,
-    /// Smallest gap between request starts once back-pressure was seen, in ms (0 = none).
-    pub min_delay_ms: u64,
-    /// Largest gap between request starts, in ms; 0 (the default) disables the gap.
-    pub max_delay_ms: u64,
-}
-
-impl Default for PacingConfig {
-    fn default() -> Self {
-        Self {
-            adaptive: true,
-            initial_limit: 2,
-            increase_after: 5,
-            decrease_factor: 0.5,
-            slow_deviations: 4.0,
-            slow_floor: 0.5,
-            slow_min_ms: 25,
-            ewma_alpha: 0.2,
-            warmup: 5,
-            min_delay_ms: 0,
-            max_delay_ms: 0,
-        }
-    }
-}
 
 /// How an attempt ended, as far as pacing is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

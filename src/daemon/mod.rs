@@ -11,8 +11,19 @@
 //! wait up to `sync.shutdown_grace_secs` for requests on the wire to finish and completed pages
 //! to commit (the run ends `interrupted`, cursor untouched), invalidate the Jamf token, exit 0.
 //! If the grace period runs out, the run is abandoned and marked `interrupted` all the same.
+//!
+//! Layout: the triggers ([`scheduler`], [`http`]'s `POST /sync`, start-up catch-up) only
+//! *request* runs from the [`runner`], the one executor of syncs and reconciles; the
+//! [`webhooks`] receiver only queues events, and its worker refreshes devices beside the runner
+//! (the store's newer-wins writes make that safe; see the sync engine's notes).
 
-use std::sync::Arc;
+mod credentials;
+pub mod http;
+pub mod runner;
+pub mod scheduler;
+pub mod webhooks;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,13 +31,12 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::config::Config;
-use crate::http::{router, AppState};
-use crate::jamf::JamfClient;
-use crate::runner::{self, Op, Runner};
-use crate::scheduler::{self, Schedule};
-use crate::store::{Db, Kind, Store};
-use crate::sync::{Engine, Trigger};
+use crate::domain::{Kind, Trigger};
+use crate::store::{Db, Store};
+use http::{router, AppState};
+use runner::{Op, Runner};
 
 /// Waits until the shutdown flag turns true (or its sender is gone).
 async fn until_shutdown(mut rx: watch::Receiver<bool>) {
@@ -49,6 +59,7 @@ pub async fn run(
     if cfg.mobile_devices.enabled {
         kinds.push(Kind::MobileDevices);
     }
+    crate::telemetry::init_series(&kinds, cfg.webhooks.enabled);
     let mut state = AppState::new(
         instance.clone(),
         kinds.clone(),
@@ -56,13 +67,16 @@ pub async fn run(
         cfg.admin_token()?,
     );
     let queued = Arc::new(tokio::sync::Notify::new());
+    let queue_store: Arc<OnceLock<Arc<Db>>> = Arc::new(OnceLock::new());
     if cfg.webhooks.enabled {
-        state = state.with_webhooks(crate::webhooks::Receiver {
+        state = state.with_webhooks(Arc::new(webhooks::Receiver {
+            instance: instance.clone(),
             auth: cfg.webhook_auth()?,
             max_body_bytes: cfg.webhooks.max_body_bytes,
             queued: queued.clone(),
             own_listener: cfg.webhooks.listen.is_some(),
-        });
+            store: queue_store.clone(),
+        }));
     }
     let state = Arc::new(state);
     let addr = listener.local_addr()?;
@@ -70,22 +84,17 @@ pub async fn run(
         .with_graceful_shutdown(until_shutdown(shutdown.clone()));
     let http = tokio::spawn(async move { server.await });
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jamf-sync daemon listening");
-    let webhook_http = match cfg
-        .webhooks
-        .listen
-        .as_deref()
-        .filter(|_| cfg.webhooks.enabled)
-    {
-        Some(listen) => {
+    let webhook_http = match (cfg.webhooks.listen.as_deref(), &state.webhooks) {
+        (Some(listen), Some(receiver)) => {
             let l = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("config key `webhooks.listen`: cannot bind {listen}"))?;
             tracing::info!(addr = %l.local_addr()?, "webhook endpoint listening");
-            let server = axum::serve(l, crate::http::webhook_router(state.clone()))
+            let server = axum::serve(l, http::webhook_router(receiver.clone()))
                 .with_graceful_shutdown(until_shutdown(shutdown.clone()));
             Some(tokio::spawn(async move { server.await }))
         }
-        None => None,
+        _ => None,
     };
 
     let Some(db) = connect_with_retry(&cfg, &state, shutdown.clone()).await? else {
@@ -100,13 +109,9 @@ pub async fn run(
             "runs left 'running' by a stopped process were marked interrupted; their windows will be redone"
         );
     }
-
-    let client = Arc::new(JamfClient::new(settings)?);
-    let engine = Arc::new(
-        Engine::new(db.clone(), client.clone(), cfg.sync.clone())
-            .with_mobile(cfg.mobile_devices.clone())
-            .with_reconcile(cfg.reconcile.clone()),
-    );
+    let app = App::build(&cfg, settings, db.clone())?;
+    let (client, engine) = (app.client.clone(), app.engine.clone());
+    let _ = queue_store.set(db.clone());
     let _ = state.engine.set(engine.clone());
     {
         // Authenticate once up front so /readyz can report a bad credential at once.
@@ -122,7 +127,7 @@ pub async fn run(
     let _ = state.runner.set(runner.clone());
     let executor = tokio::spawn(runner::execute(engine.clone(), runner.clone(), rx));
     let webhook_worker = cfg.webhooks.enabled.then(|| {
-        tokio::spawn(crate::webhooks::worker::run(
+        tokio::spawn(webhooks::worker::run(
             engine.clone(),
             cfg.webhooks.clone(),
             queued.clone(),
@@ -130,26 +135,21 @@ pub async fn run(
         ))
     });
 
-    let parse = |expr: &str| {
-        Schedule::parse(expr, &cfg.sync.timezone)
-            .map_err(|e| anyhow::anyhow!("config key `{}`: {}", e.0, e.1))
-    };
     let mut schedules = vec![(
         Kind::Computers,
         Op::Sync { full: false },
-        parse(&cfg.sync.schedule)?,
+        cfg.sync.schedule()?,
     )];
     if cfg.mobile_devices.enabled {
-        let expr = cfg
-            .mobile_devices
-            .schedule
-            .clone()
-            .unwrap_or_else(|| cfg.sync.schedule.clone());
-        schedules.push((Kind::MobileDevices, Op::Sync { full: false }, parse(&expr)?));
+        schedules.push((
+            Kind::MobileDevices,
+            Op::Sync { full: false },
+            cfg.mobile_devices.schedule(&cfg.sync)?,
+        ));
     }
     if cfg.reconcile.enabled {
         for kind in &kinds {
-            schedules.push((*kind, Op::Reconcile, parse(&cfg.reconcile.schedule)?));
+            schedules.push((*kind, Op::Reconcile, cfg.reconcile.schedule(&cfg.sync)?));
         }
     }
     let mut sched = scheduler::start(schedules.clone(), runner.clone(), state.next_runs.clone())

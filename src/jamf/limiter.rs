@@ -20,7 +20,7 @@
 //! error, lowers the estimate, and the retry connects.
 //!
 //! # Adaptive pacing
-//! The number of permits is not fixed: [`crate::pacing::Controller`] moves it between 1 and
+//! The number of permits is not fixed: [`Controller`] moves it between 1 and
 //! `max_concurrency` from measured latency and back-pressure, and may impose a gap between
 //! request starts. Every attempt reports its outcome through [`Limiter::observe`].
 
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::pacing::{Controller, PacingConfig, Signal};
+use super::pacing::{Controller, PacingConfig, Signal};
 use crate::telemetry::metric;
 
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl Limiter {
     /// `max` is clamped to 1..=5: Jamf's limit is not ours to raise.
     /// `idle_timeout` must match the HTTP pool's idle timeout.
     pub fn new(max: u32, idle_timeout: Duration, pacing: PacingConfig) -> Self {
-        let max = max.clamp(1, crate::config::JAMF_MAX_CONCURRENCY);
+        let max = max.clamp(1, crate::domain::facts::JAMF_MAX_CONCURRENCY);
         let in_flight = Arc::new(AtomicI64::new(0));
         Self {
             max,

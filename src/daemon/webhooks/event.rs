@@ -8,33 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::store::{Kind, WebhookAction};
-
-/// The inventory events jamf-sync acts on: canonical name, device kind, action.
-pub const INVENTORY_EVENTS: &[(&str, Kind, WebhookAction)] = &[
-    ("ComputerAdded", Kind::Computers, WebhookAction::Refresh),
-    (
-        "ComputerInventoryCompleted",
-        Kind::Computers,
-        WebhookAction::Refresh,
-    ),
-    ("ComputerCheckIn", Kind::Computers, WebhookAction::Checkin),
-    (
-        "MobileDeviceEnrolled",
-        Kind::MobileDevices,
-        WebhookAction::Refresh,
-    ),
-    (
-        "MobileDeviceInventoryCompleted",
-        Kind::MobileDevices,
-        WebhookAction::Refresh,
-    ),
-    (
-        "MobileDeviceUnEnrolled",
-        Kind::MobileDevices,
-        WebhookAction::Unenroll,
-    ),
-];
+use crate::domain::{Kind, WebhookAction, INVENTORY_EVENTS};
+use crate::jamf::xml::xml_to_json;
 
 /// One inventory event for one device.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +43,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> 
     let xml = content_type.is_some_and(|c| c.to_ascii_lowercase().contains("xml"))
         || trimmed.starts_with('<');
     let doc = if xml {
-        let (root, value) = crate::jamf::classic::xml_to_json(trimmed)?;
+        let (root, value) = xml_to_json(trimmed)?;
         if !root.eq_ignore_ascii_case("JSSEvent") {
             return Err(format!("XML root is <{root}>, expected <JSSEvent>"));
         }
@@ -141,17 +116,10 @@ fn positive_id(v: &Value) -> Option<i64> {
     number(v).filter(|id| *id > 0)
 }
 
-/// The canonical name of an event jamf-sync acts on, for metric labels.
-pub fn canonical(name: &str) -> Option<&'static str> {
-    INVENTORY_EVENTS
-        .iter()
-        .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
-        .map(|(n, _, _)| *n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::webhook::canonical;
 
     /// A Jamf-shaped JSON envelope (fields as in Jamf's webhook documentation).
     fn json_envelope(name: &str, event: &str) -> String {

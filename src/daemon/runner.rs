@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::store::{Kind, Store};
+use crate::domain::{Kind, Trigger};
+use crate::store::Store;
 use crate::sync::reconcile::ReconcileOptions;
-use crate::sync::{Engine, SyncOptions, Trigger};
+use crate::sync::{Engine, SyncOptions};
 use crate::telemetry::metric;
 
 /// What a request asks for.
@@ -104,13 +105,7 @@ pub async fn execute<S: Store>(
         };
         let result = match req.op {
             Op::Sync { full } => engine
-                .sync(
-                    req.kind,
-                    SyncOptions {
-                        full,
-                        trigger: req.trigger,
-                    },
-                )
+                .sync(req.kind, SyncOptions::new(full, req.trigger))
                 .await
                 .map(|_| ()),
             Op::Reconcile => engine

@@ -1,0 +1,62 @@
+//! One Jamf instance's engine over its store and client, built from configuration: the one
+//! entry point the daemon, the CLI, `bench` and tests build on, so they all run the same
+//! engine with the same sources.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::{Config, JamfSettings};
+use crate::jamf::JamfClient;
+use crate::store::{Db, Store};
+use crate::sync::Engine;
+
+/// A database, a Jamf client and the engine over them.
+pub struct App {
+    pub db: Arc<Db>,
+    pub client: Arc<JamfClient>,
+    pub engine: Arc<Engine<Db>>,
+}
+
+impl App {
+    /// Builds the engine over an open database.
+    pub fn build(cfg: &Config, settings: JamfSettings, db: Arc<Db>) -> anyhow::Result<App> {
+        let client = Arc::new(JamfClient::new(settings)?);
+        let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone())
+            .with_mobile(cfg.mobile_devices.clone())
+            .with_reconcile(cfg.reconcile.clone());
+        Ok(App {
+            db,
+            client,
+            engine: Arc::new(engine),
+        })
+    }
+
+    /// Opens the configured database, marks runs a stopped process left `running` as
+    /// interrupted, and builds the engine.
+    pub async fn open(cfg: &Config, settings: JamfSettings) -> anyhow::Result<App> {
+        let db = Arc::new(connect(cfg).await?);
+        let stale = db.interrupt_stale_runs(&settings.instance).await?;
+        if stale > 0 {
+            tracing::warn!(
+                stale,
+                "runs left 'running' by a stopped process were marked interrupted; their windows will be redone"
+            );
+        }
+        Self::build(cfg, settings, db)
+    }
+
+    /// Invalidates the Jamf token and closes the database.
+    pub async fn close(&self) {
+        self.client.invalidate_token().await;
+        self.db.close().await;
+    }
+}
+
+/// Opens (and migrates) the configured database.
+pub async fn connect(cfg: &Config) -> anyhow::Result<Db> {
+    let url = cfg.database_url()?;
+    Db::connect(&url, cfg.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open database {}", url.masked()))
+}

@@ -1,0 +1,243 @@
+//! The commands over the engine: `run`, `sync`, `reconcile`, `status`, `config check`,
+//! `healthcheck`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::{kinds_to_sync, ReconcileArgs, SyncArgs};
+use crate::app::App;
+use crate::config::{Config, Credentials, JamfSettings};
+use crate::domain::{Kind, Trigger};
+use crate::store::Store;
+use crate::sync::reconcile::ReconcileOptions;
+use crate::sync::{RunSummary, SyncOptions};
+
+/// `jamf-sync sync`: one run of each kind asked for; exit 0 only when every run succeeded.
+pub(super) async fn sync(
+    cfg: &Config,
+    settings: JamfSettings,
+    args: SyncArgs,
+) -> anyhow::Result<ExitCode> {
+    let kinds = kinds_to_sync(cfg, args.only);
+    let opts = SyncOptions {
+        full: args.full,
+        trigger: Trigger::Cli,
+        overwrite: args.overwrite,
+    };
+    let app = App::open(cfg, settings).await?;
+    let summaries = sync_kinds(&app, &kinds, opts).await;
+    app.close().await;
+    let summaries = summaries?;
+    for summary in &summaries {
+        println!("{summary}");
+    }
+    Ok(exit_code(summaries.iter().all(RunSummary::succeeded)))
+}
+
+/// Runs each kind in turn; a failed run does not stop the next kind.
+pub(super) async fn sync_kinds(
+    app: &App,
+    kinds: &[Kind],
+    opts: SyncOptions,
+) -> anyhow::Result<Vec<RunSummary>> {
+    let mut summaries = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        summaries.push(app.engine.sync(*kind, opts).await?);
+    }
+    Ok(summaries)
+}
+
+/// `jamf-sync reconcile`.
+pub(super) async fn reconcile(
+    cfg: &Config,
+    settings: JamfSettings,
+    args: ReconcileArgs,
+) -> anyhow::Result<ExitCode> {
+    let kinds = kinds_to_sync(cfg, args.only);
+    let app = App::open(cfg, settings).await?;
+    let opts = ReconcileOptions {
+        dry_run: args.dry_run,
+        force: args.force,
+        trigger: Trigger::Cli,
+    };
+    let mut ok = true;
+    let mut result = Ok(());
+    for kind in kinds {
+        match app.engine.reconcile(kind, opts).await {
+            Ok(s) => {
+                println!("{s}");
+                ok &= s.succeeded();
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    app.close().await;
+    result?;
+    Ok(exit_code(ok))
+}
+
+pub(super) fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub(super) async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
+    if super::jamf_settings_or_report(&cfg).is_none() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: shutting down (a second signal exits at once)");
+        let _ = tx.send(true);
+        wait_for_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    crate::daemon::run(cfg, listener, rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(super) async fn healthcheck(cfg: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
+    // A daemon listening on all interfaces is reached on loopback.
+    let base = url.unwrap_or_else(|| {
+        format!(
+            "http://{}",
+            cfg.server
+                .listen
+                .replace("0.0.0.0", "127.0.0.1")
+                .replace("[::]", "[::1]")
+        )
+    });
+    crate::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?;
+    match client
+        .get(format!("{}/healthz", base.trim_end_matches('/')))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {
+            println!("healthy");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(r) => {
+            println!("unhealthy: {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("unhealthy: {}", crate::jamf::error_chain(&e));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub(super) fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
+    print!("{}", cfg.masked_summary());
+    if cfg.jamf.url.is_none() {
+        println!("\n# jamf.url is unset: `sync` needs it; `demo` and `simulate` do not.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match cfg.jamf_settings() {
+        Ok(s) => {
+            let kind = match s.credentials {
+                Credentials::ApiClient { .. } => "API client",
+                Credentials::User { .. } => "user account",
+            };
+            println!("\n# configuration is valid ({kind} credentials)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub(super) async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode> {
+    let db = crate::app::connect(cfg).await?;
+    let instance = &cfg.jamf.instance;
+    let cursors = db.cursors(instance).await?;
+    let runs = db.recent_runs(instance, limit).await?;
+    let stored = db.count_devices(instance, Kind::Computers).await?;
+    let mobile = db.count_devices(instance, Kind::MobileDevices).await?;
+    println!("instance {instance}: {stored} computers and {mobile} mobile devices stored");
+    if cursors.is_empty() {
+        println!("cursors: none yet (the next run is a full sync)");
+    }
+    for c in &cursors {
+        println!(
+            "cursor {}: {} (run {})",
+            c.kind,
+            c.cursor.to_rfc3339(),
+            c.run_id
+        );
+    }
+    println!(
+        "{:>6}  {:<10} {:<6} {:<8} {:<11} {:<25} {:>8} {:>8} {:>8} {:>6} {:>6}  error",
+        "run",
+        "kind",
+        "mode",
+        "trigger",
+        "status",
+        "started",
+        "listed",
+        "upserted",
+        "unchanged",
+        "stale",
+        "failed"
+    );
+    for r in &runs {
+        println!(
+            "{:>6}  {:<10} {:<6} {:<8} {:<11} {:<25} {:>8} {:>8} {:>8} {:>6} {:>6}  {}",
+            r.id,
+            r.kind,
+            r.mode,
+            r.trigger,
+            r.status,
+            r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            r.listed,
+            r.upserted,
+            r.unchanged,
+            r.stale,
+            r.failed,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}

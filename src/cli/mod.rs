@@ -1,0 +1,257 @@
+//! The command line: `run`, `sync`, `reconcile`, `migrate`, `config check`, `status`,
+//! `webhooks setup`, `simulate`, `demo`, `bench`, `healthcheck`.
+//!
+//! This file holds the clap types and the dispatch; [`commands`] the commands over the
+//! engine, [`demo`] the simulator-backed ones. Each command loads the configuration, sets up
+//! telemetry and calls the library; results go to stdout, logs to stderr. Exit status: 0 on
+//! success, 1 when a run failed or the configuration is invalid.
+
+mod commands;
+mod demo;
+pub mod webhooks_setup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, JamfSettings, Sources};
+use crate::domain::Kind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jamf-sync",
+    version,
+    about = "Keeps a copy of a Jamf Pro fleet's inventory in PostgreSQL or SQLite"
+)]
+pub struct Cli {
+    /// TOML configuration file (environment variables JAMF_SYNC__SECTION__KEY override it).
+    #[arg(long, short = 'c', env = "JAMF_SYNC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a daemon: scheduled syncs, HTTP endpoints (/metrics, /healthz, /readyz, /status,
+    /// POST /sync), graceful shutdown on SIGTERM/SIGINT.
+    Run,
+    /// Run one sync now and exit (0 when it succeeded).
+    Sync(SyncArgs),
+    /// Find devices deleted in Jamf and mark (or delete) them; fetch devices deltas missed.
+    Reconcile(ReconcileArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show the last runs and cursors stored in the database.
+    Status {
+        /// How many runs to show.
+        #[arg(long, default_value_t = 10)]
+        limit: i64,
+    },
+    /// Serve the built-in Jamf Pro simulator (for trying jamf-sync without a Jamf server).
+    Simulate(SimulateArgs),
+    /// Start the simulator in-process and sync it into the configured database (SQLite default).
+    Demo(DemoArgs),
+    /// Measure throughput, cost per record and memory against the simulator.
+    Bench(BenchArgs),
+    /// Webhook commands.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+    /// Exit 0 when the daemon at server.listen answers /healthz (for container HEALTHCHECKs).
+    Healthcheck {
+        /// Base URL of the daemon; default http://<server.listen>.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Ignore the cursor and read every device.
+    #[arg(long)]
+    pub full: bool,
+    /// With --full: write what Jamf says even where the stored copy is newer (after Jamf was
+    /// restored from a backup).
+    #[arg(long, requires = "full")]
+    pub overwrite: bool,
+    /// Sync only this kind.
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyKind>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Compute and print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Reconcile only this kind.
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyKind>,
+    /// Apply deletions even beyond reconcile.max_delete_fraction.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnlyKind {
+    Computers,
+    MobileDevices,
+}
+
+/// The kinds a `sync` runs: both by default (mobile devices unless disabled), or the one asked.
+fn kinds_to_sync(cfg: &Config, only: Option<OnlyKind>) -> Vec<Kind> {
+    match only {
+        Some(OnlyKind::Computers) => vec![Kind::Computers],
+        Some(OnlyKind::MobileDevices) => vec![Kind::MobileDevices],
+        None if cfg.mobile_devices.enabled => vec![Kind::Computers, Kind::MobileDevices],
+        None => vec![Kind::Computers],
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Create or update, in Jamf, one webhook per inventory event jamf-sync acts on, posting to
+    /// webhooks.public_url with webhooks.username/password (Basic).
+    Setup,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets masked.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 9090)]
+    pub port: u16,
+    /// Computers in the fleet.
+    #[arg(long, default_value_t = 2000)]
+    pub computers: usize,
+    /// Mobile devices in the fleet.
+    #[arg(long, default_value_t = 500)]
+    pub mobile_devices: usize,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Jamf Pro version to report (below 11.30 there is no v4 inventory).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long)]
+    pub token_ttl_secs: Option<u64>,
+    /// POST Jamf-shaped webhook events here when devices change (e.g. after /_sim/touch).
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Envelope format of those events: json or xml.
+    #[arg(long, default_value = "json")]
+    pub webhook_format: String,
+    /// Basic credentials sent with each event, as user:password.
+    #[arg(long)]
+    pub webhook_basic: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (latency, sequential, cpu, delta, memory); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Also run on PostgreSQL at this admin URL (a database is created per scenario).
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Include the 20,000-device latency runs and the 100,000-computer memory run.
+    #[arg(long)]
+    pub full: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Computers in the simulated fleet.
+    #[arg(long, default_value_t = 3000)]
+    pub computers: usize,
+    /// Mobile devices in the simulated fleet.
+    #[arg(long, default_value_t = 1000)]
+    pub mobile_devices: usize,
+    /// Simulated latency per request in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub latency_ms: u64,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let sources = Sources {
+        file: cli.config.clone(),
+        env: None,
+    };
+    let cfg = match Config::load(&sources) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    crate::telemetry::init_logging(&cfg.log);
+    crate::telemetry::install_metrics();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => commands::config_check(&cfg),
+        Command::Migrate => {
+            let db = crate::app::connect(&cfg).await?;
+            println!("migrations applied ({})", db.backend());
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { limit } => commands::status(&cfg, limit).await,
+        Command::Sync(args) => match jamf_settings_or_report(&cfg) {
+            Some(settings) => commands::sync(&cfg, settings, args).await,
+            None => Ok(ExitCode::FAILURE),
+        },
+        Command::Run => commands::run_daemon(cfg).await,
+        Command::Reconcile(args) => match jamf_settings_or_report(&cfg) {
+            Some(settings) => commands::reconcile(&cfg, settings, args).await,
+            None => Ok(ExitCode::FAILURE),
+        },
+        Command::Webhooks {
+            command: WebhooksCommand::Setup,
+        } => match jamf_settings_or_report(&cfg) {
+            Some(settings) => webhooks_setup::command(&cfg, settings).await,
+            None => Ok(ExitCode::FAILURE),
+        },
+        Command::Simulate(args) => demo::simulate(args).await,
+        Command::Demo(args) => demo::demo(&cfg, args).await,
+        Command::Healthcheck { url } => commands::healthcheck(&cfg, url).await,
+        Command::Bench(args) => {
+            let rows = crate::bench::run(&crate::bench::BenchOptions {
+                postgres: args.postgres,
+                full: args.full,
+                scenarios: args.scenarios,
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", crate::bench::table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The Jamf settings, or `None` after printing the configuration error (naming its key).
+fn jamf_settings_or_report(cfg: &Config) -> Option<JamfSettings> {
+    cfg.jamf_settings()
+        .map_err(|e| eprintln!("error: {e}"))
+        .ok()
+}

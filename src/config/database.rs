@@ -1,0 +1,114 @@
+//! `[database]`: where the inventory copy lives.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::secrets::{mask_url, masked_url, read_secret_file};
+use super::ConfigError;
+
+/// Where the inventory copy lives.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created if missing) or `postgres://user:pass@host/db`.
+    #[serde(serialize_with = "masked_url")]
+    pub url: SecretString,
+    /// File holding the database URL (it may carry a password).
+    pub url_file: Option<PathBuf>,
+    /// Connection pool size.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("sqlite://jamf-sync.db"),
+            url_file: None,
+            max_connections: 5,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &mask_url(self.url.expose_secret()))
+            .field("url_file", &self.url_file)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// The database URL (from `url_file` when set), checked for a supported scheme.
+    pub fn resolved_url(&self) -> Result<DatabaseUrl, ConfigError> {
+        let url = match &self.url_file {
+            Some(path) => read_secret_file("database.url_file", path)?,
+            None => self.url.clone(),
+        };
+        DatabaseUrl::parse(url)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("database.max_connections", "must be > 0"));
+        }
+        self.resolved_url().map(|_| ())
+    }
+}
+
+/// The database backend and its connection string.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(SecretString),
+    Postgres(SecretString),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: SecretString) -> Result<Self, ConfigError> {
+        let s = url.expose_secret();
+        if s.starts_with("sqlite:") {
+            if s.trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .is_empty()
+            {
+                return Err(ConfigError::new("database.url", "sqlite URL has no path"));
+            }
+            Ok(DatabaseUrl::Sqlite(url))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Url::parse(s).map_err(|e| {
+                ConfigError::new("database.url", format!("not a valid PostgreSQL URL: {e}"))
+            })?;
+            Ok(DatabaseUrl::Postgres(url))
+        } else {
+            Err(ConfigError::new(
+                "database.url",
+                format!(
+                    "unsupported database URL {}; use sqlite://PATH or postgres://USER@HOST/DB",
+                    mask_url(s)
+                ),
+            ))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        match self {
+            DatabaseUrl::Sqlite(s) | DatabaseUrl::Postgres(s) => s.expose_secret(),
+        }
+    }
+
+    /// The URL with any password replaced by `***`, safe to log.
+    pub fn masked(&self) -> String {
+        mask_url(self.expose())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}

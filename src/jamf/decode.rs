@@ -1,0 +1,482 @@
+//! Decoding Jamf's records into the domain's: computers from the Jamf Pro API's JSON, mobile
+//! devices from Classic XML or the Jamf Pro API's JSON.
+//!
+//! Invariants:
+//! - decoding never panics; any problem is a [`RecordError`] naming the record's id when it
+//!   can be read, so one bad record is logged and skipped, never its page;
+//! - `raw` is the record as Jamf sent it (Classic XML as its faithful JSON form); the typed
+//!   fields are a projection of it;
+//! - v4 `general.lastContact` and v1/v3 `general.lastContactTime` map to the same column;
+//!   Classic's `last_inventory_update_epoch` (ms) is authoritative over its text forms.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde_json::value::RawValue;
+
+use super::models::{ComputerRecord, MobileDeviceXml, ProMobileDevice};
+use super::xml::xml_to_json;
+use crate::domain::{Computer, EaValue, MobileDevice};
+
+/// A record that could not be decoded; the run logs, counts and skips it.
+#[derive(Debug, thiserror::Error)]
+#[error("record {id}: {message}")]
+pub struct RecordError {
+    /// The record's id when it could be read, else `?`.
+    pub id: String,
+    pub message: String,
+}
+
+impl RecordError {
+    fn new(id: impl Into<String>, message: impl Into<String>) -> Self {
+        RecordError {
+            id: id.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The numeric id, when the record had a readable one.
+    pub fn jamf_id(&self) -> Option<i64> {
+        self.id.trim().parse().ok()
+    }
+}
+
+/// Parses Jamf's ISO-8601 timestamps (with or without milliseconds, `Z` or offset).
+pub fn parse_jamf_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+        // Classic-style `+0000` offsets without a colon.
+        .or_else(|| {
+            DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
+                .ok()
+                .map(|d| d.with_timezone(&Utc))
+        })
+}
+
+/// Jamf's Classic timestamps: `2021-03-29T12:44:12.595+0000`, RFC 3339, or epoch milliseconds.
+pub fn parse_classic_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Utc.timestamp_millis_opt(ms).single();
+    }
+    parse_jamf_time(s).or_else(|| {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+            .ok()
+            .map(|n| n.and_utc())
+    })
+}
+
+/// Stable 64-bit hash of a raw record (xxh3 is stable across versions and platforms).
+pub fn hash_raw(text: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64
+}
+
+/// The numeric value of a record's id field (`{"id":"7",…}`), without decoding the rest.
+pub fn numeric_id(text: &str, field: &str) -> Option<i64> {
+    sniff_id(text, field)?.trim().parse().ok()
+}
+
+/// Best-effort id of a record, for log lines about records that fail to decode.
+fn sniff_id(text: &str, field: &str) -> Option<String> {
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    match v.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn time_field(
+    id: &str,
+    field: &str,
+    v: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, RecordError> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => parse_jamf_time(s).map(Some).ok_or_else(|| {
+            RecordError::new(id, format!("{field} {s:?} is not an ISO-8601 timestamp"))
+        }),
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// Extension attributes appear in their own section and, on older servers, inside the
+/// sections they belong to: keep the first occurrence of each definition, drop ones without an
+/// id.
+fn first_per_definition(eas: impl Iterator<Item = EaValue>) -> Vec<EaValue> {
+    let mut out: Vec<EaValue> = Vec::new();
+    for ea in eas {
+        if ea.definition_id.is_empty() || out.iter().any(|e| e.definition_id == ea.definition_id) {
+            continue;
+        }
+        out.push(ea);
+    }
+    out
+}
+
+/// Decodes one `computers-inventory` record (a list page's or a detail record).
+pub fn computer(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<Computer, RecordError> {
+    let text = raw.get();
+    let rec: ComputerRecord = serde_json::from_str(text).map_err(|e| {
+        RecordError::new(
+            sniff_id(text, "id").unwrap_or_else(|| "?".into()),
+            e.to_string(),
+        )
+    })?;
+    let jamf_id: i64 = rec
+        .id
+        .trim()
+        .parse()
+        .map_err(|_| RecordError::new(rec.id.clone(), "id is not a number"))?;
+    let id = rec.id.as_str();
+    let general = rec.general.unwrap_or_default();
+    let hardware = rec.hardware.unwrap_or_default();
+    let os = rec.operating_system.unwrap_or_default();
+    let user = rec.user_and_location.unwrap_or_default();
+    let report_date = time_field(id, "general.reportDate", general.report_date.as_deref())?;
+    let last_contact = time_field(
+        id,
+        "general.lastContact",
+        general
+            .last_contact
+            .as_deref()
+            .or(general.last_contact_time.as_deref()),
+    )?;
+    let lists = [
+        rec.extension_attributes,
+        general.extension_attributes,
+        hardware.extension_attributes,
+        os.extension_attributes,
+        user.extension_attributes,
+    ];
+    let eas = first_per_definition(lists.into_iter().flatten().flatten().map(|ea| EaValue {
+        definition_id: ea.definition_id.unwrap_or_default(),
+        name: ea.name.unwrap_or_default(),
+        value: ea.values.map(|v| v.join(", ")),
+        data_type: ea.data_type,
+    }));
+    Ok(Computer {
+        jamf_id,
+        udid: rec.udid,
+        serial_number: hardware.serial_number,
+        name: general.name,
+        model: hardware.model,
+        os_version: os.version,
+        os_build: os.build,
+        report_date,
+        last_contact,
+        managed: general.remote_management.and_then(|r| r.managed),
+        supervised: general.supervised,
+        username: user.username,
+        email: user.email,
+        extension_attributes: eas,
+        raw_hash: hash_raw(text),
+        raw: text.to_string(),
+        fetched_at,
+    })
+}
+
+fn parse_bool(v: Option<String>) -> Option<bool> {
+    match v.as_deref().map(str::trim) {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn sniff_xml_id(xml: &str) -> String {
+    let found = (|| {
+        let start = xml.find("<id>")? + 4;
+        let end = xml[start..].find("</id>")? + start;
+        let id = xml[start..end].trim();
+        (!id.is_empty() && id.len() < 20).then(|| id.to_string())
+    })();
+    found.unwrap_or_else(|| "?".into())
+}
+
+/// Decodes one Classic `<mobile_device>` XML record.
+pub fn mobile_xml(xml: &str, fetched_at: DateTime<Utc>) -> Result<MobileDevice, RecordError> {
+    let (root, json) = xml_to_json(xml).map_err(|m| RecordError::new(sniff_xml_id(xml), m))?;
+    if root != "mobile_device" {
+        return Err(RecordError::new(
+            "?",
+            format!("expected <mobile_device>, got <{root}>"),
+        ));
+    }
+    let typed: MobileDeviceXml = quick_xml::de::from_str(xml)
+        .map_err(|e| RecordError::new(sniff_xml_id(xml), e.to_string()))?;
+    let g = typed.general;
+    let id_text = g.id.clone().unwrap_or_default();
+    let jamf_id: i64 = id_text.trim().parse().map_err(|_| {
+        RecordError::new(
+            if id_text.is_empty() { "?" } else { &id_text },
+            "general/id is missing or not a number",
+        )
+    })?;
+    let last_inventory_update = match non_empty(g.last_inventory_update_epoch) {
+        Some(ms) => Some(parse_classic_time(&ms).ok_or_else(|| {
+            RecordError::new(
+                jamf_id.to_string(),
+                format!("last_inventory_update_epoch {ms:?} is not a number"),
+            )
+        })?),
+        None => non_empty(g.last_inventory_update_utc).and_then(|s| parse_classic_time(&s)),
+    };
+    let extension_attributes = typed
+        .extension_attributes
+        .extension_attribute
+        .into_iter()
+        .filter_map(|ea| {
+            Some(EaValue {
+                definition_id: non_empty(ea.id)?,
+                name: ea.name.unwrap_or_default(),
+                value: ea.value,
+                data_type: ea.data_type,
+            })
+        })
+        .collect();
+    let raw = json.to_string();
+    Ok(MobileDevice {
+        jamf_id,
+        udid: non_empty(g.udid),
+        serial_number: non_empty(g.serial_number),
+        name: non_empty(g.display_name)
+            .or(non_empty(g.name))
+            .or(non_empty(g.device_name)),
+        model: non_empty(g.model),
+        os_version: non_empty(g.os_version),
+        os_type: non_empty(g.os_type),
+        last_inventory_update,
+        managed: parse_bool(g.managed),
+        supervised: parse_bool(g.supervised),
+        username: non_empty(typed.location.username),
+        email: non_empty(typed.location.email_address),
+        extension_attributes,
+        raw_hash: hash_raw(&raw),
+        raw,
+        fetched_at,
+    })
+}
+
+/// Decodes one `/api/v2/mobile-devices/detail` record; fills the same columns as XML.
+pub fn mobile_pro(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<MobileDevice, RecordError> {
+    let text = raw.get();
+    let rec: ProMobileDevice = serde_json::from_str(text).map_err(|e| {
+        RecordError::new(
+            sniff_id(text, "mobileDeviceId").unwrap_or_else(|| "?".into()),
+            e.to_string(),
+        )
+    })?;
+    let jamf_id: i64 = rec.mobile_device_id.trim().parse().map_err(|_| {
+        RecordError::new(
+            rec.mobile_device_id.clone(),
+            "mobileDeviceId is not a number",
+        )
+    })?;
+    let general = rec.general.unwrap_or_default();
+    let hardware = rec.hardware.unwrap_or_default();
+    let user = rec.user_and_location.unwrap_or_default();
+    let last_inventory_update = match non_empty(general.last_inventory_update_date) {
+        Some(s) => Some(parse_classic_time(&s).ok_or_else(|| {
+            RecordError::new(
+                jamf_id.to_string(),
+                format!("lastInventoryUpdateDate {s:?} is not a timestamp"),
+            )
+        })?),
+        None => None,
+    };
+    let lists = [
+        rec.extension_attributes,
+        general.extension_attributes,
+        hardware.extension_attributes,
+        user.extension_attributes,
+    ];
+    let extension_attributes =
+        first_per_definition(lists.into_iter().flatten().flatten().map(|ea| EaValue {
+            definition_id: non_empty(ea.id).unwrap_or_default(),
+            name: ea.name.unwrap_or_default(),
+            value: ea.value.map(|v| v.join(", ")),
+            data_type: ea.data_type,
+        }));
+    Ok(MobileDevice {
+        jamf_id,
+        udid: non_empty(general.udid),
+        serial_number: non_empty(hardware.serial_number),
+        name: non_empty(general.display_name),
+        model: non_empty(hardware.model),
+        os_version: non_empty(general.os_version),
+        os_type: non_empty(rec.device_type),
+        last_inventory_update,
+        managed: general.managed,
+        supervised: general.supervised,
+        username: non_empty(user.username),
+        email: non_empty(user.email_address),
+        extension_attributes,
+        raw_hash: hash_raw(text),
+        raw: text.to_string(),
+        fetched_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        match RawValue::from_string(s.to_string()) {
+            Ok(r) => r,
+            Err(e) => panic!("bad test json: {e}"),
+        }
+    }
+
+    #[test]
+    fn v4_and_v1_last_contact_map_alike() {
+        let now = Utc::now();
+        let v4 = computer(
+            &raw(
+                r#"{"id":"7","general":{"reportDate":"2025-02-15T13:46:35Z","lastContact":"2025-02-16T00:00:00.123Z"}}"#,
+            ),
+            now,
+        );
+        let v1 = computer(
+            &raw(
+                r#"{"id":"7","general":{"reportDate":"2025-02-15T13:46:35Z","lastContactTime":"2025-02-16T00:00:00.123Z"}}"#,
+            ),
+            now,
+        );
+        let (v4, v1) = match (v4, v1) {
+            (Ok(a), Ok(b)) => (a, b),
+            other => panic!("decode failed: {other:?}"),
+        };
+        assert_eq!(v4.last_contact, v1.last_contact);
+        assert!(v4.last_contact.is_some());
+        assert_eq!(v4.jamf_id, 7);
+        assert_eq!(v4.fetched_at, now);
+    }
+
+    #[test]
+    fn malformed_record_names_its_id() {
+        let e = computer(&raw(r#"{"id":"12","general":{"name":42}}"#), Utc::now());
+        match e {
+            Err(e) => assert_eq!(e.jamf_id(), Some(12)),
+            Ok(_) => panic!("should fail"),
+        }
+        let e = computer(&raw(r#"{"id":"x1"}"#), Utc::now());
+        assert!(matches!(e, Err(RecordError { ref id, .. }) if id == "x1"));
+        let e = mobile_pro(&raw(r#"{"mobileDeviceId":"9","general":7}"#), Utc::now());
+        assert!(matches!(e, Err(ref e) if e.jamf_id() == Some(9)), "{e:?}");
+    }
+
+    #[test]
+    fn extension_attributes_deduplicated_by_definition() {
+        let c = computer(
+            &raw(
+                r#"{"id":"1","extensionAttributes":[{"definitionId":"3","name":"Owner","values":["a","b"]}],
+               "general":{"extensionAttributes":[{"definitionId":"3","name":"Owner","values":["c"]}]}}"#,
+            ),
+            Utc::now(),
+        );
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.extension_attributes.len(), 1);
+        assert_eq!(c.extension_attributes[0].value.as_deref(), Some("a, b"));
+    }
+
+    #[test]
+    fn mobile_device_projection() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><mobile_device><general><id>42</id>\
+            <display_name>Zoë’s iPad</display_name><device_name>x</device_name><name>x</name><asset_tag/>\
+            <last_inventory_update>Monday, March 29 2021 at 12:44 PM</last_inventory_update>\
+            <last_inventory_update_epoch>1617021852595</last_inventory_update_epoch>\
+            <last_inventory_update_utc>2021-03-29T12:44:12.595+0000</last_inventory_update_utc>\
+            <os_type>iOS</os_type><os_version>17.5</os_version><serial_number>DMP1</serial_number>\
+            <udid>abc</udid><model>iPad Pro</model><managed>true</managed><supervised>false</supervised>\
+            <new_field_from_a_future_release>1</new_field_from_a_future_release></general>\
+            <location><username>zoe</username><email_address>z@example.com</email_address></location>\
+            <extension_attributes><extension_attribute><id>3</id><name>Cart</name><type>String</type>\
+            <multi_value>false</multi_value><value>B&amp;W</value></extension_attribute></extension_attributes>\
+            </mobile_device>";
+        let d = mobile_xml(xml, Utc::now()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.jamf_id, 42);
+        assert_eq!(d.name.as_deref(), Some("Zoë’s iPad"));
+        assert_eq!(d.managed, Some(true));
+        assert_eq!(d.supervised, Some(false));
+        assert_eq!(
+            d.last_inventory_update.map(|t| t.timestamp_millis()),
+            Some(1_617_021_852_595)
+        );
+        assert_eq!(d.email.as_deref(), Some("z@example.com"));
+        assert_eq!(d.extension_attributes.len(), 1);
+        assert_eq!(d.extension_attributes[0].value.as_deref(), Some("B&W"));
+        let raw: serde_json::Value = serde_json::from_str(&d.raw).unwrap_or_default();
+        assert_eq!(raw["general"]["new_field_from_a_future_release"], "1");
+        assert_eq!(raw["extension_attributes"][0]["name"], "Cart");
+    }
+
+    #[test]
+    fn missing_optional_sections_are_fine() {
+        let d = mobile_xml(
+            "<mobile_device><general><id>5</id><last_inventory_update_epoch>0</last_inventory_update_epoch></general></mobile_device>",
+            Utc::now(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.jamf_id, 5);
+        assert!(d.username.is_none());
+        assert!(d.extension_attributes.is_empty());
+    }
+
+    #[test]
+    fn truncated_and_garbage_mobile_records_are_errors() {
+        for bad in [
+            "<mobile_device><general><id>1</id>",
+            "<mobile_device><general><id>1</general></mobile_device>",
+            "",
+            "not xml at all",
+            "<a>&bogus;</a>",
+            "<computer><general><id>1</id></general></computer>",
+        ] {
+            assert!(mobile_xml(bad, Utc::now()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parsers_never_panic_on_arbitrary_input() {
+        let seed = "<mobile_device><general><id>1</id><name>a &amp; b</name><asset_tag/></general>\
+                    <applications><size>1</size><application><x>1</x></application></applications></mobile_device>";
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet = b"<>/&;#x0123456789abcdefgh \"'=?!-[]CDATA\n\xc3\xa9";
+        for _ in 0..20_000 {
+            let mut bytes = seed.as_bytes().to_vec();
+            match rng.u8(0..4) {
+                0 => bytes.truncate(rng.usize(0..=bytes.len())),
+                1 => {
+                    for _ in 0..rng.usize(1..8) {
+                        let i = rng.usize(0..bytes.len());
+                        bytes[i] = alphabet[rng.usize(0..alphabet.len())];
+                    }
+                }
+                2 => {
+                    let i = rng.usize(0..bytes.len());
+                    let junk: Vec<u8> = (0..rng.usize(1..30))
+                        .map(|_| alphabet[rng.usize(0..alphabet.len())])
+                        .collect();
+                    bytes.splice(i..i, junk);
+                }
+                _ => {
+                    bytes = (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect();
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = mobile_xml(&text, Utc::now());
+            let _ = super::super::classic::parse_search_results(&text);
+            let _ = super::super::classic::parse_named_list(&text, "advanced_mobile_device_search");
+        }
+    }
+}

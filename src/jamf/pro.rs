@@ -1,0 +1,205 @@
+//! The Jamf Pro API calls inventory needs: server version and API version detection,
+//! `computers-inventory` pages (v1/v3/v4), `computers-inventory-detail/{id}`, and
+//! `/api/v2/mobile-devices/detail` pages.
+//!
+//! List calls always sort by id and use page 0: callers page with a keyset in the filter.
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+
+use super::models::{InventoryPage, JamfProVersion};
+use super::{Call, JamfClient, JamfError};
+use crate::config::ApiVersion;
+
+/// One keyset page request.
+#[derive(Debug, Clone, Copy)]
+pub struct PageQuery<'a> {
+    pub sections: &'a [String],
+    pub page_size: u32,
+    pub filter: Option<&'a str>,
+    /// A timeout or 504 comes back at once (the caller asks again smaller) instead of being
+    /// retried at the same size.
+    pub shrinkable: bool,
+}
+
+impl JamfClient {
+    /// `GET /api/v1/jamf-pro-version`, e.g. `11.30.1-t1784555528405`.
+    pub async fn server_version(&self) -> Result<Option<String>, JamfError> {
+        let v: JamfProVersion = self
+            .get_json(
+                "/api/v1/jamf-pro-version",
+                "api/v1/jamf-pro-version".into(),
+                &[],
+            )
+            .await?;
+        Ok(v.version)
+    }
+
+    /// The computers-inventory version to use: configured, or detected from the server version.
+    pub async fn inventory_version(&self) -> Result<ApiVersion, JamfError> {
+        let mut cached = self.inventory_version.lock().await;
+        if let Some(v) = *cached {
+            return Ok(v);
+        }
+        let v = match self.settings.api_version {
+            ApiVersion::Auto => {
+                let version = self.server_version().await?;
+                let picked = version_for(version.as_deref());
+                tracing::info!(server_version = ?version, api = ?picked, "detected Jamf Pro version");
+                picked
+            }
+            fixed => fixed,
+        };
+        *cached = Some(v);
+        Ok(v)
+    }
+
+    /// After a 404 on the inventory endpoint, step down to the next older version (auto only).
+    pub async fn step_down_inventory_version(&self) -> Option<ApiVersion> {
+        if self.settings.api_version != ApiVersion::Auto {
+            return None;
+        }
+        let mut cached = self.inventory_version.lock().await;
+        let next = match *cached {
+            Some(ApiVersion::V4) => ApiVersion::V3,
+            Some(ApiVersion::V3) => ApiVersion::V1,
+            _ => return None,
+        };
+        tracing::warn!(?next, "inventory endpoint not found; stepping down");
+        *cached = Some(next);
+        Some(next)
+    }
+
+    /// One page of `computers-inventory` with sections inline.
+    pub async fn computers_page(
+        &self,
+        version: ApiVersion,
+        q: PageQuery<'_>,
+    ) -> Result<InventoryPage, JamfError> {
+        let (endpoint, path) = match version {
+            ApiVersion::V1 => ("/api/v1/computers-inventory", "api/v1/computers-inventory"),
+            ApiVersion::V3 => ("/api/v3/computers-inventory", "api/v3/computers-inventory"),
+            ApiVersion::V4 | ApiVersion::Auto => {
+                ("/api/v4/computers-inventory", "api/v4/computers-inventory")
+            }
+        };
+        self.page(endpoint, path, "id:asc", q).await
+    }
+
+    /// One page of `/api/v2/mobile-devices/detail`.
+    pub async fn mobile_devices_page(&self, q: PageQuery<'_>) -> Result<InventoryPage, JamfError> {
+        self.page(
+            "/api/v2/mobile-devices/detail",
+            "api/v2/mobile-devices/detail",
+            "mobileDeviceId:asc",
+            q,
+        )
+        .await
+    }
+
+    async fn page(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        sort: &str,
+        q: PageQuery<'_>,
+    ) -> Result<InventoryPage, JamfError> {
+        let mut query: Vec<(&str, String)> =
+            q.sections.iter().map(|s| ("section", s.clone())).collect();
+        // Keyset paging: always page 0, the filter's id bound moves forward.
+        query.push(("page", "0".into()));
+        query.push(("page-size", q.page_size.to_string()));
+        query.push(("sort", sort.into()));
+        if let Some(f) = q.filter {
+            query.push(("filter", f.to_string()));
+        }
+        let mut call = Call::get(endpoint, path.into(), &query);
+        call.shrinkable = q.shrinkable;
+        let answer = self.call(call).await?;
+        let mut page: InventoryPage =
+            serde_json::from_slice(&answer.body).map_err(|e| JamfError::Decode {
+                endpoint,
+                message: e.to_string(),
+            })?;
+        page.requested_at = answer.requested_at;
+        Ok(page)
+    }
+
+    /// `computers-inventory-detail/{id}`: every section of one computer, raw, and when it was
+    /// requested.
+    pub async fn computer_detail(
+        &self,
+        version: ApiVersion,
+        id: i64,
+    ) -> Result<(Box<RawValue>, DateTime<Utc>), JamfError> {
+        let (endpoint, prefix) = match version {
+            ApiVersion::V1 => ("/api/v1/computers-inventory-detail/{id}", "api/v1"),
+            ApiVersion::V3 => ("/api/v3/computers-inventory-detail/{id}", "api/v3"),
+            ApiVersion::V4 | ApiVersion::Auto => {
+                ("/api/v4/computers-inventory-detail/{id}", "api/v4")
+            }
+        };
+        let answer = self
+            .call(Call::get(
+                endpoint,
+                format!("{prefix}/computers-inventory-detail/{id}"),
+                &[],
+            ))
+            .await?;
+        let decode = |message: String| JamfError::Decode { endpoint, message };
+        let text = String::from_utf8(answer.body.to_vec()).map_err(|e| decode(e.to_string()))?;
+        let raw = RawValue::from_string(text).map_err(|e| decode(e.to_string()))?;
+        Ok((raw, answer.requested_at))
+    }
+}
+
+/// v4 is current since 11.30.0; v3 on other 11.x servers (with a step down to v1 on 404).
+pub fn version_for(version: Option<&str>) -> ApiVersion {
+    let Some(v) = version else {
+        return ApiVersion::V4;
+    };
+    match major_minor(v) {
+        (m, _) if m > 11 => ApiVersion::V4,
+        (11, n) if n >= 30 => ApiVersion::V4,
+        (11, _) => ApiVersion::V3,
+        _ => ApiVersion::V1,
+    }
+}
+
+/// `/api/v2/mobile-devices/detail` exists from Jamf Pro 11.4.
+pub fn supports_pro_mobile_detail(version: Option<&str>) -> bool {
+    let Some(v) = version else { return false };
+    let (major, minor) = major_minor(v);
+    major > 11 || (major == 11 && minor >= 4)
+}
+
+/// `(major, minor)` of a Jamf Pro version string such as `11.30.1-t1784555528405`.
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut nums = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_detection() {
+        assert_eq!(version_for(Some("11.30.1-t1784555528405")), ApiVersion::V4);
+        assert_eq!(version_for(Some("12.0.0")), ApiVersion::V4);
+        assert_eq!(version_for(Some("11.20.0")), ApiVersion::V3);
+        assert_eq!(version_for(Some("10.49.0")), ApiVersion::V1);
+    }
+
+    #[test]
+    fn pro_detail_from_11_4() {
+        assert!(supports_pro_mobile_detail(Some("11.30.1-t1")));
+        assert!(supports_pro_mobile_detail(Some("11.4.0")));
+        assert!(!supports_pro_mobile_detail(Some("11.3.2")));
+        assert!(!supports_pro_mobile_detail(Some("10.49.0")));
+        assert!(!supports_pro_mobile_detail(None));
+    }
+}

@@ -1,0 +1,427 @@
+//! The simulator's shared state and the machinery around every request: tokens, fault
+//! injection, the load model, request and connection counting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::fleet::{self, ApiVersion, SimComputer};
+use super::{mobile, webhooks, SimConfig, SimStats};
+
+pub(crate) struct Inner {
+    pub(super) fleet: BTreeMap<i64, SimComputer>,
+    pub(super) tokens: HashMap<String, Instant>,
+    pub(super) rng: fastrand::Rng,
+    pub(super) stats: SimStats,
+    pub(super) outage_left: u64,
+    /// Requests that passed the fault check so far (for `outage_after`).
+    pub(super) fault_checks: u64,
+    pub(super) auth_requests: u64,
+    /// Ids whose records are served malformed (an unparseable `reportDate`).
+    pub(super) corrupt: std::collections::HashSet<i64>,
+    pub(super) mobiles: BTreeMap<i64, mobile::SimMobile>,
+    /// Mobile device ids whose XML is served truncated.
+    pub(super) corrupt_mobiles: std::collections::HashSet<i64>,
+    pub(super) searches: BTreeMap<i64, mobile::SimSearch>,
+    pub(super) next_search_id: i64,
+    /// Devices deleted after the search index saw them: listed by searches, 404 on fetch.
+    pub(super) vanished: BTreeMap<i64, mobile::SimMobile>,
+    /// Computers missing from list pages while their detail record still answers (a listing
+    /// glitch, e.g. a mis-scoped site).
+    pub(super) unlisted: std::collections::HashSet<i64>,
+    /// While set and in the future: latency ×10 and half the requests answer 503.
+    pub(super) brownout_until: Option<Instant>,
+    /// Every request: time since start, requests in flight when it arrived, status.
+    pub(super) timeline: Vec<(Duration, u64, u16)>,
+    pub(super) started: Instant,
+    /// Webhooks configured through `/JSSResource/webhooks`.
+    pub(super) webhooks: BTreeMap<i64, webhooks::SimWebhook>,
+    pub(super) next_webhook_id: i64,
+    /// Events to emit, when `webhook_url` is set.
+    pub(super) events: Option<tokio::sync::mpsc::UnboundedSender<webhooks::SimEvent>>,
+}
+
+impl Inner {
+    pub(super) fn emit_computer(&self, name: &'static str, id: i64) {
+        if let (Some(tx), Some(c)) = (&self.events, self.fleet.get(&id)) {
+            let _ = tx.send(webhooks::SimEvent {
+                name,
+                jss_id: id,
+                udid: c.udid.clone(),
+                serial: c.serial.clone(),
+                device_name: c.name.clone(),
+            });
+        }
+    }
+
+    pub(super) fn emit_mobile(&self, name: &'static str, id: i64) {
+        if let (Some(tx), Some(m)) = (&self.events, self.mobiles.get(&id)) {
+            let _ = tx.send(webhooks::SimEvent {
+                name,
+                jss_id: id,
+                udid: m.udid.clone(),
+                serial: m.serial.clone(),
+                device_name: m.name.clone(),
+            });
+        }
+    }
+}
+
+pub struct SimState {
+    pub(super) cfg: Mutex<SimConfig>,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) in_flight: AtomicU64,
+    pub(super) connections: AtomicU64,
+    pub(super) token_seq: AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the simulator's data inconsistent in a way
+    // that matters for a test double; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts open TCP connections (the number Jamf's guidance limits).
+pub(super) struct CountingListener {
+    pub(super) inner: TcpListener,
+    pub(super) state: Arc<SimState>,
+}
+
+pub(super) struct CountedStream {
+    inner: TcpStream,
+    state: Arc<SimState>,
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.state.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    // Without no-delay, keep-alive answers stall ~40 ms (Nagle + delayed ACK).
+                    let _ = stream.set_nodelay(true);
+                    let open = self.state.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                    {
+                        let mut inner = lock(&self.state.inner);
+                        inner.stats.connections_opened += 1;
+                        inner.stats.peak_connections = inner.stats.peak_connections.max(open);
+                    }
+                    return (
+                        CountedStream {
+                            inner: stream,
+                            state: self.state.clone(),
+                        },
+                        addr,
+                    );
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub(super) async fn count_requests(
+    State(s): State<Arc<SimState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "(unmatched)".into());
+    let sticky = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains(STICKY_COOKIE));
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let brownout = {
+        let mut inner = lock(&s.inner);
+        inner.stats.requests += 1;
+        inner.stats.with_sticky_cookie += u64::from(sticky);
+        inner.stats.last_user_agent = agent;
+        *inner.stats.by_endpoint.entry(endpoint).or_default() += 1;
+        inner.stats.peak_in_flight = inner.stats.peak_in_flight.max(now);
+        inner.brownout_until.is_some_and(|t| Instant::now() < t)
+    };
+    let (base, capacity, overload) = {
+        let cfg = lock(&s.cfg);
+        (cfg.latency_ms, cfg.capacity, cfg.overload_factor)
+    };
+    // The load model: slower above capacity, ten times slower in a brown-out.
+    let mut latency = base as f64;
+    if capacity > 0 && now > capacity {
+        latency *= 1.0 + overload * (now - capacity) as f64;
+    }
+    if brownout {
+        latency *= 10.0;
+    }
+    if latency > 0.0 {
+        tokio::time::sleep(Duration::from_micros((latency * 1000.0) as u64)).await;
+    }
+    let mut resp = if brownout && fastrand::bool() {
+        lock(&s.inner).stats.faults_injected += 1;
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<html><body>503 Service Unavailable</body></html>",
+        )
+            .into_response()
+    } else {
+        next.run(req).await
+    };
+    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    {
+        let mut inner = lock(&s.inner);
+        let at = inner.started.elapsed();
+        inner.timeline.push((at, now, resp.status().as_u16()));
+    }
+    if !sticky && lock(&s.cfg).sticky_sessions {
+        // Jamf Cloud pins a client to one cluster node with this cookie.
+        if let Ok(v) = header::HeaderValue::from_str(&format!("{STICKY_COOKIE}=node-1; Path=/")) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+pub(crate) const STICKY_COOKIE: &str = "jpro-ingress";
+
+pub(crate) fn api_error(
+    status: StatusCode,
+    code: &str,
+    description: &str,
+    field: Option<&str>,
+) -> Response {
+    (
+        status,
+        Json(json!({
+            "httpStatus": status.as_u16(),
+            "errors": [{"code": code, "description": description, "id": "0", "field": field}]
+        })),
+    )
+        .into_response()
+}
+
+pub(crate) fn unauthorized() -> Response {
+    api_error(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_TOKEN",
+        "Unauthorized",
+        None,
+    )
+}
+
+pub(super) async fn not_found() -> Response {
+    api_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Not Found", None)
+}
+
+impl SimState {
+    pub(super) fn issue_token(&self) -> (String, u64) {
+        let ttl = lock(&self.cfg).token_ttl_secs;
+        let n = self.token_seq.fetch_add(1, Ordering::SeqCst);
+        let token = format!("sim-token-{n}-{:016x}", fastrand::u64(..));
+        let mut inner = lock(&self.inner);
+        inner
+            .tokens
+            .insert(token.clone(), Instant::now() + Duration::from_secs(ttl));
+        inner.stats.tokens_issued += 1;
+        (token, ttl)
+    }
+
+    /// The caller's valid bearer token, if any; applies periodic revocation.
+    pub(crate) fn authorize(&self, headers: &HeaderMap) -> Option<String> {
+        let revoke_every = lock(&self.cfg).faults.revoke_every;
+        let mut inner = lock(&self.inner);
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let valid = token
+            .as_ref()
+            .is_some_and(|t| inner.tokens.get(t).is_some_and(|exp| *exp > Instant::now()));
+        inner.auth_requests += 1;
+        // A revocation (an admin action, a password change) takes effect for the requests
+        // after this one.
+        if revoke_every > 0 && inner.auth_requests.is_multiple_of(revoke_every) {
+            inner.tokens.clear();
+        }
+        if valid {
+            token
+        } else {
+            inner.stats.unauthorized += 1;
+            None
+        }
+    }
+
+    /// Draws an injected fault for this request, if any.
+    pub(crate) async fn fault(&self) -> Option<Response> {
+        let f = lock(&self.cfg).faults.clone();
+        {
+            let mut inner = lock(&self.inner);
+            inner.fault_checks += 1;
+            if inner.outage_left > 0 && inner.fault_checks > f.outage_after {
+                inner.outage_left -= 1;
+                inner.stats.faults_injected += 1;
+                if f.outage_retry_after_secs > 0 {
+                    return Some(
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [(header::RETRY_AFTER, f.outage_retry_after_secs.to_string())],
+                            "Too Many Requests",
+                        )
+                            .into_response(),
+                    );
+                }
+                return Some(
+                    (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response(),
+                );
+            }
+        }
+        let r = fastrand::f64();
+        let mut edge = 0.0;
+        let mut hit = |rate: f64| {
+            edge += rate;
+            r < edge
+        };
+        let resp = if hit(f.rate_500) {
+            Some(api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                "Internal Server Error",
+                None,
+            ))
+        } else if hit(f.rate_502) {
+            Some(
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "<html><body>502 Bad Gateway</body></html>",
+                )
+                    .into_response(),
+            )
+        } else if hit(f.rate_503) {
+            Some(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "<html><body>503 Service Unavailable</body></html>",
+                )
+                    .into_response(),
+            )
+        } else if hit(f.rate_504) {
+            Some(
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "<html><body>504 Gateway Time-out</body></html>",
+                )
+                    .into_response(),
+            )
+        } else if hit(f.rate_quota) {
+            Some(
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "{\"fault\":{\"faultstring\":\"Rate limit quota violation. Quota limit exceeded\",\"detail\":{\"errorcode\":\"policies.ratelimit.QuotaViolation\"}}}",
+                )
+                    .into_response(),
+            )
+        } else if hit(f.rate_429) {
+            Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, f.retry_after_secs.to_string())],
+                    "Too Many Requests",
+                )
+                    .into_response(),
+            )
+        } else if hit(f.rate_reset) {
+            // Headers go out, then the connection dies mid-body.
+            let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+                Ok(bytes::Bytes::from_static(b"{\"totalCount\":")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected reset",
+                )),
+            ];
+            Some(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+            )
+        } else {
+            None
+        };
+        if resp.is_some() {
+            lock(&self.inner).stats.faults_injected += 1;
+        } else if hit(f.rate_slow) {
+            tokio::time::sleep(Duration::from_millis(f.slow_ms)).await;
+        }
+        resp
+    }
+
+    /// Whether the configured Jamf Pro version serves this computers-inventory version.
+    pub(super) fn supports(&self, version: ApiVersion) -> bool {
+        fleet::serves(&lock(&self.cfg).version, version)
+    }
+}

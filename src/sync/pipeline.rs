@@ -1,0 +1,547 @@
+//! The moving parts every device source is built from: keyset paging with page shrinking, a
+//! worker pool fetching one record per id, and the writer task that commits batches.
+//!
+//! # Design
+//! - **Keyset paging.** Pages are requested with the source's id sort, page 0 and `id>"<last
+//!   id>"` in the filter. Devices entering or leaving the filtered set while we page cannot
+//!   shift later pages, so nothing is skipped. Paging stops at an empty page or once a page
+//!   holds every remaining match (`totalCount`), never on "fewer than asked for" (Jamf clamps
+//!   page sizes silently).
+//! - **Shrinking.** A page that times out (or answers 504) is asked for again at half the size
+//!   from the same position, down to `sync.min_page_size`; good pages grow the size back.
+//! - **Pool.** Per-device fetches run as wide as the connection limit; the limiter decides how
+//!   many are actually on the wire. On shutdown or at the run deadline the id stream ends:
+//!   requests on the wire finish, nothing new starts.
+//! - **Writer.** Fetching and writing overlap: the writer commits each batch (records plus run
+//!   progress in one transaction) while the next requests are on the wire; batches that queue
+//!   up are merged into one transaction. Within a run each device is written once.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use super::run::Run;
+use super::RunError;
+use crate::domain::{DeviceRecord, Kind, RunCounts};
+use crate::jamf::models::InventoryPage;
+use crate::jamf::{JamfError, RecordError};
+use crate::store::{Progress, Store, StoreError};
+use crate::telemetry::metric;
+
+/// Records the writer commits together at most when batches are queued.
+const MERGE_UP_TO: usize = 1000;
+
+/// How often a long run logs a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// One batch for the writer task.
+#[derive(Debug)]
+pub(crate) struct Batch<R> {
+    pub records: Vec<R>,
+    pub last_id: Option<i64>,
+    pub listed: i64,
+    pub failed: i64,
+    pub missing: i64,
+}
+
+impl<R> Batch<R> {
+    pub fn new(capacity: usize) -> Self {
+        Batch {
+            records: Vec::with_capacity(capacity),
+            last_id: None,
+            listed: 0,
+            failed: 0,
+            missing: 0,
+        }
+    }
+
+    fn size(&self) -> i64 {
+        self.records.len() as i64 + self.failed + self.missing
+    }
+
+    fn merge(&mut self, more: Batch<R>) {
+        self.records.extend(more.records);
+        self.listed += more.listed;
+        self.failed += more.failed;
+        self.missing += more.missing;
+        self.last_id = self.last_id.max(more.last_id);
+    }
+}
+
+/// What one fetch of a record produced.
+pub(crate) type FetchOne<R> = Result<Result<R, RecordError>, JamfError>;
+
+/// Records fetched by id, and the ids that were not.
+#[derive(Debug)]
+pub(crate) struct Fetched<R> {
+    pub records: Vec<R>,
+    /// Jamf does not have them (any more).
+    pub missing: Vec<i64>,
+    /// Answered with a record that does not decode (logged and counted).
+    pub failed: Vec<i64>,
+}
+
+impl<R> Fetched<R> {
+    pub fn merge(&mut self, more: Fetched<R>) {
+        self.records.extend(more.records);
+        self.missing.extend(more.missing);
+        self.failed.extend(more.failed);
+    }
+}
+
+impl<R> Default for Fetched<R> {
+    fn default() -> Self {
+        Fetched {
+            records: Vec::new(),
+            missing: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+}
+
+/// How a keyset listing sizes its pages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sizing {
+    /// The run's adaptive size: shrinks after a page timed out.
+    Adaptive,
+    /// Always this size (id listings at Jamf's maximum).
+    Fixed(u32),
+}
+
+/// Reads keyset pages: `list(after, size, shrinkable)` asks for one, `convert` turns it into
+/// what goes to `tx` and reports the highest id it covers.
+pub(crate) async fn keyset_pages<T, L, LFut, C>(
+    run: &Run,
+    sizing: Sizing,
+    list: L,
+    convert: C,
+    tx: &mpsc::Sender<T>,
+) -> Result<(), RunError>
+where
+    L: Fn(Option<i64>, u32, bool) -> LFut,
+    LFut: Future<Output = Result<InventoryPage, JamfError>>,
+    C: Fn(&InventoryPage) -> (T, Option<i64>),
+{
+    let mut after: Option<i64> = None;
+    loop {
+        run.check()?;
+        let page = match sizing {
+            Sizing::Fixed(size) => list(after, size, false).await?,
+            Sizing::Adaptive => {
+                list_with_shrink(run, |size, shrinkable| list(after, size, shrinkable)).await?
+            }
+        };
+        if after.is_none() {
+            run.expect(page.total_count);
+        }
+        if page.results.is_empty() {
+            return Ok(());
+        }
+        let n = page.results.len() as i64;
+        let (item, max_id) = convert(&page);
+        let max_id = after.max(max_id);
+        if max_id == after {
+            return Err(RunError::Other(format!(
+                "cannot page past id {after:?}: no record on the page has a readable id"
+            )));
+        }
+        tx.send(item)
+            .await
+            .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
+        tracing::debug!(
+            page_records = n,
+            remaining = page.total_count - n,
+            "page done"
+        );
+        if n >= page.total_count {
+            return Ok(());
+        }
+        after = max_id;
+    }
+}
+
+/// One list page at the run's current size; a page that times out (or answers 504) is asked
+/// for again at half the size from the same position.
+async fn list_with_shrink<L, Fut>(run: &Run, list: L) -> Result<InventoryPage, JamfError>
+where
+    L: Fn(u32, bool) -> Fut,
+    Fut: Future<Output = Result<InventoryPage, JamfError>>,
+{
+    loop {
+        let size = run.page_size();
+        let shrinkable = size > run.min_page_size();
+        match list(size, shrinkable).await {
+            Err(e) if shrinkable && e.asks_for_smaller_pages() => {
+                let smaller = run.shrink();
+                tracing::warn!(size, smaller, error = %e, "list page too heavy; asking for a smaller one");
+            }
+            Ok(page) => {
+                run.grow();
+                return Ok(page);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A page of full records decoded into a batch; the highest readable id it covers.
+pub(crate) fn decode_page<R: DeviceRecord>(
+    page: &InventoryPage,
+    decode: fn(&RawValue, DateTime<Utc>) -> Result<R, RecordError>,
+) -> (Batch<R>, Option<i64>) {
+    let mut batch = Batch::new(page.results.len());
+    let mut max_id = None;
+    for raw in &page.results {
+        match decode(raw, page.requested_at) {
+            Ok(r) => {
+                max_id = max_id.max(Some(r.jamf_id()));
+                batch.records.push(r);
+            }
+            Err(e) => {
+                // Keep paging past a bad record when its id is readable.
+                max_id = max_id.max(e.jamf_id());
+                batch.failed += 1;
+                log_bad_record(R::KIND, &e);
+            }
+        }
+    }
+    batch.listed = page.results.len() as i64;
+    batch.last_id = max_id;
+    (batch, max_id)
+}
+
+/// The ids of a page (field `field` of each record); the highest of them.
+pub(crate) fn page_ids(page: &InventoryPage, field: &str) -> (Vec<i64>, Option<i64>) {
+    let ids: Vec<i64> = page
+        .results
+        .iter()
+        .filter_map(|raw| {
+            let id = crate::jamf::decode::numeric_id(raw.get(), field);
+            if id.is_none() {
+                tracing::warn!(
+                    record = %raw.get().chars().take(120).collect::<String>(),
+                    "listed record without a numeric id skipped"
+                );
+            }
+            id
+        })
+        .collect();
+    let max = ids.iter().copied().max();
+    (ids, max)
+}
+
+/// Fetches one record per listed id through the worker pool and sends them to the writer in
+/// batches of `batch_size`. A 404 counts as `missing`; a record that does not decode is logged
+/// and counted; any other error stops the run.
+pub(crate) async fn fetch_each<R, F, Fut>(
+    run: &Run,
+    workers: usize,
+    batch_size: usize,
+    mut ids: mpsc::Receiver<Vec<i64>>,
+    fetch: F,
+    tx: &mpsc::Sender<Batch<R>>,
+) -> Result<(), RunError>
+where
+    R: DeviceRecord,
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = FetchOne<R>>,
+{
+    let workers = workers.max(1);
+    let mut pending: VecDeque<i64> = VecDeque::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut listing = true;
+    let mut listed = 0;
+    let mut sent_listed = 0;
+    let mut batch = Batch::new(batch_size);
+    let ended = run.ended();
+    tokio::pin!(ended);
+    loop {
+        while in_flight.len() < workers {
+            let Some(id) = pending.pop_front() else { break };
+            in_flight.push(fetch(id).map(move |result| (id, result)));
+        }
+        let done = in_flight.is_empty() && pending.is_empty() && !listing;
+        if !done {
+            tokio::select! {
+                biased;
+                // Shutdown or deadline: requests on the wire finish, nothing new starts.
+                _ = &mut ended, if listing || !pending.is_empty() => {
+                    listing = false;
+                    pending.clear();
+                }
+                Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    match result {
+                        Ok(Ok(record)) => batch.records.push(record),
+                        Ok(Err(e)) => {
+                            batch.failed += 1;
+                            log_bad_record(R::KIND, &e);
+                        }
+                        Err(e) if e.is_not_found() => {
+                            tracing::info!(id, "device deleted between listing and fetching");
+                            batch.missing += 1;
+                        }
+                        Err(e) => return Err(RunError::from(e)),
+                    }
+                }
+                chunk = ids.recv(), if listing && pending.len() < workers => match chunk {
+                    Some(chunk) => {
+                        listed += chunk.len() as i64;
+                        pending.extend(chunk);
+                    }
+                    None => listing = false,
+                },
+            }
+        }
+        if batch.size() as usize >= batch_size
+            || (done && (batch.size() > 0 || listed > sent_listed))
+        {
+            batch.listed = listed - sent_listed;
+            sent_listed = listed;
+            let full = std::mem::replace(&mut batch, Batch::new(batch_size));
+            tx.send(full)
+                .await
+                .map_err(|_| RunError::Other("writer stopped".into()))?;
+        }
+        if done {
+            return run.check();
+        }
+    }
+}
+
+/// Fetches these ids through the worker pool (no run: a refresh or a confirmation). A 404 is
+/// `missing`; any other failure fails the whole call.
+pub(crate) async fn fetch_by_id<R, F, Fut>(
+    ids: &[i64],
+    workers: usize,
+    fetch: F,
+) -> Result<Fetched<R>, JamfError>
+where
+    R: DeviceRecord,
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = FetchOne<R>>,
+{
+    let results: Vec<(i64, FetchOne<R>)> = futures_util::stream::iter(ids.iter().copied())
+        .map(|id| {
+            let f = fetch(id);
+            async move { (id, f.await) }
+        })
+        .buffer_unordered(workers.max(1))
+        .collect()
+        .await;
+    let mut got = Fetched::default();
+    for (id, result) in results {
+        match result {
+            Ok(Ok(record)) => got.records.push(record),
+            Ok(Err(e)) => {
+                log_bad_record(R::KIND, &e);
+                got.failed.push(id);
+            }
+            Err(e) if e.is_not_found() => got.missing.push(id),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Of these ids, those a direct request for the device answers 404 (`probe`), through the
+/// worker pool; any other failure fails the whole call.
+pub(crate) async fn gone_ids<F, Fut>(
+    ids: &[i64],
+    workers: usize,
+    probe: F,
+) -> Result<Vec<i64>, JamfError>
+where
+    F: Fn(i64) -> Fut,
+    Fut: Future<Output = Result<(), JamfError>>,
+{
+    let results: Vec<(i64, Result<(), JamfError>)> = futures_util::stream::iter(ids.iter().copied())
+        .map(|id| probe(id).map(move |r| (id, r)))
+        .buffer_unordered(workers.max(1))
+        .collect()
+        .await;
+    let mut gone = Vec::new();
+    for (id, result) in results {
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => gone.push(id),
+            Err(e) => return Err(e),
+        }
+    }
+    gone.sort_unstable();
+    Ok(gone)
+}
+
+/// The records of one filtered list answer for `ids`; ids not in the answer are missing.
+pub(crate) fn fetched_from_page<R: DeviceRecord>(
+    ids: &[i64],
+    page: &InventoryPage,
+    decode: fn(&RawValue, DateTime<Utc>) -> Result<R, RecordError>,
+) -> Fetched<R> {
+    let mut got = Fetched::default();
+    let mut answered = HashSet::new();
+    for raw in &page.results {
+        match decode(raw, page.requested_at) {
+            Ok(r) => {
+                answered.insert(r.jamf_id());
+                got.records.push(r);
+            }
+            Err(e) => {
+                log_bad_record(R::KIND, &e);
+                if let Some(id) = e.jamf_id() {
+                    answered.insert(id);
+                    got.failed.push(id);
+                }
+            }
+        }
+    }
+    got.missing = ids
+        .iter()
+        .copied()
+        .filter(|id| !answered.contains(id))
+        .collect();
+    got
+}
+
+/// Writes batches as they come; returns the first error and the counts committed so far.
+pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
+    store: Arc<S>,
+    instance: String,
+    run: Arc<Run>,
+    mut rx: mpsc::Receiver<Batch<R>>,
+) -> (Result<(), StoreError>, RunCounts) {
+    let mut counts = RunCounts::default();
+    let mut seen: HashSet<i64> = HashSet::new();
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut pages = 0u64;
+    while let Some(mut batch) = rx.recv().await {
+        pages += 1;
+        // When writing is the bottleneck, batches queue up: commit them together (one
+        // transaction and one fsync instead of several), up to a bound.
+        while batch.records.len() < MERGE_UP_TO {
+            match rx.try_recv() {
+                Ok(more) => {
+                    pages += 1;
+                    batch.merge(more);
+                }
+                Err(_) => break,
+            }
+        }
+        batch.records.retain(|r| seen.insert(r.jamf_id()));
+        let mut next = counts;
+        next.listed += batch.listed;
+        next.fetched += batch.records.len() as i64;
+        next.failed += batch.failed;
+        next.missing += batch.missing;
+        let progress = run.id.map(|run_id| Progress {
+            run_id,
+            counts: next,
+            last_id: batch.last_id,
+        });
+        let written = store
+            .write_devices(
+                &instance,
+                &batch.records,
+                progress.as_ref(),
+                run.overwrite,
+                Utc::now(),
+            )
+            .await;
+        match written {
+            Ok(outcome) => {
+                next.upserted += outcome.upserted;
+                next.unchanged += outcome.unchanged;
+                next.stale += outcome.stale;
+                counts = next;
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    log_progress(&counts, pages, started, run.expected());
+                }
+            }
+            Err(e) => return (Err(e), counts),
+        }
+    }
+    (Ok(()), counts)
+}
+
+fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {
+    let done = counts.fetched + counts.failed + counts.missing;
+    let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+    let eta = (total > done && rate > 0.0).then(|| format!("{:.0}s", (total - done) as f64 / rate));
+    tracing::info!(
+        pages,
+        records = done,
+        of = total,
+        upserted = counts.upserted,
+        failed = counts.failed,
+        rate = format!("{rate:.0}/s"),
+        eta = eta.as_deref().unwrap_or("?"),
+        "progress"
+    );
+}
+
+pub(crate) fn log_bad_record(kind: Kind, e: &RecordError) {
+    metrics::counter!(metric::RECORDS, "kind" => kind.as_str(), "outcome" => "failed").increment(1);
+    tracing::warn!(kind = kind.as_str(), id = %e.id, error = %e.message, "skipping a record that does not decode");
+}
+
+/// RSQL for one keyset page over a date and an id field: `date>="…";id>"…"`.
+pub fn keyset_filter(
+    date_field: &str,
+    id_field: &str,
+    since: Option<DateTime<Utc>>,
+    after: Option<i64>,
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(s) = since {
+        parts.push(format!(
+            "{date_field}>=\"{}\"",
+            s.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ));
+    }
+    if let Some(id) = after {
+        parts.push(format!("{id_field}>\"{id}\""));
+    }
+    (!parts.is_empty()).then(|| parts.join(";"))
+}
+
+/// RSQL selecting these ids: `id=in=(1,2,3)`.
+pub fn id_in_filter(field: &str, ids: &[i64]) -> String {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("{field}=in=({})", list.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyset_filter_forms() {
+        let f = |since, after| keyset_filter("general.reportDate", "id", since, after);
+        assert_eq!(f(None, None), None);
+        assert_eq!(f(None, Some(5)).as_deref(), Some("id>\"5\""));
+        let t = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .ok();
+        assert_eq!(
+            f(t, Some(9)).as_deref(),
+            Some("general.reportDate>=\"2026-11-22T00:00:00.000Z\";id>\"9\"")
+        );
+    }
+
+    #[test]
+    fn id_in_filter_lists_every_id() {
+        assert_eq!(id_in_filter("id", &[3, 1, 20]), "id=in=(3,1,20)");
+        assert_eq!(
+            id_in_filter("mobileDeviceId", &[7]),
+            "mobileDeviceId=in=(7)"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! One device source per kind, chosen once from configuration and used by every path that
+//! reads devices (a run's delta or full read, reconcile's listing and confirmations, webhook
+//! refreshes), so every path stores the same shape of record and an unchanged device hashes
+//! alike whichever path fetched it last.
+
+mod computers;
+mod mobile;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+pub(crate) use computers::ComputerSource;
+pub(crate) use mobile::MobileDeviceSource;
+
+use super::pipeline::{Batch, Fetched};
+use super::run::Run;
+use super::RunError;
+use crate::domain::DeviceRecord;
+use crate::jamf::JamfError;
+
+/// Where devices of one kind come from.
+pub(crate) trait DeviceSource: Send + Sync {
+    type Record: DeviceRecord;
+
+    /// Sends the records of every device changed since `since` (every device with `None`) to
+    /// the writer.
+    fn read_changed(
+        &self,
+        run: &Run,
+        since: Option<DateTime<Utc>>,
+        tx: mpsc::Sender<Batch<Self::Record>>,
+    ) -> impl Future<Output = Result<(), RunError>> + Send;
+
+    /// Every device id Jamf lists.
+    fn list_ids(&self, run: &Run) -> impl Future<Output = Result<Vec<i64>, RunError>> + Send;
+
+    /// These devices' current records, in the shape [`read_changed`](Self::read_changed)
+    /// stores; devices Jamf does not have are `missing`.
+    fn fetch(
+        &self,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Fetched<Self::Record>, JamfError>> + Send;
+
+    /// Of these ids, those Jamf answers 404 for on a direct request for the device. Only this
+    /// confirms a deletion: a device a list request leaves out may be hidden by a listing
+    /// glitch (a mis-scoped site), not gone.
+    fn confirm_gone(&self, ids: &[i64])
+        -> impl Future<Output = Result<Vec<i64>, JamfError>> + Send;
+}
+
+/// Runs a keyset id listing against a collector and returns every id, in order.
+pub(crate) async fn collect_ids<L, Fut>(list: L) -> Result<Vec<i64>, RunError>
+where
+    L: FnOnce(mpsc::Sender<Vec<i64>>) -> Fut,
+    Fut: Future<Output = Result<(), RunError>>,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<i64>>(4);
+    let collect = async {
+        let mut ids = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            ids.extend(chunk);
+        }
+        ids
+    };
+    let (listed, ids) = tokio::join!(list(tx), collect);
+    listed.map(|()| ids)
+}
