@@ -303,9 +303,13 @@ pub async fn list_devices(State(s): State<Arc<SimState>>, headers: HeaderMap) ->
         return r;
     }
     let inner = lock(&s.inner);
-    let rows: String = inner
+    let listed: Vec<&SimMobile> = inner
         .mobiles
         .values()
+        .filter(|m| !inner.unlisted_mobiles.contains(&m.id))
+        .collect();
+    let rows: String = listed
+        .iter()
         .map(|m| {
             format!(
                 "<mobile_device><id>{}</id><name>{}</name><device_name>{}</device_name><udid>{}</udid>\
@@ -326,7 +330,7 @@ pub async fn list_devices(State(s): State<Arc<SimState>>, headers: HeaderMap) ->
     xml(
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><mobile_devices><size>{}</size>{rows}</mobile_devices>",
-            inner.mobiles.len()
+            listed.len()
         ),
         StatusCode::OK,
     )

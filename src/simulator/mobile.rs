@@ -310,32 +310,45 @@ pub async fn pro_detail(
             )
         }
     };
-    let inner = lock(&s.inner);
-    let mut matched: Vec<&SimMobile> = Vec::new();
-    for m in inner.mobiles.values() {
-        match expr.as_ref().map(|e| matches(m, e)) {
-            None | Some(Ok(true)) => matched.push(m),
-            Some(Ok(false)) => {}
-            Some(Err(field)) => {
-                return api_error(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_FIELD",
-                    &format!("Invalid filter: {field}"),
-                    Some("filter"),
-                )
+    let (total, results) = {
+        let inner = lock(&s.inner);
+        let mut matched: Vec<&SimMobile> = Vec::new();
+        let listed = inner
+            .mobiles
+            .values()
+            .filter(|m| !inner.unlisted_mobiles.contains(&m.id));
+        for m in listed {
+            match expr.as_ref().map(|e| matches(m, e)) {
+                None | Some(Ok(true)) => matched.push(m),
+                Some(Ok(false)) => {}
+                Some(Err(field)) => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        "INVALID_FIELD",
+                        &format!("Invalid filter: {field}"),
+                        Some("filter"),
+                    )
+                }
             }
         }
+        if desc {
+            matched.reverse();
+        }
+        let results: Vec<Value> = matched
+            .iter()
+            .skip(page.saturating_mul(page_size))
+            .take(page_size)
+            .map(|m| m.to_pro_json(&sections))
+            .collect();
+        (matched.len(), results)
+    };
+    // The page is read as of the request; the server then takes its time, as with computers.
+    let per_record_us = lock(&s.cfg).per_record_section_us;
+    if per_record_us > 0 {
+        let us = per_record_us * (results.len() * sections.len()) as u64;
+        tokio::time::sleep(std::time::Duration::from_micros(us)).await;
     }
-    if desc {
-        matched.reverse();
-    }
-    let results: Vec<Value> = matched
-        .iter()
-        .skip(page.saturating_mul(page_size))
-        .take(page_size)
-        .map(|m| m.to_pro_json(&sections))
-        .collect();
-    Json(json!({"totalCount": matched.len(), "results": results})).into_response()
+    Json(json!({"totalCount": total, "results": results})).into_response()
 }
 
 fn matches(m: &SimMobile, expr: &rsql::Expr) -> Result<bool, String> {

@@ -211,6 +211,7 @@ impl Simulator {
                 next_search_id: 100,
                 vanished: BTreeMap::new(),
                 unlisted: Default::default(),
+                unlisted_mobiles: Default::default(),
                 brownout_until: None,
                 timeline: Vec::new(),
                 started: Instant::now(),
@@ -319,6 +320,12 @@ impl Simulator {
         lock(&self.state.cfg).latency_ms = ms;
     }
 
+    /// Extra latency of list pages per record and requested section (after the page is read:
+    /// its content is as of the request).
+    pub fn set_per_record_section_us(&self, us: u64) {
+        lock(&self.state.cfg).per_record_section_us = us;
+    }
+
     pub fn set_churn_per_page(&self, n: usize) {
         lock(&self.state.cfg).churn_per_page = n;
     }
@@ -361,13 +368,13 @@ impl Simulator {
     }
 
     /// A mobile device is unenrolled: it stays in Jamf, unmanaged (`MobileDeviceUnEnrolled`).
+    /// As in Jamf, no inventory is submitted: its last inventory time stays as it was.
     pub fn unenroll_mobile(&self, id: i64) -> bool {
         let mut inner = lock(&self.state.inner);
         let Some(m) = inner.mobiles.get_mut(&id) else {
             return false;
         };
         m.managed = false;
-        m.report(Utc::now());
         inner.emit_mobile("MobileDeviceUnEnrolled", id);
         true
     }
@@ -462,6 +469,12 @@ impl Simulator {
     /// Leave this computer out of list pages (its detail record still answers).
     pub fn unlist_computer(&self, id: i64) {
         lock(&self.state.inner).unlisted.insert(id);
+    }
+
+    /// Leave this mobile device out of lists and list pages (its Classic record still
+    /// answers): a listing glitch such as a mis-scoped site.
+    pub fn unlist_mobile(&self, id: i64) {
+        lock(&self.state.inner).unlisted_mobiles.insert(id);
     }
 
     pub fn put_computer(&self, c: SimComputer) {

@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     /// Computers missing from list pages while their detail record still answers (a listing
     /// glitch, e.g. a mis-scoped site).
     pub(super) unlisted: std::collections::HashSet<i64>,
+    /// The same for mobile devices (Classic list and Jamf Pro API pages).
+    pub(super) unlisted_mobiles: std::collections::HashSet<i64>,
     /// While set and in the future: latency ×10 and half the requests answer 503.
     pub(super) brownout_until: Option<Instant>,
     /// Every request: time since start, requests in flight when it arrived, status.

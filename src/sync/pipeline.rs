@@ -361,11 +361,12 @@ where
     F: Fn(i64) -> Fut,
     Fut: Future<Output = Result<(), JamfError>>,
 {
-    let results: Vec<(i64, Result<(), JamfError>)> = futures_util::stream::iter(ids.iter().copied())
-        .map(|id| probe(id).map(move |r| (id, r)))
-        .buffer_unordered(workers.max(1))
-        .collect()
-        .await;
+    let results: Vec<(i64, Result<(), JamfError>)> =
+        futures_util::stream::iter(ids.iter().copied())
+            .map(|id| probe(id).map(move |r| (id, r)))
+            .buffer_unordered(workers.max(1))
+            .collect()
+            .await;
     let mut gone = Vec::new();
     for (id, result) in results {
         match result {

@@ -427,6 +427,48 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
     sim.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_are_plain_text() {
+    let sim = helpers::sim(SimConfig {
+        computers: 10,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let url = sim.url();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
+    cmd.args(["sync", "--only", "computers"])
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .env("JAMF_SYNC__JAMF__URL", &url)
+        .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
+        .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
+        .env("JAMF_SYNC__DATABASE__URL", &db);
+    let o = tokio::task::spawn_blocking(move || cmd.output().expect("run"))
+        .await
+        .expect("join");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("computers full sync succeeded"), "{err}");
+    // journald, `docker logs` and files get no colour codes, NO_COLOR or not.
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape codes in piped logs: {err:?}"
+    );
+    sim.stop().await;
+}
+
+#[test]
+fn overwrite_needs_a_full_sync() {
+    let dir = tempfile::tempdir().expect("dir");
+    let o = jamf_sync(&["sync", "--overwrite"], &[], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--full"), "{}", text(&o));
+}
+
 #[test]
 fn example_config_is_valid_and_documents_the_defaults() {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");

@@ -1,19 +1,18 @@
-//! `jamf-sync run` as a real process: schedules, endpoints, signals, crashes, a database that
-//! comes up late.
+//! `jamf-sync run`: schedules, endpoints and metrics, signals and crashes as a real process;
+//! coalescing, a database that comes up late and refused credentials in-process.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jamf_sync::config::DatabaseUrl;
-use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::domain::Kind;
+use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::{Db, Store};
 use secrecy::SecretString;
 use serde_json::Value;
 
+use crate::app::{daemon_env, spawn_app, Endpoint};
 use crate::helpers;
-
-const TOKEN: &str = "admin-token-for-tests";
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -22,27 +21,25 @@ pub(crate) fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `jamf-sync run` as a child process.
 pub(crate) struct Daemon {
     pub(crate) child: Child,
-    pub(crate) base: String,
-    pub(crate) http: reqwest::Client,
+    endpoint: Endpoint,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Daemon {
     pub(crate) fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
-        jamf_sync::tls::install_crypto_provider();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
         cmd.arg("run")
             .env("NO_COLOR", "1")
-            .env("JAMF_SYNC__JAMF__URL", sim.url())
-            .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
-            .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
-            .env("JAMF_SYNC__JAMF__RETRY__INITIAL_BACKOFF_MS", "5")
-            .env("JAMF_SYNC__JAMF__RETRY__MAX_BACKOFF_MS", "100")
-            .env("JAMF_SYNC__DATABASE__URL", db_url)
-            .env("JAMF_SYNC__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("JAMF_SYNC__SERVER__ADMIN_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, _) in std::env::vars() {
@@ -50,60 +47,16 @@ impl Daemon {
                 cmd.env_remove(k);
             }
         }
-        for (k, v) in extra {
+        let listen = format!("127.0.0.1:{port}");
+        let mut extra = extra.to_vec();
+        extra.insert(0, ("JAMF_SYNC__SERVER__LISTEN", listen.as_str()));
+        for (k, v) in daemon_env(sim, db_url, &extra) {
             cmd.env(k, v);
         }
         Daemon {
             child: cmd.spawn().expect("spawn jamf-sync run"),
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            endpoint: Endpoint::new(format!("http://{listen}")),
         }
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .ok()?;
-        let status = r.status().as_u16();
-        Some((status, r.text().await.ok()?))
-    }
-
-    pub(crate) async fn trigger(&self, query: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/sync{query}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("POST /sync");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Polls until `check` is true or `secs` pass.
-    pub(crate) async fn wait_for<F, Fut>(&self, secs: u64, what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(secs) {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("timed out waiting for {what}");
-    }
-
-    pub(crate) async fn wait_ready(&self, secs: u64) {
-        self.wait_for(secs, "/readyz", || async {
-            matches!(self.get("/readyz").await, Some((200, _)))
-        })
-        .await;
     }
 
     pub(crate) fn signal(&self, sig: &str) {
@@ -145,20 +98,15 @@ pub(crate) async fn open(url: &str) -> Db {
     .expect("open db")
 }
 
-pub(crate) fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("d.db").display())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduled_runs_metrics_status_and_coalescing() {
+both_backends!(scheduled_runs_metrics_status_and_healthcheck);
+async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 200,
         mobile_devices: 50,
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let url = sqlite_url(&dir);
+    let url = db.url().to_string();
     let d = Daemon::start(
         &sim,
         &url,
@@ -237,6 +185,42 @@ async fn scheduled_runs_metrics_status_and_coalescing() {
     let lag = value("jamf_sync_cursor_lag_seconds", Some(("kind", "computers"))).unwrap_or(-1.0);
     assert!((0.0..60.0).contains(&lag), "cursor lag {lag}");
     assert!(value("jamf_sync_http_requests_total", None).unwrap_or(0.0) > 0.0);
+    // Series known in advance exist from start-up at zero, so `rate()` and `increase()` see
+    // their first event.
+    let series = |name: &str, labels: &[(&str, &str)]| -> Vec<f64> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .collect()
+    };
+    assert_eq!(series("jamf_sync_auth_failures_total", &[]), vec![0.0]);
+    assert_eq!(
+        series(
+            "jamf_sync_runs_total",
+            &[("kind", "computers"), ("result", "failed")]
+        ),
+        vec![0.0]
+    );
+    let throttled = series(
+        "jamf_sync_http_retries_total",
+        &[("reason", "throttled_429")],
+    );
+    assert!(
+        throttled.len() >= 10 && throttled.iter().all(|v| *v == 0.0),
+        "{throttled:?}"
+    );
+    assert_eq!(
+        series(
+            "jamf_sync_backoff_seconds_total",
+            &[("reason", "server_503")]
+        ),
+        vec![0.0]
+    );
     assert!(value("jamf_sync_concurrency_limit", None) == Some(5.0));
     for family in [
         "jamf_sync_http_request_duration_seconds",
@@ -277,18 +261,30 @@ async fn scheduled_runs_metrics_status_and_coalescing() {
         .expect("post");
     assert_eq!(r.status().as_u16(), 401);
     drop(d);
+    sim.stop().await;
+}
 
-    // Two triggers at once produce one run (no schedule in the way: yearly, no catch-up).
-    sim.set_latency(5);
-    let d = Daemon::start(
+both_backends!(simultaneous_triggers_make_one_run);
+async fn simultaneous_triggers_make_one_run(db: &helpers::TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 200,
+        mobile_devices: 0,
+        latency_ms: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    // No schedule in the way: yearly, and no catch-up at start.
+    let d = spawn_app(
         &sim,
-        &url,
+        db.url(),
         &[
             ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
             ("JAMF_SYNC__SYNC__ON_START", "false"),
             ("JAMF_SYNC__SYNC__STRATEGY", "detail"),
+            ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
         ],
-    );
+    )
+    .await;
     d.wait_ready(20).await;
     let (a, b) = tokio::join!(
         d.trigger("?kind=computers&full=true"),
@@ -303,28 +299,20 @@ async fn scheduled_runs_metrics_status_and_coalescing() {
         .iter()
         .any(|(code, body)| *code == 409 && body["coalesced"][0] == "computers"));
     d.wait_for(30, "the api run to finish", || async {
-        let Some((200, body)) = d.get("/status").await else {
-            return false;
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or_default();
-        v["kinds"][0]["last_run"]["trigger"] == "api" && v["kinds"][0]["running"] == false
+        let v = d.status().await;
+        v["kinds"][0]["last_run"]["status"] == "succeeded" && v["kinds"][0]["running"] == false
     })
     .await;
-    let db = open(&url).await;
-    let api_runs = db
-        .recent_runs("default", 100)
-        .await
-        .expect("runs")
-        .iter()
-        .filter(|r| r.trigger == "api")
-        .count();
-    assert_eq!(api_runs, 1);
-    db.close().await;
+    let runs = db.db.recent_runs("default", 100).await.expect("runs");
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].trigger, "api");
+    assert_eq!(runs[0].upserted, 200);
+    d.stop().await.expect("clean shutdown");
     sim.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing() {
+both_backends!(sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing);
+async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helpers::TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 1500,
         mobile_devices: 0,
@@ -332,8 +320,7 @@ async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing() {
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let url = sqlite_url(&dir);
+    let url = db.url().to_string();
     let slow = [
         ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
         ("JAMF_SYNC__SYNC__STRATEGY", "detail"),
@@ -443,11 +430,12 @@ async fn database_down_at_start_then_up() {
     let port = socket.local_addr().expect("addr").port();
     let mut proxied = real.clone();
     proxied.set_port(Some(port)).expect("port");
-    let d = Daemon::start(
+    let d = spawn_app(
         &sim,
         proxied.as_str(),
         &[("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *")],
-    );
+    )
+    .await;
     d.wait_for(20, "/readyz to answer", || async {
         d.get("/readyz").await.is_some()
     })
@@ -491,30 +479,29 @@ async fn database_down_at_start_then_up() {
                 == 10
     })
     .await;
-    drop(d);
+    d.stop().await.expect("clean shutdown");
     proxy.abort();
     sim.stop().await;
-    pg.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_stays_unready_while_jamf_refuses_the_credentials() {
+both_backends!(readyz_stays_unready_while_jamf_refuses_the_credentials);
+async fn readyz_stays_unready_while_jamf_refuses_the_credentials(db: &helpers::TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 5,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let url = sqlite_url(&dir);
-    let d = Daemon::start(
+    let url = db.url().to_string();
+    let d = spawn_app(
         &sim,
         &url,
         &[
             ("JAMF_SYNC__JAMF__CLIENT_SECRET", "not-the-secret"),
             ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
         ],
-    );
+    )
+    .await;
     d.wait_for(20, "the database part of /readyz", || async {
         d.get("/readyz")
             .await

@@ -8,9 +8,9 @@ use std::time::Duration;
 use jamf_sync::config::{
     ApiVersion, Credentials, DatabaseUrl, FetchStrategy, JamfSettings, RetryConfig, SyncConfig,
 };
+use jamf_sync::domain::{Kind, Trigger};
 use jamf_sync::jamf::JamfClient;
 use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::domain::{Kind, Trigger};
 use jamf_sync::store::{Db, RunRow, Store, StoredComputer};
 use jamf_sync::sync::{Engine, RunSummary, SyncOptions};
 use secrecy::SecretString;

@@ -25,11 +25,13 @@ macro_rules! both_backends {
     };
 }
 
+mod app;
 mod cli;
 mod daemon;
 mod deploy;
 mod helpers;
 mod mobile;
+mod newer_wins;
 mod openapi;
 mod pacing;
 mod reconcile;

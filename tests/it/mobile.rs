@@ -1,8 +1,8 @@
 //! Mobile devices: advanced search + XML records, and the Jamf Pro API alternative.
 
 use jamf_sync::config::{FetchStrategy, MobileDevicesConfig, MobileSource};
-use jamf_sync::simulator::{Faults, SimConfig};
 use jamf_sync::domain::Kind;
+use jamf_sync::simulator::{Faults, SimConfig};
 use jamf_sync::store::Store;
 use serde_json::Value;
 
@@ -132,9 +132,8 @@ async fn pro_api_full_then_delta(db: &TestDb) {
     sim.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_source_follows_the_server_version() {
-    let db = helpers::sqlite().await;
+both_backends!(auto_source_follows_the_server_version);
+async fn auto_source_follows_the_server_version(db: &TestDb) {
     let auto = MobileDevicesConfig {
         source: MobileSource::Auto,
         ..MobileDevicesConfig::default()
@@ -146,7 +145,7 @@ async fn auto_source_follows_the_server_version() {
         ..SimConfig::default()
     })
     .await;
-    assert!(helpers::run_mobile(&engine(&db, &sim, auto.clone()), false)
+    assert!(helpers::run_mobile(&engine(db, &sim, auto.clone()), false)
         .await
         .succeeded());
     assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 0);
@@ -158,18 +157,16 @@ async fn auto_source_follows_the_server_version() {
         ..SimConfig::default()
     })
     .await;
-    assert!(helpers::run_mobile(&engine(&db, &sim, auto), true)
+    assert!(helpers::run_mobile(&engine(db, &sim, auto), true)
         .await
         .succeeded());
     assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 1);
     assert_eq!(sim.requests_to(RECORD), 0);
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replication_lag_deleted_devices_bad_records_and_faults() {
-    let db = helpers::sqlite().await;
+both_backends!(replication_lag_deleted_devices_bad_records_and_faults);
+async fn replication_lag_deleted_devices_bad_records_and_faults(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 0,
         mobile_devices: 300,
@@ -190,7 +187,7 @@ async fn replication_lag_deleted_devices_bad_records_and_faults() {
     .await;
     sim.vanish_mobile(7);
     sim.corrupt_mobile(9);
-    let engine = engine(&db, &sim, MobileDevicesConfig::default());
+    let engine = engine(db, &sim, MobileDevicesConfig::default());
     let run = helpers::run_mobile(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.missing, 1, "device 7 answered 404: {run}");
@@ -220,12 +217,10 @@ async fn replication_lag_deleted_devices_bad_records_and_faults() {
     assert!(!ids.contains(&7) && !ids.contains(&9));
     assert_eq!(ids.len(), 298);
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configured_search_id_is_used_as_is() {
-    let db = helpers::sqlite().await;
+both_backends!(a_configured_search_id_is_used_as_is);
+async fn a_configured_search_id_is_used_as_is(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 0,
         mobile_devices: 20,
@@ -233,8 +228,7 @@ async fn a_configured_search_id_is_used_as_is() {
     })
     .await;
     // Let jamf-sync create a search, then point a second configuration at it by id.
-    let first =
-        helpers::run_mobile(&engine(&db, &sim, MobileDevicesConfig::default()), false).await;
+    let first = helpers::run_mobile(&engine(db, &sim, MobileDevicesConfig::default()), false).await;
     assert!(first.succeeded());
     let id = sim.searches()[0].id;
     let fixed = MobileDevicesConfig {
@@ -242,11 +236,10 @@ async fn a_configured_search_id_is_used_as_is() {
         search_name: "ignored".into(),
         ..MobileDevicesConfig::default()
     };
-    let second = helpers::run_mobile(&engine(&db, &sim, fixed), false).await;
+    let second = helpers::run_mobile(&engine(db, &sim, fixed), false).await;
     assert!(second.succeeded(), "{second}");
     let searches = sim.searches();
     assert_eq!(searches.len(), 1, "no new search");
     assert_eq!(searches[0].updates, 0, "a configured search is not edited");
     sim.stop().await;
-    db.cleanup().await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jamf_sync::config::FetchStrategy;
 use jamf_sync::simulator::{SimConfig, Simulator};
 
-use crate::helpers;
+use crate::helpers::{self, TestDb};
 
 fn assert_within_five(sim: &Simulator) {
     let s = sim.stats();
@@ -22,9 +22,8 @@ fn window(sim: &Simulator, from: Duration, to: Duration) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settles_below_a_struggling_servers_capacity_and_recovers() {
-    let db = helpers::sqlite().await;
+both_backends!(settles_below_a_struggling_servers_capacity_and_recovers);
+async fn settles_below_a_struggling_servers_capacity_and_recovers(db: &TestDb) {
     // Fine at 2 concurrent requests; each one more adds the base latency again.
     let sim = helpers::sim(SimConfig {
         computers: 300,
@@ -36,7 +35,7 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers() {
     })
     .await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(100, FetchStrategy::Detail),
     );
@@ -53,7 +52,7 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers() {
         "{over} of {} requests arrived with more than 3 in flight",
         seen.len()
     );
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     assert_within_five(&sim);
 
     // Capacity recovers: the same client climbs back to five.
@@ -67,12 +66,10 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers() {
     assert_eq!(engine.client().concurrency_limit(), 5);
     assert_within_five(&sim);
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes() {
-    let db = helpers::sqlite().await;
+both_backends!(a_brown_out_drops_the_limit_to_one_and_the_run_completes);
+async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 1500,
         mobile_devices: 0,
@@ -81,7 +78,7 @@ async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes() {
     })
     .await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(100, FetchStrategy::Detail),
     );
@@ -101,7 +98,7 @@ async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes() {
     let run = helpers::run(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     let at = brown.await.expect("join");
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     // Once the cut took effect, one request at a time for the rest of the brown-out.
     let during = window(
         &sim,
@@ -121,12 +118,10 @@ async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes() {
         during.len()
     );
     assert_within_five(&sim);
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_that_time_out_are_retried_smaller_without_gaps() {
-    let db = helpers::sqlite().await;
+both_backends!(pages_that_time_out_are_retried_smaller_without_gaps);
+async fn pages_that_time_out_are_retried_smaller_without_gaps(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 3000,
         mobile_devices: 0,
@@ -135,24 +130,22 @@ async fn pages_that_time_out_are_retried_smaller_without_gaps() {
     })
     .await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(2000, FetchStrategy::Inline),
     );
     let run = helpers::run(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.listed, 3000, "nothing read twice: {run}");
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     let timeouts = sim.timeline().iter().filter(|(_, _, s)| *s == 504).count();
     assert!(timeouts >= 1, "the 2000-record page timed out");
     assert_within_five(&sim);
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_past_its_deadline_fails_and_the_next_starts_over() {
-    let db = helpers::sqlite().await;
+both_backends!(a_run_past_its_deadline_fails_and_the_next_starts_over);
+async fn a_run_past_its_deadline_fails_and_the_next_starts_over(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 400,
         mobile_devices: 0,
@@ -162,28 +155,27 @@ async fn a_run_past_its_deadline_fails_and_the_next_starts_over() {
     .await;
     let mut cfg = helpers::sync_cfg(100, FetchStrategy::Detail);
     cfg.run_deadline_secs = 1;
-    let engine = helpers::engine(&db, helpers::settings(&sim), cfg);
+    let engine = helpers::engine(db, helpers::settings(&sim), cfg);
     let run = helpers::run(&engine, false).await;
     assert!(!run.succeeded(), "{run}");
     assert!(
         run.error.as_deref().unwrap_or("").contains("deadline"),
         "{run}"
     );
-    assert!(helpers::cursor(&db).await.is_none());
+    assert!(helpers::cursor(db).await.is_none());
     assert_within_five(&sim);
     // A fresh process would come with a fresh client: let the old connections close first.
     drop(engine);
     tokio::time::sleep(Duration::from_millis(200)).await;
     sim.reset_stats();
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(100, FetchStrategy::Detail),
     );
     let again = helpers::run(&engine, false).await;
     assert!(again.succeeded(), "{again}");
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     assert_within_five(&sim);
     sim.stop().await;
-    db.cleanup().await;
 }

@@ -1,11 +1,11 @@
 //! Reconcile: deletions in Jamf are found, confirmed and applied safely.
 
 use jamf_sync::config::{FetchStrategy, OnMissing, ReconcileConfig};
-use jamf_sync::simulator::{Faults, SimConfig, Simulator};
 use jamf_sync::domain::Kind;
+use jamf_sync::domain::Trigger;
+use jamf_sync::simulator::{Faults, SimConfig, Simulator};
 use jamf_sync::store::{Db, Store};
 use jamf_sync::sync::reconcile::{ReconcileOptions, ReconcileSummary};
-use jamf_sync::domain::Trigger;
 use jamf_sync::sync::Engine;
 
 use crate::helpers::{self, TestDb};
@@ -188,16 +188,15 @@ async fn refuses_mass_deletion(db: &TestDb) {
     sim.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_listing_marks_nothing() {
-    let db = helpers::sqlite().await;
+both_backends!(a_failed_listing_marks_nothing);
+async fn a_failed_listing_marks_nothing(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 3000,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let e = engine(&db, &sim, ReconcileConfig::default());
+    let e = engine(db, &sim, ReconcileConfig::default());
     assert!(helpers::run(&e, false).await.succeeded());
     for id in [5, 2500] {
         sim.delete_computer(id);
@@ -210,17 +209,15 @@ async fn a_failed_listing_marks_nothing() {
     });
     let failed = reconcile(&e, Kind::Computers, false, false).await;
     assert!(!failed.succeeded(), "{failed}");
-    assert!(deleted_ids(&db, Kind::Computers).await.is_empty());
+    assert!(deleted_ids(db, Kind::Computers).await.is_empty());
     sim.set_faults(Faults::default());
     let ok = reconcile(&e, Kind::Computers, false, false).await;
     assert_eq!(ok.deleted, 2, "{ok}");
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device() {
-    let db = helpers::sqlite().await;
+both_backends!(delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device);
+async fn delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 100,
         mobile_devices: 0,
@@ -228,7 +225,7 @@ async fn delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device() {
     })
     .await;
     let e = engine(
-        &db,
+        db,
         &sim,
         ReconcileConfig {
             on_missing: OnMissing::Delete,
@@ -241,14 +238,13 @@ async fn delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device() {
     let r = reconcile(&e, Kind::Computers, false, false).await;
     assert_eq!((r.candidates, r.deleted, r.kept), (2, 1, 1), "{r}");
     assert!(
-        helpers::stored(&db).await.iter().any(|c| c.jamf_id == 40),
+        helpers::stored(db).await.iter().any(|c| c.jamf_id == 40),
         "answered: kept"
     );
     assert!(
-        !helpers::stored(&db).await.iter().any(|c| c.jamf_id == 9),
+        !helpers::stored(db).await.iter().any(|c| c.jamf_id == 9),
         "row removed"
     );
-    assert_eq!(helpers::stored(&db).await.len(), 99);
+    assert_eq!(helpers::stored(db).await.len(), 99);
     sim.stop().await;
-    db.cleanup().await;
 }

@@ -9,7 +9,7 @@ use jamf_sync::jamf::{JamfClient, JamfError};
 use jamf_sync::simulator::{Faults, SimConfig};
 use secrecy::SecretString;
 
-use crate::helpers;
+use crate::helpers::{self, TestDb};
 
 fn faults_5_percent() -> Faults {
     Faults {
@@ -27,9 +27,8 @@ fn faults_5_percent() -> Faults {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_expiry_revocation_and_faults() {
-    let db = helpers::sqlite().await;
+both_backends!(token_expiry_revocation_and_faults);
+async fn token_expiry_revocation_and_faults(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 800,
         token_ttl_secs: 2,
@@ -42,14 +41,14 @@ async fn token_expiry_revocation_and_faults() {
     })
     .await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(50, FetchStrategy::Detail),
     );
     let summary = helpers::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(summary.counts.fetched, 800);
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     let stats = sim.stats();
     assert!(
         stats.faults_injected > 10,
@@ -66,19 +65,18 @@ async fn token_expiry_revocation_and_faults() {
     // Inline pages under the same conditions.
     sim.touch_random(300);
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(25, FetchStrategy::Inline),
     );
     let delta = helpers::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_renewal_is_single_flight() {
+both_backends!(token_renewal_is_single_flight);
+async fn token_renewal_is_single_flight(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 300,
         token_ttl_secs: 1,
@@ -86,9 +84,8 @@ async fn token_renewal_is_single_flight() {
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(100, FetchStrategy::Detail),
     );
@@ -110,11 +107,10 @@ async fn token_renewal_is_single_flight() {
         "tokens are renewed before they expire: {stats:?}"
     );
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_account_with_keep_alive() {
+both_backends!(user_account_with_keep_alive);
+async fn user_account_with_keep_alive(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 200,
         token_ttl_secs: 2,
@@ -122,13 +118,12 @@ async fn user_account_with_keep_alive() {
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
     let mut settings = helpers::settings(&sim);
     settings.credentials = Credentials::User {
         username: "admin".into(),
         password: SecretString::from("sim-password".to_string()),
     };
-    let engine = helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Detail));
+    let engine = helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Detail));
     let summary = helpers::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     assert!(
@@ -141,9 +136,8 @@ async fn user_account_with_keep_alive() {
         1,
         "keep-alive renews user tokens"
     );
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
     sim.stop().await;
-    db.cleanup().await;
 }
 
 #[tokio::test]
@@ -169,8 +163,8 @@ async fn bad_credentials_are_fatal_and_not_retried() {
     sim.stop().await;
 }
 
-#[tokio::test]
-async fn legacy_oauth_path_and_older_server_versions() {
+both_backends!(legacy_oauth_path_and_older_server_versions);
+async fn legacy_oauth_path_and_older_server_versions(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 120,
         version: "11.20.0-t1".into(),
@@ -178,9 +172,8 @@ async fn legacy_oauth_path_and_older_server_versions() {
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(100, FetchStrategy::Inline),
     );
@@ -195,29 +188,27 @@ async fn legacy_oauth_path_and_older_server_versions() {
     assert_eq!(sim.requests_to("/api/v3/computers-inventory"), 2);
     assert_eq!(sim.requests_to("/api/v4/computers-inventory"), 0);
     // v3 sends lastContactTime; it lands in the same column as v4's lastContact.
-    helpers::assert_matches_sim(&db, &sim).await;
+    helpers::assert_matches_sim(db, &sim).await;
 
     // A fixed v1 override is honoured.
     let mut settings = helpers::settings(&sim);
     settings.api_version = ApiVersion::V1;
-    let engine = helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Inline));
+    let engine = helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Inline));
     assert!(helpers::run(&engine, true).await.succeeded());
     assert_eq!(sim.requests_to("/api/v1/computers-inventory"), 2);
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test]
-async fn malformed_record_is_counted_and_skipped() {
+both_backends!(malformed_record_is_counted_and_skipped);
+async fn malformed_record_is_counted_and_skipped(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 50,
         ..SimConfig::default()
     })
     .await;
     sim.corrupt(17);
-    let db = helpers::sqlite().await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(20, FetchStrategy::Inline),
     );
@@ -228,7 +219,7 @@ async fn malformed_record_is_counted_and_skipped() {
     );
     assert_eq!(summary.counts.failed, 1);
     assert_eq!(summary.counts.upserted, 49);
-    let ids: Vec<i64> = helpers::stored(&db)
+    let ids: Vec<i64> = helpers::stored(db)
         .await
         .iter()
         .map(|r| r.jamf_id)
@@ -236,17 +227,15 @@ async fn malformed_record_is_counted_and_skipped() {
     assert!(!ids.contains(&17));
     assert_eq!(ids.len(), 49);
     sim.stop().await;
-    db.cleanup().await;
 }
 
-#[tokio::test]
-async fn deleted_between_listing_and_fetch_is_missing_not_failure() {
+both_backends!(deleted_between_listing_and_fetch_is_missing_not_failure);
+async fn deleted_between_listing_and_fetch_is_missing_not_failure(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 40,
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
     // The first list page is served, then the device disappears before its detail fetch.
     let client = JamfClient::new(helpers::settings(&sim)).expect("client");
     let err = client
@@ -256,7 +245,7 @@ async fn deleted_between_listing_and_fetch_is_missing_not_failure() {
     assert!(err.is_not_found());
     sim.delete_computer(40);
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(100, FetchStrategy::Detail),
     );
@@ -264,39 +253,53 @@ async fn deleted_between_listing_and_fetch_is_missing_not_failure() {
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(summary.counts.fetched, 39);
     sim.stop().await;
-    db.cleanup().await;
 }
 
 #[tokio::test]
 async fn throttling_is_retried_with_retry_after() {
     let sim = helpers::sim(SimConfig {
         computers: 30,
-        faults: Faults {
-            outage_requests: 0,
-            ..Faults::default()
-        },
         ..SimConfig::default()
     })
     .await;
+    // The gateway throttles the next two requests with `Retry-After: 1`; the client's own
+    // backoff (5–100 ms here) is far shorter, so only honouring the header takes 2 s.
     sim.set_faults(Faults {
-        rate_429: 1.0,
-        retry_after_secs: 1,
+        outage_requests: 2,
+        outage_retry_after_secs: 1,
         ..Faults::default()
     });
     let client = JamfClient::new(helpers::settings(&sim)).expect("client");
     let started = std::time::Instant::now();
-    let handle = tokio::spawn(async move { client.server_version().await });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    sim.set_faults(Faults::default());
-    let version = handle
+    let version = client
+        .server_version()
         .await
-        .expect("join")
         .expect("recovers after throttling");
     assert!(version.is_some());
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After was honoured"
+    let timeline = sim.timeline();
+    let throttled: Vec<usize> = timeline
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, _, status))| *status == 429)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        throttled.len(),
+        2,
+        "the simulator served two 429s: {timeline:?}"
     );
+    // Each retry came a full Retry-After after the 429 it answers (timeline times are when
+    // the answers went out).
+    for i in throttled {
+        let (answered, _, _) = timeline[i];
+        let (next, _, _) = timeline.get(i + 1).expect("a retry after each 429");
+        assert!(
+            *next - answered >= Duration::from_millis(990),
+            "retried {:?} after a 429 with Retry-After: 1",
+            *next - answered
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
     sim.stop().await;
 }
 
@@ -375,8 +378,8 @@ async fn retries_that_outlast_the_token_go_out_with_a_renewed_one() {
     sim.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_latency_and_backoff_are_recorded_as_metrics() {
+both_backends!(requests_latency_and_backoff_are_recorded_as_metrics);
+async fn requests_latency_and_backoff_are_recorded_as_metrics(db: &TestDb) {
     let handle = jamf_sync::telemetry::install_metrics().expect("recorder");
     let sim = helpers::sim(SimConfig {
         computers: 60,
@@ -389,9 +392,8 @@ async fn requests_latency_and_backoff_are_recorded_as_metrics() {
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
     let engine = helpers::engine(
-        &db,
+        db,
         helpers::settings(&sim),
         helpers::sync_cfg(10, FetchStrategy::Inline),
     );
@@ -413,7 +415,6 @@ async fn requests_latency_and_backoff_are_recorded_as_metrics() {
     // Labels carry templates, never device ids.
     assert!(!text.contains("computers-inventory-detail/1\""));
     sim.stop().await;
-    db.cleanup().await;
 }
 
 #[tokio::test]

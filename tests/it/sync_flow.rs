@@ -1,8 +1,8 @@
 //! Full and delta syncs over real HTTP into real databases.
 
 use jamf_sync::config::FetchStrategy;
-use jamf_sync::simulator::{Faults, SimConfig};
 use jamf_sync::domain::Kind;
+use jamf_sync::simulator::{Faults, SimConfig};
 use jamf_sync::store::Store;
 
 use crate::helpers::{self, TestDb};

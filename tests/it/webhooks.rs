@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use jamf_sync::domain::Kind;
 use jamf_sync::simulator::webhooks::{envelope, SimEvent, WebhookFormat};
 use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::domain::Kind;
 use jamf_sync::store::Store;
 use serde_json::Value;
 
-use crate::daemon::{free_port, open, sqlite_url, Daemon};
+use crate::daemon::{free_port, open, Daemon};
 use crate::helpers::{self, TestDb};
 
 const USER: &str = "jamf-hooks";
@@ -299,16 +299,15 @@ async fn burst_of_1000_events_for_300_devices(db: &TestDb) {
     assert_eq!(sum(&scrape, "jamf_sync_webhook_queue_depth", &[]), 0.0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_with_events_queued_loses_nothing() {
+both_backends!(kill_9_with_events_queued_loses_nothing);
+async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 120,
         mobile_devices: 20,
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let url = sqlite_url(&dir);
+    let url = db.url().to_string();
     // A long coalescing window: accepted events wait in the queue.
     let mut d = Daemon::start(
         &sim,
@@ -380,16 +379,15 @@ async fn kill_9_with_events_queued_loses_nothing() {
     tdb.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_requests_enqueue_nothing() {
+both_backends!(refused_requests_enqueue_nothing);
+async fn refused_requests_enqueue_nothing(db: &helpers::TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 10,
         mobile_devices: 5,
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let url = sqlite_url(&dir);
+    let url = db.url().to_string();
     let d = Daemon::start(
         &sim,
         &url,
@@ -545,8 +543,8 @@ async fn refused_requests_enqueue_nothing() {
     assert!(!scrape.contains(PASSWORD) && !scrape.contains("header-secret-value"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulator_events_reach_a_separate_webhook_listener() {
+both_backends!(simulator_events_reach_a_separate_webhook_listener);
+async fn simulator_events_reach_a_separate_webhook_listener(db: &helpers::TestDb) {
     let hook_port = free_port();
     let hook_url = format!("http://127.0.0.1:{hook_port}/webhooks/jamf");
     let sim = Simulator::start(
@@ -563,8 +561,7 @@ async fn simulator_events_reach_a_separate_webhook_listener() {
     )
     .await
     .expect("sim");
-    let dir = tempfile::tempdir().expect("dir");
-    let url = sqlite_url(&dir);
+    let url = db.url().to_string();
     let listen = format!("127.0.0.1:{hook_port}");
     let d = Daemon::start(
         &sim,

@@ -33,8 +33,8 @@ use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::{supports_pro_mobile_detail, PageQuery};
 use crate::jamf::{decode, JamfClient, JamfError};
 use crate::sync::pipeline::{
-    decode_page, fetch_by_id, fetch_each, fetched_from_page, gone_ids, id_in_filter,
-    keyset_filter, keyset_pages, page_ids, Batch, FetchOne, Fetched, Sizing,
+    decode_page, fetch_by_id, fetch_each, fetched_from_page, gone_ids, id_in_filter, keyset_filter,
+    keyset_pages, page_ids, Batch, FetchOne, Fetched, Sizing,
 };
 use crate::sync::run::Run;
 use crate::sync::RunError;
