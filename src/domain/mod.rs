@@ -3,8 +3,10 @@
 //! without pulling in the client, the store or the engine.
 //!
 //! Invariants:
-//! - a record's column projection ([`DeviceRecord::cells`]) lists exactly the columns named in
-//!   [`DeviceRecord::COLUMNS`], in that order; the store writes any record through them;
+//! - a record's column projection is [`DeviceInfo::cells`] (the columns every device has)
+//!   followed by [`DeviceRecord::cells`] (its kind's own), in the order of
+//!   [`DeviceInfo::COLUMNS`] and [`DeviceRecord::COLUMNS`]; the store writes any record
+//!   through them;
 //! - [`DeviceRecord::as_of`] is the inventory time Jamf reports for the record (`reportDate` /
 //!   last inventory update): the store never replaces a copy with one whose `as_of` is older.
 
@@ -15,7 +17,7 @@ pub mod webhook;
 
 use chrono::{DateTime, Utc};
 
-pub use records::{Computer, MobileDevice};
+pub use records::{Computer, DeviceInfo, MobileDevice};
 pub use run::{RunCounts, RunKind, RunStatus, Trigger};
 pub use webhook::{WebhookAction, INVENTORY_EVENTS};
 
@@ -80,11 +82,13 @@ pub enum Cell<'a> {
 /// A device record the store can write, whatever its kind.
 pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     const KIND: Kind;
-    /// Projected columns besides `instance`, `jamf_id`, `raw`, `raw_hash` and bookkeeping.
+    /// The kind's own projected columns (after [`DeviceInfo::COLUMNS`]).
     const COLUMNS: &'static [&'static str];
     /// The column of [`COLUMNS`](Self::COLUMNS) that holds [`as_of`](Self::as_of).
     const AS_OF_COLUMN: &'static str;
     fn jamf_id(&self) -> i64;
+    /// The columns every device has.
+    fn info(&self) -> &DeviceInfo;
     /// The inventory time Jamf reports; `None` counts as older than any time.
     fn as_of(&self) -> Option<DateTime<Utc>>;
     /// When the request that returned this record was sent: of two copies with the same
@@ -97,6 +101,13 @@ pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     fn extension_attributes(&self) -> &[EaValue];
     /// The values of [`COLUMNS`](Self::COLUMNS), in order.
     fn cells(&self) -> Vec<Cell<'_>>;
+    /// Every projected column's value: [`DeviceInfo::COLUMNS`], then
+    /// [`COLUMNS`](Self::COLUMNS).
+    fn all_cells(&self) -> Vec<Cell<'_>> {
+        let mut cells = self.info().cells();
+        cells.extend(self.cells());
+        cells
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +116,7 @@ mod tests {
 
     fn check<R: DeviceRecord>(r: &R) {
         assert_eq!(R::COLUMNS.len(), r.cells().len(), "{:?}", R::KIND);
+        assert_eq!(DeviceInfo::COLUMNS.len(), r.info().cells().len());
         let pos = R::COLUMNS.iter().position(|c| *c == R::AS_OF_COLUMN);
         let Some(pos) = pos else {
             panic!("{:?}: AS_OF_COLUMN is not a column", R::KIND)
@@ -117,11 +129,11 @@ mod tests {
         let now = Utc::now();
         check(&Computer {
             report_date: Some(now),
-            ..Computer::empty(1, now)
+            ..Computer::default()
         });
         check(&MobileDevice {
             last_inventory_update: Some(now),
-            ..MobileDevice::empty(1, now)
+            ..MobileDevice::default()
         });
     }
 

@@ -1,28 +1,88 @@
 //! The device records jamf-sync stores, and their projection into table columns.
 //!
-//! Decoding them from Jamf's wire formats is the Jamf client's business (`jamf::decode`); the
-//! store writes them through [`DeviceRecord`] without knowing where they came from.
+//! Both kinds share [`DeviceInfo`] (the columns every device has) and add their own. Decoding
+//! them from Jamf's wire formats is the Jamf client's business (`jamf::decode`); the store
+//! writes them through [`DeviceRecord`] without knowing where they came from.
 
 use chrono::{DateTime, Utc};
 
 use super::{Cell, DeviceRecord, EaValue, Kind};
 
-/// A computer ready for the store.
-#[derive(Debug, Clone)]
-pub struct Computer {
-    pub jamf_id: i64,
+/// What jamf-sync keeps of any device, whatever its kind (the columns both tables have).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceInfo {
     pub udid: Option<String>,
     pub serial_number: Option<String>,
     pub name: Option<String>,
     pub model: Option<String>,
     pub os_version: Option<String>,
-    pub os_build: Option<String>,
-    pub report_date: Option<DateTime<Utc>>,
-    pub last_contact: Option<DateTime<Utc>>,
     pub managed: Option<bool>,
     pub supervised: Option<bool>,
     pub username: Option<String>,
     pub email: Option<String>,
+}
+
+impl DeviceInfo {
+    /// The columns of [`DeviceInfo::cells`], in order.
+    pub const COLUMNS: &'static [&'static str] = &[
+        "udid",
+        "serial_number",
+        "name",
+        "model",
+        "os_version",
+        "managed",
+        "supervised",
+        "username",
+        "email",
+    ];
+
+    pub fn cells(&self) -> Vec<Cell<'_>> {
+        vec![
+            Cell::Text(self.udid.as_deref()),
+            Cell::Text(self.serial_number.as_deref()),
+            Cell::Text(self.name.as_deref()),
+            Cell::Text(self.model.as_deref()),
+            Cell::Text(self.os_version.as_deref()),
+            Cell::Bool(self.managed),
+            Cell::Bool(self.supervised),
+            Cell::Text(self.username.as_deref()),
+            Cell::Text(self.email.as_deref()),
+        ]
+    }
+}
+
+/// The [`DeviceRecord`] accessors both records answer from fields of the same names.
+macro_rules! record_fields {
+    () => {
+        fn jamf_id(&self) -> i64 {
+            self.jamf_id
+        }
+        fn info(&self) -> &DeviceInfo {
+            &self.info
+        }
+        fn fetched_at(&self) -> DateTime<Utc> {
+            self.fetched_at
+        }
+        fn raw(&self) -> &str {
+            &self.raw
+        }
+        fn raw_hash(&self) -> i64 {
+            self.raw_hash
+        }
+        fn extension_attributes(&self) -> &[EaValue] {
+            &self.extension_attributes
+        }
+    };
+}
+
+/// A computer ready for the store.
+#[derive(Debug, Clone, Default)]
+pub struct Computer {
+    pub jamf_id: i64,
+    pub info: DeviceInfo,
+    pub os_build: Option<String>,
+    pub report_date: Option<DateTime<Utc>>,
+    pub last_contact: Option<DateTime<Utc>>,
     pub extension_attributes: Vec<EaValue>,
     /// The record as Jamf sent it (JSON text).
     pub raw: String,
@@ -31,100 +91,31 @@ pub struct Computer {
     pub fetched_at: DateTime<Utc>,
 }
 
-impl Computer {
-    /// A record with only an id, for tests and builders.
-    pub fn empty(jamf_id: i64, fetched_at: DateTime<Utc>) -> Computer {
-        Computer {
-            jamf_id,
-            udid: None,
-            serial_number: None,
-            name: None,
-            model: None,
-            os_version: None,
-            os_build: None,
-            report_date: None,
-            last_contact: None,
-            managed: None,
-            supervised: None,
-            username: None,
-            email: None,
-            extension_attributes: Vec::new(),
-            raw: "{}".into(),
-            raw_hash: 0,
-            fetched_at,
-        }
-    }
-}
-
 impl DeviceRecord for Computer {
     const KIND: Kind = Kind::Computers;
-    const COLUMNS: &'static [&'static str] = &[
-        "udid",
-        "serial_number",
-        "name",
-        "model",
-        "os_version",
-        "os_build",
-        "report_date",
-        "last_contact",
-        "managed",
-        "supervised",
-        "username",
-        "email",
-    ];
+    const COLUMNS: &'static [&'static str] = &["os_build", "report_date", "last_contact"];
     const AS_OF_COLUMN: &'static str = "report_date";
 
-    fn jamf_id(&self) -> i64 {
-        self.jamf_id
-    }
     fn as_of(&self) -> Option<DateTime<Utc>> {
         self.report_date
     }
-    fn fetched_at(&self) -> DateTime<Utc> {
-        self.fetched_at
-    }
-    fn raw(&self) -> &str {
-        &self.raw
-    }
-    fn raw_hash(&self) -> i64 {
-        self.raw_hash
-    }
-    fn extension_attributes(&self) -> &[EaValue] {
-        &self.extension_attributes
-    }
     fn cells(&self) -> Vec<Cell<'_>> {
         vec![
-            Cell::Text(self.udid.as_deref()),
-            Cell::Text(self.serial_number.as_deref()),
-            Cell::Text(self.name.as_deref()),
-            Cell::Text(self.model.as_deref()),
-            Cell::Text(self.os_version.as_deref()),
             Cell::Text(self.os_build.as_deref()),
             Cell::Time(self.report_date),
             Cell::Time(self.last_contact),
-            Cell::Bool(self.managed),
-            Cell::Bool(self.supervised),
-            Cell::Text(self.username.as_deref()),
-            Cell::Text(self.email.as_deref()),
         ]
     }
+    record_fields!();
 }
 
 /// A mobile device ready for the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MobileDevice {
     pub jamf_id: i64,
-    pub udid: Option<String>,
-    pub serial_number: Option<String>,
-    pub name: Option<String>,
-    pub model: Option<String>,
-    pub os_version: Option<String>,
+    pub info: DeviceInfo,
     pub os_type: Option<String>,
     pub last_inventory_update: Option<DateTime<Utc>>,
-    pub managed: Option<bool>,
-    pub supervised: Option<bool>,
-    pub username: Option<String>,
-    pub email: Option<String>,
     pub extension_attributes: Vec<EaValue>,
     /// JSON form of the whole record (Classic XML converted, or the Jamf Pro API's JSON).
     pub raw: String,
@@ -132,78 +123,19 @@ pub struct MobileDevice {
     pub fetched_at: DateTime<Utc>,
 }
 
-impl MobileDevice {
-    /// A record with only an id, for tests and builders.
-    pub fn empty(jamf_id: i64, fetched_at: DateTime<Utc>) -> MobileDevice {
-        MobileDevice {
-            jamf_id,
-            udid: None,
-            serial_number: None,
-            name: None,
-            model: None,
-            os_version: None,
-            os_type: None,
-            last_inventory_update: None,
-            managed: None,
-            supervised: None,
-            username: None,
-            email: None,
-            extension_attributes: Vec::new(),
-            raw: "{}".into(),
-            raw_hash: 0,
-            fetched_at,
-        }
-    }
-}
-
 impl DeviceRecord for MobileDevice {
     const KIND: Kind = Kind::MobileDevices;
-    const COLUMNS: &'static [&'static str] = &[
-        "udid",
-        "serial_number",
-        "name",
-        "model",
-        "os_version",
-        "os_type",
-        "last_inventory_update",
-        "managed",
-        "supervised",
-        "username",
-        "email",
-    ];
+    const COLUMNS: &'static [&'static str] = &["os_type", "last_inventory_update"];
     const AS_OF_COLUMN: &'static str = "last_inventory_update";
 
-    fn jamf_id(&self) -> i64 {
-        self.jamf_id
-    }
     fn as_of(&self) -> Option<DateTime<Utc>> {
         self.last_inventory_update
     }
-    fn fetched_at(&self) -> DateTime<Utc> {
-        self.fetched_at
-    }
-    fn raw(&self) -> &str {
-        &self.raw
-    }
-    fn raw_hash(&self) -> i64 {
-        self.raw_hash
-    }
-    fn extension_attributes(&self) -> &[EaValue] {
-        &self.extension_attributes
-    }
     fn cells(&self) -> Vec<Cell<'_>> {
         vec![
-            Cell::Text(self.udid.as_deref()),
-            Cell::Text(self.serial_number.as_deref()),
-            Cell::Text(self.name.as_deref()),
-            Cell::Text(self.model.as_deref()),
-            Cell::Text(self.os_version.as_deref()),
             Cell::Text(self.os_type.as_deref()),
             Cell::Time(self.last_inventory_update),
-            Cell::Bool(self.managed),
-            Cell::Bool(self.supervised),
-            Cell::Text(self.username.as_deref()),
-            Cell::Text(self.email.as_deref()),
         ]
     }
+    record_fields!();
 }

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::models::{ComputerRecord, MobileDeviceXml, ProMobileDevice};
 use super::xml::xml_to_json;
-use crate::domain::{Computer, EaValue, MobileDevice};
+use crate::domain::{Computer, DeviceInfo, EaValue, MobileDevice};
 
 /// A record that could not be decoded; the run logs, counts and skips it.
 #[derive(Debug, thiserror::Error)]
@@ -162,18 +162,20 @@ pub fn computer(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<Computer, R
     }));
     Ok(Computer {
         jamf_id,
-        udid: rec.udid,
-        serial_number: hardware.serial_number,
-        name: general.name,
-        model: hardware.model,
-        os_version: os.version,
+        info: DeviceInfo {
+            udid: rec.udid,
+            serial_number: hardware.serial_number,
+            name: general.name,
+            model: hardware.model,
+            os_version: os.version,
+            managed: general.remote_management.and_then(|r| r.managed),
+            supervised: general.supervised,
+            username: user.username,
+            email: user.email,
+        },
         os_build: os.build,
         report_date,
         last_contact,
-        managed: general.remote_management.and_then(|r| r.managed),
-        supervised: general.supervised,
-        username: user.username,
-        email: user.email,
         extension_attributes: eas,
         raw_hash: hash_raw(text),
         raw: text.to_string(),
@@ -243,19 +245,21 @@ pub fn mobile_xml(xml: &str, fetched_at: DateTime<Utc>) -> Result<MobileDevice, 
     let raw = json.to_string();
     Ok(MobileDevice {
         jamf_id,
-        udid: non_empty(g.udid),
-        serial_number: non_empty(g.serial_number),
-        name: non_empty(g.display_name)
-            .or(non_empty(g.name))
-            .or(non_empty(g.device_name)),
-        model: non_empty(g.model),
-        os_version: non_empty(g.os_version),
+        info: DeviceInfo {
+            udid: non_empty(g.udid),
+            serial_number: non_empty(g.serial_number),
+            name: non_empty(g.display_name)
+                .or(non_empty(g.name))
+                .or(non_empty(g.device_name)),
+            model: non_empty(g.model),
+            os_version: non_empty(g.os_version),
+            managed: parse_bool(g.managed),
+            supervised: parse_bool(g.supervised),
+            username: non_empty(typed.location.username),
+            email: non_empty(typed.location.email_address),
+        },
         os_type: non_empty(g.os_type),
         last_inventory_update,
-        managed: parse_bool(g.managed),
-        supervised: parse_bool(g.supervised),
-        username: non_empty(typed.location.username),
-        email: non_empty(typed.location.email_address),
         extension_attributes,
         raw_hash: hash_raw(&raw),
         raw,
@@ -305,17 +309,19 @@ pub fn mobile_pro(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<MobileDev
         }));
     Ok(MobileDevice {
         jamf_id,
-        udid: non_empty(general.udid),
-        serial_number: non_empty(hardware.serial_number),
-        name: non_empty(general.display_name),
-        model: non_empty(hardware.model),
-        os_version: non_empty(general.os_version),
+        info: DeviceInfo {
+            udid: non_empty(general.udid),
+            serial_number: non_empty(hardware.serial_number),
+            name: non_empty(general.display_name),
+            model: non_empty(hardware.model),
+            os_version: non_empty(general.os_version),
+            managed: general.managed,
+            supervised: general.supervised,
+            username: non_empty(user.username),
+            email: non_empty(user.email_address),
+        },
         os_type: non_empty(rec.device_type),
         last_inventory_update,
-        managed: general.managed,
-        supervised: general.supervised,
-        username: non_empty(user.username),
-        email: non_empty(user.email_address),
         extension_attributes,
         raw_hash: hash_raw(text),
         raw: text.to_string(),
@@ -405,14 +411,14 @@ mod tests {
             </mobile_device>";
         let d = mobile_xml(xml, Utc::now()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.jamf_id, 42);
-        assert_eq!(d.name.as_deref(), Some("Zoë’s iPad"));
-        assert_eq!(d.managed, Some(true));
-        assert_eq!(d.supervised, Some(false));
+        assert_eq!(d.info.name.as_deref(), Some("Zoë’s iPad"));
+        assert_eq!(d.info.managed, Some(true));
+        assert_eq!(d.info.supervised, Some(false));
         assert_eq!(
             d.last_inventory_update.map(|t| t.timestamp_millis()),
             Some(1_617_021_852_595)
         );
-        assert_eq!(d.email.as_deref(), Some("z@example.com"));
+        assert_eq!(d.info.email.as_deref(), Some("z@example.com"));
         assert_eq!(d.extension_attributes.len(), 1);
         assert_eq!(d.extension_attributes[0].value.as_deref(), Some("B&W"));
         let raw: serde_json::Value = serde_json::from_str(&d.raw).unwrap_or_default();
@@ -428,7 +434,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.jamf_id, 5);
-        assert!(d.username.is_none());
+        assert!(d.info.username.is_none());
         assert!(d.extension_attributes.is_empty());
     }
 

@@ -17,10 +17,10 @@ use sqlx::QueryBuilder;
 
 use super::writer::{insert_columns, push_cells, push_ids, upsert_tail, writer_impl, CHUNK};
 use super::{
-    partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, Progress, QueuedEvent,
-    Result, RunEnd, RunRow, Store, StoredComputer, StoredMobileDevice,
+    partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
+    RunEnd, RunRow, Store, StoredDevice, Write,
 };
-use crate::domain::{Cell, DeviceRecord, EaValue, Kind, RunStatus};
+use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue, Kind, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -82,13 +82,6 @@ macro_rules! run_columns {
     () => {
         "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
          upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error"
-    };
-}
-
-macro_rules! computer_columns {
-    () => {
-        "jamf_id, udid, serial_number, name, model, os_version, report_date, last_contact, \
-         managed, username, email, raw_hash, first_seen_at, changed_at, synced_at, deleted_at"
     };
 }
 
@@ -160,15 +153,8 @@ macro_rules! store_impl {
                 Ok(id)
             }
 
-            async fn write_devices<R: DeviceRecord>(
-                &self,
-                instance: &str,
-                records: &[R],
-                progress: Option<&Progress>,
-                overwrite: bool,
-                now: DateTime<Utc>,
-            ) -> Result<PageOutcome> {
-                self.write_devices_tx(instance, records, progress, overwrite, now).await
+            async fn write_devices<R: DeviceRecord>(&self, w: Write<'_, R>) -> Result<PageOutcome> {
+                self.write_devices_tx(w).await
             }
 
             async fn mark_deleted(
@@ -263,28 +249,28 @@ macro_rules! store_impl {
                 .await?)
             }
 
-            async fn computers(&self, instance: &str) -> Result<Vec<StoredComputer>> {
-                Ok(sqlx::query_as(concat!(
-                    "SELECT ",
-                    computer_columns!(),
-                    " FROM computers WHERE instance = $1 ORDER BY jamf_id"
-                ))
-                .bind(instance)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn mobile_devices(&self, instance: &str) -> Result<Vec<StoredMobileDevice>> {
-                Ok(sqlx::query_as(concat!(
-                    "SELECT jamf_id, udid, serial_number, name, model, os_version, os_type, \
-                     last_inventory_update, managed, supervised, username, email, ",
+            async fn devices(&self, instance: &str, kind: Kind) -> Result<Vec<StoredDevice>> {
+                // One shape for both kinds: columns a kind does not have read as NULL.
+                let by_kind = match kind {
+                    Kind::Computers => {
+                        "CAST(NULL AS TEXT) AS os_type, report_date AS as_of, last_contact"
+                    }
+                    Kind::MobileDevices => {
+                        "os_type, last_inventory_update AS as_of, \
+                         CAST(NULL AS TIMESTAMPTZ) AS last_contact"
+                    }
+                };
+                let sql = format!(
+                    "SELECT jamf_id, {}, {by_kind}, {} AS raw, raw_hash, first_seen_at, \
+                     changed_at, synced_at, deleted_at FROM {} WHERE instance = $1 ORDER BY jamf_id",
+                    DeviceInfo::COLUMNS.join(", "),
                     $raw_text,
-                    " AS raw, raw_hash, first_seen_at, changed_at, synced_at, deleted_at \
-                     FROM mobile_devices WHERE instance = $1 ORDER BY jamf_id"
-                ))
-                .bind(instance)
-                .fetch_all(&self.pool)
-                .await?)
+                    kind.as_str()
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(instance)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn count_devices(&self, instance: &str, kind: Kind) -> Result<i64> {

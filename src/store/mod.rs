@@ -33,7 +33,9 @@ use chrono::{DateTime, Utc};
 pub use backends::{PgStore, SqliteStore};
 
 use crate::config::DatabaseUrl;
-use crate::domain::{DeviceRecord, Kind, RunCounts, RunKind, RunStatus, Trigger, WebhookAction};
+use crate::domain::{
+    DeviceInfo, DeviceRecord, Kind, RunCounts, RunKind, RunStatus, Trigger, WebhookAction,
+};
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -148,20 +150,19 @@ pub struct CursorRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A stored computer's columns (raw excluded), for status output and tests.
+/// A stored device's columns, whatever its kind (status output and tests).
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
-pub struct StoredComputer {
+pub struct StoredDevice {
     pub jamf_id: i64,
-    pub udid: Option<String>,
-    pub serial_number: Option<String>,
-    pub name: Option<String>,
-    pub model: Option<String>,
-    pub os_version: Option<String>,
-    pub report_date: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    pub info: DeviceInfo,
+    /// Mobile devices only.
+    pub os_type: Option<String>,
+    /// The inventory time Jamf reports: `report_date` / `last_inventory_update`.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Computers only.
     pub last_contact: Option<DateTime<Utc>>,
-    pub managed: Option<bool>,
-    pub username: Option<String>,
-    pub email: Option<String>,
+    pub raw: String,
     pub raw_hash: i64,
     pub first_seen_at: DateTime<Utc>,
     pub changed_at: DateTime<Utc>,
@@ -169,27 +170,51 @@ pub struct StoredComputer {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// A stored mobile device's columns (raw included).
-#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
-pub struct StoredMobileDevice {
-    pub jamf_id: i64,
-    pub udid: Option<String>,
-    pub serial_number: Option<String>,
-    pub name: Option<String>,
-    pub model: Option<String>,
-    pub os_version: Option<String>,
-    pub os_type: Option<String>,
-    pub last_inventory_update: Option<DateTime<Utc>>,
-    pub managed: Option<bool>,
-    pub supervised: Option<bool>,
-    pub username: Option<String>,
-    pub email: Option<String>,
-    pub raw: String,
-    pub raw_hash: i64,
-    pub first_seen_at: DateTime<Utc>,
-    pub changed_at: DateTime<Utc>,
-    pub synced_at: DateTime<Utc>,
-    pub deleted_at: Option<DateTime<Utc>>,
+/// The shared columns read back by name, for [`StoredDevice`].
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for DeviceInfo
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> std::result::Result<Self, sqlx::Error> {
+        Ok(DeviceInfo {
+            udid: row.try_get("udid")?,
+            serial_number: row.try_get("serial_number")?,
+            name: row.try_get("name")?,
+            model: row.try_get("model")?,
+            os_version: row.try_get("os_version")?,
+            managed: row.try_get("managed")?,
+            supervised: row.try_get("supervised")?,
+            username: row.try_get("username")?,
+            email: row.try_get("email")?,
+        })
+    }
+}
+
+/// One write of devices through the store's one write path.
+#[derive(Debug, Clone, Copy)]
+pub struct Write<'a, R> {
+    pub instance: &'a str,
+    pub records: &'a [R],
+    /// The run this write belongs to, committed with it.
+    pub progress: Option<&'a Progress>,
+    /// Write even over a newer stored copy (`sync --full --overwrite`).
+    pub overwrite: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl<'a, R> Write<'a, R> {
+    /// A write outside any run that never replaces a newer copy.
+    pub fn guarded(instance: &'a str, records: &'a [R]) -> Self {
+        Write {
+            instance,
+            records,
+            progress: None,
+            overwrite: false,
+            now: Utc::now(),
+        }
+    }
 }
 
 /// A webhook event to put in the durable queue.
@@ -220,109 +245,81 @@ pub struct QueuedEvent {
     pub not_before: DateTime<Utc>,
 }
 
-/// The operations the sync engine, the daemon and the CLI need from a database.
-pub trait Store: Send + Sync + 'static {
+/// Declares [`Store`] and its delegation from [`Db`] to the configured backend in one list,
+/// so a new operation is written once here and once per backend body.
+macro_rules! store_api {
+    ($(
+        $(#[doc = $doc:literal])*
+        fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),*) -> $ret:ty;
+    )*) => {
+        /// The operations the sync engine, the daemon and the CLI need from a database.
+        pub trait Store: Send + Sync + 'static {
+            $(
+                $(#[doc = $doc])*
+                fn $name $(<$g: $bound>)? (&self, $($arg: $ty),*)
+                    -> impl Future<Output = Result<$ret>> + Send;
+            )*
+        }
+
+        impl Store for Db {
+            $(
+                async fn $name $(<$g: $bound>)? (&self, $($arg: $ty),*) -> Result<$ret> {
+                    match self {
+                        Db::Sqlite(s) => s.$name($($arg),*).await,
+                        Db::Postgres(s) => s.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+store_api! {
     /// Applies the embedded migrations (idempotent).
-    fn migrate(&self) -> impl Future<Output = Result<()>> + Send;
+    fn migrate() -> ();
     /// The delta cursor: start time of the last successful run of this kind.
-    fn cursor(
-        &self,
-        instance: &str,
-        kind: Kind,
-    ) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
-    fn start_run(&self, run: &NewRun<'_>) -> impl Future<Output = Result<i64>> + Send;
+    fn cursor(instance: &str, kind: Kind) -> Option<DateTime<Utc>>;
+    fn start_run(run: &NewRun<'_>) -> i64;
     /// Writes devices (newer wins unless `overwrite`) and, when given, the run's progress, in
     /// one transaction.
-    fn write_devices<R: DeviceRecord>(
-        &self,
-        instance: &str,
-        records: &[R],
-        progress: Option<&Progress>,
-        overwrite: bool,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<PageOutcome>> + Send;
+    fn write_devices<R: DeviceRecord>(write: Write<'_, R>) -> PageOutcome;
     /// Records how a run ended and, if it succeeded, moves the cursor (one transaction).
-    fn finish_run(&self, end: &RunEnd<'_>) -> impl Future<Output = Result<()>> + Send;
+    fn finish_run(end: &RunEnd<'_>) -> ();
     /// Marks runs left `running` by a crash as `interrupted`; returns how many.
-    fn interrupt_stale_runs(&self, instance: &str) -> impl Future<Output = Result<u64>> + Send;
-    fn recent_runs(
-        &self,
-        instance: &str,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<RunRow>>> + Send;
-    fn cursors(&self, instance: &str) -> impl Future<Output = Result<Vec<CursorRow>>> + Send;
-    fn computers(&self, instance: &str)
-        -> impl Future<Output = Result<Vec<StoredComputer>>> + Send;
-    fn mobile_devices(
-        &self,
-        instance: &str,
-    ) -> impl Future<Output = Result<Vec<StoredMobileDevice>>> + Send;
+    fn interrupt_stale_runs(instance: &str) -> u64;
+    fn recent_runs(instance: &str, limit: i64) -> Vec<RunRow>;
+    fn cursors(instance: &str) -> Vec<CursorRow>;
+    /// Every stored device of a kind, in id order.
+    fn devices(instance: &str, kind: Kind) -> Vec<StoredDevice>;
     /// Live (not deleted) devices of a kind stored for this instance.
-    fn count_devices(&self, instance: &str, kind: Kind)
-        -> impl Future<Output = Result<i64>> + Send;
+    fn count_devices(instance: &str, kind: Kind) -> i64;
     /// `(jamf_id, deleted)` of every stored device of a kind, in id order.
-    fn device_ids(
-        &self,
-        instance: &str,
-        kind: Kind,
-    ) -> impl Future<Output = Result<Vec<(i64, bool)>>> + Send;
+    fn device_ids(instance: &str, kind: Kind) -> Vec<(i64, bool)>;
     /// Sets `deleted_at` on these devices (kept with their history), seen gone at
     /// `observed_at`: only a copy requested after that revives them. Returns how many.
-    fn mark_deleted(
-        &self,
-        instance: &str,
-        kind: Kind,
-        ids: &[i64],
-        observed_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    fn mark_deleted(instance: &str, kind: Kind, ids: &[i64], observed_at: DateTime<Utc>) -> u64;
     /// Removes these devices and their extension attributes; returns how many.
-    fn purge_devices(
-        &self,
-        instance: &str,
-        kind: Kind,
-        ids: &[i64],
-    ) -> impl Future<Output = Result<u64>> + Send;
+    fn purge_devices(instance: &str, kind: Kind, ids: &[i64]) -> u64;
     /// `(jamf_id, name, value)` of every stored extension attribute of a kind.
-    fn extension_attributes(
-        &self,
-        instance: &str,
-        kind: Kind,
-    ) -> impl Future<Output = Result<Vec<(i64, String, Option<String>)>>> + Send;
+    fn extension_attributes(instance: &str, kind: Kind) -> Vec<(i64, String, Option<String>)>;
     /// `(jamf_id, synced_at)` of those of these devices that are stored and not deleted.
-    fn synced_at(
-        &self,
-        instance: &str,
-        kind: Kind,
-        ids: &[i64],
-    ) -> impl Future<Output = Result<Vec<(i64, DateTime<Utc>)>>> + Send;
+    fn synced_at(instance: &str, kind: Kind, ids: &[i64]) -> Vec<(i64, DateTime<Utc>)>;
     /// Appends a webhook event to the durable queue; returns its id. The row is committed
     /// when this returns.
-    fn enqueue_webhook_event(
-        &self,
-        event: &NewWebhookEvent<'_>,
-    ) -> impl Future<Output = Result<i64>> + Send;
+    fn enqueue_webhook_event(event: &NewWebhookEvent<'_>) -> i64;
     /// The oldest `limit` queued events of this instance, in arrival order.
-    fn queued_webhook_events(
-        &self,
-        instance: &str,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<QueuedEvent>>> + Send;
+    fn queued_webhook_events(instance: &str, limit: i64) -> Vec<QueuedEvent>;
     /// Removes handled events; returns how many.
-    fn delete_webhook_events(
-        &self,
-        instance: &str,
-        ids: &[i64],
-    ) -> impl Future<Output = Result<u64>> + Send;
+    fn delete_webhook_events(instance: &str, ids: &[i64]) -> u64;
     /// Counts a failed attempt on these events and holds them back until `not_before`.
     fn defer_webhook_events(
-        &self,
         instance: &str,
         ids: &[i64],
         not_before: DateTime<Utc>,
-        error: &str,
-    ) -> impl Future<Output = Result<u64>> + Send;
+        error: &str
+    ) -> u64;
     /// Events waiting in the queue.
-    fn webhook_queue_depth(&self, instance: &str) -> impl Future<Output = Result<i64>> + Send;
+    fn webhook_queue_depth(instance: &str) -> i64;
 }
 
 /// The configured backend.
@@ -360,109 +357,6 @@ impl Db {
             Db::Sqlite(s) => s.pool().close().await,
             Db::Postgres(s) => s.pool().close().await,
         }
-    }
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Db::Sqlite($s) => $e.await,
-            Db::Postgres($s) => $e.await,
-        }
-    };
-}
-
-impl Store for Db {
-    async fn migrate(&self) -> Result<()> {
-        delegate!(self, s => s.migrate())
-    }
-    async fn cursor(&self, instance: &str, kind: Kind) -> Result<Option<DateTime<Utc>>> {
-        delegate!(self, s => s.cursor(instance, kind))
-    }
-    async fn start_run(&self, run: &NewRun<'_>) -> Result<i64> {
-        delegate!(self, s => s.start_run(run))
-    }
-    async fn write_devices<R: DeviceRecord>(
-        &self,
-        instance: &str,
-        records: &[R],
-        progress: Option<&Progress>,
-        overwrite: bool,
-        now: DateTime<Utc>,
-    ) -> Result<PageOutcome> {
-        delegate!(self, s => s.write_devices(instance, records, progress, overwrite, now))
-    }
-    async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
-        delegate!(self, s => s.finish_run(end))
-    }
-    async fn interrupt_stale_runs(&self, instance: &str) -> Result<u64> {
-        delegate!(self, s => s.interrupt_stale_runs(instance))
-    }
-    async fn recent_runs(&self, instance: &str, limit: i64) -> Result<Vec<RunRow>> {
-        delegate!(self, s => s.recent_runs(instance, limit))
-    }
-    async fn cursors(&self, instance: &str) -> Result<Vec<CursorRow>> {
-        delegate!(self, s => s.cursors(instance))
-    }
-    async fn computers(&self, instance: &str) -> Result<Vec<StoredComputer>> {
-        delegate!(self, s => s.computers(instance))
-    }
-    async fn mobile_devices(&self, instance: &str) -> Result<Vec<StoredMobileDevice>> {
-        delegate!(self, s => s.mobile_devices(instance))
-    }
-    async fn count_devices(&self, instance: &str, kind: Kind) -> Result<i64> {
-        delegate!(self, s => s.count_devices(instance, kind))
-    }
-    async fn extension_attributes(
-        &self,
-        instance: &str,
-        kind: Kind,
-    ) -> Result<Vec<(i64, String, Option<String>)>> {
-        delegate!(self, s => s.extension_attributes(instance, kind))
-    }
-    async fn device_ids(&self, instance: &str, kind: Kind) -> Result<Vec<(i64, bool)>> {
-        delegate!(self, s => s.device_ids(instance, kind))
-    }
-    async fn mark_deleted(
-        &self,
-        instance: &str,
-        kind: Kind,
-        ids: &[i64],
-        observed_at: DateTime<Utc>,
-    ) -> Result<u64> {
-        delegate!(self, s => s.mark_deleted(instance, kind, ids, observed_at))
-    }
-    async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
-        delegate!(self, s => s.purge_devices(instance, kind, ids))
-    }
-    async fn synced_at(
-        &self,
-        instance: &str,
-        kind: Kind,
-        ids: &[i64],
-    ) -> Result<Vec<(i64, DateTime<Utc>)>> {
-        delegate!(self, s => s.synced_at(instance, kind, ids))
-    }
-    async fn enqueue_webhook_event(&self, event: &NewWebhookEvent<'_>) -> Result<i64> {
-        delegate!(self, s => s.enqueue_webhook_event(event))
-    }
-    async fn queued_webhook_events(&self, instance: &str, limit: i64) -> Result<Vec<QueuedEvent>> {
-        delegate!(self, s => s.queued_webhook_events(instance, limit))
-    }
-    async fn delete_webhook_events(&self, instance: &str, ids: &[i64]) -> Result<u64> {
-        delegate!(self, s => s.delete_webhook_events(instance, ids))
-    }
-    async fn defer_webhook_events(
-        &self,
-        instance: &str,
-        ids: &[i64],
-        not_before: DateTime<Utc>,
-        error: &str,
-    ) -> Result<u64> {
-        delegate!(self, s => s.defer_webhook_events(instance, ids, not_before, error))
-    }
-    async fn webhook_queue_depth(&self, instance: &str) -> Result<i64> {
-        delegate!(self, s => s.webhook_queue_depth(instance))
     }
 }
 

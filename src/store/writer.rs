@@ -11,7 +11,7 @@
 
 use sqlx::QueryBuilder;
 
-use crate::domain::DeviceRecord;
+use crate::domain::{DeviceInfo, DeviceRecord};
 
 /// Rows per multi-row statement: 20 parameters a row stays well under SQLite's 32,766 limit.
 pub(super) const CHUNK: usize = 500;
@@ -30,9 +30,14 @@ where
     q.push(")");
 }
 
+/// Every projected column of a record type, in the order of [`DeviceRecord::all_cells`].
+fn projected<R: DeviceRecord>() -> impl Iterator<Item = &'static str> {
+    DeviceInfo::COLUMNS.iter().chain(R::COLUMNS).copied()
+}
+
 /// The upsert's column list after `instance, jamf_id`.
 pub(super) fn insert_columns<R: DeviceRecord>() -> String {
-    let mut cols: Vec<&str> = R::COLUMNS.to_vec();
+    let mut cols: Vec<&str> = projected::<R>().collect();
     cols.extend([
         "raw",
         "raw_hash",
@@ -48,9 +53,8 @@ pub(super) fn insert_columns<R: DeviceRecord>() -> String {
 /// `ON CONFLICT … DO UPDATE SET … [WHERE guard] RETURNING jamf_id` for a record type.
 pub(super) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
     let table = R::KIND.as_str();
-    let mut set: Vec<String> = R::COLUMNS
-        .iter()
-        .chain(&["raw", "raw_hash", "fetched_at", "changed_at", "synced_at"])
+    let mut set: Vec<String> = projected::<R>()
+        .chain(["raw", "raw_hash", "fetched_at", "changed_at", "synced_at"])
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     set.push("deleted_at = NULL".into());
@@ -77,7 +81,7 @@ pub(super) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
 /// Binds one record's projected cells.
 macro_rules! push_cells {
     ($b:expr, $record:expr) => {
-        for cell in $record.cells() {
+        for cell in $record.all_cells() {
             match cell {
                 Cell::Text(v) => {
                     $b.push_bind(v.map(str::to_string));
@@ -101,12 +105,15 @@ macro_rules! writer_impl {
         impl $store {
             async fn write_devices_tx<R: DeviceRecord>(
                 &self,
-                instance: &str,
-                records: &[R],
-                progress: Option<&Progress>,
-                overwrite: bool,
-                now: DateTime<Utc>,
+                w: Write<'_, R>,
             ) -> Result<PageOutcome> {
+                let Write {
+                    instance,
+                    records,
+                    progress,
+                    overwrite,
+                    now,
+                } = w;
                 let table = R::KIND.as_str();
                 let mut tx = self.begin_write().await?;
                 let mut outcome = PageOutcome::default();
@@ -263,6 +270,7 @@ mod tests {
         let m = upsert_tail::<MobileDevice>(false);
         assert!(m.contains("mobile_devices.last_inventory_update"), "{m}");
         assert!(!upsert_tail::<Computer>(true).contains("WHERE"));
-        assert!(insert_columns::<MobileDevice>().starts_with("udid, serial_number"));
+        assert!(insert_columns::<MobileDevice>()
+            .starts_with("udid, serial_number, name, model, os_version, managed, supervised, username, email, os_type, last_inventory_update, raw"));
     }
 }

@@ -32,7 +32,7 @@ use super::RunError;
 use crate::domain::{DeviceRecord, Kind, RunCounts};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::{JamfError, RecordError};
-use crate::store::{Progress, Store, StoreError};
+use crate::store::{Progress, Store, StoreError, Write};
 use crate::telemetry::metric;
 
 /// Records the writer commits together at most when batches are queued.
@@ -447,13 +447,13 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
             last_id: batch.last_id,
         });
         let written = store
-            .write_devices(
-                &instance,
-                &batch.records,
-                progress.as_ref(),
-                run.overwrite,
-                Utc::now(),
-            )
+            .write_devices(Write {
+                instance: &instance,
+                records: &batch.records,
+                progress: progress.as_ref(),
+                overwrite: run.overwrite,
+                now: Utc::now(),
+            })
             .await;
         match written {
             Ok(outcome) => {

@@ -25,7 +25,7 @@ use super::source::DeviceSource;
 use super::{Engine, RunError};
 use crate::config::OnMissing;
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
-use crate::store::{NewRun, RunEnd, Store, StoreError};
+use crate::store::{NewRun, RunEnd, Store, StoreError, Write};
 use crate::telemetry::metric;
 
 /// One difference between the stored copy and Jamf.
@@ -301,10 +301,9 @@ impl<S: Store> Engine<S> {
         if opts.dry_run {
             return Ok(());
         }
-        let now = Utc::now();
         for records in [&refreshed.records, &found.records] {
             self.store
-                .write_devices(&instance, records, None, false, now)
+                .write_devices(Write::guarded(&instance, records))
                 .await?;
         }
         if !confirmed.is_empty() {

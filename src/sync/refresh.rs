@@ -12,7 +12,7 @@ use chrono::Utc;
 use super::source::DeviceSource;
 use super::{Engine, RunError};
 use crate::domain::Kind;
-use crate::store::Store;
+use crate::store::{Store, Write};
 
 /// What a refresh did with each requested id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl<S: Store> Engine<S> {
             if !got.records.is_empty() {
                 let outcome = self
                     .store
-                    .write_devices(instance, &got.records, None, false, Utc::now())
+                    .write_devices(Write::guarded(instance, &got.records))
                     .await?;
                 out.upserted += outcome.upserted;
                 out.stale += outcome.stale;

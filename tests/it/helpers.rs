@@ -11,7 +11,7 @@ use jamf_sync::config::{
 use jamf_sync::domain::{Kind, Trigger};
 use jamf_sync::jamf::JamfClient;
 use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::store::{Db, RunRow, Store, StoredComputer};
+use jamf_sync::store::{Db, RunRow, Store, StoredDevice};
 use jamf_sync::sync::{Engine, RunSummary, SyncOptions};
 use secrecy::SecretString;
 use sqlx::Connection;
@@ -187,7 +187,7 @@ pub async fn run_mobile(engine: &Engine<Db>, full: bool) -> RunSummary {
 
 /// Every simulated mobile device is stored with the simulator's current values.
 pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
-    let rows = db.db.mobile_devices("test").await.expect("mobile devices");
+    let rows = db.db.devices("test", Kind::MobileDevices).await.expect("mobile devices");
     assert_eq!(
         rows.iter().map(|r| r.jamf_id).collect::<Vec<_>>(),
         sim.mobile_ids(),
@@ -197,22 +197,22 @@ pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
     for row in &rows {
         let m = sim.mobile(row.jamf_id).expect("sim mobile");
         assert_eq!(
-            row.name.as_deref(),
+            row.info.name.as_deref(),
             Some(m.name.as_str()),
             "name of {} ({})",
             m.id,
             db.backend()
         );
-        assert_eq!(row.serial_number.as_deref(), Some(m.serial.as_str()));
-        assert_eq!(row.udid.as_deref(), Some(m.udid.as_str()));
-        assert_eq!(row.os_version.as_deref(), Some(m.os_version.as_str()));
+        assert_eq!(row.info.serial_number.as_deref(), Some(m.serial.as_str()));
+        assert_eq!(row.info.udid.as_deref(), Some(m.udid.as_str()));
+        assert_eq!(row.info.os_version.as_deref(), Some(m.os_version.as_str()));
         assert_eq!(row.os_type.as_deref(), Some(m.os_type()));
-        assert_eq!(row.username.as_deref(), Some(m.username.as_str()));
-        assert_eq!(row.email, Some(m.email()));
-        assert_eq!(row.managed, Some(m.managed));
-        assert_eq!(row.supervised, Some(m.supervised));
+        assert_eq!(row.info.username.as_deref(), Some(m.username.as_str()));
+        assert_eq!(row.info.email, Some(m.email()));
+        assert_eq!(row.info.managed, Some(m.managed));
+        assert_eq!(row.info.supervised, Some(m.supervised));
         assert_eq!(
-            row.last_inventory_update.map(|d| d.timestamp_millis()),
+            row.as_of.map(|d| d.timestamp_millis()),
             Some(m.last_inventory.timestamp_millis()),
             "last inventory of {} ({})",
             m.id,
@@ -222,12 +222,12 @@ pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
     }
 }
 
-pub async fn stored(db: &TestDb) -> Vec<StoredComputer> {
+pub async fn stored(db: &TestDb) -> Vec<StoredDevice> {
     stored_instance(db, "test").await
 }
 
-pub async fn stored_instance(db: &TestDb, instance: &str) -> Vec<StoredComputer> {
-    db.db.computers(instance).await.expect("computers")
+pub async fn stored_instance(db: &TestDb, instance: &str) -> Vec<StoredDevice> {
+    db.db.devices(instance, Kind::Computers).await.expect("computers")
 }
 
 pub async fn last_run(db: &TestDb) -> RunRow {
@@ -257,19 +257,19 @@ pub async fn assert_matches_sim(db: &TestDb, sim: &Simulator) {
     for row in &rows {
         let c = sim.computer(row.jamf_id).expect("sim computer");
         assert_eq!(
-            row.name.as_deref(),
+            row.info.name.as_deref(),
             Some(c.name.as_str()),
             "name of {}",
             c.id
         );
-        assert_eq!(row.serial_number.as_deref(), Some(c.serial.as_str()));
-        assert_eq!(row.udid.as_deref(), Some(c.udid.as_str()));
-        assert_eq!(row.username.as_deref(), Some(c.username.as_str()));
-        assert_eq!(row.email, Some(format!("{}@example.com", c.username)));
-        assert_eq!(row.managed, Some(c.managed));
+        assert_eq!(row.info.serial_number.as_deref(), Some(c.serial.as_str()));
+        assert_eq!(row.info.udid.as_deref(), Some(c.udid.as_str()));
+        assert_eq!(row.info.username.as_deref(), Some(c.username.as_str()));
+        assert_eq!(row.info.email, Some(format!("{}@example.com", c.username)));
+        assert_eq!(row.info.managed, Some(c.managed));
         // Jamf sends milliseconds; compare at that precision.
         assert_eq!(
-            row.report_date.map(|d| d.timestamp_millis()),
+            row.as_of.map(|d| d.timestamp_millis()),
             Some(c.report_date.timestamp_millis()),
             "report date of {} ({})",
             c.id,

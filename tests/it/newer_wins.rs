@@ -99,7 +99,7 @@ async fn a_slow_sync_page_never_puts_an_older_record_back(db: &TestDb) {
     let stored = |db: &TestDb| {
         let db = db.db.clone();
         async move {
-            db.computers("test")
+            db.devices("test", Kind::Computers)
                 .await
                 .expect("rows")
                 .into_iter()
@@ -107,14 +107,14 @@ async fn a_slow_sync_page_never_puts_an_older_record_back(db: &TestDb) {
                 .expect("stored")
         }
     };
-    assert_eq!(millis(stored(db).await.report_date), millis(Some(newer)));
+    assert_eq!(millis(stored(db).await.as_of), millis(Some(newer)));
     // The page read before the refresh commits after it: the newer record stays.
     let summary = sync.await.expect("sync task");
     assert!(summary.succeeded(), "{summary}");
     assert!(!sync_page_was_fast(&summary), "{summary}");
     assert_eq!(summary.counts.stale, 1, "{summary}");
     assert_eq!(
-        millis(stored(db).await.report_date),
+        millis(stored(db).await.as_of),
         millis(Some(newer)),
         "report date went backwards ({})",
         db.backend()
@@ -156,12 +156,12 @@ async fn an_unenroll_refreshed_after_an_older_page_stays(db: &TestDb) {
     let managed = |db: &TestDb| {
         let db = db.db.clone();
         async move {
-            db.mobile_devices("test")
+            db.devices("test", Kind::MobileDevices)
                 .await
                 .expect("rows")
                 .into_iter()
                 .find(|m| m.jamf_id == id)
-                .and_then(|m| m.managed)
+                .and_then(|m| m.info.managed)
         }
     };
     assert_eq!(managed(db).await, Some(false));
@@ -186,7 +186,7 @@ async fn fingerprint(db: &TestDb, instance: &str, kind: Kind) -> Vec<(i64, DateT
     match kind {
         Kind::Computers => db
             .db
-            .computers(instance)
+            .devices(instance, Kind::Computers)
             .await
             .expect("rows")
             .into_iter()
@@ -194,7 +194,7 @@ async fn fingerprint(db: &TestDb, instance: &str, kind: Kind) -> Vec<(i64, DateT
             .collect(),
         Kind::MobileDevices => db
             .db
-            .mobile_devices(instance)
+            .devices(instance, Kind::MobileDevices)
             .await
             .expect("rows")
             .into_iter()
@@ -340,7 +340,7 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
     let row = |db: &TestDb| {
         let db = db.db.clone();
         async move {
-            db.computers("test")
+            db.devices("test", Kind::Computers)
                 .await
                 .expect("rows")
                 .into_iter()
@@ -351,7 +351,7 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
     let plain = helpers::run(&engine, true).await;
     assert!(plain.succeeded(), "{plain}");
     assert_eq!(plain.counts.stale, 1, "{plain}");
-    assert_ne!(row(db).await.name.as_deref(), Some("restored"));
+    assert_ne!(row(db).await.info.name.as_deref(), Some("restored"));
     let forced = engine
         .sync(
             Kind::Computers,
@@ -370,8 +370,8 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
         "{forced}"
     );
     let now = row(db).await;
-    assert_eq!(now.name.as_deref(), Some("restored"));
-    assert_eq!(millis(now.report_date), millis(Some(restored)));
+    assert_eq!(now.info.name.as_deref(), Some("restored"));
+    assert_eq!(millis(now.as_of), millis(Some(restored)));
     sim.stop().await;
 }
 
@@ -437,9 +437,9 @@ async fn a_forged_unenroll_event_leaves_jamfs_value(db: &TestDb) {
         d.status().await["webhooks"]["queue_depth"] == 0
     })
     .await;
-    let stored = db.db.mobile_devices("test").await.expect("rows");
+    let stored = db.db.devices("test", Kind::MobileDevices).await.expect("rows");
     let row = stored.iter().find(|r| r.jamf_id == id).expect("stored");
-    assert_eq!(row.managed, Some(true), "the copy says what Jamf says");
+    assert_eq!(row.info.managed, Some(true), "the copy says what Jamf says");
     assert!(row.deleted_at.is_none());
     d.stop().await.expect("clean shutdown");
     sim.stop().await;

@@ -246,7 +246,7 @@ async fn inventory_during_sync(db: &TestDb) {
     let rows = helpers::stored(db).await;
     for (id, reported) in &before {
         let row = rows.iter().find(|r| r.jamf_id == *id).expect("row");
-        let stored = row.report_date.expect("report date").timestamp_millis();
+        let stored = row.as_of.expect("report date").timestamp_millis();
         assert!(
             stored >= *reported,
             "device {id} reported before the run started but was skipped ({})",

@@ -343,14 +343,14 @@ async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
         41,
         "202 means stored"
     );
-    let stale = db.computers("test").await.expect("rows");
+    let stale = db.devices("test", Kind::Computers).await.expect("rows");
     let before = stale
         .iter()
         .filter(|c| changed.contains(&c.jamf_id))
         .filter(|c| {
             sim.computer(c.jamf_id).is_some_and(|s| {
                 Some(s.report_date.timestamp_millis())
-                    == c.report_date.map(|r| r.timestamp_millis())
+                    == c.as_of.map(|r| r.timestamp_millis())
             })
         })
         .count();
@@ -365,13 +365,13 @@ async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
     wait_queue_empty(&d, 60).await;
     let tdb = TestDb::wrap(open(&url).await);
     helpers::assert_matches_sim(&tdb, &sim).await;
-    let m = tdb.db.mobile_devices("test").await.expect("mobiles");
+    let m = tdb.db.devices("test", Kind::MobileDevices).await.expect("mobiles");
     let row = m
         .iter()
         .find(|r| r.jamf_id == unenrolled)
         .expect("kept, not deleted");
     assert_eq!(
-        row.managed,
+        row.info.managed,
         Some(false),
         "an unenroll marks the device unmanaged"
     );
@@ -595,13 +595,13 @@ async fn simulator_events_reach_a_separate_webhook_listener(db: &helpers::TestDb
     let tdb = TestDb::wrap(open(&url).await);
     let started = Instant::now();
     loop {
-        let rows = tdb.db.computers("test").await.expect("rows");
-        let mobiles = tdb.db.mobile_devices("test").await.expect("mobiles");
+        let rows = tdb.db.devices("test", Kind::Computers).await.expect("rows");
+        let mobiles = tdb.db.devices("test", Kind::MobileDevices).await.expect("mobiles");
         let current = [5, 6, 7, 8].iter().all(|id| {
             let s = sim.computer(*id).expect("sim");
             rows.iter().any(|r| {
                 r.jamf_id == *id
-                    && r.report_date.map(|t| t.timestamp_millis())
+                    && r.as_of.map(|t| t.timestamp_millis())
                         == Some(s.report_date.timestamp_millis())
                     && r.last_contact.map(|t| t.timestamp_millis())
                         == Some(s.last_contact.timestamp_millis())
@@ -610,7 +610,7 @@ async fn simulator_events_reach_a_separate_webhook_listener(db: &helpers::TestDb
         let has_added = rows.iter().any(|r| r.jamf_id == added);
         let unmanaged = mobiles
             .iter()
-            .any(|m| m.jamf_id == gone && m.managed == Some(false));
+            .any(|m| m.jamf_id == gone && m.info.managed == Some(false));
         let has_enrolled = mobiles.iter().any(|m| m.jamf_id == enrolled);
         if current && has_added && unmanaged && has_enrolled {
             break;
