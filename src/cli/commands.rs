@@ -230,11 +230,11 @@ pub(super) async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode>
             r.trigger,
             r.status,
             r.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
-            r.listed,
-            r.upserted,
-            r.unchanged,
-            r.stale,
-            r.failed,
+            r.counts.listed,
+            r.counts.upserted,
+            r.counts.unchanged,
+            r.counts.stale,
+            r.counts.failed,
             r.error.as_deref().unwrap_or("")
         );
     }

@@ -76,7 +76,7 @@ impl Trigger {
 }
 
 /// Counters of one run, persisted in `sync_runs` as the run progresses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunCounts {
     /// Devices the listing returned.
     pub listed: i64,

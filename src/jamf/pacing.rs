@@ -225,46 +225,26 @@ mod tests {
             },
             5,
         );
+        // `n` answers of 20 ms from a detail endpoint with this signal.
+        let answers = |n: usize, signal: Signal| {
+            for _ in 0..n {
+                c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), signal);
+            }
+        };
         assert_eq!(c.limit(), 1);
-        for _ in 0..2 {
-            c.observe(
-                "/api/v4/computers-inventory-detail/{id}",
-                ms(20),
-                Signal::Ok,
-            );
-        }
+        answers(2, Signal::Ok);
         assert_eq!(c.limit(), 2);
         // Slow start: no back-pressure yet, so two more answers grow it again.
-        for _ in 0..2 {
-            c.observe(
-                "/api/v4/computers-inventory-detail/{id}",
-                ms(20),
-                Signal::Ok,
-            );
-        }
+        answers(2, Signal::Ok);
         assert_eq!(c.limit(), 3);
-        c.observe(
-            "/api/v4/computers-inventory-detail/{id}",
-            ms(20),
-            Signal::BackPressure,
-        );
+        answers(1, Signal::BackPressure);
         assert_eq!(c.limit(), 1);
         assert!(c.delay() >= ms(50), "the gap opens on back-pressure");
         // A second signal within the quiet period does not cut again (nor below 1).
-        c.observe(
-            "/api/v4/computers-inventory-detail/{id}",
-            ms(20),
-            Signal::BackPressure,
-        );
+        answers(1, Signal::BackPressure);
         assert_eq!(c.limit(), 1);
         // Growth halves the gap again.
-        for _ in 0..2 {
-            c.observe(
-                "/api/v4/computers-inventory-detail/{id}",
-                ms(20),
-                Signal::Ok,
-            );
-        }
+        answers(2, Signal::Ok);
         assert_eq!(c.limit(), 2);
         assert!(c.delay() < ms(50));
     }

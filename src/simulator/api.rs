@@ -16,23 +16,55 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::fleet::{self, ApiVersion, SimComputer};
-use super::state::{api_error, count_requests, lock, not_found, unauthorized, Inner, SimState};
-use super::{classic, rsql, touch, webhooks};
+use super::state::{
+    api_error, count_requests, invalid_filter, lock, not_found, unauthorized, Inner, ListQuery,
+    SimState,
+};
+use super::{classic, touch, webhooks};
 
 pub(super) fn router(state: Arc<SimState>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    for (version, v) in [
+        (ApiVersion::V1, "v1"),
+        (ApiVersion::V3, "v3"),
+        (ApiVersion::V4, "v4"),
+    ] {
+        router = router
+            .route(
+                &format!("/api/{v}/computers-inventory"),
+                get(move |s, h, q| inventory(s, h, q, version)),
+            )
+            .route(
+                &format!("/api/{v}/computers-inventory-detail/{{id}}"),
+                get(move |s, h, id| detail(s, h, id, version)),
+            );
+    }
+    router
         .route("/api/v1/oauth/token", post(oauth_v1))
         .route("/api/oauth/token", post(oauth_legacy))
         .route("/api/v1/auth/token", post(user_token))
         .route("/api/v1/auth/keep-alive", post(keep_alive))
         .route("/api/v1/auth/invalidate-token", post(invalidate))
         .route("/api/v1/jamf-pro-version", get(version))
-        .route("/api/v1/computers-inventory", get(inventory_v1))
-        .route("/api/v3/computers-inventory", get(inventory_v3))
-        .route("/api/v4/computers-inventory", get(inventory_v4))
-        .route("/api/v1/computers-inventory-detail/{id}", get(detail_v1))
-        .route("/api/v3/computers-inventory-detail/{id}", get(detail_v3))
-        .route("/api/v4/computers-inventory-detail/{id}", get(detail_v4))
+        .route(
+            "/api/v2/mobile-devices/detail",
+            get(super::mobile::pro_detail),
+        )
+        .merge(classic_routes(state.clone()))
+        .route("/_sim/stats", get(sim_stats))
+        .route("/_sim/touch", post(sim_touch))
+        .route("/_sim/revoke", post(sim_revoke))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// The Classic API (`/JSSResource`), behind its own auth and fault gate.
+fn classic_routes(state: Arc<SimState>) -> Router<Arc<SimState>> {
+    Router::new()
         .route(
             "/JSSResource/advancedmobiledevicesearches",
             get(classic::list_searches),
@@ -53,10 +85,6 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
             "/JSSResource/mobiledevices/id/{id}",
             get(classic::mobile_device),
         )
-        .route(
-            "/api/v2/mobile-devices/detail",
-            get(super::mobile::pro_detail),
-        )
         .route("/JSSResource/webhooks", get(webhooks::list))
         .route(
             "/JSSResource/webhooks/id/{id}",
@@ -64,15 +92,7 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
                 .post(webhooks::write)
                 .put(webhooks::write),
         )
-        .route("/_sim/stats", get(sim_stats))
-        .route("/_sim/touch", post(sim_touch))
-        .route("/_sim/revoke", post(sim_revoke))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state, classic::gate))
 }
 
 #[derive(Deserialize)]
@@ -169,24 +189,11 @@ async fn invalidate(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Respo
 }
 
 async fn version(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    if s.authorize(&headers).is_none() {
-        return unauthorized();
-    }
-    if let Some(r) = s.fault().await {
+    if let Some(r) = s.gate(&headers).await {
         return r;
     }
     let v = lock(&s.cfg).version.clone();
     Json(json!({ "version": v })).into_response()
-}
-
-async fn inventory_v1(s: State<Arc<SimState>>, h: HeaderMap, q: RawQuery) -> Response {
-    inventory(s, h, q, ApiVersion::V1).await
-}
-async fn inventory_v3(s: State<Arc<SimState>>, h: HeaderMap, q: RawQuery) -> Response {
-    inventory(s, h, q, ApiVersion::V3).await
-}
-async fn inventory_v4(s: State<Arc<SimState>>, h: HeaderMap, q: RawQuery) -> Response {
-    inventory(s, h, q, ApiVersion::V4).await
 }
 
 async fn inventory(
@@ -195,73 +202,26 @@ async fn inventory(
     RawQuery(query): RawQuery,
     version: ApiVersion,
 ) -> Response {
-    if !s.supports(version) {
-        return not_found().await;
-    }
-    if s.authorize(&headers).is_none() {
-        return unauthorized();
-    }
-    if let Some(r) = s.fault().await {
+    if let Some(r) = s.gate_version(&headers, version).await {
         return r;
     }
-    let mut sections: Vec<String> = Vec::new();
-    let mut page: usize = 0;
-    let mut page_size: usize = 100;
-    let mut sort = "general.name:asc".to_string();
-    let mut filter: Option<String> = None;
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "section" => sections.extend(v.split(',').map(|p| p.trim().to_string())),
-            "page" => match v.parse() {
-                Ok(p) => page = p,
-                Err(_) => return bad_param("page", &v),
-            },
-            "page-size" => match v.parse::<usize>() {
-                // Real Jamf clamps silently.
-                Ok(n) => page_size = n.clamp(1, 2000),
-                Err(_) => return bad_param("page-size", &v),
-            },
-            "sort" => sort = v.into_owned(),
-            "filter" if !v.is_empty() => filter = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    if sections.is_empty() {
-        sections.push("GENERAL".into());
-    }
+    let q = match ListQuery::parse(query, |sec| fleet::section_in(version, sec)) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     let (page_timeout_above, per_record_us) = {
         let cfg = lock(&s.cfg);
         (cfg.page_timeout_above, cfg.per_record_section_us)
     };
-    if page_timeout_above > 0 && page_size > page_timeout_above {
+    if page_timeout_above > 0 && q.page_size > page_timeout_above {
         return (
             StatusCode::GATEWAY_TIMEOUT,
             "<html><body>504 Gateway Time-out</body></html>",
         )
             .into_response();
     }
-    for sec in &sections {
-        if !fleet::section_in(version, sec) {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST_PARAMETER_VALUE",
-                &format!("Invalid section value: {sec}"),
-                Some("section"),
-            );
-        }
-    }
-    let expr = match filter.as_deref().map(rsql::parse) {
-        None => None,
-        Some(Ok(e)) => Some(e),
-        Some(Err(e)) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_RSQL_FILTER",
-                &e,
-                Some("filter"),
-            )
-        }
-    };
+    // Jamf's default order, which is not stable while data changes.
+    let sort = q.sort.as_deref().unwrap_or("general.name:asc");
     let mut keys: Vec<(String, bool)> = Vec::new();
     for part in sort.split(',') {
         let (field, dir) = part.split_once(':').unwrap_or((part, "asc"));
@@ -275,7 +235,7 @@ async fn inventory(
         }
         keys.push((field.to_string(), dir.eq_ignore_ascii_case("desc")));
     }
-    let section_refs: Vec<&str> = sections.iter().map(String::as_str).collect();
+    let section_refs: Vec<&str> = q.sections.iter().map(String::as_str).collect();
     let (total, results) = {
         let inner = lock(&s.inner);
         let mut matched: Vec<&SimComputer> = Vec::new();
@@ -284,17 +244,10 @@ async fn inventory(
             .values()
             .filter(|c| !inner.unlisted.contains(&c.id))
         {
-            match expr.as_ref().map(|e| c.matches(e, version)) {
+            match q.filter.as_ref().map(|e| c.matches(e, version)) {
                 None | Some(Ok(true)) => matched.push(c),
                 Some(Ok(false)) => {}
-                Some(Err(field)) => {
-                    return api_error(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_FIELD",
-                        &format!("Invalid filter: {field}"),
-                        Some("filter"),
-                    )
-                }
+                Some(Err(field)) => return invalid_filter(&field),
             }
         }
         matched.sort_by(|a, b| {
@@ -311,10 +264,8 @@ async fn inventory(
             }
             std::cmp::Ordering::Equal
         });
-        let results: Vec<serde_json::Value> = matched
-            .iter()
-            .skip(page.saturating_mul(page_size))
-            .take(page_size)
+        let results: Vec<serde_json::Value> = q
+            .page_of(&matched)
             .map(|c| corrupted(&inner, c.id, c.render(version, &section_refs)))
             .collect();
         (matched.len(), results)
@@ -347,38 +298,13 @@ impl SimComputer {
     }
 }
 
-fn bad_param(name: &str, value: &str) -> Response {
-    api_error(
-        StatusCode::BAD_REQUEST,
-        "INVALID_REQUEST_PARAMETER_VALUE",
-        &format!("Invalid value {value:?}"),
-        Some(name),
-    )
-}
-
-async fn detail_v1(s: State<Arc<SimState>>, h: HeaderMap, id: Path<String>) -> Response {
-    detail(s, h, id, ApiVersion::V1).await
-}
-async fn detail_v3(s: State<Arc<SimState>>, h: HeaderMap, id: Path<String>) -> Response {
-    detail(s, h, id, ApiVersion::V3).await
-}
-async fn detail_v4(s: State<Arc<SimState>>, h: HeaderMap, id: Path<String>) -> Response {
-    detail(s, h, id, ApiVersion::V4).await
-}
-
 async fn detail(
     State(s): State<Arc<SimState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     version: ApiVersion,
 ) -> Response {
-    if !s.supports(version) {
-        return not_found().await;
-    }
-    if s.authorize(&headers).is_none() {
-        return unauthorized();
-    }
-    if let Some(r) = s.fault().await {
+    if let Some(r) = s.gate_version(&headers, version).await {
         return r;
     }
     let all: Vec<&str> = fleet::SECTIONS.iter().map(|(n, _, _)| *n).collect();

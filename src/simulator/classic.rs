@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use quick_xml::escape::escape;
@@ -37,13 +38,22 @@ pub(super) fn classic_not_found() -> Response {
     )
 }
 
+/// An XML answer; the declaration is prepended here.
 pub(super) fn xml(body: String, status: StatusCode) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/xml;charset=UTF-8")],
-        body,
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{body}"),
     )
         .into_response()
+}
+
+/// What Classic's create and update answer: the resource's id.
+pub(super) fn created(root: &str, id: i64) -> Response {
+    xml(
+        format!("<{root}><id>{id}</id></{root}>"),
+        StatusCode::CREATED,
+    )
 }
 
 fn sticky(headers: &HeaderMap) -> bool {
@@ -53,21 +63,22 @@ fn sticky(headers: &HeaderMap) -> bool {
         .is_some_and(|c| c.contains(STICKY_COOKIE))
 }
 
-/// Checks auth and faults for a Classic call.
-pub(super) async fn classic_gate(s: &SimState, headers: &HeaderMap) -> Option<Response> {
-    if s.authorize(headers).is_none() {
-        return Some(html_status(
+/// Auth and faults for every Classic call (a route layer): Classic answers 401 with an HTML
+/// status page.
+pub(super) async fn gate(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+    if s.authorize(req.headers()).is_none() {
+        return html_status(
             StatusCode::UNAUTHORIZED,
             "The request requires user authentication",
-        ));
+        );
     }
-    s.fault().await
-}
-
-pub async fn list_searches(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
+    if let Some(r) = s.fault().await {
         return r;
     }
+    next.run(req).await
+}
+
+pub async fn list_searches(State(s): State<Arc<SimState>>) -> Response {
     let inner = lock(&s.inner);
     let items: String = inner
         .searches
@@ -82,7 +93,7 @@ pub async fn list_searches(State(s): State<Arc<SimState>>, headers: HeaderMap) -
         .collect();
     xml(
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_searches><size>{}</size>{items}</advanced_mobile_device_searches>",
+            "<advanced_mobile_device_searches><size>{}</size>{items}</advanced_mobile_device_searches>",
             inner.searches.len()
         ),
         StatusCode::OK,
@@ -94,9 +105,6 @@ pub async fn get_search_by_id(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
     let id = id.parse::<i64>().ok();
     evaluate(&s, &headers, |x| Some(x.id) == id)
 }
@@ -106,9 +114,6 @@ pub async fn get_search_by_name(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
     evaluate(&s, &headers, |x| x.name == name)
 }
 
@@ -156,7 +161,7 @@ fn evaluate(s: &SimState, headers: &HeaderMap, pick: impl Fn(&SimSearch) -> bool
         .collect();
     xml(
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_search><id>{}</id>\
+            "<advanced_mobile_device_search><id>{}</id>\
              <name>{}</name><view_as>Standard Web Page</view_as>{criteria}\
              <display_fields><size>2</size><display_field><name>Last Inventory Update</name></display_field>\
              <display_field><name>UDID</name></display_field></display_fields>\
@@ -199,13 +204,9 @@ fn parse_definition(body: &str) -> Result<(Option<String>, Option<Option<u32>>),
 
 pub async fn create_search(
     State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
     if id != "0" {
         return html_status(StatusCode::CONFLICT, "Use id 0 to create");
     }
@@ -231,21 +232,14 @@ pub async fn create_search(
         },
     );
     inner.stats.searches_created += 1;
-    xml(
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_search><id>{id}</id></advanced_mobile_device_search>"),
-        StatusCode::CREATED,
-    )
+    created("advanced_mobile_device_search", id)
 }
 
 pub async fn update_search(
     State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
     let (name, window) = match parse_definition(&body) {
         Ok(v) => v,
         Err(e) => return html_status(StatusCode::BAD_REQUEST, &e),
@@ -268,20 +262,10 @@ pub async fn update_search(
     search.updates += 1;
     let id = search.id;
     inner.stats.searches_updated += 1;
-    xml(
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><advanced_mobile_device_search><id>{id}</id></advanced_mobile_device_search>"),
-        StatusCode::CREATED,
-    )
+    created("advanced_mobile_device_search", id)
 }
 
-pub async fn delete_search(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
+pub async fn delete_search(State(s): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
     let removed = id
         .parse::<i64>()
         .ok()
@@ -298,10 +282,7 @@ pub async fn delete_search(
     }
 }
 
-pub async fn list_devices(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
+pub async fn list_devices(State(s): State<Arc<SimState>>) -> Response {
     let inner = lock(&s.inner);
     let listed: Vec<&SimMobile> = inner
         .mobiles
@@ -329,7 +310,7 @@ pub async fn list_devices(State(s): State<Arc<SimState>>, headers: HeaderMap) ->
         .collect();
     xml(
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><mobile_devices><size>{}</size>{rows}</mobile_devices>",
+            "<mobile_devices><size>{}</size>{rows}</mobile_devices>",
             listed.len()
         ),
         StatusCode::OK,
@@ -341,9 +322,6 @@ pub async fn mobile_device(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

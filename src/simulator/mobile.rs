@@ -14,27 +14,12 @@ use quick_xml::escape::escape;
 use serde_json::{json, Value};
 
 use super::rsql;
-use super::state::{api_error, lock, unauthorized, SimState};
+use super::state::{api_error, invalid_filter, lock, ListQuery, SimState};
 
 /// Sections of `/api/v2/mobile-devices/detail`, as the simulator knows them.
-const SECTIONS: &[&str] = &[
-    "GENERAL",
-    "HARDWARE",
-    "USER_AND_LOCATION",
-    "PURCHASING",
-    "SECURITY",
-    "APPLICATIONS",
-    "EBOOKS",
-    "NETWORK",
-    "SERVICE_SUBSCRIPTIONS",
-    "CERTIFICATES",
-    "PROFILES",
-    "USER_PROFILES",
-    "PROVISIONING_PROFILES",
-    "SHARED_USERS",
-    "GROUPS",
-    "EXTENSION_ATTRIBUTES",
-];
+const SECTIONS: &str = "GENERAL HARDWARE USER_AND_LOCATION PURCHASING SECURITY APPLICATIONS \
+    EBOOKS NETWORK SERVICE_SUBSCRIPTIONS CERTIFICATES PROFILES USER_PROFILES \
+    PROVISIONING_PROFILES SHARED_USERS GROUPS EXTENSION_ATTRIBUTES";
 
 pub(super) const MODELS: &[(&str, &str, &str)] = &[
     ("iPad Pro (11-inch) (4th generation)", "iPad14,3", "iOS"),
@@ -111,7 +96,7 @@ impl SimMobile {
         let (model, model_id, os_type) = MODELS[self.model];
         let t = self.last_inventory;
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><mobile_device><general><id>{id}</id>\
+            "<mobile_device><general><id>{id}</id>\
              <display_name>{name}</display_name><device_name>{name}</device_name><name>{name}</name>\
              <asset_tag/><last_inventory_update>{human}</last_inventory_update>\
              <last_inventory_update_epoch>{epoch}</last_inventory_update_epoch>\
@@ -253,60 +238,22 @@ pub async fn pro_detail(
     if !super::fleet::serves_mobile_detail(&lock(&s.cfg).version) {
         return super::state::not_found().await;
     }
-    if s.authorize(&headers).is_none() {
-        return unauthorized();
-    }
-    if let Some(r) = s.fault().await {
+    if let Some(r) = s.gate(&headers).await {
         return r;
     }
-    let mut sections: Vec<String> = Vec::new();
-    let mut page: usize = 0;
-    let mut page_size: usize = 100;
-    let mut filter: Option<String> = None;
-    let mut desc = false;
-    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "section" => sections.extend(v.split(',').map(|p| p.trim().to_string())),
-            "page" => page = v.parse().unwrap_or(0),
-            "page-size" => page_size = v.parse::<usize>().unwrap_or(100).clamp(1, 2000),
-            "sort" => match v.as_ref() {
-                "mobileDeviceId:asc" | "mobileDeviceId" | "displayName:asc" => {}
-                "mobileDeviceId:desc" => desc = true,
-                other => {
-                    return api_error(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_FIELD",
-                        &format!("Invalid sort field: {other}"),
-                        Some("sort"),
-                    )
-                }
-            },
-            "filter" if !v.is_empty() => filter = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    if sections.is_empty() {
-        sections.push("GENERAL".into());
-    }
-    for sec in &sections {
-        if !SECTIONS.contains(&sec.as_str()) {
+    let q = match ListQuery::parse(query, |sec| SECTIONS.split(' ').any(|x| x == sec)) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
+    let desc = match q.sort.as_deref() {
+        None | Some("mobileDeviceId:asc" | "mobileDeviceId" | "displayName:asc") => false,
+        Some("mobileDeviceId:desc") => true,
+        Some(other) => {
             return api_error(
                 StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST_PARAMETER_VALUE",
-                &format!("Invalid section value: {sec}"),
-                Some("section"),
-            );
-        }
-    }
-    let expr = match filter.as_deref().map(rsql::parse) {
-        None => None,
-        Some(Ok(e)) => Some(e),
-        Some(Err(e)) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_RSQL_FILTER",
-                &e,
-                Some("filter"),
+                "INVALID_FIELD",
+                &format!("Invalid sort field: {other}"),
+                Some("sort"),
             )
         }
     };
@@ -318,34 +265,25 @@ pub async fn pro_detail(
             .values()
             .filter(|m| !inner.unlisted_mobiles.contains(&m.id));
         for m in listed {
-            match expr.as_ref().map(|e| matches(m, e)) {
+            match q.filter.as_ref().map(|e| matches(m, e)) {
                 None | Some(Ok(true)) => matched.push(m),
                 Some(Ok(false)) => {}
-                Some(Err(field)) => {
-                    return api_error(
-                        StatusCode::BAD_REQUEST,
-                        "INVALID_FIELD",
-                        &format!("Invalid filter: {field}"),
-                        Some("filter"),
-                    )
-                }
+                Some(Err(field)) => return invalid_filter(&field),
             }
         }
         if desc {
             matched.reverse();
         }
-        let results: Vec<Value> = matched
-            .iter()
-            .skip(page.saturating_mul(page_size))
-            .take(page_size)
-            .map(|m| m.to_pro_json(&sections))
+        let results: Vec<Value> = q
+            .page_of(&matched)
+            .map(|m| m.to_pro_json(&q.sections))
             .collect();
         (matched.len(), results)
     };
     // The page is read as of the request; the server then takes its time, as with computers.
     let per_record_us = lock(&s.cfg).per_record_section_us;
     if per_record_us > 0 {
-        let us = per_record_us * (results.len() * sections.len()) as u64;
+        let us = per_record_us * (results.len() * q.sections.len()) as u64;
         tokio::time::sleep(std::time::Duration::from_micros(us)).await;
     }
     Json(json!({"totalCount": total, "results": results})).into_response()

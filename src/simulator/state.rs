@@ -317,6 +317,28 @@ impl SimState {
         }
     }
 
+    /// What an inventory endpoint of an API version checks first: whether this server's
+    /// version serves it at all (404), then [`SimState::gate`].
+    pub(super) async fn gate_version(
+        &self,
+        headers: &HeaderMap,
+        version: ApiVersion,
+    ) -> Option<Response> {
+        if !self.supports(version) {
+            return Some(not_found().await);
+        }
+        self.gate(headers).await
+    }
+
+    /// What an authenticated Jamf Pro API endpoint checks first: the token (401 in Jamf's
+    /// JSON error shape), then injected faults.
+    pub(super) async fn gate(&self, headers: &HeaderMap) -> Option<Response> {
+        if self.authorize(headers).is_none() {
+            return Some(unauthorized());
+        }
+        self.fault().await
+    }
+
     /// Draws an injected fault for this request, if any.
     pub(crate) async fn fault(&self) -> Option<Response> {
         let f = lock(&self.cfg).faults.clone();
@@ -426,4 +448,93 @@ impl SimState {
     pub(super) fn supports(&self, version: ApiVersion) -> bool {
         fleet::serves(&lock(&self.cfg).version, version)
     }
+}
+
+/// The query of a Jamf Pro API list endpoint, read the way Jamf reads it.
+pub(super) struct ListQuery {
+    pub sections: Vec<String>,
+    pub page: usize,
+    pub page_size: usize,
+    pub sort: Option<String>,
+    pub filter: Option<super::rsql::Expr>,
+}
+
+impl ListQuery {
+    /// `section` (repeated or comma-joined; GENERAL when absent, each checked with `known`),
+    /// 0-based `page`, `page-size` (clamped to 2000 without a word, as Jamf does), `sort` and
+    /// an RSQL `filter`. A bad value is Jamf's 400 answer (boxed: it is large, and rare).
+    pub fn parse(
+        raw: Option<String>,
+        known: impl Fn(&str) -> bool,
+    ) -> Result<ListQuery, Box<Response>> {
+        let mut q = ListQuery {
+            sections: Vec::new(),
+            page: 0,
+            page_size: 100,
+            sort: None,
+            filter: None,
+        };
+        let bad = |name: &str, value: &str| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST_PARAMETER_VALUE",
+                &format!("Invalid value {value:?}"),
+                Some(name),
+            )
+        };
+        for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            match k.as_ref() {
+                "section" => q
+                    .sections
+                    .extend(v.split(',').map(|p| p.trim().to_string())),
+                "page" => q.page = v.parse().map_err(|_| Box::new(bad("page", &v)))?,
+                "page-size" => {
+                    let n: usize = v.parse().map_err(|_| Box::new(bad("page-size", &v)))?;
+                    q.page_size = n.clamp(1, 2000);
+                }
+                "sort" => q.sort = Some(v.into_owned()),
+                "filter" if !v.is_empty() => {
+                    q.filter = Some(super::rsql::parse(&v).map_err(|e| {
+                        Box::new(api_error(
+                            StatusCode::BAD_REQUEST,
+                            "INVALID_RSQL_FILTER",
+                            &e,
+                            Some("filter"),
+                        ))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        if q.sections.is_empty() {
+            q.sections.push("GENERAL".into());
+        }
+        if let Some(sec) = q.sections.iter().find(|s| !known(s)) {
+            return Err(Box::new(api_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST_PARAMETER_VALUE",
+                &format!("Invalid section value: {sec}"),
+                Some("section"),
+            )));
+        }
+        Ok(q)
+    }
+
+    /// This query's page of `matched`.
+    pub fn page_of<'a, T>(&self, matched: &'a [T]) -> impl Iterator<Item = &'a T> {
+        matched
+            .iter()
+            .skip(self.page.saturating_mul(self.page_size))
+            .take(self.page_size)
+    }
+}
+
+/// A filter that names a field the endpoint cannot filter on: Jamf's 400.
+pub(super) fn invalid_filter(field: &str) -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "INVALID_FIELD",
+        &format!("Invalid filter: {field}"),
+        Some("filter"),
+    )
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::classic::{classic_gate, classic_not_found, html_status, xml};
+use super::classic::{classic_not_found, created, html_status, xml};
 use super::state::{lock, SimState};
 use super::xml::Element;
 
@@ -89,7 +89,7 @@ pub fn envelope(ev: &SimEvent, format: WebhookFormat, webhook_id: i64) -> (Strin
                 device
             };
             let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><JSSEvent><webhook><id>{webhook_id}</id>\
+                "<JSSEvent><webhook><id>{webhook_id}</id>\
                  <name>sim {n}</name><webhookEvent>{n}</webhookEvent><eventTimestamp>{ts}</eventTimestamp>\
                  </webhook><event>{event}</event></JSSEvent>",
                 n = ev.name
@@ -161,27 +161,14 @@ pub(crate) fn list_xml(hooks: &BTreeMap<i64, SimWebhook>) -> String {
             )
         })
         .collect();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><webhooks><size>{}</size>{items}</webhooks>",
-        hooks.len()
-    )
+    format!("<webhooks><size>{}</size>{items}</webhooks>", hooks.len())
 }
 
-pub async fn list(State(s): State<Arc<SimState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
+pub async fn list(State(s): State<Arc<SimState>>) -> Response {
     xml(list_xml(&lock(&s.inner).webhooks), StatusCode::OK)
 }
 
-pub async fn get_one(
-    State(s): State<Arc<SimState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
+pub async fn get_one(State(s): State<Arc<SimState>>, Path(id): Path<String>) -> Response {
     let inner = lock(&s.inner);
     match id
         .parse::<i64>()
@@ -190,7 +177,7 @@ pub async fn get_one(
     {
         Some(h) => xml(
             format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><webhook><id>{}</id><name>{}</name>\
+                "<webhook><id>{}</id><name>{}</name>\
                  <enabled>{}</enabled><url>{}</url><content_type>application/json</content_type>\
                  <event>{}</event><authentication_type>{}</authentication_type>\
                  <username>{}</username></webhook>",
@@ -212,13 +199,9 @@ pub async fn get_one(
 pub async fn write(
     State(s): State<Arc<SimState>>,
     method: axum::http::Method,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: String,
 ) -> Response {
-    if let Some(r) = classic_gate(&s, &headers).await {
-        return r;
-    }
     let doc = match Element::parse(&body) {
         Ok(doc) if doc.name == "webhook" => doc,
         _ => return html_status(StatusCode::BAD_REQUEST, "Problem with XML"),
@@ -256,8 +239,5 @@ pub async fn write(
     };
     inner.webhooks.insert(id, hook);
     // The Classic API answers 201 to both POST and PUT.
-    xml(
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><webhook><id>{id}</id></webhook>"),
-        StatusCode::CREATED,
-    )
+    created("webhook", id)
 }

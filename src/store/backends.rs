@@ -164,7 +164,14 @@ macro_rules! store_impl {
                 ids: &[i64],
                 observed_at: DateTime<Utc>,
             ) -> Result<u64> {
-                self.mark_deleted_tx(instance, kind, ids, observed_at).await
+                let now = Utc::now();
+                self.chunked_in_own_tx(ids, |q| {
+                    q.push(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
+                    q.push_bind(now).push(", fetched_at = ").push_bind(observed_at);
+                    q.push(" WHERE instance = ").push_bind(instance.to_string());
+                    q.push(" AND deleted_at IS NULL AND jamf_id");
+                })
+                .await
             }
 
             async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {

@@ -128,13 +128,9 @@ pub struct RunRow {
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub listed: i64,
-    pub fetched: i64,
-    pub upserted: i64,
-    pub unchanged: i64,
-    pub stale: i64,
-    pub failed: i64,
-    pub missing: i64,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub counts: RunCounts,
     pub cursor_before: Option<DateTime<Utc>>,
     pub cursor_after: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -170,27 +166,45 @@ pub struct StoredDevice {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// The shared columns read back by name, for [`StoredDevice`].
-impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for DeviceInfo
-where
-    &'r str: sqlx::ColumnIndex<R>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    fn from_row(row: &'r R) -> std::result::Result<Self, sqlx::Error> {
-        Ok(DeviceInfo {
-            udid: row.try_get("udid")?,
-            serial_number: row.try_get("serial_number")?,
-            name: row.try_get("name")?,
-            model: row.try_get("model")?,
-            os_version: row.try_get("os_version")?,
-            managed: row.try_get("managed")?,
-            supervised: row.try_get("supervised")?,
-            username: row.try_get("username")?,
-            email: row.try_get("email")?,
-        })
-    }
+/// `FromRow` for a domain struct whose fields are columns of the same names (the domain knows
+/// nothing of the database; the store reads its types back).
+macro_rules! from_row_by_name {
+    ($ty:ty { $($field:ident: $ft:ty),* $(,)? }) => {
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $ty
+        where
+            &'r str: sqlx::ColumnIndex<R>,
+            $($ft: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,)*
+        {
+            fn from_row(row: &'r R) -> std::result::Result<Self, sqlx::Error> {
+                Ok(Self {
+                    $($field: row.try_get(stringify!($field))?,)*
+                })
+            }
+        }
+    };
 }
+
+from_row_by_name!(RunCounts {
+    listed: i64,
+    fetched: i64,
+    upserted: i64,
+    unchanged: i64,
+    stale: i64,
+    failed: i64,
+    missing: i64,
+});
+
+from_row_by_name!(DeviceInfo {
+    udid: Option<String>,
+    serial_number: Option<String>,
+    name: Option<String>,
+    model: Option<String>,
+    os_version: Option<String>,
+    managed: Option<bool>,
+    supervised: Option<bool>,
+    username: Option<String>,
+    email: Option<String>,
+});
 
 /// One write of devices through the store's one write path.
 #[derive(Debug, Clone, Copy)]

@@ -227,28 +227,6 @@ macro_rules! writer_impl {
                 tx.commit().await?;
                 Ok(outcome)
             }
-
-            async fn mark_deleted_tx(
-                &self,
-                instance: &str,
-                kind: Kind,
-                ids: &[i64],
-                observed_at: DateTime<Utc>,
-            ) -> Result<u64> {
-                let mut tx = self.begin_write().await?;
-                let mut n = 0;
-                for chunk in ids.chunks(CHUNK) {
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
-                    q.push_bind(Utc::now()).push(", fetched_at = ").push_bind(observed_at);
-                    q.push(" WHERE instance = ").push_bind(instance.to_string());
-                    q.push(" AND deleted_at IS NULL AND jamf_id");
-                    push_ids(&mut q, chunk);
-                    n += q.build().execute(&mut *tx).await?.rows_affected();
-                }
-                tx.commit().await?;
-                Ok(n)
-            }
         }
     };
 }

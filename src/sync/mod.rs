@@ -47,7 +47,7 @@ use crate::store::{NewRun, RunEnd, Store, StoreError};
 use crate::telemetry::metric;
 use pipeline::{write_batches, Batch};
 use run::{PageSizes, Run, StopSignal};
-use source::{ComputerSource, DeviceSource, MobileDeviceSource};
+use source::{ComputerSource, DeviceSource, MobileDeviceSource, Reading};
 
 /// What one sync run should do.
 #[derive(Debug, Clone, Copy)]
@@ -291,7 +291,13 @@ impl<S: Store> Engine<S> {
         let span =
             tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);
         let (result, counts) = self
-            .pipeline(run.clone(), |tx| source.read_changed(&run, since, tx))
+            .pipeline(run.clone(), |tx| {
+                source.read_changed(Reading {
+                    run: &run,
+                    since,
+                    tx,
+                })
+            })
             .instrument(span.clone())
             .await;
         let status = RunError::status(&result);

@@ -306,7 +306,7 @@ async fn simultaneous_triggers_make_one_run(db: &helpers::TestDb) {
     let runs = db.db.recent_runs("default", 100).await.expect("runs");
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].trigger, "api");
-    assert_eq!(runs[0].upserted, 200);
+    assert_eq!(runs[0].counts.upserted, 200);
     d.stop().await.expect("clean shutdown");
     sim.stop().await;
 }
@@ -336,7 +336,7 @@ async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helper
                 if let Ok(runs) = db.recent_runs("default", 1).await {
                     if runs
                         .first()
-                        .is_some_and(|r| r.status == "running" && r.upserted >= min)
+                        .is_some_and(|r| r.status == "running" && r.counts.upserted >= min)
                     {
                         return;
                     }
@@ -361,7 +361,10 @@ async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helper
         .count_devices("default", Kind::Computers)
         .await
         .expect("count");
-    assert_eq!(stored, run.upserted, "every committed page is intact");
+    assert_eq!(
+        stored, run.counts.upserted,
+        "every committed page is intact"
+    );
     assert!(stored > 0 && stored < 1500);
     assert!(db
         .cursor("default", Kind::Computers)

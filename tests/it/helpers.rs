@@ -187,7 +187,11 @@ pub async fn run_mobile(engine: &Engine<Db>, full: bool) -> RunSummary {
 
 /// Every simulated mobile device is stored with the simulator's current values.
 pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
-    let rows = db.db.devices("test", Kind::MobileDevices).await.expect("mobile devices");
+    let rows = db
+        .db
+        .devices("test", Kind::MobileDevices)
+        .await
+        .expect("mobile devices");
     assert_eq!(
         rows.iter().map(|r| r.jamf_id).collect::<Vec<_>>(),
         sim.mobile_ids(),
@@ -227,7 +231,10 @@ pub async fn stored(db: &TestDb) -> Vec<StoredDevice> {
 }
 
 pub async fn stored_instance(db: &TestDb, instance: &str) -> Vec<StoredDevice> {
-    db.db.devices(instance, Kind::Computers).await.expect("computers")
+    db.db
+        .devices(instance, Kind::Computers)
+        .await
+        .expect("computers")
 }
 
 pub async fn last_run(db: &TestDb) -> RunRow {

@@ -40,7 +40,11 @@ async fn advanced_search_full_then_delta(db: &TestDb) {
     assert_eq!(sim.requests_to(RECORD), 400);
     helpers::assert_mobiles_match_sim(db, &sim).await;
     // Non-ASCII and XML-special characters survive the round trip (ids divisible by 5).
-    let rows = db.db.devices("test", Kind::MobileDevices).await.expect("rows");
+    let rows = db
+        .db
+        .devices("test", Kind::MobileDevices)
+        .await
+        .expect("rows");
     let special = rows.iter().find(|r| r.jamf_id == 5).expect("device 5");
     assert_eq!(special.info.name.as_deref(), Some("Zoë’s iPad & <Cart 5>"));
     let raw: Value = serde_json::from_str(&special.raw).expect("raw is JSON");

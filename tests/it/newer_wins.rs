@@ -437,7 +437,11 @@ async fn a_forged_unenroll_event_leaves_jamfs_value(db: &TestDb) {
         d.status().await["webhooks"]["queue_depth"] == 0
     })
     .await;
-    let stored = db.db.devices("test", Kind::MobileDevices).await.expect("rows");
+    let stored = db
+        .db
+        .devices("test", Kind::MobileDevices)
+        .await
+        .expect("rows");
     let row = stored.iter().find(|r| r.jamf_id == id).expect("stored");
     assert_eq!(row.info.managed, Some(true), "the copy says what Jamf says");
     assert!(row.deleted_at.is_none());

@@ -110,7 +110,7 @@ async fn marks_exactly_the_deleted_devices(db: &TestDb) {
         (run.kind.as_str(), run.mode.as_str(), run.status.as_str()),
         ("reconcile", "computers", "succeeded")
     );
-    assert_eq!(run.missing, 30);
+    assert_eq!(run.counts.missing, 30);
     // The rows and their history stay, marked.
     assert_eq!(
         db.db

@@ -349,8 +349,7 @@ async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
         .filter(|c| changed.contains(&c.jamf_id))
         .filter(|c| {
             sim.computer(c.jamf_id).is_some_and(|s| {
-                Some(s.report_date.timestamp_millis())
-                    == c.as_of.map(|r| r.timestamp_millis())
+                Some(s.report_date.timestamp_millis()) == c.as_of.map(|r| r.timestamp_millis())
             })
         })
         .count();
@@ -365,7 +364,11 @@ async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
     wait_queue_empty(&d, 60).await;
     let tdb = TestDb::wrap(open(&url).await);
     helpers::assert_matches_sim(&tdb, &sim).await;
-    let m = tdb.db.devices("test", Kind::MobileDevices).await.expect("mobiles");
+    let m = tdb
+        .db
+        .devices("test", Kind::MobileDevices)
+        .await
+        .expect("mobiles");
     let row = m
         .iter()
         .find(|r| r.jamf_id == unenrolled)
@@ -596,7 +599,11 @@ async fn simulator_events_reach_a_separate_webhook_listener(db: &helpers::TestDb
     let started = Instant::now();
     loop {
         let rows = tdb.db.devices("test", Kind::Computers).await.expect("rows");
-        let mobiles = tdb.db.devices("test", Kind::MobileDevices).await.expect("mobiles");
+        let mobiles = tdb
+            .db
+            .devices("test", Kind::MobileDevices)
+            .await
+            .expect("mobiles");
         let current = [5, 6, 7, 8].iter().all(|id| {
             let s = sim.computer(*id).expect("sim");
             rows.iter().any(|r| {

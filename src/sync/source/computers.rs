@@ -9,22 +9,17 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::{collect_ids, DeviceSource};
+use super::keyset::{fetch_listed, read_ids, read_pages, KeysetList, ListRequest};
+use super::{collect_ids, Decode, DeviceSource, Reading};
 use crate::config::{FetchStrategy, SyncConfig};
 use crate::domain::facts::JAMF_MAX_PAGE_SIZE;
 use crate::domain::Computer;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::PageQuery;
 use crate::jamf::{decode, JamfClient, JamfError};
-use crate::sync::pipeline::{
-    decode_page, fetch_by_id, fetch_each, fetched_from_page, gone_ids, id_in_filter, keyset_filter,
-    keyset_pages, page_ids, Batch, FetchOne, Fetched, Sizing,
-};
+use crate::sync::pipeline::{fetch_by_id, fetch_each, gone_ids, FetchOne, Fetched, Sizing};
 use crate::sync::run::Run;
 use crate::sync::RunError;
-
-const DATE_FIELD: &str = "general.reportDate";
-const ID_FIELD: &str = "id";
 
 pub(crate) struct ComputerSource {
     client: Arc<JamfClient>,
@@ -46,34 +41,6 @@ impl ComputerSource {
         }
     }
 
-    /// One page, stepping down the API version on a 404 of a listing's first request.
-    async fn page(
-        &self,
-        sections: &[String],
-        filter: Option<String>,
-        page_size: u32,
-        shrinkable: bool,
-        first: bool,
-    ) -> Result<InventoryPage, JamfError> {
-        loop {
-            let version = self.client.inventory_version().await?;
-            let q = PageQuery {
-                sections,
-                page_size,
-                filter: filter.as_deref(),
-                shrinkable,
-            };
-            match self.client.computers_page(version, q).await {
-                Err(e) if e.is_not_found() && first => {
-                    if self.client.step_down_inventory_version().await.is_none() {
-                        return Err(e);
-                    }
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Lists the ids of computers reported since `since` (GENERAL only) into `tx`.
     async fn list_ids_into(
         &self,
@@ -82,17 +49,7 @@ impl ComputerSource {
         sizing: Sizing,
         tx: mpsc::Sender<Vec<i64>>,
     ) -> Result<(), RunError> {
-        keyset_pages(
-            run,
-            sizing,
-            |after, size, shrinkable| {
-                let filter = keyset_filter(DATE_FIELD, ID_FIELD, since, after);
-                self.page(&self.general, filter, size, shrinkable, after.is_none())
-            },
-            |page| page_ids(page, ID_FIELD),
-            &tx,
-        )
-        .await
+        read_ids(self, run, &self.general, since, sizing, tx).await
     }
 
     async fn detail_one(&self, id: i64) -> FetchOne<Computer> {
@@ -111,15 +68,39 @@ impl ComputerSource {
     }
 }
 
+impl KeysetList for ComputerSource {
+    type Record = Computer;
+    const DATE_FIELD: &'static str = "general.reportDate";
+    const ID_FIELD: &'static str = "id";
+    const DECODE: Decode<Computer> = decode::computer;
+
+    /// One page, stepping down the API version on a 404 of a listing's first request.
+    async fn list(&self, req: ListRequest<'_>) -> Result<InventoryPage, JamfError> {
+        loop {
+            let version = self.client.inventory_version().await?;
+            let q = PageQuery {
+                sections: req.sections,
+                page_size: req.page_size,
+                filter: req.filter.as_deref(),
+                shrinkable: req.shrinkable,
+            };
+            match self.client.computers_page(version, q).await {
+                Err(e) if e.is_not_found() && req.first => {
+                    if self.client.step_down_inventory_version().await.is_none() {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 impl DeviceSource for ComputerSource {
     type Record = Computer;
 
-    async fn read_changed(
-        &self,
-        run: &Run,
-        since: Option<DateTime<Utc>>,
-        tx: mpsc::Sender<Batch<Computer>>,
-    ) -> Result<(), RunError> {
+    async fn read_changed(&self, reading: Reading<'_, Computer>) -> Result<(), RunError> {
+        let Reading { run, since, tx } = reading;
         if self.detail {
             // The lister owns the id sender: when it finishes (or fails) the channel closes
             // and the fetcher drains the ids already listed.
@@ -138,17 +119,7 @@ impl DeviceSource for ComputerSource {
             // closed channel: the fetcher's reason is the one to report.
             return fetched.and(listed);
         }
-        keyset_pages(
-            run,
-            Sizing::Adaptive,
-            |after, size, shrinkable| {
-                let filter = keyset_filter(DATE_FIELD, ID_FIELD, since, after);
-                self.page(&self.sections, filter, size, shrinkable, after.is_none())
-            },
-            |page| decode_page(page, decode::computer),
-            &tx,
-        )
-        .await
+        read_pages(self, run, &self.sections, since, &tx).await
     }
 
     async fn list_ids(&self, run: &Run) -> Result<Vec<i64>, RunError> {
@@ -159,15 +130,7 @@ impl DeviceSource for ComputerSource {
         if self.detail {
             return fetch_by_id(ids, self.workers(), |id| self.detail_one(id)).await;
         }
-        let mut got = Fetched::default();
-        for chunk in ids.chunks(self.chunk) {
-            let filter = Some(id_in_filter(ID_FIELD, chunk));
-            let page = self
-                .page(&self.sections, filter, chunk.len() as u32, false, true)
-                .await?;
-            got.merge(fetched_from_page(chunk, &page, decode::computer));
-        }
-        Ok(got)
+        fetch_listed(self, &self.sections, ids, self.chunk).await
     }
 
     async fn confirm_gone(&self, ids: &[i64]) -> Result<Vec<i64>, JamfError> {

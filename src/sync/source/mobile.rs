@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::{collect_ids, DeviceSource};
+use super::keyset::{fetch_listed, read_ids, read_pages, KeysetList, ListRequest};
+use super::{collect_ids, Decode, DeviceSource, Reading};
 use crate::config::{MobileDevicesConfig, MobileSource, SyncConfig};
 use crate::domain::facts::JAMF_MAX_PAGE_SIZE;
 use crate::domain::MobileDevice;
@@ -32,10 +33,7 @@ use crate::jamf::classic::{search_window_days, search_xml, SearchHit};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::{supports_pro_mobile_detail, PageQuery};
 use crate::jamf::{decode, JamfClient, JamfError};
-use crate::sync::pipeline::{
-    decode_page, fetch_by_id, fetch_each, fetched_from_page, gone_ids, id_in_filter, keyset_filter,
-    keyset_pages, page_ids, Batch, FetchOne, Fetched, Sizing,
-};
+use crate::sync::pipeline::{fetch_by_id, fetch_each, gone_ids, Batch, FetchOne, Fetched, Sizing};
 use crate::sync::run::Run;
 use crate::sync::RunError;
 
@@ -48,9 +46,6 @@ const SOURCE_TTL: Duration = Duration::from_secs(3600);
 
 /// Ten years: more prefilter tolerance than this means "never skip".
 const MAX_TOLERANCE_SECS: u64 = 10 * 365 * 86_400;
-
-const DATE_FIELD: &str = "lastInventoryUpdateDate";
-const ID_FIELD: &str = "mobileDeviceId";
 
 /// The two ways mobile devices are read, once `auto` is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,22 +92,6 @@ impl MobileDeviceSource {
         };
         *self.resolved.lock().unwrap_or_else(|p| p.into_inner()) = Some((mode, Instant::now()));
         Ok(mode)
-    }
-
-    async fn pro_page(
-        &self,
-        sections: &[String],
-        filter: Option<String>,
-        page_size: u32,
-        shrinkable: bool,
-    ) -> Result<InventoryPage, JamfError> {
-        let q = PageQuery {
-            sections,
-            page_size,
-            filter: filter.as_deref(),
-            shrinkable,
-        };
-        self.client.mobile_devices_page(q).await
     }
 
     async fn xml_one(&self, id: i64) -> FetchOne<MobileDevice> {
@@ -226,64 +205,47 @@ impl MobileDeviceSource {
     }
 }
 
+impl KeysetList for MobileDeviceSource {
+    type Record = MobileDevice;
+    const DATE_FIELD: &'static str = "lastInventoryUpdateDate";
+    const ID_FIELD: &'static str = "mobileDeviceId";
+    const DECODE: Decode<MobileDevice> = decode::mobile_pro;
+
+    async fn list(&self, req: ListRequest<'_>) -> Result<InventoryPage, JamfError> {
+        let q = PageQuery {
+            sections: req.sections,
+            page_size: req.page_size,
+            filter: req.filter.as_deref(),
+            shrinkable: req.shrinkable,
+        };
+        self.client.mobile_devices_page(q).await
+    }
+}
+
 impl DeviceSource for MobileDeviceSource {
     type Record = MobileDevice;
 
-    async fn read_changed(
-        &self,
-        run: &Run,
-        since: Option<DateTime<Utc>>,
-        tx: mpsc::Sender<Batch<MobileDevice>>,
-    ) -> Result<(), RunError> {
+    async fn read_changed(&self, reading: Reading<'_, MobileDevice>) -> Result<(), RunError> {
+        let Reading { run, since, tx } = reading;
         if self.mode().await? == Mode::AdvancedSearch {
             return self.read_search(run, since, tx).await;
         }
-        keyset_pages(
-            run,
-            Sizing::Adaptive,
-            |after, size, shrinkable| {
-                let filter = keyset_filter(DATE_FIELD, ID_FIELD, since, after);
-                self.pro_page(&self.cfg.sections, filter, size, shrinkable)
-            },
-            |page| decode_page(page, decode::mobile_pro),
-            &tx,
-        )
-        .await
+        read_pages(self, run, &self.cfg.sections, since, &tx).await
     }
 
     async fn list_ids(&self, run: &Run) -> Result<Vec<i64>, RunError> {
         if self.mode().await? == Mode::AdvancedSearch {
             return Ok(self.client.mobile_device_ids().await?);
         }
-        collect_ids(|tx| async move {
-            keyset_pages(
-                run,
-                Sizing::Fixed(JAMF_MAX_PAGE_SIZE),
-                |after, size, _| {
-                    let filter = keyset_filter(DATE_FIELD, ID_FIELD, None, after);
-                    self.pro_page(&self.general, filter, size, false)
-                },
-                |page| page_ids(page, ID_FIELD),
-                &tx,
-            )
-            .await
-        })
-        .await
+        let sizing = Sizing::Fixed(JAMF_MAX_PAGE_SIZE);
+        collect_ids(|tx| read_ids(self, run, &self.general, None, sizing, tx)).await
     }
 
     async fn fetch(&self, ids: &[i64]) -> Result<Fetched<MobileDevice>, JamfError> {
         if self.mode().await? == Mode::AdvancedSearch {
             return fetch_by_id(ids, self.workers(), |id| self.xml_one(id)).await;
         }
-        let mut got = Fetched::default();
-        for chunk in ids.chunks(self.chunk) {
-            let filter = Some(id_in_filter(ID_FIELD, chunk));
-            let page = self
-                .pro_page(&self.cfg.sections, filter, chunk.len() as u32, false)
-                .await?;
-            got.merge(fetched_from_page(chunk, &page, decode::mobile_pro));
-        }
-        Ok(got)
+        fetch_listed(self, &self.cfg.sections, ids, self.chunk).await
     }
 
     async fn confirm_gone(&self, ids: &[i64]) -> Result<Vec<i64>, JamfError> {

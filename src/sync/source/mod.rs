@@ -4,6 +4,7 @@
 //! alike whichever path fetched it last.
 
 mod computers;
+mod keyset;
 mod mobile;
 
 use std::future::Future;
@@ -20,17 +21,27 @@ use super::RunError;
 use crate::domain::DeviceRecord;
 use crate::jamf::JamfError;
 
+/// Decodes one record as Jamf sent it, stamped with when it was requested.
+pub(crate) type Decode<R> =
+    fn(&serde_json::value::RawValue, DateTime<Utc>) -> Result<R, crate::jamf::RecordError>;
+
+/// What a run reads: its state, since when (`None`: every device), and the writer to send
+/// batches to.
+pub(crate) struct Reading<'a, R> {
+    pub run: &'a Run,
+    pub since: Option<DateTime<Utc>>,
+    pub tx: mpsc::Sender<Batch<R>>,
+}
+
 /// Where devices of one kind come from.
 pub(crate) trait DeviceSource: Send + Sync {
     type Record: DeviceRecord;
 
-    /// Sends the records of every device changed since `since` (every device with `None`) to
-    /// the writer.
+    /// Sends the records of every device changed since `reading.since` (every device with
+    /// `None`) to the writer.
     fn read_changed(
         &self,
-        run: &Run,
-        since: Option<DateTime<Utc>>,
-        tx: mpsc::Sender<Batch<Self::Record>>,
+        reading: Reading<'_, Self::Record>,
     ) -> impl Future<Output = Result<(), RunError>> + Send;
 
     /// Every device id Jamf lists.
