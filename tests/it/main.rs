@@ -27,6 +27,7 @@ macro_rules! both_backends {
 
 mod app;
 mod cli;
+mod commands;
 mod daemon;
 mod deploy;
 mod helpers;
@@ -37,4 +38,5 @@ mod pacing;
 mod reconcile;
 mod resilience;
 mod sync_flow;
+mod webhook_requests;
 mod webhooks;
