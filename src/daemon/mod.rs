@@ -59,7 +59,6 @@ pub async fn run(
     if cfg.mobile_devices.enabled {
         kinds.push(Kind::MobileDevices);
     }
-    crate::telemetry::init_series(&kinds, cfg.webhooks.enabled);
     let mut state = AppState::new(
         instance.clone(),
         kinds.clone(),
@@ -78,6 +77,8 @@ pub async fn run(
             store: queue_store.clone(),
         }));
     }
+    // After the recorder is installed (AppState::new), or the zeros would go nowhere.
+    crate::telemetry::init_series(&kinds, cfg.webhooks.enabled);
     let state = Arc::new(state);
     let addr = listener.local_addr()?;
     let server = axum::serve(listener, router(state.clone()))

@@ -2,9 +2,10 @@
 //! written through its column projection, with the newer-wins guard in the upsert's SQL.
 //!
 //! Per chunk of a page: read the stored hashes → records identical to their stored copy only
-//! move `synced_at` → the others are upserted with `ON CONFLICT … DO UPDATE … WHERE <guard>
-//! RETURNING jamf_id`, so a row the guard keeps is neither rewritten nor counted as written →
-//! extension attributes are replaced for exactly the rows written. All of it, and the run's
+//! move `synced_at` → the others are upserted with `ON CONFLICT … DO UPDATE … WHERE <guard>`,
+//! so a row the guard keeps is not rewritten; when fewer rows were affected than upserted, the
+//! stored hashes tell which were written → extension attributes are replaced for exactly the
+//! rows written. All of it, and the run's
 //! progress, in one transaction; on SQLite it begins `IMMEDIATE`, so a writer running beside
 //! another (a webhook refresh beside a sync) waits for the lock instead of failing to upgrade
 //! a read snapshot.
@@ -50,7 +51,7 @@ pub(super) fn insert_columns<R: DeviceRecord>() -> String {
     cols.join(", ")
 }
 
-/// `ON CONFLICT … DO UPDATE SET … [WHERE guard] RETURNING jamf_id` for a record type.
+/// `ON CONFLICT … DO UPDATE SET … [WHERE guard]` for a record type.
 pub(super) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
     let table = R::KIND.as_str();
     let mut set: Vec<String> = projected::<R>()
@@ -74,7 +75,6 @@ pub(super) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
              AND ({table}.fetched_at IS NULL OR excluded.fetched_at >= {table}.fetched_at))) END"
         ));
     }
-    sql.push_str(" RETURNING jamf_id");
     sql
 }
 
@@ -158,9 +158,29 @@ macro_rules! writer_impl {
                             .push("NULL");
                     });
                     q.push(upsert_tail::<R>(overwrite));
-                    let written: Vec<(i64,)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                    let written: std::collections::HashSet<i64> =
-                        written.into_iter().map(|(id,)| id).collect();
+                    let affected = q.build().execute(&mut *tx).await?.rows_affected();
+                    let mut written: std::collections::HashSet<i64> =
+                        changed.iter().map(|r| r.jamf_id()).collect();
+                    if affected < changed.len() as u64 {
+                        // The guard kept some stored copies (rare): the rows written now hold
+                        // this page's hashes, the others a newer copy's.
+                        let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                            "SELECT jamf_id, raw_hash FROM {table} WHERE instance = "
+                        ));
+                        q.push_bind(instance.to_string()).push(" AND jamf_id");
+                        push_ids(&mut q, &written.iter().copied().collect::<Vec<_>>());
+                        let now_stored: std::collections::HashMap<i64, i64> =
+                            q.build_query_as::<(i64, i64)>()
+                                .fetch_all(&mut *tx)
+                                .await?
+                                .into_iter()
+                                .collect();
+                        written.retain(|id| {
+                            changed.iter().any(|r| {
+                                r.jamf_id() == *id && now_stored.get(id) == Some(&r.raw_hash())
+                            })
+                        });
+                    }
                     outcome.upserted += written.len() as i64;
                     outcome.stale += (changed.len() - written.len()) as i64;
                     if written.is_empty() {
@@ -244,7 +264,6 @@ mod tests {
             c.contains("excluded.report_date > computers.report_date"),
             "{c}"
         );
-        assert!(c.ends_with("RETURNING jamf_id"));
         let m = upsert_tail::<MobileDevice>(false);
         assert!(m.contains("mobile_devices.last_inventory_update"), "{m}");
         assert!(!upsert_tail::<Computer>(true).contains("WHERE"));

@@ -82,8 +82,10 @@ pub(crate) type FetchOne<R> = Result<Result<R, RecordError>, JamfError>;
 #[derive(Debug)]
 pub(crate) struct Fetched<R> {
     pub records: Vec<R>,
-    /// Jamf does not have them (any more).
+    /// A list answer left them out: gone, or hidden by a listing glitch (unconfirmed).
     pub missing: Vec<i64>,
+    /// A direct request for them answered 404: Jamf does not have them (any more).
+    pub gone: Vec<i64>,
     /// Answered with a record that does not decode (logged and counted).
     pub failed: Vec<i64>,
 }
@@ -92,6 +94,7 @@ impl<R> Fetched<R> {
     pub fn merge(&mut self, more: Fetched<R>) {
         self.records.extend(more.records);
         self.missing.extend(more.missing);
+        self.gone.extend(more.gone);
         self.failed.extend(more.failed);
     }
 }
@@ -101,6 +104,7 @@ impl<R> Default for Fetched<R> {
         Fetched {
             records: Vec::new(),
             missing: Vec::new(),
+            gone: Vec::new(),
             failed: Vec::new(),
         }
     }
@@ -316,7 +320,7 @@ where
 }
 
 /// Fetches these ids through the worker pool (no run: a refresh or a confirmation). A 404 is
-/// `missing`; any other failure fails the whole call.
+/// `gone`; any other failure fails the whole call.
 pub(crate) async fn fetch_by_id<R, F, Fut>(
     ids: &[i64],
     workers: usize,
@@ -343,7 +347,7 @@ where
                 log_bad_record(R::KIND, &e);
                 got.failed.push(id);
             }
-            Err(e) if e.is_not_found() => got.missing.push(id),
+            Err(e) if e.is_not_found() => got.gone.push(id),
             Err(e) => return Err(e),
         }
     }

@@ -295,7 +295,7 @@ impl<S: Store> Engine<S> {
 
         // Devices Jamf has that we lack (or had marked deleted).
         let found = source.fetch(&to_fetch).await?;
-        for id in &found.missing {
+        for id in found.missing.iter().chain(&found.gone) {
             tracing::info!(id, "listed device is gone");
         }
         if opts.dry_run {

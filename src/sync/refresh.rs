@@ -19,7 +19,7 @@ use crate::store::{Store, Write};
 pub struct Refreshed {
     /// Fetched and handed to the store (changed, unchanged or stale).
     pub stored: Vec<i64>,
-    /// Jamf does not return them; those a direct request answers 404 for are marked deleted.
+    /// A direct request for them answered 404: marked deleted.
     pub missing: Vec<i64>,
     /// Answered with a record that does not decode (logged and counted).
     pub failed: Vec<i64>,
@@ -57,8 +57,9 @@ impl<S: Store> Engine<S> {
                 out.upserted += outcome.upserted;
                 out.stale += outcome.stale;
             }
-            // A device the answer leaves out is deleted only when a direct request says 404.
-            let gone = source.confirm_gone(&got.missing).await?;
+            // A device a list answer leaves out is deleted only when a direct request says 404.
+            let mut gone = source.confirm_gone(&got.missing).await?;
+            gone.extend(&got.gone);
             if !gone.is_empty() {
                 self.store
                     .mark_deleted(instance, kind, &gone, Utc::now())
@@ -66,7 +67,7 @@ impl<S: Store> Engine<S> {
             }
             out.stored
                 .extend(got.records.iter().map(crate::domain::DeviceRecord::jamf_id));
-            out.missing.extend(got.missing);
+            out.missing.extend(gone);
             out.failed.extend(got.failed);
         }
         Ok(out)

@@ -448,3 +448,44 @@ async fn a_forged_unenroll_event_leaves_jamfs_value(db: &TestDb) {
     d.stop().await.expect("clean shutdown");
     sim.stop().await;
 }
+
+both_backends!(a_refresh_marks_deleted_only_what_jamf_answers_404_for);
+async fn a_refresh_marks_deleted_only_what_jamf_answers_404_for(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 20,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+    assert!(helpers::run(&engine, true).await.succeeded());
+    // 3 is deleted in Jamf; 4 is only hidden from lists (its record still answers).
+    assert!(sim.delete_computer(3));
+    sim.unlist_computer(4);
+    let done = engine
+        .refresh(Kind::Computers, &[3, 4, 5])
+        .await
+        .expect("refresh");
+    assert_eq!(done.stored, vec![5]);
+    assert_eq!(done.missing, vec![3], "{done:?}");
+    let deleted: Vec<i64> = db
+        .db
+        .device_ids("test", Kind::Computers)
+        .await
+        .expect("ids")
+        .into_iter()
+        .filter(|(_, deleted)| *deleted)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        deleted,
+        vec![3],
+        "only the 404 is marked deleted ({})",
+        db.backend()
+    );
+    sim.stop().await;
+}
