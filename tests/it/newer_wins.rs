@@ -32,6 +32,23 @@ fn mobile_engine(db: &TestDb, sim: &Simulator, source: MobileSource) -> Engine<D
     })
 }
 
+/// A simulator with `computers` computers, an inline engine over `db`, one full sync done.
+async fn synced_computers(db: &TestDb, computers: usize) -> (Simulator, Engine<Db>) {
+    let sim = helpers::sim(SimConfig {
+        computers,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+    assert!(helpers::run(&engine, true).await.succeeded());
+    (sim, engine)
+}
+
 /// Waits until the simulator has received `n` requests for `endpoint`.
 async fn wait_requests(sim: &Simulator, endpoint: &str, n: u64) {
     let started = Instant::now();
@@ -74,18 +91,8 @@ fn millis(t: Option<DateTime<Utc>>) -> Option<i64> {
 
 both_backends!(a_slow_sync_page_never_puts_an_older_record_back);
 async fn a_slow_sync_page_never_puts_an_older_record_back(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
-        computers: 120,
-        mobile_devices: 0,
-        ..SimConfig::default()
-    })
-    .await;
-    let engine = Arc::new(helpers::engine(
-        db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
-    ));
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let (sim, engine) = synced_computers(db, 120).await;
+    let engine = Arc::new(engine);
     let id = 42;
     let sync = start_slow_sync(&engine, &sim, Kind::Computers, COMPUTER_PAGES).await;
     // Meanwhile the device submits inventory and a webhook refresh stores it.
@@ -319,18 +326,7 @@ async fn a_reconcile_long_after_a_sync_has_its_own_deadline(db: &TestDb) {
 
 both_backends!(overwrite_writes_what_a_restored_jamf_says);
 async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
-        computers: 30,
-        mobile_devices: 0,
-        ..SimConfig::default()
-    })
-    .await;
-    let engine = helpers::engine(
-        db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
-    );
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let (sim, engine) = synced_computers(db, 30).await;
     // Jamf restored from a backup: a device's record is a day older than the stored copy.
     let mut c = sim.take_computer(5).expect("device");
     c.report_date -= chrono::Duration::days(1);
@@ -451,18 +447,7 @@ async fn a_forged_unenroll_event_leaves_jamfs_value(db: &TestDb) {
 
 both_backends!(a_refresh_marks_deleted_only_what_jamf_answers_404_for);
 async fn a_refresh_marks_deleted_only_what_jamf_answers_404_for(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
-        computers: 20,
-        mobile_devices: 0,
-        ..SimConfig::default()
-    })
-    .await;
-    let engine = helpers::engine(
-        db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
-    );
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let (sim, engine) = synced_computers(db, 20).await;
     // 3 is deleted in Jamf; 4 is only hidden from lists (its record still answers).
     assert!(sim.delete_computer(3));
     sim.unlist_computer(4);
