@@ -32,10 +32,14 @@ impl App {
         })
     }
 
-    /// Opens the configured database, marks runs a stopped process left `running` as
-    /// interrupted, and builds the engine.
+    /// Opens the configured database and [starts](App::start) over it.
     pub async fn open(cfg: &Config, settings: JamfSettings) -> anyhow::Result<App> {
-        let db = Arc::new(connect(cfg).await?);
+        Self::start(cfg, settings, Arc::new(connect(cfg).await?)).await
+    }
+
+    /// Marks runs a stopped process left `running` as interrupted (their windows are redone),
+    /// and builds the engine over `db`.
+    pub async fn start(cfg: &Config, settings: JamfSettings, db: Arc<Db>) -> anyhow::Result<App> {
         let stale = db.interrupt_stale_runs(&settings.instance).await?;
         if stale > 0 {
             tracing::warn!(

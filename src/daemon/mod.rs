@@ -103,14 +103,7 @@ pub async fn run(
         return Ok(());
     };
     let db = Arc::new(db);
-    let stale = db.interrupt_stale_runs(&instance).await?;
-    if stale > 0 {
-        tracing::warn!(
-            stale,
-            "runs left 'running' by a stopped process were marked interrupted; their windows will be redone"
-        );
-    }
-    let app = App::build(&cfg, settings, db.clone())?;
+    let app = App::start(&cfg, settings, db.clone()).await?;
     let (client, engine) = (app.client.clone(), app.engine.clone());
     let _ = queue_store.set(db.clone());
     let _ = state.engine.set(engine.clone());
