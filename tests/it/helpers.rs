@@ -226,6 +226,17 @@ pub async fn assert_mobiles_match_sim(db: &TestDb, sim: &Simulator) {
     }
 }
 
+/// The stored copy of one device of instance `test`.
+pub async fn stored_device(db: &TestDb, kind: Kind, id: i64) -> StoredDevice {
+    db.db
+        .devices("test", kind)
+        .await
+        .expect("rows")
+        .into_iter()
+        .find(|d| d.jamf_id == id)
+        .unwrap_or_else(|| panic!("{kind:?} {id} is stored ({})", db.backend()))
+}
+
 pub async fn stored(db: &TestDb) -> Vec<StoredDevice> {
     stored_instance(db, "test").await
 }

@@ -103,25 +103,15 @@ async fn a_slow_sync_page_never_puts_an_older_record_back(db: &TestDb) {
         .await
         .expect("refresh");
     assert_eq!((done.stored.as_slice(), done.upserted), (&[id][..], 1));
-    let stored = |db: &TestDb| {
-        let db = db.db.clone();
-        async move {
-            db.devices("test", Kind::Computers)
-                .await
-                .expect("rows")
-                .into_iter()
-                .find(|c| c.jamf_id == id)
-                .expect("stored")
-        }
-    };
-    assert_eq!(millis(stored(db).await.as_of), millis(Some(newer)));
+    let stored = || helpers::stored_device(db, Kind::Computers, id);
+    assert_eq!(millis(stored().await.as_of), millis(Some(newer)));
     // The page read before the refresh commits after it: the newer record stays.
     let summary = sync.await.expect("sync task");
     assert!(summary.succeeded(), "{summary}");
     assert!(!sync_page_was_fast(&summary), "{summary}");
     assert_eq!(summary.counts.stale, 1, "{summary}");
     assert_eq!(
-        millis(stored(db).await.as_of),
+        millis(stored().await.as_of),
         millis(Some(newer)),
         "report date went backwards ({})",
         db.backend()
@@ -160,25 +150,20 @@ async fn an_unenroll_refreshed_after_an_older_page_stays(db: &TestDb) {
         .await
         .expect("refresh");
     assert_eq!(done.upserted, 1);
-    let managed = |db: &TestDb| {
-        let db = db.db.clone();
-        async move {
-            db.devices("test", Kind::MobileDevices)
-                .await
-                .expect("rows")
-                .into_iter()
-                .find(|m| m.jamf_id == id)
-                .and_then(|m| m.info.managed)
-        }
+    let managed = || async {
+        helpers::stored_device(db, Kind::MobileDevices, id)
+            .await
+            .info
+            .managed
     };
-    assert_eq!(managed(db).await, Some(false));
+    assert_eq!(managed().await, Some(false));
     // The page read while the device was still managed commits last: it must not win.
     let summary = sync.await.expect("sync task");
     assert!(summary.succeeded(), "{summary}");
     assert!(!sync_page_was_fast(&summary), "{summary}");
     assert_eq!(summary.counts.stale, 1, "{summary}");
     assert_eq!(
-        managed(db).await,
+        managed().await,
         Some(false),
         "an older page undid the unenroll ({})",
         db.backend()
@@ -333,21 +318,11 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
     c.name = "restored".into();
     let restored = c.report_date;
     sim.put_computer(c);
-    let row = |db: &TestDb| {
-        let db = db.db.clone();
-        async move {
-            db.devices("test", Kind::Computers)
-                .await
-                .expect("rows")
-                .into_iter()
-                .find(|c| c.jamf_id == 5)
-                .expect("stored")
-        }
-    };
+    let row = || helpers::stored_device(db, Kind::Computers, 5);
     let plain = helpers::run(&engine, true).await;
     assert!(plain.succeeded(), "{plain}");
     assert_eq!(plain.counts.stale, 1, "{plain}");
-    assert_ne!(row(db).await.info.name.as_deref(), Some("restored"));
+    assert_ne!(row().await.info.name.as_deref(), Some("restored"));
     let forced = engine
         .sync(
             Kind::Computers,
@@ -365,7 +340,7 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
         (0, 1),
         "{forced}"
     );
-    let now = row(db).await;
+    let now = row().await;
     assert_eq!(now.info.name.as_deref(), Some("restored"));
     assert_eq!(millis(now.as_of), millis(Some(restored)));
     sim.stop().await;
