@@ -78,11 +78,12 @@ pub fn numeric_id(text: &str, field: &str) -> Option<i64> {
     sniff_id(text, field)?.trim().parse().ok()
 }
 
-/// Best-effort id of a record, for log lines about records that fail to decode.
+/// The id field of a record as text (string or number), reading only the top level: the
+/// other fields stay raw, so listing thousands of ids allocates their keys, not their values.
 fn sniff_id(text: &str, field: &str) -> Option<String> {
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
-    match v.get(field)? {
-        serde_json::Value::String(s) => Some(s.clone()),
+    let top: std::collections::HashMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+    match serde_json::from_str(top.get(field)?.get()).ok()? {
+        serde_json::Value::String(s) => Some(s),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -363,6 +364,21 @@ mod tests {
         assert!(v4.last_contact.is_some());
         assert_eq!(v4.jamf_id, 7);
         assert_eq!(v4.fetched_at, now);
+    }
+
+    #[test]
+    fn ids_are_read_from_the_top_level_only() {
+        assert_eq!(
+            numeric_id(r#"{"general":{"id":"9"},"id":"7"}"#, "id"),
+            Some(7)
+        );
+        assert_eq!(
+            numeric_id(r#"{"mobileDeviceId":12,"x":[1,{"a":2}]}"#, "mobileDeviceId"),
+            Some(12)
+        );
+        assert_eq!(numeric_id(r#"{"general":{"id":"9"}}"#, "id"), None);
+        assert_eq!(numeric_id(r#"{"id":"x7"}"#, "id"), None);
+        assert_eq!(numeric_id("not json", "id"), None);
     }
 
     #[test]

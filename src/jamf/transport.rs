@@ -311,7 +311,8 @@ const RETRY_REASONS: &[&str] = &[
 ];
 
 /// Zero series for the client's counters, so the first retry or auth failure is seen by
-/// `rate()` and `increase()`.
+/// `rate()` and `increase()`. Every client does it (cheap, idempotent): a process may install
+/// its recorder after building its first client.
 pub(super) fn init_metrics() {
     metrics::counter!(metric::AUTH_FAILURES).increment(0);
     for method in ["oauth", "user", "keep_alive"] {

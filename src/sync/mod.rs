@@ -270,8 +270,13 @@ impl<S: Store> Engine<S> {
         } else {
             self.store.cursor(&instance, kind).await?
         };
-        let overlap = i64::try_from(self.cfg.overlap_secs).unwrap_or(i64::MAX);
-        let since = cursor.and_then(|c| c.checked_sub_signed(chrono::Duration::seconds(overlap)));
+        // An overlap too large to subtract reads everything, as a full run does.
+        let overlap = i64::try_from(self.cfg.overlap_secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds);
+        let since = cursor
+            .zip(overlap)
+            .and_then(|(c, o)| c.checked_sub_signed(o));
         let mode = if since.is_some() { "delta" } else { "full" };
         let run_kind = RunKind::Sync(kind);
         let run_id = self

@@ -31,7 +31,7 @@ pub struct Refreshed {
 
 impl<S: Store> Engine<S> {
     /// Fetches these devices now and writes them. A failed read fails the whole call and
-    /// writes nothing of its chunk; the caller retries later.
+    /// writes nothing; the caller retries later.
     pub async fn refresh(&self, kind: Kind, ids: &[i64]) -> Result<Refreshed, RunError> {
         match kind {
             Kind::Computers => self.refresh_with(kind, &self.computers, ids).await,
@@ -46,30 +46,32 @@ impl<S: Store> Engine<S> {
         ids: &[i64],
     ) -> Result<Refreshed, RunError> {
         let instance = self.client.instance();
+        // The source chunks its requests; the caller (the webhook worker) chunks its batches.
+        let got = source.fetch(ids).await?;
         let mut out = Refreshed::default();
-        for chunk in ids.chunks(self.refresh_chunk()) {
-            let got = source.fetch(chunk).await?;
-            if !got.records.is_empty() {
-                let outcome = self
-                    .store
-                    .write_devices(Write::guarded(instance, &got.records))
-                    .await?;
-                out.upserted += outcome.upserted;
-                out.stale += outcome.stale;
-            }
-            // A device a list answer leaves out is deleted only when a direct request says 404.
-            let mut gone = source.confirm_gone(&got.missing).await?;
-            gone.extend(&got.gone);
-            if !gone.is_empty() {
-                self.store
-                    .mark_deleted(instance, kind, &gone, Utc::now())
-                    .await?;
-            }
-            out.stored
-                .extend(got.records.iter().map(crate::domain::DeviceRecord::jamf_id));
-            out.missing.extend(gone);
-            out.failed.extend(got.failed);
+        if !got.records.is_empty() {
+            let outcome = self
+                .store
+                .write_devices(Write::guarded(instance, &got.records))
+                .await?;
+            out.upserted = outcome.upserted;
+            out.stale = outcome.stale;
         }
+        // A device a list answer leaves out is deleted only when a direct request says 404.
+        let mut gone = source.confirm_gone(&got.missing).await?;
+        gone.extend(&got.gone);
+        if !gone.is_empty() {
+            self.store
+                .mark_deleted(instance, kind, &gone, Utc::now())
+                .await?;
+        }
+        out.stored = got
+            .records
+            .iter()
+            .map(crate::domain::DeviceRecord::jamf_id)
+            .collect();
+        out.missing = gone;
+        out.failed = got.failed;
         Ok(out)
     }
 }
