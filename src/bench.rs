@@ -150,6 +150,9 @@ fn settings(url: &str, max: u32, adaptive: bool) -> anyhow::Result<JamfSettings>
             adaptive,
             ..PacingConfig::default()
         },
+        ca_file: None,
+        max_response_bytes: 256 << 20,
+        fail_fast: false,
     })
 }
 

@@ -41,6 +41,7 @@ pub mod metric {
     pub const WEBHOOK_QUEUE_DEPTH: &str = "jamf_sync_webhook_queue_depth";
     pub const WEBHOOK_LATENCY: &str = "jamf_sync_webhook_event_to_stored_seconds";
     pub const WEBHOOK_DEVICES: &str = "jamf_sync_webhook_devices_total";
+    pub const TASK_RESTARTS: &str = "jamf_sync_task_restarts_total";
 
     /// Every metric name above (dashboards and alert rules are checked against it).
     pub const ALL: &[&str] = &[
@@ -68,6 +69,7 @@ pub mod metric {
         WEBHOOK_QUEUE_DEPTH,
         WEBHOOK_LATENCY,
         WEBHOOK_DEVICES,
+        TASK_RESTARTS,
     ];
 }
 
@@ -109,6 +111,10 @@ pub fn describe_metrics() {
         "Device records processed, by kind and outcome (upserted, unchanged, failed, missing)"
     );
     describe_counter!(metric::RUNS, "Sync runs, by kind and result");
+    describe_counter!(
+        metric::TASK_RESTARTS,
+        "Restarts of a daemon task (executor, webhook worker) after it panicked or stopped"
+    );
     describe_histogram!(
         metric::RUN_DURATION,
         Unit::Seconds,
@@ -150,7 +156,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         metric::WEBHOOK_REQUESTS,
-        "Webhook requests received, by event (an inventory event, other, unknown) and result (queued, ignored, unauthorized, malformed, too_large, unavailable)"
+        "Webhook requests received, by event (an inventory event, other, unknown) and result (queued, ignored, unauthorized, malformed, too_large, unavailable, queue_full)"
     );
     describe_gauge!(
         metric::WEBHOOK_QUEUE_DEPTH,

@@ -35,7 +35,8 @@ pub(super) async fn sync(
     Ok(exit_code(summaries.iter().all(RunSummary::succeeded)))
 }
 
-/// Runs each kind in turn; a failed run does not stop the next kind.
+/// Runs each kind in turn; a failed run does not stop the next kind, unless the server was
+/// never reached (the next kind would only wait for the same unreachable server).
 pub(super) async fn sync_kinds(
     app: &App,
     kinds: &[Kind],
@@ -43,7 +44,15 @@ pub(super) async fn sync_kinds(
 ) -> anyhow::Result<Vec<RunSummary>> {
     let mut summaries = Vec::with_capacity(kinds.len());
     for kind in kinds {
-        summaries.push(app.engine.sync(*kind, opts).await?);
+        let summary = app.engine.sync(*kind, opts).await?;
+        let unreachable = !summary.succeeded() && !app.client.has_reached();
+        summaries.push(summary);
+        if unreachable {
+            tracing::error!(
+                "Jamf was never reached; not trying the other kinds (check jamf.url, DNS and firewalls)"
+            );
+            break;
+        }
     }
     Ok(summaries)
 }

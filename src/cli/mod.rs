@@ -249,9 +249,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The Jamf settings, or `None` after printing the configuration error (naming its key).
+/// The Jamf settings of a one-shot command (failing fast against a server it never reached),
+/// or `None` after printing the configuration error (naming its key).
 fn jamf_settings_or_report(cfg: &Config) -> Option<JamfSettings> {
     cfg.jamf_settings()
+        .map(|settings| JamfSettings {
+            fail_fast: true,
+            ..settings
+        })
         .map_err(|e| eprintln!("error: {e}"))
         .ok()
 }

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::secrets::{masked_secret, non_empty, secret_from};
+use super::secrets::{masked_opt_url, masked_secret, non_empty, secret_from};
 use super::ConfigError;
 use crate::domain::facts::JAMF_MAX_CONCURRENCY;
 
@@ -34,6 +34,7 @@ pub struct JamfConfig {
     /// share one database. Change it only together with a fresh database.
     pub instance: String,
     /// Base URL of the Jamf Pro server, e.g. `https://example.jamfcloud.com`.
+    #[serde(serialize_with = "masked_opt_url")]
     pub url: Option<String>,
     /// API client id (preferred auth: Jamf Pro → API roles and clients).
     pub client_id: Option<String>,
@@ -64,6 +65,11 @@ pub struct JamfConfig {
     pub retry: RetryConfig,
     /// Adaptive concurrency (see the Jamf client's `pacing` module).
     pub pacing: PacingConfig,
+    /// PEM file of the CA that signed an on-premises Jamf server's certificate, trusted in
+    /// addition to the system's roots (verification stays on).
+    pub ca_file: Option<PathBuf>,
+    /// Largest answer body accepted from Jamf, in MiB; a bigger one fails that request.
+    pub max_response_mb: u64,
 }
 
 impl Default for JamfConfig {
@@ -84,6 +90,8 @@ impl Default for JamfConfig {
             token_refresh_margin_secs: 60,
             retry: RetryConfig::default(),
             pacing: PacingConfig::default(),
+            ca_file: None,
+            max_response_mb: 256,
         }
     }
 }
@@ -108,6 +116,8 @@ impl fmt::Debug for JamfConfig {
             .field("token_refresh_margin_secs", &self.token_refresh_margin_secs)
             .field("retry", &self.retry)
             .field("pacing", &self.pacing)
+            .field("ca_file", &self.ca_file)
+            .field("max_response_mb", &self.max_response_mb)
             .finish()
     }
 }
@@ -127,6 +137,9 @@ impl JamfConfig {
             token_refresh_margin: Duration::from_secs(self.token_refresh_margin_secs),
             retry: self.retry.clone(),
             pacing: self.pacing.clone(),
+            ca_file: self.ca_file.clone(),
+            max_response_bytes: self.max_response_mb.saturating_mul(1 << 20) as usize,
+            fail_fast: false,
         }
     }
 
@@ -198,6 +211,20 @@ impl JamfConfig {
         }
         if self.connect_timeout_secs == 0 {
             return Err(ConfigError::new("jamf.connect_timeout_secs", "must be > 0"));
+        }
+        if self.max_response_mb == 0 || self.max_response_mb > 4096 {
+            return Err(ConfigError::new(
+                "jamf.max_response_mb",
+                "must be between 1 and 4096",
+            ));
+        }
+        if let Some(path) = &self.ca_file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "jamf.ca_file",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
         }
         self.retry.validate()?;
         self.pacing.validate()?;
@@ -378,6 +405,11 @@ pub struct JamfSettings {
     pub token_refresh_margin: Duration,
     pub retry: RetryConfig,
     pub pacing: PacingConfig,
+    pub ca_file: Option<PathBuf>,
+    pub max_response_bytes: usize,
+    /// Give up at once when the server was never reached (connection refused, DNS, TLS) instead
+    /// of retrying for the whole budget: the one-shot CLI, where a typo should fail in seconds.
+    pub fail_fast: bool,
 }
 
 fn parse_jamf_url(raw: &str) -> Result<Url, ConfigError> {
@@ -409,6 +441,14 @@ fn parse_jamf_url(raw: &str) -> Result<Url, ConfigError> {
     }
     if url.host().is_none() {
         return Err(ConfigError::new("jamf.url", "has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL would end up in logs and `config check`; they have keys.
+        return Err(ConfigError::new(
+            "jamf.url",
+            "must not hold credentials (user:password@); use jamf.client_id/client_secret or \
+             jamf.username/password",
+        ));
     }
     Ok(url)
 }

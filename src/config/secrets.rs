@@ -73,6 +73,14 @@ pub(crate) fn masked_url<S: Serializer>(v: &SecretString, s: S) -> Result<S::Ok,
     s.serialize_str(&mask_url(v.expose_secret()))
 }
 
+/// Serializes an optional URL with its userinfo masked.
+pub(crate) fn masked_opt_url<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_str(&mask_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
 /// A list given as a list or as one comma-separated string (environment variables).
 pub(crate) fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -93,15 +101,27 @@ pub(crate) fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Stri
 
 /// Replaces the password of a URL (and any `password=` query value) by `***`.
 pub fn mask_url(raw: &str) -> String {
-    match Url::parse(raw) {
+    // Userinfo first, by text: a password holding an unencoded `/`, `?` or `#` makes a URL
+    // parser take part of it for the path, where no parser-based masking would look.
+    let masked = match (raw.find("://"), raw.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let userinfo = &raw[s + 3..at];
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
+                _ => "***".to_string(),
+            };
+            format!("{}{user}{}", &raw[..s + 3], &raw[at..])
+        }
+        _ => raw.to_string(),
+    };
+    match Url::parse(&masked) {
         Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k.eq_ignore_ascii_case("password") {
+                    let v = if k.eq_ignore_ascii_case("password")
+                        || k.eq_ignore_ascii_case("sslpassword")
+                    {
                         "***".to_string()
                     } else {
                         v.into_owned()
@@ -134,5 +154,41 @@ mod tests {
         );
         assert!(!mask_url("postgres://db/x?password=hunter2").contains("hunter2"));
         assert_eq!(mask_url("sqlite://jamf-sync.db"), "sqlite://jamf-sync.db");
+    }
+
+    #[test]
+    fn mask_url_hides_passwords_a_parser_would_misread() {
+        // An unencoded `/` in the password: a URL parser sees host `u`, port `12` and the rest
+        // of the password as the path.
+        for raw in [
+            "postgres://u:12/secret@db/x",
+            "postgres://u:pa/ss?w#rd@db/x",
+            "https://admin:hunter2@jamf.example.com/",
+            "postgres://:12/secret@db/x",
+        ] {
+            let m = mask_url(raw);
+            for secret in ["secret", "ss?w", "hunter2"] {
+                assert!(!m.contains(secret), "{raw} -> {m}");
+            }
+            assert!(m.contains("***"), "{raw} -> {m}");
+        }
+        assert_eq!(
+            mask_url("postgres://u:12/secret@db/x"),
+            "postgres://u:***@db/x"
+        );
+    }
+
+    #[test]
+    fn opt_url_is_masked_when_shown() {
+        #[derive(serde::Serialize)]
+        struct S {
+            #[serde(serialize_with = "masked_opt_url")]
+            url: Option<String>,
+        }
+        let shown = toml::to_string(&S {
+            url: Some("https://a:b/c@jamf".into()),
+        })
+        .unwrap_or_default();
+        assert!(!shown.contains("b/c"), "{shown}");
     }
 }

@@ -22,6 +22,13 @@ pub struct ServerConfig {
     pub admin_token: Option<SecretString>,
     /// File holding the admin token.
     pub admin_token_file: Option<PathBuf>,
+    /// A connection whose request headers have not all arrived this many seconds after it
+    /// opened (or after its previous request: idle keep-alive) is closed.
+    pub header_timeout_secs: u64,
+    /// Open connections served normally, per listener. Beyond it a connection is served one
+    /// request with a short header timeout and no keep-alive (so `/healthz` still answers
+    /// while idle clients hold the rest); beyond twice it, new connections are closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +37,8 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:9464".into(),
             admin_token: None,
             admin_token_file: None,
+            header_timeout_secs: 30,
+            max_connections: 256,
         }
     }
 }
@@ -40,6 +49,8 @@ impl fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("admin_token_file", &self.admin_token_file)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -56,6 +67,18 @@ impl ServerConfig {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         listen_addr("server.listen", &self.listen)?;
+        if self.header_timeout_secs == 0 || self.header_timeout_secs > 3600 {
+            return Err(ConfigError::new(
+                "server.header_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be between 1 and 65536",
+            ));
+        }
         self.admin_token().map(|_| ())
     }
 }
@@ -102,6 +125,9 @@ pub struct WebhooksConfig {
     /// Failed fetches are retried with backoff; after this many attempts an event is dropped
     /// (logged and counted) and the next delta sync picks the device up.
     pub max_attempts: u32,
+    /// Events waiting in the queue at most; beyond it new events are refused (503, counted
+    /// `queue_full`) and the next delta sync covers their devices.
+    pub max_queued: u64,
     /// The URL Jamf should call, for `jamf-sync webhooks setup`
     /// (e.g. `https://jamf-sync.example.com/webhooks/jamf`).
     pub public_url: Option<String>,
@@ -124,6 +150,7 @@ impl Default for WebhooksConfig {
             max_delay_secs: 60,
             checkin_refresh_secs: 3600,
             max_attempts: 20,
+            max_queued: 100_000,
             public_url: None,
         }
     }
@@ -146,6 +173,7 @@ impl fmt::Debug for WebhooksConfig {
             .field("max_delay_secs", &self.max_delay_secs)
             .field("checkin_refresh_secs", &self.checkin_refresh_secs)
             .field("max_attempts", &self.max_attempts)
+            .field("max_queued", &self.max_queued)
             .field("public_url", &self.public_url)
             .finish()
     }
@@ -192,6 +220,9 @@ impl WebhooksConfig {
         }
         if self.max_attempts == 0 {
             return Err(ConfigError::new("webhooks.max_attempts", "must be >= 1"));
+        }
+        if self.max_queued == 0 || self.max_queued > i64::MAX as u64 {
+            return Err(ConfigError::new("webhooks.max_queued", "must be >= 1"));
         }
         if let Some(u) = self.public_url.as_deref() {
             let url = Url::parse(u).map_err(|e| {

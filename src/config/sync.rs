@@ -52,6 +52,11 @@ pub struct SyncConfig {
     /// A run still going after this many seconds fails (cursor untouched) so the next
     /// scheduled run starts over cleanly.
     pub run_deadline_secs: u64,
+    /// The daemon retries a failed or interrupted run after this many seconds, doubling per
+    /// failure up to `retry_max_secs`, until one succeeds or the next scheduled run comes.
+    /// 0 turns retries off (a failed run waits for its next slot).
+    pub retry_initial_secs: u64,
+    pub retry_max_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -75,6 +80,8 @@ impl Default for SyncConfig {
             shutdown_grace_secs: 20,
             min_page_size: 10,
             run_deadline_secs: 6 * 3600,
+            retry_initial_secs: 60,
+            retry_max_secs: 3600,
         }
     }
 }
@@ -103,6 +110,12 @@ impl SyncConfig {
         }
         if self.run_deadline_secs == 0 {
             return Err(ConfigError::new("sync.run_deadline_secs", "must be > 0"));
+        }
+        if self.retry_initial_secs > 0 && self.retry_max_secs < self.retry_initial_secs {
+            return Err(ConfigError::new(
+                "sync.retry_max_secs",
+                "must be at least sync.retry_initial_secs",
+            ));
         }
         check_sections(
             "sync.sections",

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::credentials::secret_eq;
-use super::runner::Runner;
+use super::runner::{NextRetries, Runner};
 use super::scheduler::NextRuns;
+use super::supervise::Health;
 use super::webhooks;
 use crate::domain::{Kind, Trigger};
 use crate::store::{Db, Store};
@@ -43,6 +44,8 @@ pub struct AppState {
     pub engine: OnceLock<Arc<Engine<Db>>>,
     pub runner: OnceLock<Runner>,
     pub next_runs: NextRuns,
+    pub next_retries: OnceLock<NextRetries>,
+    pub health: Arc<Health>,
     /// Set when webhooks are enabled.
     pub webhooks: Option<Arc<webhooks::Receiver>>,
 }
@@ -65,6 +68,8 @@ impl AppState {
             engine: OnceLock::new(),
             runner: OnceLock::new(),
             next_runs: Arc::new(Mutex::new(HashMap::new())),
+            next_retries: OnceLock::new(),
+            health: Arc::new(Health::default()),
             webhooks: None,
         }
     }
@@ -85,7 +90,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let hooks = state.webhooks.clone().filter(|w| !w.own_listener);
     let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
@@ -98,20 +103,50 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The webhook endpoint alone, for `webhooks.listen` (plus `/healthz` for load balancers).
-pub fn webhook_router(receiver: Arc<webhooks::Receiver>) -> Router {
+pub fn webhook_router(receiver: Arc<webhooks::Receiver>, state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .with_state(state)
         .merge(webhooks::routes(receiver))
 }
 
+/// How late a scheduled run may be before the scheduler counts as stuck.
+const SCHEDULE_SLACK: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Alive: every supervised task is up and not stuck, and no scheduled run is overdue. Says
+/// which part is not, never where anything is.
+async fn healthz(State(s): State<Arc<AppState>>) -> Response {
+    let (mut healthy, tasks) = s.health.report();
+    let now = chrono::Utc::now();
+    let overdue: Vec<String> = s
+        .next_runs
+        .lock()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, at)| **at + SCHEDULE_SLACK < now)
+                .map(|(what, _)| what.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    healthy &= overdue.is_empty();
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"healthy": healthy, "tasks": tasks, "overdue_schedules": overdue});
+    (code, Json(body)).into_response()
+}
+
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    let database = s
+    // Unauthenticated: says what is not ready, never where it is (user, host, database); the
+    // log has the details.
+    let mut database = s
         .readiness
         .lock()
-        .map(|r| r.database.clone())
-        .unwrap_or_else(|_| Err("state unavailable".into()));
-    let mut database = database.map(|_| "ok".to_string());
-    let mut jamf = Err("not started".to_string());
+        .map(|r| r.database.is_ok())
+        .unwrap_or(false);
+    let mut jamf = Err("not started");
     if let Some(engine) = s.engine.get() {
         // Reachable and migrated: a query on a table the migrations create.
         let probe = tokio::time::timeout(
@@ -120,21 +155,27 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
         )
         .await;
         database = match probe {
-            Ok(Ok(_)) => Ok("ok".into()),
-            Ok(Err(e)) => Err(format!("unreachable: {e}")),
-            Err(_) => Err("unreachable: no answer within 2 s".into()),
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: database probe failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: database probe got no answer within 2 s");
+                false
+            }
         };
         jamf = if engine.client().has_authenticated() {
-            Ok("ok".into())
+            Ok(())
         } else {
-            Err("Jamf authentication has not succeeded yet".into())
+            Err("authentication has not succeeded yet")
         };
     }
-    let ready = database.is_ok() && jamf.is_ok();
+    let ready = database && jamf.is_ok();
     let body = json!({
         "ready": ready,
-        "database": database.unwrap_or_else(|e| e),
-        "jamf": jamf.unwrap_or_else(|e| e),
+        "database": if database { "ok" } else { "unreachable" },
+        "jamf": jamf.map(|_| "ok").unwrap_or_else(|e| e),
     });
     let code = if ready {
         StatusCode::OK
@@ -166,6 +207,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 
 async fn status(State(s): State<Arc<AppState>>) -> Response {
     let next = s.next_runs.lock().map(|m| m.clone()).unwrap_or_default();
+    let retries = s
+        .next_retries
+        .get()
+        .and_then(|r| r.lock().ok().map(|m| m.clone()))
+        .unwrap_or_default();
     let mut kinds = Vec::new();
     let (runs, cursors) = match s.engine.get() {
         Some(engine) => (
@@ -195,6 +241,8 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
             "cursor": cursor,
             "next_scheduled": next.get(name),
             "next_reconcile": next.get(&format!("reconcile {name}")),
+            "next_retry": retries.get(name),
+            "next_reconcile_retry": retries.get(&format!("reconcile {name}")),
         }));
     }
     let webhooks = match (&s.webhooks, s.engine.get()) {
@@ -210,6 +258,7 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "kinds": kinds,
         "webhooks": webhooks,
+        "tasks": s.health.report().1,
     }))
     .into_response()
 }

@@ -21,6 +21,8 @@ mod credentials;
 pub mod http;
 pub mod runner;
 pub mod scheduler;
+pub mod serve;
+pub mod supervise;
 pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};
@@ -33,10 +35,15 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::domain::{Kind, Trigger};
+use crate::domain::{Kind, RunKind, Trigger};
 use crate::store::{Db, Store};
+use crate::telemetry::metric;
 use http::{router, AppState};
-use runner::{Op, Runner};
+use runner::{Executor, Op, Runner, EXECUTOR};
+use supervise::supervise;
+
+/// The webhook worker's name in health reports and restart metrics.
+const WEBHOOK_WORKER: &str = "webhook_worker";
 
 /// Waits until the shutdown flag turns true (or its sender is gone).
 async fn until_shutdown(mut rx: watch::Receiver<bool>) {
@@ -72,6 +79,7 @@ pub async fn run(
             instance: instance.clone(),
             auth: cfg.webhook_auth()?,
             max_body_bytes: cfg.webhooks.max_body_bytes,
+            max_queued: i64::try_from(cfg.webhooks.max_queued).unwrap_or(i64::MAX),
             queued: queued.clone(),
             own_listener: cfg.webhooks.listen.is_some(),
             store: queue_store.clone(),
@@ -81,9 +89,16 @@ pub async fn run(
     crate::telemetry::init_series(&kinds, cfg.webhooks.enabled);
     let state = Arc::new(state);
     let addr = listener.local_addr()?;
-    let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(until_shutdown(shutdown.clone()));
-    let http = tokio::spawn(async move { server.await });
+    let limits = serve::Limits {
+        header_timeout: Duration::from_secs(cfg.server.header_timeout_secs),
+        max_connections: cfg.server.max_connections,
+    };
+    let http = tokio::spawn(serve::serve(
+        listener,
+        router(state.clone()),
+        limits,
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jamf-sync daemon listening");
     let webhook_http = match (cfg.webhooks.listen.as_deref(), &state.webhooks) {
         (Some(listen), Some(receiver)) => {
@@ -91,9 +106,12 @@ pub async fn run(
                 .await
                 .with_context(|| format!("config key `webhooks.listen`: cannot bind {listen}"))?;
             tracing::info!(addr = %l.local_addr()?, "webhook endpoint listening");
-            let server = axum::serve(l, http::webhook_router(receiver.clone()))
-                .with_graceful_shutdown(until_shutdown(shutdown.clone()));
-            Some(tokio::spawn(async move { server.await }))
+            Some(tokio::spawn(serve::serve(
+                l,
+                http::webhook_router(receiver.clone(), state.clone()),
+                limits,
+                shutdown.clone(),
+            )))
         }
         _ => None,
     };
@@ -117,15 +135,37 @@ pub async fn run(
         });
     }
 
+    init_run_gauges(&db, &instance, &kinds).await;
     let (runner, rx) = Runner::new();
     let _ = state.runner.set(runner.clone());
-    let executor = tokio::spawn(runner::execute(engine.clone(), runner.clone(), rx));
+    let health = state.health.clone();
+    let executor = Arc::new(Executor::new(
+        engine.clone(),
+        runner.clone(),
+        rx,
+        health.clone(),
+        &cfg.sync,
+        state.next_runs.clone(),
+    ));
+    let _ = state.next_retries.set(executor.next_retries.clone());
+    let executor = tokio::spawn(supervise(EXECUTOR, health.clone(), shutdown.clone(), {
+        let executor = executor.clone();
+        move || executor.clone().run()
+    }));
     let webhook_worker = cfg.webhooks.enabled.then(|| {
-        tokio::spawn(webhooks::worker::run(
+        let (engine, hooks, queued, stop) = (
             engine.clone(),
             cfg.webhooks.clone(),
             queued.clone(),
             shutdown.clone(),
+        );
+        tokio::spawn(supervise(
+            WEBHOOK_WORKER,
+            health.clone(),
+            shutdown.clone(),
+            move || {
+                webhooks::worker::run(engine.clone(), hooks.clone(), queued.clone(), stop.clone())
+            },
         ))
     });
 
@@ -193,6 +233,27 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sets the last-success and last-run gauges from the database, so an alert on a stale copy
+/// can fire after a restart too. A kind that never succeeded counts from this start: the
+/// alert fires once it has gone as long without a success.
+async fn init_run_gauges(db: &Db, instance: &str, kinds: &[Kind]) {
+    let started = Utc::now().timestamp() as f64;
+    for kind in kinds {
+        let run_kind = RunKind::Sync(*kind);
+        let success = db.last_finished(instance, run_kind, true).await;
+        let last = db.last_finished(instance, run_kind, false).await;
+        let label = kind.as_str();
+        match success {
+            Ok(at) => metrics::gauge!(metric::LAST_SUCCESS, "kind" => label)
+                .set(at.map_or(started, |t| t.timestamp() as f64)),
+            Err(e) => tracing::warn!(kind = label, error = %e, "cannot read the last success"),
+        }
+        if let Ok(Some(at)) = last {
+            metrics::gauge!(metric::LAST_RUN, "kind" => label).set(at.timestamp() as f64);
+        }
+    }
 }
 
 /// Connects and migrates, retrying with backoff until it works or shutdown is asked for.

@@ -1,20 +1,37 @@
 //! The runner: the daemon's one owner of sync side effects.
 //!
-//! The scheduler, `POST /sync` and start-up catch-up only *request* runs. Requests go through
-//! one queue to one executor that runs them one at a time, so two runs never race. A request
-//! for a kind that is already queued or running is coalesced (dropped and reported), not
-//! queued twice.
+//! The scheduler, `POST /sync`, start-up catch-up and retries only *request* runs. Requests go
+//! through one queue to one executor that runs them one at a time, so two runs never race. A
+//! request for a kind that is already queued or running is coalesced (dropped and reported),
+//! not queued twice.
+//!
+//! Invariants: each run executes in a task of its own, so a panic inside it becomes a failed
+//! run (its row is marked failed, the kind is free again) and the executor goes on; the
+//! executor itself is supervised ([`super::supervise`]) and keeps its queue across restarts.
+//! A failed or interrupted run is retried after `sync.retry_initial_secs`, doubling up to
+//! `sync.retry_max_secs`, until one succeeds or the next scheduled run of it comes first;
+//! the pending retry is published for `/status`.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::domain::{Kind, Trigger};
+use super::scheduler::NextRuns;
+use super::supervise::{panic_message, Health};
+use crate::config::SyncConfig;
+use crate::domain::{Kind, RunKind, Trigger};
 use crate::store::Store;
 use crate::sync::reconcile::ReconcileOptions;
 use crate::sync::{Engine, SyncOptions};
 use crate::telemetry::metric;
+
+/// The executor's name in health reports and restart metrics.
+pub const EXECUTOR: &str = "executor";
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +45,21 @@ impl Op {
         match self {
             Op::Sync { .. } => 0,
             Op::Reconcile => 1,
+        }
+    }
+
+    /// `computers`, `reconcile computers`, ...: the key of schedules and retries in `/status`.
+    pub fn label(self, kind: Kind) -> String {
+        match self {
+            Op::Sync { .. } => kind.as_str().to_string(),
+            Op::Reconcile => format!("reconcile {}", kind.as_str()),
+        }
+    }
+
+    fn run_kind(self, kind: Kind) -> RunKind {
+        match self {
+            Op::Sync { .. } => RunKind::Sync(kind),
+            Op::Reconcile => RunKind::Reconcile,
         }
     }
 }
@@ -88,44 +120,332 @@ impl Runner {
     }
 }
 
-/// Runs requests one at a time until the queue closes or the engine is stopping.
-pub async fn execute<S: Store>(
-    engine: Arc<Engine<S>>,
-    runner: Runner,
-    mut rx: mpsc::UnboundedReceiver<RunRequest>,
-) {
-    loop {
-        let req = tokio::select! {
-            biased;
-            _ = engine.stopped() => break,
-            req = rx.recv() => match req {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        let result = match req.op {
-            Op::Sync { full } => engine
+/// What the executor runs requests with: the engine, or a stand-in in tests.
+pub trait Executes: Send + Sync + 'static {
+    /// Runs one request; whether it succeeded. `Err` when its outcome could not be recorded.
+    fn execute(&self, req: RunRequest) -> impl Future<Output = anyhow::Result<bool>> + Send;
+    /// The request's task panicked: record its run as failed.
+    fn panicked(&self, req: RunRequest, message: &str) -> impl Future<Output = ()> + Send;
+    /// Whether shutdown was asked for (an interrupted run is then not retried).
+    fn stopping(&self) -> bool;
+    /// Resolves once shutdown was asked for.
+    fn stopped(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl<S: Store> Executes for Engine<S> {
+    async fn execute(&self, req: RunRequest) -> anyhow::Result<bool> {
+        let ok = match req.op {
+            Op::Sync { full } => self
                 .sync(req.kind, SyncOptions::new(full, req.trigger))
-                .await
-                .map(|_| ()),
-            Op::Reconcile => engine
-                .reconcile(
-                    req.kind,
-                    ReconcileOptions {
-                        dry_run: false,
-                        force: false,
-                        trigger: req.trigger,
-                    },
-                )
-                .await
-                .map(|_| ()),
+                .await?
+                .succeeded(),
+            Op::Reconcile => {
+                let opts = ReconcileOptions {
+                    dry_run: false,
+                    force: false,
+                    trigger: req.trigger,
+                };
+                self.reconcile(req.kind, opts).await?.status == crate::domain::RunStatus::Succeeded
+            }
         };
-        runner.done(&req);
-        metrics::gauge!(metric::LAST_RUN, "kind" => req.kind.as_str())
-            .set(chrono::Utc::now().timestamp() as f64);
-        if let Err(e) = result {
-            tracing::error!(kind = req.kind.as_str(), error = %e, "run could not be recorded: database error");
+        self.refresh_gauges(req.kind).await;
+        Ok(ok)
+    }
+
+    async fn panicked(&self, req: RunRequest, message: &str) {
+        let run_kind = req.op.run_kind(req.kind);
+        let error = format!("the run panicked: {message}");
+        match self
+            .store()
+            .fail_running_runs(self.client().instance(), run_kind, &error)
+            .await
+        {
+            Ok(n) => tracing::error!(kind = req.kind.as_str(), runs = n, %error, "run failed"),
+            Err(e) => {
+                tracing::error!(kind = req.kind.as_str(), %error, db_error = %e, "run failed; cannot record it")
+            }
         }
-        engine.refresh_gauges(req.kind).await;
+        if let Op::Sync { .. } = req.op {
+            metrics::counter!(metric::RUNS, "kind" => req.kind.as_str(), "result" => "failed")
+                .increment(1);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        Engine::stopping(self)
+    }
+
+    async fn stopped(&self) {
+        Engine::stopped(self).await
+    }
+}
+
+/// Pending retries per label (`computers`, `reconcile computers`): when they fire, for
+/// `/status`.
+pub type NextRetries = Arc<Mutex<HashMap<String, DateTime<Utc>>>>;
+
+/// The executor's state; it outlives any one executor task, so a restart keeps the queue.
+pub struct Executor<E> {
+    pub exec: Arc<E>,
+    pub runner: Runner,
+    pub rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<RunRequest>>,
+    pub health: Arc<Health>,
+    /// A run busy for longer than this is stuck (its deadline plus the shutdown grace).
+    pub stuck_after: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Scheduled runs: a retry that would come after the next scheduled run is left to it.
+    pub next_runs: NextRuns,
+    pub next_retries: NextRetries,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<E: Executes> Executor<E> {
+    pub fn new(
+        exec: Arc<E>,
+        runner: Runner,
+        rx: mpsc::UnboundedReceiver<RunRequest>,
+        health: Arc<Health>,
+        cfg: &SyncConfig,
+        next_runs: NextRuns,
+    ) -> Self {
+        Executor {
+            exec,
+            runner,
+            rx: tokio::sync::Mutex::new(rx),
+            health,
+            stuck_after: Duration::from_secs(
+                cfg.run_deadline_secs
+                    .saturating_add(cfg.shutdown_grace_secs)
+                    .saturating_add(300),
+            ),
+            retry_initial: Duration::from_secs(cfg.retry_initial_secs),
+            retry_max: Duration::from_secs(cfg.retry_max_secs),
+            next_runs,
+            next_retries: Arc::new(Mutex::new(HashMap::new())),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs requests one at a time until the queue closes or shutdown is asked for.
+    pub async fn run(self: Arc<Self>) {
+        let mut rx = self.rx.lock().await;
+        loop {
+            let req = tokio::select! {
+                biased;
+                _ = self.exec.stopped() => break,
+                req = rx.recv() => match req {
+                    Some(r) => r,
+                    None => break,
+                },
+            };
+            self.health.busy(EXECUTOR, self.stuck_after);
+            let exec = self.exec.clone();
+            let ok = match tokio::spawn(async move { exec.execute(req).await }).await {
+                Ok(Ok(ok)) => ok,
+                Ok(Err(e)) => {
+                    tracing::error!(kind = req.kind.as_str(), error = %e, "run could not be recorded: database error");
+                    false
+                }
+                Err(e) => {
+                    self.exec.panicked(req, &panic_message(e)).await;
+                    false
+                }
+            };
+            self.runner.done(&req);
+            self.health.idle(EXECUTOR);
+            if let Op::Sync { .. } = req.op {
+                // Syncs only: the alert comparing it with the last success is about syncs.
+                metrics::gauge!(metric::LAST_RUN, "kind" => req.kind.as_str())
+                    .set(Utc::now().timestamp() as f64);
+            }
+            self.after(req, ok);
+        }
+    }
+
+    /// Clears the retry state of a run that succeeded; plans the retry of one that did not.
+    fn after(&self, req: RunRequest, ok: bool) {
+        let label = req.op.label(req.kind);
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        if ok || self.retry_initial.is_zero() {
+            failures.remove(&label);
+            if let Ok(mut next) = self.next_retries.lock() {
+                next.remove(&label);
+            }
+            return;
+        }
+        if self.exec.stopping() {
+            return;
+        }
+        let n = failures.entry(label.clone()).or_insert(0);
+        let delay = self
+            .retry_initial
+            .saturating_mul(2u32.saturating_pow((*n).min(20)))
+            .min(self.retry_max);
+        *n += 1;
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+        let scheduled = self
+            .next_runs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&label).copied());
+        if scheduled.is_some_and(|s| s <= at) {
+            tracing::info!(what = %label, "run failed; the next scheduled run comes before a retry would");
+            if let Ok(mut next) = self.next_retries.lock() {
+                next.remove(&label);
+            }
+            return;
+        }
+        tracing::warn!(what = %label, retry_in = ?delay, failures = *n, "run failed; retrying with backoff");
+        if let Ok(mut next) = self.next_retries.lock() {
+            next.insert(label.clone(), at);
+        }
+        let (runner, next_retries) = (self.runner.clone(), self.next_retries.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Still this retry's turn: no run in between succeeded or planned a later one.
+            let due = next_retries
+                .lock()
+                .map(|mut m| {
+                    let due = m.get(&label) == Some(&at);
+                    if due {
+                        m.remove(&label);
+                    }
+                    due
+                })
+                .unwrap_or(false);
+            if due && !runner.request_op(req.kind, req.op, Trigger::Retry) {
+                tracing::info!(what = %label, "retry coalesced with a run already queued or running");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    /// Panics on its first request, fails the second, then succeeds.
+    #[derive(Default)]
+    struct Flaky {
+        calls: AtomicU32,
+        panics_recorded: AtomicU32,
+    }
+
+    impl Executes for Flaky {
+        async fn execute(&self, _req: RunRequest) -> anyhow::Result<bool> {
+            match self.calls.fetch_add(1, Ordering::SeqCst) {
+                0 => panic!("a bug in a run"),
+                1 => Ok(false),
+                _ => Ok(true),
+            }
+        }
+        async fn panicked(&self, _req: RunRequest, message: &str) {
+            assert_eq!(message, "a bug in a run");
+            self.panics_recorded.fetch_add(1, Ordering::SeqCst);
+        }
+        fn stopping(&self) -> bool {
+            false
+        }
+        async fn stopped(&self) {
+            std::future::pending::<()>().await
+        }
+    }
+
+    /// An executor over `flaky`, running, with the first request queued.
+    fn start(
+        flaky: &Arc<Flaky>,
+        cfg: SyncConfig,
+        next_runs: NextRuns,
+    ) -> (Runner, Arc<Executor<Flaky>>, tokio::task::JoinHandle<()>) {
+        let (runner, rx) = Runner::new();
+        let executor = Arc::new(Executor::new(
+            flaky.clone(),
+            runner.clone(),
+            rx,
+            Arc::new(Health::default()),
+            &cfg,
+            next_runs,
+        ));
+        let task = tokio::spawn(executor.clone().run());
+        assert!(runner.request(Kind::Computers, false, Trigger::Schedule));
+        (runner, executor, task)
+    }
+
+    /// Waits until `flaky` ran `calls` times and the kind is free.
+    async fn wait_for_calls(flaky: &Flaky, runner: &Runner, calls: u32) {
+        for _ in 0..100 {
+            if flaky.calls.load(Ordering::SeqCst) >= calls && !runner.is_busy(Kind::Computers) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn no_retry_pending(executor: &Executor<Flaky>) -> bool {
+        executor
+            .next_retries
+            .lock()
+            .map(|m| m.is_empty())
+            .unwrap_or(false)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_run_fails_frees_its_kind_and_failed_runs_are_retried() {
+        let flaky = Arc::new(Flaky::default());
+        let cfg = SyncConfig {
+            retry_initial_secs: 1,
+            retry_max_secs: 1,
+            ..SyncConfig::default()
+        };
+        let (runner, executor, task) = start(&flaky, cfg, Arc::new(Mutex::new(HashMap::new())));
+        // The panic is recorded as a failed run, and the retry after it fails too; the one
+        // after that succeeds and no further retry is planned.
+        wait_for_calls(&flaky, &runner, 3).await;
+        assert_eq!(flaky.panics_recorded.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            flaky.calls.load(Ordering::SeqCst),
+            3,
+            "panicked, failed, succeeded"
+        );
+        assert!(!runner.is_busy(Kind::Computers), "the kind is free again");
+        assert!(
+            no_retry_pending(&executor),
+            "no retry pending after a success"
+        );
+        assert!(!task.is_finished(), "the executor survived the panic");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_retry_that_would_come_after_the_next_scheduled_run_is_left_to_it() {
+        let flaky = Arc::new(Flaky::default());
+        flaky.calls.store(1, Ordering::SeqCst); // the next call fails
+        let next_runs: NextRuns = Arc::new(Mutex::new(HashMap::new()));
+        next_runs
+            .lock()
+            .map(|mut m| {
+                m.insert(
+                    "computers".into(),
+                    Utc::now() + chrono::Duration::seconds(30),
+                )
+            })
+            .ok();
+        let cfg = SyncConfig {
+            retry_initial_secs: 60,
+            ..SyncConfig::default()
+        };
+        let (runner, executor, task) = start(&flaky, cfg, next_runs);
+        wait_for_calls(&flaky, &runner, 2).await;
+        assert!(!runner.is_busy(Kind::Computers));
+        assert!(
+            no_retry_pending(&executor),
+            "no retry planned past the next scheduled run"
+        );
+        task.abort();
     }
 }

@@ -55,10 +55,7 @@ struct Planned {
 
 impl Planned {
     fn label(&self) -> String {
-        match self.op {
-            Op::Sync { .. } => self.kind.as_str().to_string(),
-            Op::Reconcile => format!("reconcile {}", self.kind.as_str()),
-        }
+        self.op.label(self.kind)
     }
 }
 

@@ -61,6 +61,8 @@ pub enum Trigger {
     Startup,
     /// `POST /sync`.
     Api,
+    /// The daemon retrying a failed run.
+    Retry,
 }
 
 impl Trigger {
@@ -71,6 +73,7 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Startup => "startup",
             Trigger::Api => "api",
+            Trigger::Retry => "retry",
         }
     }
 }

@@ -37,6 +37,16 @@ pub enum JamfError {
     Server { status: u16, endpoint: &'static str },
     #[error("request to {endpoint} timed out")]
     Timeout { endpoint: &'static str },
+    /// No connection could be made (refused, DNS, TLS handshake).
+    #[error("cannot connect for {endpoint}: {message}")]
+    Connect {
+        endpoint: &'static str,
+        message: String,
+    },
+    /// This client never reached the server and was asked to give up at once
+    /// ([`crate::config::JamfSettings::fail_fast`], the one-shot CLI).
+    #[error("Jamf at {url} is unreachable: {message}")]
+    Unreachable { url: String, message: String },
     #[error("transport error at {endpoint}: {message}")]
     Transport {
         endpoint: &'static str,
@@ -70,6 +80,7 @@ impl JamfError {
                 | JamfError::Server { .. }
                 | JamfError::Timeout { .. }
                 | JamfError::Transport { .. }
+                | JamfError::Connect { .. }
         )
     }
 
@@ -90,7 +101,8 @@ impl JamfError {
             JamfError::Server { status: 504, .. } => "server_504",
             JamfError::Server { .. } => "server_other",
             JamfError::Timeout { .. } => "timeout",
-            JamfError::Transport { .. } => "transport",
+            JamfError::Transport { .. } | JamfError::Connect { .. } => "transport",
+            JamfError::Unreachable { .. } => "unreachable",
             JamfError::Decode { .. } => "decode",
             JamfError::Unexpected { .. } => "unexpected",
             JamfError::RetriesExhausted { .. } => "retries_exhausted",
@@ -103,6 +115,16 @@ impl JamfError {
             self,
             JamfError::Timeout { .. } | JamfError::Server { status: 504, .. }
         )
+    }
+
+    /// The server was never reached (see [`JamfError::Unreachable`]), also through exhausted
+    /// retries: trying another kind against it is pointless.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            JamfError::Unreachable { .. } => true,
+            JamfError::RetriesExhausted { last, .. } => last.is_unreachable(),
+            _ => false,
+        }
     }
 
     /// True for a 404, also when it is the last error of exhausted retries.

@@ -86,12 +86,14 @@ pub struct JamfClient {
     inventory_version: Mutex<Option<ApiVersion>>,
     /// Set once Jamf accepted our credentials (for `/readyz`).
     authenticated: AtomicBool,
+    /// Set once any answer came back from the server (see [`JamfSettings::fail_fast`]).
+    reached: AtomicBool,
 }
 
 impl std::fmt::Debug for JamfClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JamfClient")
-            .field("base", &self.base.as_str())
+            .field("base", &crate::config::mask_url(self.base.as_str()))
             .field("max_concurrency", &self.limiter.max())
             .finish_non_exhaustive()
     }
@@ -106,8 +108,27 @@ impl JamfClient {
             POOL_IDLE_TIMEOUT,
             settings.pacing.clone(),
         ));
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &settings.ca_file {
+            let setup = |message: String| JamfError::Transport {
+                endpoint: "(client setup)",
+                message,
+            };
+            let pem = std::fs::read(path)
+                .map_err(|e| setup(format!("jamf.ca_file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| setup(format!("jamf.ca_file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(setup(format!(
+                    "jamf.ca_file {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .user_agent(USER_AGENT)
+            .redirect(transport::redirect_policy())
             .cookie_store(true)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
@@ -136,6 +157,7 @@ impl JamfClient {
             legacy_oauth_path: AtomicBool::new(false),
             inventory_version: Mutex::new(None),
             authenticated: AtomicBool::new(false),
+            reached: AtomicBool::new(false),
         })
     }
 
@@ -144,6 +166,11 @@ impl JamfClient {
     }
 
     /// Whether Jamf has accepted our credentials at least once.
+    /// Whether any answer ever came back from the server.
+    pub fn has_reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
     pub fn has_authenticated(&self) -> bool {
         self.authenticated.load(Ordering::Relaxed)
     }

@@ -4,11 +4,16 @@
 //! Invariants: a connection permit is held only while an attempt is on the wire; latency is
 //! measured per attempt (queueing and backoff never count); only retryable errors are retried
 //! and never past the budget (a `Retry-After` that does not fit fails the request at once);
-//! durations computed from the server's answers saturate instead of overflowing.
+//! durations computed from the server's answers saturate instead of overflowing; an answer
+//! body is read up to `jamf.max_response_mb` and no further; redirects are followed only
+//! within the origin and never on authentication calls (a credential never goes elsewhere).
+//! The first retry of a request is logged at warn (one line per backoff episode), so an
+//! unreachable or struggling server is never silent at the default log level.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -104,10 +109,17 @@ impl JamfClient {
             spent = spent.saturating_add(t0.elapsed().saturating_sub(done.queued));
             let err = match done.outcome {
                 Ok(body) => {
+                    if attempt > 0 {
+                        tracing::info!(
+                            endpoint = req.endpoint,
+                            attempts = attempt + 1,
+                            "Jamf request succeeded after retries"
+                        );
+                    }
                     return Ok(Answer {
                         body,
                         requested_at: done.sent_at,
-                    })
+                    });
                 }
                 Err(JamfError::Unauthorized { .. })
                     if refused < MAX_REAUTHENTICATIONS && session.is_some() =>
@@ -121,6 +133,14 @@ impl JamfClient {
                         "401 from Jamf; renewing the token and replaying"
                     );
                     continue;
+                }
+                Err(JamfError::Connect { message, .. })
+                    if self.settings.fail_fast && !self.reached.load(Ordering::Relaxed) =>
+                {
+                    return Err(JamfError::Unreachable {
+                        url: crate::config::mask_url(self.base.as_str()),
+                        message,
+                    });
                 }
                 Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) if req.shrinkable && e.asks_for_smaller_pages() => return Err(e),
@@ -148,7 +168,11 @@ impl JamfClient {
                 .record(delay.as_secs_f64());
             metrics::counter!(metric::BACKOFF_SECONDS_TOTAL, "reason" => reason)
                 .increment(delay.as_secs());
-            tracing::debug!(endpoint = req.endpoint, attempt, ?delay, error = %err, "retrying");
+            if attempt == 1 {
+                tracing::warn!(endpoint = req.endpoint, error = %err, next_attempt_in = ?delay, "Jamf request failed; retrying with backoff");
+            } else {
+                tracing::debug!(endpoint = req.endpoint, attempt, ?delay, error = %err, "retrying");
+            }
             tokio::time::sleep(delay).await;
         }
     }
@@ -205,26 +229,61 @@ impl JamfClient {
         }
         let sent_at = Utc::now();
         let t0 = Instant::now();
+        let limit = self.settings.max_response_bytes;
         let result = async {
-            let resp = rb.send().await?;
+            let mut resp = rb.send().await?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
+            if resp.content_length().is_some_and(|n| n > limit as u64) {
+                return Ok((status, headers, None));
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = resp.chunk().await? {
+                if body.len().saturating_add(chunk.len()) > limit {
+                    return Ok((status, headers, None));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, headers, Some(body.freeze())))
         }
         .await;
         let latency = t0.elapsed();
         drop(permit);
         let method = method_label(&req.method);
+        if result.is_ok() {
+            self.reached.store(true, Ordering::Relaxed);
+        }
         let (class, outcome) = match result {
-            Ok((status, headers, body)) => (
+            Ok((status, headers, Some(body))) => (
                 status_class(status),
                 classify(req.endpoint, status, &headers, body),
             ),
+            Ok((status, _, None)) => {
+                // The rest of the body is left unread: that connection cannot be reused.
+                self.limiter.connection_lost();
+                (
+                    status_class(status),
+                    Err(JamfError::Decode {
+                        endpoint: req.endpoint,
+                        message: format!(
+                            "the answer is larger than {} MiB (jamf.max_response_mb)",
+                            limit >> 20
+                        ),
+                    }),
+                )
+            }
             Err(e) => {
                 // The connection carrying this attempt is gone.
                 self.limiter.connection_lost();
-                if e.is_timeout() {
+                if e.is_connect() && !e.is_timeout() {
+                    (
+                        "error",
+                        Err(JamfError::Connect {
+                            endpoint: req.endpoint,
+                            message: error_chain(&e.without_url()),
+                        }),
+                    )
+                } else if e.is_timeout() {
                     (
                         "timeout",
                         Err(JamfError::Timeout {
@@ -254,7 +313,9 @@ impl JamfClient {
                     status: 502..=504, ..
                 },
             ) => Signal::BackPressure,
-            Err(JamfError::Transport { .. } | JamfError::Server { .. }) => Signal::Neutral,
+            Err(
+                JamfError::Transport { .. } | JamfError::Connect { .. } | JamfError::Server { .. },
+            ) => Signal::Neutral,
             Err(_) => Signal::Ok,
         };
         self.limiter.observe(req.endpoint, latency, signal);
@@ -274,6 +335,32 @@ impl JamfClient {
             None => Ok(()),
         }
     }
+}
+
+/// Whether a path is one of the token calls, which carry credentials in their body or header.
+fn is_auth_path(path: &str) -> bool {
+    path.contains("/oauth/token") || path.contains("/api/v1/auth/")
+}
+
+/// Follows a redirect only to the same origin (scheme, host, port), never on a token call and
+/// at most five times: credentials and tokens must never be re-sent anywhere else. A stopped
+/// redirect answers the 3xx itself, which fails the request with a clear status.
+pub(super) fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let follow = match attempt.previous().first() {
+            Some(first) => {
+                !is_auth_path(first.path())
+                    && attempt.url().origin() == first.origin()
+                    && attempt.previous().len() <= 5
+            }
+            None => false,
+        };
+        if follow {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 /// Endpoint templates every request is labelled with; retries are counted per template.

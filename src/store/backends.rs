@@ -20,7 +20,7 @@ use super::{
     partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
     RunEnd, RunRow, Store, StoredDevice, Write,
 };
-use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue, Kind, RunStatus};
+use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue, Kind, RunKind, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -41,6 +41,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
+        create_private(opts.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .connect_with(opts)
@@ -56,6 +57,27 @@ impl SqliteStore {
     /// read first could not upgrade once another writer committed (`SQLITE_BUSY_SNAPSHOT`).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Creates a new database file readable by its owner only: it holds the fleet's inventory.
+/// SQLite gives its `-wal` and `-shm` files the database file's mode. An existing file keeps
+/// the mode its owner chose.
+fn create_private(path: &std::path::Path) -> Result<()> {
+    let name = path.to_string_lossy();
+    // `file:…` names are in-memory databases (`sqlite::memory:`).
+    if name.is_empty() || name.starts_with("file:") || name == ":memory:" || path.exists() {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        // Another process created it meanwhile: fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(super::StoreError::Sqlx(sqlx::Error::Io(e))),
     }
 }
 
@@ -234,6 +256,44 @@ macro_rules! store_impl {
                 Ok(r.rows_affected())
             }
 
+            async fn fail_running_runs(
+                &self,
+                instance: &str,
+                kind: RunKind,
+                error: &str,
+            ) -> Result<u64> {
+                let r = sqlx::query(
+                    "UPDATE sync_runs SET status = 'failed', finished_at = $1, error = $2 \
+                     WHERE instance = $3 AND kind = $4 AND status = 'running'",
+                )
+                .bind(Utc::now())
+                .bind(error)
+                .bind(instance)
+                .bind(kind.as_str())
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn last_finished(
+                &self,
+                instance: &str,
+                kind: RunKind,
+                succeeded_only: bool,
+            ) -> Result<Option<DateTime<Utc>>> {
+                let row: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
+                    "SELECT finished_at FROM sync_runs WHERE instance = $1 AND kind = $2 \
+                     AND finished_at IS NOT NULL AND (status = 'succeeded' OR NOT $3) \
+                     ORDER BY finished_at DESC LIMIT 1",
+                )
+                .bind(instance)
+                .bind(kind.as_str())
+                .bind(succeeded_only)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.and_then(|r| r.0))
+            }
+
             async fn recent_runs(&self, instance: &str, limit: i64) -> Result<Vec<RunRow>> {
                 Ok(sqlx::query_as(concat!(
                     "SELECT ",
@@ -338,10 +398,16 @@ macro_rules! store_impl {
                 Ok(out)
             }
 
-            async fn enqueue_webhook_event(&self, e: &NewWebhookEvent<'_>) -> Result<i64> {
-                let (id,): (i64,) = sqlx::query_as(
+            async fn enqueue_webhook_event(
+                &self,
+                e: &NewWebhookEvent<'_>,
+                max_queued: i64,
+            ) -> Result<Option<i64>> {
+                let row: Option<(i64,)> = sqlx::query_as(
                     "INSERT INTO webhook_events (instance, kind, jamf_id, event, action, received_at, \
-                     event_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) RETURNING id",
+                     event_at, not_before) SELECT $1, $2, $3, $4, $5, $6, $7, $6 \
+                     WHERE (SELECT COUNT(*) FROM webhook_events WHERE instance = $1) < $8 \
+                     RETURNING id",
                 )
                 .bind(e.instance)
                 .bind(e.kind.as_str())
@@ -350,21 +416,25 @@ macro_rules! store_impl {
                 .bind(e.action.as_str())
                 .bind(e.received_at)
                 .bind(e.event_at)
-                .fetch_one(&self.pool)
+                .bind(max_queued)
+                .fetch_optional(&self.pool)
                 .await?;
-                Ok(id)
+                Ok(row.map(|r| r.0))
             }
 
             async fn queued_webhook_events(
                 &self,
                 instance: &str,
+                due_by: DateTime<Utc>,
                 limit: i64,
             ) -> Result<Vec<QueuedEvent>> {
                 Ok(sqlx::query_as(
                     "SELECT id, kind, jamf_id, event, action, received_at, event_at, attempts, \
-                     not_before FROM webhook_events WHERE instance = $1 ORDER BY id LIMIT $2",
+                     not_before FROM webhook_events WHERE instance = $1 AND not_before <= $2 \
+                     ORDER BY id LIMIT $3",
                 )
                 .bind(instance)
+                .bind(due_by)
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?)

@@ -301,6 +301,11 @@ store_api! {
     fn finish_run(end: &RunEnd<'_>) -> ();
     /// Marks runs left `running` by a crash as `interrupted`; returns how many.
     fn interrupt_stale_runs(instance: &str) -> u64;
+    /// Marks this kind's runs still `running` as `failed` with `error` (a run whose task
+    /// panicked); returns how many.
+    fn fail_running_runs(instance: &str, kind: RunKind, error: &str) -> u64;
+    /// When the last finished run of this kind ended, any status or only succeeded ones.
+    fn last_finished(instance: &str, kind: RunKind, succeeded_only: bool) -> Option<DateTime<Utc>>;
     fn recent_runs(instance: &str, limit: i64) -> Vec<RunRow>;
     fn cursors(instance: &str) -> Vec<CursorRow>;
     /// Every stored device of a kind, in id order.
@@ -318,11 +323,13 @@ store_api! {
     fn extension_attributes(instance: &str, kind: Kind) -> Vec<(i64, String, Option<String>)>;
     /// `(jamf_id, synced_at)` of those of these devices that are stored and not deleted.
     fn synced_at(instance: &str, kind: Kind, ids: &[i64]) -> Vec<(i64, DateTime<Utc>)>;
-    /// Appends a webhook event to the durable queue; returns its id. The row is committed
-    /// when this returns.
-    fn enqueue_webhook_event(event: &NewWebhookEvent<'_>) -> i64;
-    /// The oldest `limit` queued events of this instance, in arrival order.
-    fn queued_webhook_events(instance: &str, limit: i64) -> Vec<QueuedEvent>;
+    /// Appends a webhook event to the durable queue unless this instance already has
+    /// `max_queued` events waiting; returns its id (`None`: full). The row is committed when
+    /// this returns.
+    fn enqueue_webhook_event(event: &NewWebhookEvent<'_>, max_queued: i64) -> Option<i64>;
+    /// The oldest `limit` queued events of this instance that are due by `due_by`, in arrival
+    /// order: deferred ones wait for their `not_before` without holding back newer ones.
+    fn queued_webhook_events(instance: &str, due_by: DateTime<Utc>, limit: i64) -> Vec<QueuedEvent>;
     /// Removes handled events; returns how many.
     fn delete_webhook_events(instance: &str, ids: &[i64]) -> u64;
     /// Counts a failed attempt on these events and holds them back until `not_before`.

@@ -141,9 +141,13 @@ pub fn fast_retry() -> RetryConfig {
 }
 
 pub fn settings(sim: &Simulator) -> JamfSettings {
+    settings_with_url(&sim.url())
+}
+
+pub fn settings_with_url(url: &str) -> JamfSettings {
     JamfSettings {
         instance: "test".into(),
-        url: url::Url::parse(&sim.url()).expect("url"),
+        url: url::Url::parse(url).expect("url"),
         credentials: Credentials::ApiClient {
             client_id: "jamf-sync-sim".into(),
             client_secret: SecretString::from("sim-secret".to_string()),
@@ -155,6 +159,9 @@ pub fn settings(sim: &Simulator) -> JamfSettings {
         token_refresh_margin: Duration::from_secs(60),
         retry: fast_retry(),
         pacing: Default::default(),
+        ca_file: None,
+        max_response_bytes: 256 << 20,
+        fail_fast: false,
     }
 }
 

@@ -30,6 +30,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod deploy;
+mod hardening;
 mod helpers;
 mod mobile;
 mod newer_wins;

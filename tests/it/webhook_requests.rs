@@ -141,14 +141,17 @@ async fn refused_requests_enqueue_nothing(db: &helpers::TestDb) {
     );
     let db = open(&url).await;
     assert!(db
-        .queued_webhook_events("test", 10)
+        .queued_webhook_events("test", chrono::Utc::now(), 10)
         .await
         .expect("queue")
         .is_empty());
 
     // With every credential: queued.
     assert_eq!(send(basic, key, good, ct).await, 202);
-    let queued = db.queued_webhook_events("test", 10).await.expect("queue");
+    let queued = db
+        .queued_webhook_events("test", chrono::Utc::now(), 10)
+        .await
+        .expect("queue");
     assert_eq!(queued.len(), 1);
     assert_eq!(
         (

@@ -447,3 +447,61 @@ async fn simulator_events_reach_a_separate_webhook_listener(db: &helpers::TestDb
     );
     tdb.cleanup().await;
 }
+
+both_backends!(deferred_events_do_not_hold_back_newer_ones_and_the_queue_is_capped);
+async fn deferred_events_do_not_hold_back_newer_ones_and_the_queue_is_capped(db: &TestDb) {
+    use jamf_sync::domain::WebhookAction;
+    use jamf_sync::store::NewWebhookEvent;
+    let now = chrono::Utc::now();
+    let event = |jamf_id| NewWebhookEvent {
+        instance: "test",
+        kind: Kind::Computers,
+        jamf_id,
+        event: "ComputerInventoryCompleted",
+        action: WebhookAction::Refresh,
+        received_at: now,
+        event_at: None,
+    };
+    let failing = db
+        .db
+        .enqueue_webhook_event(&event(1), 3)
+        .await
+        .expect("enqueue")
+        .expect("room");
+    db.db
+        .defer_webhook_events("test", &[failing], now + chrono::Duration::hours(1), "boom")
+        .await
+        .expect("defer");
+    db.db
+        .enqueue_webhook_event(&event(2), 3)
+        .await
+        .expect("enqueue")
+        .expect("room");
+    // Read with a limit of one: the deferred event must not take the newer one's place.
+    let due = db
+        .db
+        .queued_webhook_events("test", chrono::Utc::now(), 1)
+        .await
+        .expect("read");
+    assert_eq!(due.iter().map(|e| e.jamf_id).collect::<Vec<_>>(), vec![2]);
+    let later = db
+        .db
+        .queued_webhook_events("test", now + chrono::Duration::hours(2), 10)
+        .await
+        .expect("read");
+    assert_eq!(later.len(), 2, "due once its time has come");
+    // The cap: a third event fits, a fourth does not.
+    assert!(db
+        .db
+        .enqueue_webhook_event(&event(3), 3)
+        .await
+        .expect("enqueue")
+        .is_some());
+    assert!(db
+        .db
+        .enqueue_webhook_event(&event(4), 3)
+        .await
+        .expect("enqueue")
+        .is_none());
+    assert_eq!(db.db.webhook_queue_depth("test").await.expect("depth"), 3);
+}

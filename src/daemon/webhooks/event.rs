@@ -3,7 +3,10 @@
 //!
 //! Invariants: parsing is pure and never panics on any input; an envelope without a
 //! `webhook.webhookEvent` name, or an inventory event without a positive `jssID`, is malformed;
-//! a well-formed event of a type we do not act on is [`Parsed::Other`], not an error.
+//! a well-formed event of a type we do not act on is [`Parsed::Other`], not an error; nesting
+//! is bounded (XML by the reader's depth limit, JSON by serde_json's recursion limit); any
+//! text taken from the body into a name or an error is [`shown`] (control characters escaped,
+//! length bounded), so a hostile body cannot forge log lines.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -45,7 +48,10 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Parsed, String> 
     let doc = if xml {
         let (root, value) = xml_to_json(trimmed)?;
         if !root.eq_ignore_ascii_case("JSSEvent") {
-            return Err(format!("XML root is <{root}>, expected <JSSEvent>"));
+            return Err(format!(
+                "XML root is <{}>, expected <JSSEvent>",
+                shown(&root)
+            ));
         }
         value
     } else {
@@ -70,9 +76,7 @@ fn from_document(doc: &Value) -> Result<Parsed, String> {
         .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
         .copied()
     else {
-        return Ok(Parsed::Other {
-            name: name.to_string(),
-        });
+        return Ok(Parsed::Other { name: shown(name) });
     };
     let event = doc
         .get("event")
@@ -103,6 +107,16 @@ fn from_document(doc: &Value) -> Result<Parsed, String> {
     }))
 }
 
+/// Text from a request as it may appear in a log line or an answer: control characters
+/// (newlines above all) escaped, at most 100 characters.
+pub fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(100).flat_map(char::escape_debug).collect();
+    if s.chars().nth(100).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// An integer given as a JSON number or (XML, some proxies) a string.
 fn number(v: &Value) -> Option<i64> {
     match v {
@@ -120,6 +134,40 @@ fn positive_id(v: &Value) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::domain::webhook::canonical;
+
+    #[test]
+    fn text_from_the_body_cannot_forge_log_lines() {
+        let body =
+            br#"{"webhook": {"webhookEvent": "Foo\nINFO forged line"}, "event": {"jssID": 1}}"#;
+        match parse(body, None) {
+            Ok(Parsed::Other { name }) => {
+                assert!(!name.contains('\n'), "{name:?}");
+                assert!(name.contains("forged"), "{name:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = format!(
+            r#"{{"webhook": {{"webhookEvent": "{}"}}}}"#,
+            "x".repeat(10_000)
+        );
+        match parse(long.as_bytes(), None) {
+            Ok(Parsed::Other { name }) => assert!(name.chars().count() <= 101),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deeply_nested_envelopes_are_refused_without_overflowing_the_stack() {
+        let n = 20_000;
+        let xml = format!("{}{}", "<JSSEvent>".repeat(n), "</JSSEvent>".repeat(n));
+        assert!(parse(xml.as_bytes(), Some("text/xml")).is_err());
+        let json = format!(
+            r#"{{"webhook": {}{}}}"#,
+            "{\"a\": ".repeat(n),
+            "}".repeat(n)
+        );
+        assert!(parse(json.as_bytes(), None).is_err());
+    }
 
     /// A Jamf-shaped JSON envelope (fields as in Jamf's webhook documentation).
     fn json_envelope(name: &str, event: &str) -> String {

@@ -48,6 +48,8 @@ pub struct Receiver {
     pub instance: String,
     pub auth: WebhookAuth,
     pub max_body_bytes: usize,
+    /// Events waiting at most (`webhooks.max_queued`).
+    pub max_queued: i64,
     /// Wakes the worker when an event was queued.
     pub queued: Arc<Notify>,
     /// Served on `webhooks.listen` rather than on `server.listen`.
@@ -182,18 +184,32 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         );
     };
     let queued = store
-        .enqueue_webhook_event(&NewWebhookEvent {
-            instance: &r.instance,
-            kind: device.kind,
-            jamf_id: device.jamf_id,
-            event: device.event,
-            action: device.action,
-            received_at: Utc::now(),
-            event_at: device.event_at,
-        })
+        .enqueue_webhook_event(
+            &NewWebhookEvent {
+                instance: &r.instance,
+                kind: device.kind,
+                jamf_id: device.jamf_id,
+                event: device.event,
+                action: device.action,
+                received_at: Utc::now(),
+                event_at: device.event_at,
+            },
+            r.max_queued,
+        )
         .await;
     match queued {
-        Ok(id) => {
+        Ok(None) => {
+            count(device.event, "queue_full");
+            tracing::warn!(
+                max_queued = r.max_queued,
+                "webhook queue full; event refused (the next delta sync covers the device)"
+            );
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the event queue is full"}),
+            )
+        }
+        Ok(Some(id)) => {
             count(device.event, "queued");
             r.queued.notify_one();
             tracing::debug!(

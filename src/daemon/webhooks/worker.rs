@@ -214,7 +214,9 @@ async fn pass<S: Store>(
 ) -> Result<Option<DateTime<Utc>>, crate::store::StoreError> {
     let store = engine.store();
     let instance = engine.client().instance().to_string();
-    let events = store.queued_webhook_events(&instance, READ_LIMIT).await?;
+    let events = store
+        .queued_webhook_events(&instance, now, READ_LIMIT)
+        .await?;
     let depth = if (events.len() as i64) < READ_LIMIT {
         events.len() as i64
     } else {

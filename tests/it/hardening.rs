@@ -1,0 +1,424 @@
+//! The security and failure review's findings, each pinned by a test: credentials never follow
+//! a redirect elsewhere, answers are bounded, an unreachable server fails the CLI fast and
+//! loudly, and retries are never silent.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::Router;
+use jamf_sync::jamf::{JamfClient, JamfError};
+use jamf_sync::simulator::{Faults, SimConfig};
+
+use crate::cli::jamf_sync_async;
+use crate::helpers;
+
+/// Serves `app` on a loopback port; returns its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+fn token() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"access_token":"t","expires_in":600,"token_type":"Bearer"}"#,
+    )
+        .into_response()
+}
+
+fn settings_for(url: &str) -> jamf_sync::config::JamfSettings {
+    helpers::settings_with_url(url)
+}
+
+/// Another origin that counts what reaches it (it answers like a token endpoint).
+async fn elsewhere() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let url = serve(Router::new().fallback(any(move || {
+        let counted = counted.clone();
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            token()
+        }
+    })))
+    .await;
+    (url, hits)
+}
+
+/// A redirect to `target` with this status.
+fn redirect(status: StatusCode, target: String) -> axum::routing::MethodRouter {
+    any(move || {
+        let target = target.clone();
+        async move { (status, [(header::LOCATION, target)], "") }
+    })
+}
+
+#[tokio::test]
+async fn the_token_call_never_follows_a_redirect_with_the_secret() {
+    let (elsewhere, hits) = elsewhere().await;
+    let target = format!("{elsewhere}/api/v1/oauth/token");
+    let jamf = serve(Router::new().route(
+        "/api/v1/oauth/token",
+        redirect(StatusCode::TEMPORARY_REDIRECT, target),
+    ))
+    .await;
+    let client = JamfClient::new(settings_for(&jamf)).expect("client");
+    let err = client
+        .server_version()
+        .await
+        .expect_err("a redirected token call fails");
+    assert!(err.to_string().contains("307"), "{err}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the client secret went elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn a_cross_origin_redirect_of_an_api_call_is_not_followed() {
+    let (elsewhere, hits) = elsewhere().await;
+    let target = format!("{elsewhere}/api/v1/jamf-pro-version");
+    let jamf = serve(
+        Router::new()
+            .route("/api/v1/oauth/token", post(|| async { token() }))
+            .fallback(redirect(StatusCode::FOUND, target)),
+    )
+    .await;
+    let client = JamfClient::new(settings_for(&jamf)).expect("client");
+    let err = client.server_version().await.expect_err("not followed");
+    assert!(err.to_string().contains("302"), "{err}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "bearer token sent elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_limit_fails_that_request() {
+    let big = "x".repeat(3 << 20);
+    let streamed = big.clone();
+    let jamf = serve(
+        Router::new()
+            .route("/api/v1/oauth/token", post(|| async { token() }))
+            .route(
+                "/api/v1/jamf-pro-version",
+                any(move || {
+                    let big = big.clone();
+                    async move { format!(r#"{{"version":"{big}"}}"#) }
+                }),
+            )
+            .route(
+                "/api/v1/computers-inventory",
+                any(move || {
+                    // Chunked, no Content-Length: the limit holds while reading too.
+                    let chunks: Vec<Result<String, std::io::Error>> = vec![
+                        Ok(r#"{"totalCount":1,"results":[""#.into()),
+                        Ok(streamed.clone()),
+                    ];
+                    async move { Body::from_stream(futures_util::stream::iter(chunks)) }
+                }),
+            ),
+    )
+    .await;
+    let settings = jamf_sync::config::JamfSettings {
+        max_response_bytes: 1 << 20,
+        ..settings_for(&jamf)
+    };
+    let client = JamfClient::new(settings).expect("client");
+    let err = client.server_version().await.expect_err("too large");
+    assert!(
+        matches!(err, JamfError::Decode { .. }) && err.to_string().contains("larger than 1 MiB"),
+        "{err}"
+    );
+    let page = client
+        .computers_page(
+            jamf_sync::config::ApiVersion::V1,
+            jamf_sync::jamf::pro::PageQuery {
+                sections: &[],
+                page_size: 10,
+                filter: None,
+                shrinkable: false,
+            },
+        )
+        .await
+        .expect_err("too large while streaming");
+    assert!(page.to_string().contains("larger than 1 MiB"), "{page}");
+}
+
+#[tokio::test]
+async fn the_cli_gives_up_at_once_on_a_server_it_never_reached() {
+    // A port nobody listens on: connection refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = jamf_sync_async(
+        &["sync"],
+        &[
+            ("JAMF_SYNC__JAMF__URL", &url),
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "id"),
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET", "secret"),
+            ("JAMF_SYNC__DATABASE__URL", &db),
+            ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "true"),
+        ],
+        dir.path(),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    // Today's budget is 300 s per request; giving up at once takes well under a minute even
+    // on a loaded machine.
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "took {elapsed:?}: {text}"
+    );
+    assert!(text.contains("unreachable"), "names the cause: {text}");
+    assert!(text.contains(&url), "names the URL: {text}");
+    assert!(
+        !text.contains("mobile_devices"),
+        "the next kind is not tried against the same server: {text}"
+    );
+}
+
+#[tokio::test]
+async fn retries_are_logged_at_the_default_level() {
+    let sim = helpers::sim(SimConfig {
+        computers: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_faults(Faults {
+        outage_requests: 2,
+        ..Faults::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let url = sim.url();
+    let out = jamf_sync_async(
+        &["sync"],
+        &[
+            ("JAMF_SYNC__JAMF__URL", &url),
+            ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+            ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
+            ("JAMF_SYNC__JAMF__RETRY__INITIAL_BACKOFF_MS", "10"),
+            ("JAMF_SYNC__DATABASE__URL", &db),
+        ],
+        dir.path(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("retrying with backoff"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one line per backoff episode: {stderr}");
+    assert!(warned[0].contains("endpoint="), "{}", warned[0]);
+    assert!(warned[0].contains("next_attempt_in="), "{}", warned[0]);
+    sim.stop().await;
+}
+
+/// A gauge's value in a Prometheus exposition.
+fn gauge(text: &str, name: &str, kind: &str) -> Option<f64> {
+    let needle = format!("{name}{{kind=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_retried_and_the_last_success_survives_a_restart() {
+    use crate::daemon::Daemon;
+    let sim = helpers::sim(SimConfig {
+        computers: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    // Jamf answers 503 to everything until the outage is lifted.
+    sim.set_faults(Faults {
+        outage_requests: 1_000_000,
+        ..Faults::default()
+    });
+    let db = helpers::sqlite().await;
+    let never = ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *");
+    let env = [
+        never,
+        ("JAMF_SYNC__JAMF__RETRY__BUDGET_SECS", "1"),
+        ("JAMF_SYNC__SYNC__RETRY_INITIAL_SECS", "1"),
+        ("JAMF_SYNC__SYNC__RETRY_MAX_SECS", "2"),
+    ];
+    let mut d = Daemon::start(&sim, db.url(), &env);
+    d.wait_for(30, "a failed run with a retry planned", || async {
+        let status = d.status().await;
+        status["kinds"][0]["last_run"]["status"] == "failed"
+            && status["kinds"][0]["next_retry"].is_string()
+    })
+    .await;
+    let (code, body) = d.get("/healthz").await.expect("healthz");
+    assert_eq!(code, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(health["tasks"]["executor"]["state"], "up", "{health}");
+    sim.set_faults(Faults::default());
+    d.wait_for(30, "a retry that succeeds", || async {
+        let status = d.status().await;
+        status["kinds"][0]["last_success"]["trigger"] == "retry"
+    })
+    .await;
+    let status = d.status().await;
+    assert!(status["kinds"][0]["next_retry"].is_null(), "{status}");
+    let (_, metrics) = d.get("/metrics").await.expect("metrics");
+    let success = gauge(
+        &metrics,
+        "jamf_sync_last_success_timestamp_seconds",
+        "computers",
+    )
+    .expect("last success set");
+    d.signal("-TERM");
+    assert_eq!(d.wait_exit(30), Some(0));
+
+    // A restarted daemon that runs nothing still reports when the last success was.
+    let d = Daemon::start(
+        &sim,
+        db.url(),
+        &[never, ("JAMF_SYNC__SYNC__ON_START", "false")],
+    );
+    d.wait_ready(20).await;
+    let (_, metrics) = d.get("/metrics").await.expect("metrics");
+    let restored = gauge(
+        &metrics,
+        "jamf_sync_last_success_timestamp_seconds",
+        "computers",
+    )
+    .expect("last success initialised from the database");
+    assert!((restored - success).abs() <= 5.0, "{restored} vs {success}");
+    assert!(
+        gauge(
+            &metrics,
+            "jamf_sync_last_run_timestamp_seconds",
+            "computers"
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    drop(d);
+    sim.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_created_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inventory.db");
+    let url = format!("sqlite://{}", path.display());
+    let db = jamf_sync::store::Db::connect(
+        &jamf_sync::config::DatabaseUrl::parse(secrecy::SecretString::from(url)).expect("url"),
+        2,
+    )
+    .await
+    .expect("open");
+    // A write makes the WAL and shared-memory files exist.
+    jamf_sync::store::Store::interrupt_stale_runs(&db, "x")
+        .await
+        .expect("write");
+    let mut seen = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.path().join(format!("inventory.db{suffix}"));
+        if let Ok(meta) = std::fs::metadata(&file) {
+            seen += 1;
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o600,
+                "{} is not private",
+                file.display()
+            );
+        }
+    }
+    assert!(seen >= 2, "the database and its WAL exist");
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_neither_starve_healthz_nor_stay_open() {
+    use tokio::io::AsyncReadExt;
+    let sim = helpers::sim(SimConfig {
+        computers: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = helpers::sqlite().await;
+    let d = crate::app::spawn_app(
+        &sim,
+        db.url(),
+        &[
+            ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+            ("JAMF_SYNC__SERVER__MAX_CONNECTIONS", "20"),
+            ("JAMF_SYNC__SERVER__HEADER_TIMEOUT_SECS", "3"),
+        ],
+    )
+    .await;
+    d.wait_ready(20).await;
+    let addr = d.base.trim_start_matches("http://").to_string();
+    // More idle sockets than the cap, sending nothing.
+    let mut idle = Vec::new();
+    for _ in 0..30 {
+        idle.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let started = Instant::now();
+    let answered = reqwest::Client::new()
+        .get(format!("{}/healthz", d.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(
+        answered.ok(),
+        Some(200),
+        "/healthz answers while idle clients hold the cap"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server closes idle sockets: those over the cap within a second or so, those under
+    // it once their header timeout (3 s here) has passed.
+    let mut buf = [0u8; 64];
+    let over_cap = idle.last_mut().expect("sockets");
+    let read = tokio::time::timeout(Duration::from_secs(3), over_cap.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection over the cap was closed: {read:?}"
+    );
+    let under_cap = idle.first_mut().expect("sockets");
+    let read = tokio::time::timeout(Duration::from_secs(10), under_cap.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection was closed after the header timeout: {read:?}"
+    );
+    drop(idle);
+    d.stop().await.expect("clean shutdown");
+    sim.stop().await;
+}
