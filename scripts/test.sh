@@ -46,6 +46,45 @@ ensure_postgres() {
   exit 1
 }
 
+# PostgreSQL over TLS with a CA of our own (what an operator with an internal CA does): a CA and
+# a server certificate for `localhost`, served by the local cluster, so the suite can check
+# `sslmode=verify-full&sslrootcert=…`. Only for the local cluster, and only as root (the key must
+# belong to the postgres user); elsewhere set TEST_PG_CA to the CA of your server's certificate.
+setup_postgres_tls() {
+  case "$TEST_DATABASE_URL" in
+    *127.0.0.1:5432*|*localhost:5432*) ;;
+    *) return 0 ;;
+  esac
+  [ -n "${TEST_PG_CA:-}" ] && return 0
+  [ "$(id -u)" -eq 0 ] && command -v psql >/dev/null && command -v openssl >/dev/null || return 0
+  local dir=/var/lib/postgresql/jamf-sync-test-tls
+  if [ ! -f "$dir/server.pem" ]; then
+    mkdir -p "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=jamf-sync test CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost\n' > "$dir/ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
+    chown -R postgres:postgres "$dir"
+    chmod 600 "$dir/server.key" "$dir/ca.key"
+  fi
+  version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+  conf="/etc/postgresql/$version/main"
+  # `localhost` may resolve to ::1 first.
+  if ! grep -q "jamf-sync test trust v6" "$conf/pg_hba.conf" 2>/dev/null; then
+    sed -i '1i host all all ::1/128 trust # jamf-sync test trust v6' "$conf/pg_hba.conf" || true
+  fi
+  psql -q -h 127.0.0.1 -U postgres -d postgres \
+    -c "ALTER SYSTEM SET ssl = on" \
+    -c "ALTER SYSTEM SET ssl_cert_file = '$dir/server.pem'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$dir/server.key'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+  export TEST_PG_CA="$dir/ca.pem"
+}
+
 ensure_postgres
+setup_postgres_tls
 # The OpenAPI contract test reads Jamf's schema from ../shared/jamf-openapi unless told otherwise.
 cargo test --locked --all-targets

@@ -40,6 +40,15 @@ impl App {
     /// Marks runs a stopped process left `running` as interrupted (their windows are redone),
     /// and builds the engine over `db`.
     pub async fn start(cfg: &Config, settings: JamfSettings, db: Arc<Db>) -> anyhow::Result<App> {
+        let mut cfg = cfg.clone();
+        if cfg.mobile_devices.search_id.is_none() {
+            cfg.mobile_devices.search_name = own_search_name(
+                &cfg.mobile_devices.search_name,
+                &settings.instance,
+                &db.installation_id().await?,
+            );
+        }
+        let cfg = &cfg;
         let stale = db.interrupt_stale_runs(&settings.instance).await?;
         if stale > 0 {
             tracing::warn!(
@@ -55,6 +64,14 @@ impl App {
         self.client.invalidate_token().await;
         self.db.close().await;
     }
+}
+
+/// The advanced search this installation owns for this instance: the configured name plus the
+/// instance and the database's id, so two installations (or two instances sharing a Jamf
+/// server) never edit one search.
+pub fn own_search_name(configured: &str, instance: &str, installation: &str) -> String {
+    let short: String = installation.chars().take(8).collect();
+    format!("{configured} [{instance} {short}]")
 }
 
 /// Opens (and migrates) the configured database.

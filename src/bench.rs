@@ -380,14 +380,47 @@ async fn delta_row(
     })
 }
 
-/// Peak RSS of a separate `jamf-sync sync` process (it reports `VmHWM` when asked).
-async fn memory_row(devices: usize) -> anyhow::Result<Row> {
-    let sim = SimChild::start(devices, 0, 0)?;
+/// What a memory row measures: a separate `jamf-sync` process over a fresh SQLite database.
+#[derive(Debug, Clone, Copy)]
+enum MemoryJob {
+    /// `sync --only computers` (inline pages).
+    Computers,
+    /// `sync --only mobile-devices` through the advanced search (one XML answer listing
+    /// every device, then one Classic record each).
+    MobileSearch,
+    /// `reconcile --only mobile-devices` on an empty database: every listed device is
+    /// "missing here" and fetched.
+    MobileReconcile,
+}
+
+/// Peak RSS of a separate `jamf-sync` process (it reports `VmHWM` when asked).
+async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
+    let (computers, mobiles, args, note): (usize, usize, &[&str], &str) = match job {
+        MemoryJob::Computers => (
+            devices,
+            0,
+            &["sync", "--only", "computers"],
+            "`sync`, computers inline, default sections",
+        ),
+        MemoryJob::MobileSearch => (
+            0,
+            devices,
+            &["sync", "--only", "mobile-devices"],
+            "`sync`, mobile devices via the advanced search",
+        ),
+        MemoryJob::MobileReconcile => (
+            0,
+            devices,
+            &["reconcile", "--only", "mobile-devices"],
+            "`reconcile` of mobile devices into an empty database",
+        ),
+    };
+    let sim = SimChild::start(computers, mobiles, 0)?;
     let backend = fresh_backend("sqlite", None).await?;
     let exe = std::env::current_exe()?;
     let t0 = Instant::now();
     let out = Command::new(exe)
-        .args(["sync", "--only", "computers"])
+        .args(args)
         .env("JAMF_SYNC__JAMF__URL", &sim.url)
         .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
         .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
@@ -404,7 +437,7 @@ async fn memory_row(devices: usize) -> anyhow::Result<Row> {
         .ok_or_else(|| anyhow!("no peak RSS reported: {stderr}"))?;
     if !out.status.success() {
         return Err(anyhow!(
-            "sync failed: {}",
+            "{args:?} failed: {}",
             String::from_utf8_lossy(&out.stdout)
         ));
     }
@@ -420,7 +453,7 @@ async fn memory_row(devices: usize) -> anyhow::Result<Row> {
         records_per_sec: Some(devices as f64 / wall),
         cpu_secs_per_1000: None,
         peak_rss_mb: Some(kb / 1024.0),
-        note: "separate `jamf-sync sync` process, computers inline, default sections".into(),
+        note: format!("separate process: {note}"),
     })
 }
 
@@ -479,9 +512,18 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
         }
     }
     if wants("memory") {
-        push(memory_row(10_000).await, "memory 10k");
+        let mut sizes = vec![10_000];
         if opts.full {
-            push(memory_row(100_000).await, "memory 100k");
+            sizes.push(100_000);
+        }
+        for job in [
+            MemoryJob::Computers,
+            MemoryJob::MobileSearch,
+            MemoryJob::MobileReconcile,
+        ] {
+            for n in &sizes {
+                push(memory_row(*n, job).await, &format!("memory {job:?} {n}"));
+            }
         }
     }
     Ok(rows)

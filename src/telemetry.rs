@@ -42,6 +42,8 @@ pub mod metric {
     pub const WEBHOOK_LATENCY: &str = "jamf_sync_webhook_event_to_stored_seconds";
     pub const WEBHOOK_DEVICES: &str = "jamf_sync_webhook_devices_total";
     pub const TASK_RESTARTS: &str = "jamf_sync_task_restarts_total";
+    pub const CLOCK_OFFSET: &str = "jamf_sync_clock_offset_seconds";
+    pub const FAILING_DEVICES: &str = "jamf_sync_failing_devices";
 
     /// Every metric name above (dashboards and alert rules are checked against it).
     pub const ALL: &[&str] = &[
@@ -70,6 +72,8 @@ pub mod metric {
         WEBHOOK_LATENCY,
         WEBHOOK_DEVICES,
         TASK_RESTARTS,
+        CLOCK_OFFSET,
+        FAILING_DEVICES,
     ];
 }
 
@@ -111,6 +115,14 @@ pub fn describe_metrics() {
         "Device records processed, by kind and outcome (upserted, unchanged, failed, missing)"
     );
     describe_counter!(metric::RUNS, "Sync runs, by kind and result");
+    describe_gauge!(
+        metric::FAILING_DEVICES,
+        "Devices Jamf would not give (recorded in sync_failures, retried every run), by kind"
+    );
+    describe_gauge!(
+        metric::CLOCK_OFFSET,
+        "Jamf's clock minus this host's, from Jamf's Date header (whole seconds)"
+    );
     describe_counter!(
         metric::TASK_RESTARTS,
         "Restarts of a daemon task (executor, webhook worker) after it panicked or stopped"

@@ -57,6 +57,10 @@ pub struct SyncConfig {
     /// 0 turns retries off (a failed run waits for its next slot).
     pub retry_initial_secs: u64,
     pub retry_max_secs: u64,
+    /// When Jamf's clock (its `Date` header) differs from ours by more than this, a delta run
+    /// widens its overlap by the difference and warns (the cursor is our clock, `reportDate`
+    /// Jamf's).
+    pub clock_skew_warn_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -82,6 +86,7 @@ impl Default for SyncConfig {
             run_deadline_secs: 6 * 3600,
             retry_initial_secs: 60,
             retry_max_secs: 3600,
+            clock_skew_warn_secs: 60,
         }
     }
 }

@@ -233,6 +233,10 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
         let cursor = cursors
             .as_ref()
             .and_then(|c| c.iter().find(|c| c.kind == name).map(|c| c.cursor));
+        let failing = match s.engine.get() {
+            Some(engine) => engine.store().sync_failures(&s.instance, *kind).await.ok(),
+            None => None,
+        };
         kinds.push(json!({
             "kind": name,
             "running": s.runner.get().is_some_and(|r| r.is_busy(*kind)),
@@ -242,6 +246,9 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
             "next_scheduled": next.get(name),
             "next_reconcile": next.get(&format!("reconcile {name}")),
             "next_retry": retries.get(name),
+            // Devices Jamf would not give; every run retries them.
+            "failing_devices": failing.as_ref().map(Vec::len),
+            "failing_sample": failing.map(|f| f.into_iter().take(10).collect::<Vec<_>>()),
             "next_reconcile_retry": retries.get(&format!("reconcile {name}")),
         }));
     }

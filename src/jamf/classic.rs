@@ -1,7 +1,8 @@
 //! The Classic API (`/JSSResource`, XML) as jamf-sync needs it: advanced mobile device
 //! searches, mobile device records and lists, and webhooks.
 //!
-//! Invariants: every answer is read through [`xml_to_json`] (bounded, never panics); a
+//! Invariants: every answer is read through [`xml_to_json`] or, for an evaluated search that
+//! can list a whole fleet, streamed through [`walk`] (both bounded, never panicking); a
 //! malformed answer is a [`JamfError::Decode`] naming the endpoint.
 
 use std::time::Duration;
@@ -11,7 +12,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::decode::parse_classic_time;
-use super::xml::xml_to_json;
+use super::xml::{walk, xml_to_json};
 use super::{Call, JamfClient, JamfError};
 
 impl JamfClient {
@@ -96,7 +97,7 @@ impl JamfClient {
         &self,
         id: i64,
         timeout: Duration,
-    ) -> Result<Vec<SearchHit>, JamfError> {
+    ) -> Result<SearchResult, JamfError> {
         let endpoint = "/JSSResource/advancedmobiledevicesearches/id/{id}";
         let mut call = Self::classic_call(
             Method::GET,
@@ -167,43 +168,85 @@ pub struct SearchHit {
     pub last_inventory_update: Option<DateTime<Utc>>,
 }
 
-/// Reads the device list of an evaluated advanced mobile device search.
-pub fn parse_search_results(xml: &str) -> Result<Vec<SearchHit>, String> {
-    let (root, json) = xml_to_json(xml)?;
+/// One criterion of an advanced search, as Jamf evaluated it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Criterion {
+    pub name: String,
+    pub search_type: String,
+    pub value: String,
+}
+
+impl Criterion {
+    /// `Last Inventory Update` `less than x days ago` `days`: the one jamf-sync sets.
+    pub fn window(days: u32) -> Self {
+        Criterion {
+            name: "Last Inventory Update".into(),
+            search_type: "less than x days ago".into(),
+            value: days.to_string(),
+        }
+    }
+
+    /// Equal as Jamf compares them: names and types without regard to case.
+    pub fn same(&self, other: &Criterion) -> bool {
+        self.name.eq_ignore_ascii_case(&other.name)
+            && self.search_type.eq_ignore_ascii_case(&other.search_type)
+            && self.value.trim() == other.value.trim()
+    }
+}
+
+impl std::fmt::Display for Criterion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{} {} {}`", self.name, self.search_type, self.value)
+    }
+}
+
+/// An evaluated advanced mobile device search: the criteria it was evaluated with and the
+/// devices it found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchResult {
+    pub criteria: Vec<Criterion>,
+    pub hits: Vec<SearchHit>,
+}
+
+/// Reads an evaluated advanced mobile device search, streaming: the document is never held
+/// as a tree, so memory grows with the number of hits only.
+pub fn parse_search_results(xml: &str) -> Result<SearchResult, String> {
+    let mut out = SearchResult::default();
+    let mut criterion = Criterion::default();
+    let (mut id, mut liu) = (None, None);
+    let root = walk(xml, |parents, name, text| {
+        match (parents.get(1).map(String::as_str), parents.len()) {
+            (Some("criteria"), 3) => match name {
+                "name" => criterion.name = text.trim().to_string(),
+                "search_type" => criterion.search_type = text.trim().to_string(),
+                "value" => criterion.value = text.trim().to_string(),
+                _ => {}
+            },
+            (Some("criteria"), 2) if name == "criterion" => {
+                out.criteria.push(std::mem::take(&mut criterion));
+            }
+            (Some("mobile_devices"), 3) if name == "id" => id = text.trim().parse::<i64>().ok(),
+            // Jamf turns the display name's spaces into underscores, not always consistently.
+            (Some("mobile_devices"), 3) if name.eq_ignore_ascii_case("last_inventory_update") => {
+                liu = parse_classic_time(text);
+            }
+            (Some("mobile_devices"), 2) if name == "mobile_device" => {
+                let id = id.take().ok_or("a listed device has no numeric <id>")?;
+                out.hits.push(SearchHit {
+                    id,
+                    last_inventory_update: liu.take(),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
     if root != "advanced_mobile_device_search" {
         return Err(format!(
             "expected <advanced_mobile_device_search>, got <{root}>"
         ));
     }
-    let devices = match json.get("mobile_devices") {
-        Some(Value::Array(d)) => d.clone(),
-        Some(_) | None => Vec::new(),
-    };
-    let mut hits = Vec::with_capacity(devices.len());
-    for d in devices {
-        let Some(id) = d
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|s| s.trim().parse().ok())
-        else {
-            return Err("a listed device has no numeric <id>".into());
-        };
-        // Jamf turns the display name's spaces into underscores, not always consistently.
-        let liu = d
-            .as_object()
-            .and_then(|o| {
-                o.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("last_inventory_update"))
-                    .map(|(_, v)| v)
-            })
-            .and_then(Value::as_str)
-            .and_then(parse_classic_time);
-        hits.push(SearchHit {
-            id,
-            last_inventory_update: liu,
-        });
-    }
-    Ok(hits)
+    Ok(out)
 }
 
 /// Ids of `GET /JSSResource/mobiledevices` (`<mobile_devices><size>…<mobile_device><id>…`).
@@ -317,11 +360,16 @@ mod tests {
 
     #[test]
     fn search_results_and_list() {
-        let xml = "<advanced_mobile_device_search><id>3</id><name>n</name><mobile_devices><size>2</size>\
+        let xml = "<advanced_mobile_device_search><id>3</id><name>n</name>\
+                   <criteria><size>1</size><criterion><name>Last Inventory Update</name><priority>0</priority>\
+                   <and_or>and</and_or><search_type>less than x days ago</search_type><value>2</value>\
+                   </criterion></criteria><mobile_devices><size>2</size>\
                    <mobile_device><id>1</id><name>a</name><udid>u</udid><Last_Inventory_Update>2026-11-20 10:00:00</Last_Inventory_Update></mobile_device>\
                    <mobile_device><id>2</id><name>b</name><Last_Inventory_Update>gibberish</Last_Inventory_Update></mobile_device>\
                    </mobile_devices></advanced_mobile_device_search>";
-        let hits = parse_search_results(xml).unwrap_or_default();
+        let result = parse_search_results(xml).unwrap_or_default();
+        assert_eq!(result.criteria, vec![Criterion::window(2)]);
+        let hits = result.hits;
         assert_eq!(hits.len(), 2);
         assert_eq!(
             hits[0].last_inventory_update,

@@ -120,9 +120,34 @@ fn first_per_definition(eas: impl Iterator<Item = EaValue>) -> Vec<EaValue> {
     out
 }
 
+/// The text with what PostgreSQL cannot store replaced by U+FFFD: the JSON escape `\u0000`
+/// (refused by `jsonb`) and NUL characters (refused by `text`). Both backends store the same.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("\\u0000") && !text.contains('\0') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("\\u0000") {
+        // An escape only when preceded by an even number of backslashes (`\\u0000` is a
+        // backslash and the letters u0000).
+        let backslashes = rest[..i].bytes().rev().take_while(|b| *b == b'\\').count();
+        out.push_str(&rest[..i]);
+        out.push_str(if backslashes % 2 == 0 {
+            "\\ufffd"
+        } else {
+            "\\u0000"
+        });
+        rest = &rest[i + 6..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out.replace('\0', "\u{fffd}"))
+}
+
 /// Decodes one `computers-inventory` record (a list page's or a detail record).
 pub fn computer(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<Computer, RecordError> {
-    let text = raw.get();
+    let text = storable(raw.get());
+    let text = text.as_ref();
     let rec: ComputerRecord = serde_json::from_str(text).map_err(|e| {
         RecordError::new(
             sniff_id(text, "id").unwrap_or_else(|| "?".into()),
@@ -263,14 +288,15 @@ pub fn mobile_xml(xml: &str, fetched_at: DateTime<Utc>) -> Result<MobileDevice, 
         last_inventory_update,
         extension_attributes,
         raw_hash: hash_raw(&raw),
-        raw,
+        raw: storable(&raw).into_owned(),
         fetched_at,
     })
 }
 
 /// Decodes one `/api/v2/mobile-devices/detail` record; fills the same columns as XML.
 pub fn mobile_pro(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<MobileDevice, RecordError> {
-    let text = raw.get();
+    let text = storable(raw.get());
+    let text = text.as_ref();
     let rec: ProMobileDevice = serde_json::from_str(text).map_err(|e| {
         RecordError::new(
             sniff_id(text, "mobileDeviceId").unwrap_or_else(|| "?".into()),
@@ -333,6 +359,18 @@ pub fn mobile_pro(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<MobileDev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_postgresql_cannot_store_is_replaced() {
+        let raw = r#"{"a":"x\u0000y","b":"\\u0000","c":"ok"}"#;
+        assert_eq!(
+            storable(raw),
+            r#"{"a":"x\ufffdy","b":"\\u0000","c":"ok"}"#,
+            "an escaped backslash before u0000 is text, not a NUL"
+        );
+        assert_eq!(storable("a\0b"), "a\u{fffd}b");
+        assert!(matches!(storable("plain"), std::borrow::Cow::Borrowed(_)));
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         match RawValue::from_string(s.to_string()) {

@@ -109,12 +109,32 @@ impl JamfError {
         }
     }
 
-    /// A timeout or gateway timeout: the page was too heavy, try a smaller one.
+    /// A timeout or gateway timeout (the page was too heavy), or a plain 500 (Jamf answers one
+    /// for a whole page when one device's data is broken): try a smaller page.
     pub fn asks_for_smaller_pages(&self) -> bool {
         matches!(
             self,
-            JamfError::Timeout { .. } | JamfError::Server { status: 504, .. }
+            JamfError::Timeout { .. }
+                | JamfError::Server {
+                    status: 504 | 500,
+                    ..
+                }
         )
+    }
+
+    /// Jamf answered, but not with a usable record: a plain 500 (broken device data), an
+    /// answer that does not decode, an unexpected status; also as the last error of exhausted
+    /// retries. Such a failure is isolated to the devices asked for (recorded, retried next
+    /// run) instead of failing the run; throttling, timeouts, gateways and transport errors are
+    /// the server's or the network's and still fail it.
+    pub fn is_record_specific(&self) -> bool {
+        match self {
+            JamfError::Server { status: 500, .. }
+            | JamfError::Decode { .. }
+            | JamfError::Unexpected { .. } => true,
+            JamfError::RetriesExhausted { last, .. } => last.is_record_specific(),
+            _ => false,
+        }
     }
 
     /// The server was never reached (see [`JamfError::Unreachable`]), also through exhausted

@@ -25,7 +25,7 @@ pub mod pro;
 mod transport;
 pub mod xml;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +88,13 @@ pub struct JamfClient {
     authenticated: AtomicBool,
     /// Set once any answer came back from the server (see [`JamfSettings::fail_fast`]).
     reached: AtomicBool,
+    /// Jamf's clock minus ours in milliseconds, from the last answer's `Date` header
+    /// ([`NO_OFFSET`] until one was seen).
+    clock_offset_ms: AtomicI64,
 }
+
+/// No `Date` header seen yet.
+const NO_OFFSET: i64 = i64::MIN;
 
 impl std::fmt::Debug for JamfClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +164,7 @@ impl JamfClient {
             inventory_version: Mutex::new(None),
             authenticated: AtomicBool::new(false),
             reached: AtomicBool::new(false),
+            clock_offset_ms: AtomicI64::new(NO_OFFSET),
         })
     }
 
@@ -166,6 +173,20 @@ impl JamfClient {
     }
 
     /// Whether Jamf has accepted our credentials at least once.
+    /// Jamf's clock minus ours, as the last answer's `Date` header showed it (to about a
+    /// second: the header has whole seconds); `None` before any answer had one.
+    pub fn clock_offset(&self) -> Option<chrono::Duration> {
+        match self.clock_offset_ms.load(Ordering::Relaxed) {
+            NO_OFFSET => None,
+            ms => Some(chrono::Duration::milliseconds(ms)),
+        }
+    }
+
+    fn observe_clock(&self, offset: chrono::Duration) {
+        let ms = offset.num_milliseconds().clamp(NO_OFFSET + 1, i64::MAX);
+        self.clock_offset_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// Whether any answer ever came back from the server.
     pub fn has_reached(&self) -> bool {
         self.reached.load(Ordering::Relaxed)

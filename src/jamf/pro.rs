@@ -83,18 +83,39 @@ impl JamfClient {
                 ("/api/v4/computers-inventory", "api/v4/computers-inventory")
             }
         };
-        self.page(endpoint, path, "id:asc", q).await
+        self.page(endpoint, path, "id:asc", q, &[]).await
     }
 
     /// One page of `/api/v2/mobile-devices/detail`.
+    ///
+    /// Asked with `exception-handling=LENIENT`: Jamf then answers a device whose data it cannot
+    /// process with that section `null` instead of a 500 for the whole page. Sections asked
+    /// for that came back `null` are logged and counted (`outcome="partial"`); the record is
+    /// stored as Jamf gave it.
     pub async fn mobile_devices_page(&self, q: PageQuery<'_>) -> Result<InventoryPage, JamfError> {
-        self.page(
-            "/api/v2/mobile-devices/detail",
-            "api/v2/mobile-devices/detail",
-            "mobileDeviceId:asc",
-            q,
-        )
-        .await
+        let sections = q.sections;
+        let page = self
+            .page(
+                "/api/v2/mobile-devices/detail",
+                "api/v2/mobile-devices/detail",
+                "mobileDeviceId:asc",
+                q,
+                &[("exception-handling", "LENIENT")],
+            )
+            .await?;
+        for raw in &page.results {
+            let empty = null_sections(raw.get(), sections);
+            if !empty.is_empty() {
+                metrics::counter!(crate::telemetry::metric::RECORDS, "kind" => "mobile_devices", "outcome" => "partial")
+                    .increment(1);
+                tracing::warn!(
+                    id = ?super::decode::numeric_id(raw.get(), "mobileDeviceId"),
+                    sections = ?empty,
+                    "Jamf could not process these sections of a mobile device (they came back empty)"
+                );
+            }
+        }
+        Ok(page)
     }
 
     async fn page(
@@ -103,9 +124,11 @@ impl JamfClient {
         path: &str,
         sort: &str,
         q: PageQuery<'_>,
+        extra: &[(&'static str, &str)],
     ) -> Result<InventoryPage, JamfError> {
         let mut query: Vec<(&str, String)> =
             q.sections.iter().map(|s| ("section", s.clone())).collect();
+        query.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         // Keyset paging: always page 0, the filter's id bound moves forward.
         query.push(("page", "0".into()));
         query.push(("page-size", q.page_size.to_string()));
@@ -182,9 +205,55 @@ fn major_minor(version: &str) -> (u32, u32) {
     (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }
 
+/// Of the sections asked for (`USER_AND_LOCATION`), those whose key (`userAndLocation`) the
+/// record holds as `null`. Reads only the record's top level.
+fn null_sections(raw: &str, sections: &[String]) -> Vec<String> {
+    let Ok(top) = serde_json::from_str::<std::collections::HashMap<&str, &RawValue>>(raw) else {
+        return Vec::new();
+    };
+    sections
+        .iter()
+        .filter(|s| {
+            let key = camel(s);
+            top.get(key.as_str()).is_some_and(|v| v.get() == "null")
+        })
+        .cloned()
+        .collect()
+}
+
+/// `USER_AND_LOCATION` → `userAndLocation`.
+fn camel(section: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in section.split('_').enumerate() {
+        let lower = part.to_ascii_lowercase();
+        if i == 0 {
+            out.push_str(&lower);
+        } else {
+            let mut chars = lower.chars();
+            if let Some(first) = chars.next() {
+                out.push(first.to_ascii_uppercase());
+                out.extend(chars);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sections_jamf_could_not_process_are_found() {
+        let raw =
+            r#"{"mobileDeviceId":"7","general":{"udid":"u"},"hardware":null,"userAndLocation":{}}"#;
+        let asked: Vec<String> = ["GENERAL", "HARDWARE", "USER_AND_LOCATION"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(null_sections(raw, &asked), vec!["HARDWARE".to_string()]);
+        assert!(null_sections("not json", &asked).is_empty());
+        assert_eq!(camel("EXTENSION_ATTRIBUTES"), "extensionAttributes");
+    }
 
     #[test]
     fn version_detection() {

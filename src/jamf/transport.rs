@@ -96,6 +96,7 @@ impl JamfClient {
         let mut spent = Duration::ZERO;
         let mut attempt: u32 = 0;
         let mut refused: u32 = 0;
+        let mut plain_500s: u32 = 0;
         loop {
             let session = match req.auth {
                 // Boxed: renewing the token executes a request itself.
@@ -152,7 +153,12 @@ impl JamfClient {
             };
             let delay = backoff_delay(&self.settings.retry, attempt, &err);
             attempt = attempt.saturating_add(1);
-            if spent.saturating_add(delay) > budget {
+            if let JamfError::Server { status: 500, .. } = err {
+                plain_500s += 1;
+            }
+            // Jamf answers a plain 500 for as long as a device's data is broken: a few tries
+            // tell a glitch from that, the rest of the budget would only delay isolating it.
+            if spent.saturating_add(delay) > budget || plain_500s >= MAX_PLAIN_500S {
                 return Err(JamfError::RetriesExhausted {
                     endpoint: req.endpoint,
                     attempts: attempt,
@@ -250,8 +256,11 @@ impl JamfClient {
         let latency = t0.elapsed();
         drop(permit);
         let method = method_label(&req.method);
-        if result.is_ok() {
+        if let Ok((_, headers, _)) = &result {
             self.reached.store(true, Ordering::Relaxed);
+            if let Some(offset) = clock_offset(headers, sent_at, latency) {
+                self.observe_clock(offset);
+            }
         }
         let (class, outcome) = match result {
             Ok((status, headers, Some(body))) => (
@@ -336,6 +345,25 @@ impl JamfClient {
         }
     }
 }
+
+/// Jamf's clock minus ours: the `Date` header against the middle of the attempt. `None`
+/// without a readable header; bounded to a year either way (a wild header cannot overflow
+/// what is computed from it).
+fn clock_offset(
+    headers: &HeaderMap,
+    sent_at: DateTime<Utc>,
+    latency: Duration,
+) -> Option<chrono::Duration> {
+    let date = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let server = DateTime::parse_from_rfc2822(date).ok()?.with_timezone(&Utc);
+    let half = chrono::Duration::from_std(latency / 2).ok()?;
+    let ours = sent_at.checked_add_signed(half)?;
+    let year = chrono::Duration::days(366);
+    Some(server.signed_duration_since(ours).clamp(-year, year))
+}
+
+/// Attempts a request gets while Jamf answers a plain 500 (not a QuotaViolation).
+const MAX_PLAIN_500S: u32 = 3;
 
 /// Whether a path is one of the token calls, which carry credentials in their body or header.
 fn is_auth_path(path: &str) -> bool {
@@ -536,6 +564,35 @@ fn method_label(m: &Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_offset_from_the_date_header() {
+        let mut headers = HeaderMap::new();
+        let sent = DateTime::parse_from_rfc3339("2026-12-03T17:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        assert_eq!(clock_offset(&headers, sent, Duration::ZERO), None);
+        headers.insert(
+            reqwest::header::DATE,
+            "Thu, 03 Dec 2026 16:50:00 GMT"
+                .parse()
+                .unwrap_or(reqwest::header::HeaderValue::from_static("")),
+        );
+        assert_eq!(
+            clock_offset(&headers, sent, Duration::from_secs(2)),
+            Some(-chrono::Duration::seconds(601)),
+            "Jamf ten minutes behind, measured against the middle of the attempt"
+        );
+        headers.insert(
+            reqwest::header::DATE,
+            reqwest::header::HeaderValue::from_static("Fri, 01 Jan 9999 00:00:00 GMT"),
+        );
+        assert_eq!(
+            clock_offset(&headers, sent, Duration::ZERO),
+            Some(chrono::Duration::days(366)),
+            "bounded"
+        );
+    }
 
     #[test]
     fn backoff_respects_retry_after_and_ceiling() {

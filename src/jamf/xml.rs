@@ -40,17 +40,10 @@ pub fn xml_to_json(xml: &str) -> Result<(String, Value), String> {
     let mut stack: Vec<Open> = Vec::new();
     let mut root: Option<(String, Value)> = None;
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| format!("XML error at byte {}: {e}", reader.buffer_position()))?;
+        let event = next_event(&mut reader)?;
         match event {
             Event::Start(e) => {
-                if root.is_some() {
-                    return Err("content after the root element".into());
-                }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(format!("elements nested deeper than {MAX_DEPTH}"));
-                }
+                may_open(root.is_some(), stack.len())?;
                 let name = e.local_name().as_ref().to_string();
                 let mut children = Vec::new();
                 for attr in e.attributes() {
@@ -76,31 +69,6 @@ pub fn xml_to_json(xml: &str) -> Result<(String, Value), String> {
                     None => return Err("content after the root element".into()),
                 }
             }
-            Event::Text(t) => {
-                if let Some((_, _, text)) = stack.last_mut() {
-                    text.push_str(&t.xml10_content());
-                }
-            }
-            Event::CData(t) => {
-                if let Some((_, _, text)) = stack.last_mut() {
-                    text.push_str(&t.into_inner());
-                }
-            }
-            Event::GeneralRef(r) => {
-                let resolved = if r.is_char_ref() {
-                    r.resolve_char_ref()
-                        .map_err(|e| format!("bad character reference: {e}"))?
-                        .map(String::from)
-                } else {
-                    quick_xml::escape::resolve_predefined_entity(&r.xml10_content())
-                        .map(String::from)
-                };
-                let resolved =
-                    resolved.ok_or_else(|| format!("unknown entity &{};", r.xml10_content()))?;
-                if let Some((_, _, text)) = stack.last_mut() {
-                    text.push_str(&resolved);
-                }
-            }
             Event::End(_) => {
                 let Some((name, children, text)) = stack.pop() else {
                     return Err("unexpected closing tag".into());
@@ -112,10 +80,106 @@ pub fn xml_to_json(xml: &str) -> Result<(String, Value), String> {
                 }
             }
             Event::Eof => break,
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+            other => {
+                if let Some((_, _, text)) = stack.last_mut() {
+                    append_text(&other, text)?;
+                } else {
+                    append_text(&other, &mut String::new())?;
+                }
+            }
         }
     }
     if let Some((name, _, _)) = stack.last() {
+        return Err(format!("truncated document: <{name}> is not closed"));
+    }
+    root.ok_or_else(|| "empty document".to_string())
+}
+
+fn next_event<'a>(reader: &mut Reader<&'a [u8]>) -> Result<Event<'a>, String> {
+    reader
+        .read_event()
+        .map_err(|e| format!("XML error at byte {}: {e}", reader.buffer_position()))
+}
+
+/// Whether an element may open here: one root only, and no deeper than [`MAX_DEPTH`].
+fn may_open(root_closed: bool, depth: usize) -> Result<(), String> {
+    if root_closed {
+        return Err("content after the root element".into());
+    }
+    if depth >= MAX_DEPTH {
+        return Err(format!("elements nested deeper than {MAX_DEPTH}"));
+    }
+    Ok(())
+}
+
+/// Appends what a text, CDATA or entity event stands for; other events add nothing.
+fn append_text(event: &Event<'_>, text: &mut String) -> Result<(), String> {
+    match event {
+        Event::Text(t) => text.push_str(&t.xml10_content()),
+        Event::CData(t) => text.push_str(t),
+        Event::GeneralRef(r) => {
+            let resolved = if r.is_char_ref() {
+                r.resolve_char_ref()
+                    .map_err(|e| format!("bad character reference: {e}"))?
+                    .map(String::from)
+            } else {
+                quick_xml::escape::resolve_predefined_entity(&r.xml10_content()).map(String::from)
+            };
+            let resolved =
+                resolved.ok_or_else(|| format!("unknown entity &{};", r.xml10_content()))?;
+            text.push_str(&resolved);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Streams a document's elements to `visit` as each closes: the names of its ancestors (root
+/// first), its own name and its text. Memory is that of the deepest open path, not of the
+/// document (a search listing 100,000 devices is never held as a tree); nesting is bounded as
+/// in [`xml_to_json`]. Returns the root element's name.
+pub fn walk(
+    xml: &str,
+    mut visit: impl FnMut(&[String], &str, &str) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut path: Vec<String> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    let mut root: Option<String> = None;
+    loop {
+        let event = next_event(&mut reader)?;
+        match event {
+            Event::Start(e) => {
+                may_open(root.is_some(), path.len())?;
+                path.push(e.local_name().as_ref().to_string());
+                texts.push(String::new());
+            }
+            Event::Empty(e) => {
+                let name = e.local_name().as_ref().to_string();
+                if path.is_empty() {
+                    if root.is_some() {
+                        return Err("content after the root element".into());
+                    }
+                    root = Some(name.clone());
+                }
+                visit(&path, &name, "")?;
+            }
+            Event::End(_) => {
+                let name = path.pop().ok_or("unexpected closing tag")?;
+                let text = texts.pop().unwrap_or_default();
+                visit(&path, &name, &text)?;
+                if path.is_empty() {
+                    root = Some(name);
+                }
+            }
+            Event::Eof => break,
+            other => match texts.last_mut() {
+                Some(text) => append_text(&other, text)?,
+                None => append_text(&other, &mut String::new())?,
+            },
+        }
+    }
+    if let Some(name) = path.last() {
         return Err(format!("truncated document: <{name}> is not closed"));
     }
     root.ok_or_else(|| "empty document".to_string())

@@ -264,8 +264,13 @@ async fn inventory(
             }
             std::cmp::Ordering::Equal
         });
-        let results: Vec<serde_json::Value> = q
-            .page_of(&matched)
+        let page: Vec<&SimComputer> = q.page_of(&matched).copied().collect();
+        let beyond_general = section_refs.iter().any(|s| *s != "GENERAL");
+        if beyond_general && page.iter().any(|c| inner.broken.contains(&c.id)) {
+            return broken_data();
+        }
+        let results: Vec<serde_json::Value> = page
+            .into_iter()
             .map(|c| corrupted(&inner, c.id, c.render(version, &section_refs)))
             .collect();
         (matched.len(), results)
@@ -279,6 +284,16 @@ async fn inventory(
         touch(&mut lock(&s.inner), churn);
     }
     Json(json!({ "totalCount": total, "results": results })).into_response()
+}
+
+/// Jamf's answer when a device's data cannot be processed.
+fn broken_data() -> Response {
+    api_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNEXPECTED_ERROR",
+        "An unexpected error occurred while processing device data",
+        None,
+    )
 }
 
 fn corrupted(inner: &Inner, id: i64, mut v: serde_json::Value) -> serde_json::Value {
@@ -308,7 +323,11 @@ async fn detail(
         return r;
     }
     let all: Vec<&str> = fleet::SECTIONS.iter().map(|(n, _, _)| *n).collect();
-    let found = id.parse::<i64>().ok().and_then(|id| {
+    let id = id.parse::<i64>().ok();
+    if id.is_some_and(|id| lock(&s.inner).broken.contains(&id)) {
+        return broken_data();
+    }
+    let found = id.and_then(|id| {
         let inner = lock(&s.inner);
         inner
             .fleet

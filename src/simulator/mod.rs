@@ -75,6 +75,9 @@ pub struct SimConfig {
     /// After each served list page, this many random devices submit inventory (churn while a
     /// client pages).
     pub churn_per_page: usize,
+    /// Jamf's clock minus real time: its `Date` headers and the inventory times of devices
+    /// touched through the simulator API are this far off (a server whose NTP is broken).
+    pub clock_offset_secs: i64,
     pub faults: Faults,
     /// POST a webhook event here whenever a device is added, submits inventory, checks in or
     /// is unenrolled (unset: no events).
@@ -135,6 +138,7 @@ impl Default for SimConfig {
             page_timeout_above: 0,
             seed: 42,
             churn_per_page: 0,
+            clock_offset_secs: 0,
             faults: Faults::default(),
             webhook_url: None,
             webhook_format: webhooks::WebhookFormat::Json,
@@ -205,6 +209,7 @@ impl Simulator {
                 fault_checks: 0,
                 auth_requests: 0,
                 corrupt: Default::default(),
+                broken: Default::default(),
                 mobiles,
                 corrupt_mobiles: Default::default(),
                 searches: BTreeMap::new(),
@@ -292,6 +297,17 @@ impl Simulator {
     }
 
     /// Serve this computer's record malformed from now on.
+    /// Breaks a computer's data the way Jamf fails on it: a 500 for any list page or detail
+    /// record that holds more than its GENERAL section. `false` mends it.
+    pub fn set_broken(&self, id: i64, broken: bool) {
+        let mut inner = lock(&self.state.inner);
+        if broken {
+            inner.broken.insert(id);
+        } else {
+            inner.broken.remove(&id);
+        }
+    }
+
     pub fn corrupt(&self, id: i64) {
         lock(&self.state.inner).corrupt.insert(id);
     }
@@ -340,10 +356,15 @@ impl Simulator {
         touch(&mut inner, count)
     }
 
-    /// Specific devices submit inventory now.
+    /// Sets how far Jamf's clock is off (see [`SimConfig::clock_offset_secs`]).
+    pub fn set_clock_offset(&self, secs: i64) {
+        lock(&self.state.cfg).clock_offset_secs = secs;
+    }
+
+    /// Specific devices submit inventory now (by the simulated server's clock).
     pub fn touch_ids(&self, ids: &[i64]) {
+        let now = self.state.now();
         let mut inner = lock(&self.state.inner);
-        let now = Utc::now();
         let Inner { fleet, rng, .. } = &mut *inner;
         for id in ids {
             if let Some(c) = fleet.get_mut(id) {

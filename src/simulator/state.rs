@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,6 +31,9 @@ pub(crate) struct Inner {
     pub(super) auth_requests: u64,
     /// Ids whose records are served malformed (an unparseable `reportDate`).
     pub(super) corrupt: std::collections::HashSet<i64>,
+    /// Computers whose data Jamf cannot process: any answer holding more than their GENERAL
+    /// section is a 500 (for a whole list page, as Jamf does).
+    pub(super) broken: std::collections::HashSet<i64>,
     pub(super) mobiles: BTreeMap<i64, mobile::SimMobile>,
     /// Mobile device ids whose XML is served truncated.
     pub(super) corrupt_mobiles: std::collections::HashSet<i64>,
@@ -233,6 +237,13 @@ pub(super) async fn count_requests(
         next.run(req).await
     };
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
+    if lock(&s.cfg).clock_offset_secs != 0 {
+        // hyper adds a Date header only when the answer has none.
+        let date = s.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        if let Ok(v) = header::HeaderValue::from_str(&date) {
+            resp.headers_mut().insert(header::DATE, v);
+        }
+    }
     {
         let mut inner = lock(&s.inner);
         let at = inner.started.elapsed();
@@ -279,6 +290,12 @@ pub(super) async fn not_found() -> Response {
 }
 
 impl SimState {
+    /// The simulated server's clock (real time plus the configured offset).
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        let offset = lock(&self.cfg).clock_offset_secs;
+        Utc::now() + chrono::Duration::seconds(offset.clamp(-86_400 * 365, 86_400 * 365))
+    }
+
     pub(super) fn issue_token(&self) -> (String, u64) {
         let ttl = lock(&self.cfg).token_ttl_secs;
         let n = self.token_seq.fetch_add(1, Ordering::SeqCst);

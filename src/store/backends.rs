@@ -18,7 +18,7 @@ use sqlx::QueryBuilder;
 use super::writer::{insert_columns, push_cells, push_ids, upsert_tail, writer_impl, CHUNK};
 use super::{
     partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
-    RunEnd, RunRow, Store, StoredDevice, Write,
+    RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
 };
 use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue, Kind, RunKind, RunStatus};
 
@@ -103,7 +103,8 @@ impl PgStore {
 macro_rules! run_columns {
     () => {
         "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
-         upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error"
+         upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error, \
+         clock_offset_ms"
     };
 }
 
@@ -207,7 +208,7 @@ macro_rules! store_impl {
                 sqlx::query(
                     "UPDATE sync_runs SET status = $1, finished_at = $2, listed = $3, fetched = $4, \
                      upserted = $5, unchanged = $6, failed = $7, missing = $8, error = $9, \
-                     cursor_after = $10, stale = $11 WHERE id = $12",
+                     cursor_after = $10, stale = $11, clock_offset_ms = $13 WHERE id = $12",
                 )
                 .bind(end.status.as_str())
                 .bind(end.finished_at)
@@ -221,6 +222,7 @@ macro_rules! store_impl {
                 .bind(cursor_after)
                 .bind(c.stale)
                 .bind(end.run_id)
+                .bind(end.clock_offset_ms)
                 .execute(&mut *tx)
                 .await?;
                 if let Some(cursor) = cursor_after {
@@ -256,6 +258,22 @@ macro_rules! store_impl {
                 Ok(r.rows_affected())
             }
 
+            async fn installation_id(&self) -> Result<String> {
+                let fresh = format!("{:016x}", fastrand::u64(..));
+                // Two processes starting together both insert; the first one's id stays.
+                sqlx::query(
+                    "INSERT INTO installation (singleton, id) VALUES (1, $1) ON CONFLICT DO NOTHING",
+                )
+                .bind(&fresh)
+                .execute(&self.pool)
+                .await?;
+                let (id,): (String,) =
+                    sqlx::query_as("SELECT id FROM installation WHERE singleton = 1")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(id)
+            }
+
             async fn fail_running_runs(
                 &self,
                 instance: &str,
@@ -273,6 +291,29 @@ macro_rules! store_impl {
                 .execute(&self.pool)
                 .await?;
                 Ok(r.rows_affected())
+            }
+
+            async fn sync_failures(&self, instance: &str, kind: Kind) -> Result<Vec<SyncFailure>> {
+                Ok(sqlx::query_as(
+                    "SELECT jamf_id, error, first_seen_at, last_seen_at, attempts FROM sync_failures \
+                     WHERE instance = $1 AND kind = $2 ORDER BY first_seen_at, jamf_id",
+                )
+                .bind(instance)
+                .bind(kind.as_str())
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn last_clock_offset(&self, instance: &str, kind: RunKind) -> Result<Option<i64>> {
+                let row: Option<(Option<i64>,)> = sqlx::query_as(
+                    "SELECT clock_offset_ms FROM sync_runs WHERE instance = $1 AND kind = $2 \
+                     AND clock_offset_ms IS NOT NULL ORDER BY id DESC LIMIT 1",
+                )
+                .bind(instance)
+                .bind(kind.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.and_then(|r| r.0))
             }
 
             async fn last_finished(

@@ -73,6 +73,8 @@ pub struct RunEnd<'a> {
     /// The new delta cursor; stored only when `status` is `Succeeded`.
     pub cursor_after: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+    /// Jamf's clock minus ours (ms), when the run saw a `Date` header.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// A run's progress, committed together with the page it covers.
@@ -134,6 +136,19 @@ pub struct RunRow {
     pub cursor_before: Option<DateTime<Utc>>,
     pub cursor_after: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Jamf's clock minus ours (ms) as the run measured it.
+    pub clock_offset_ms: Option<i64>,
+}
+
+/// One row of `sync_failures`: a device Jamf would not give, retried by every run until it
+/// is written.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, PartialEq)]
+pub struct SyncFailure {
+    pub jamf_id: i64,
+    pub error: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub attempts: i32,
 }
 
 /// One row of `sync_cursors`.
@@ -211,6 +226,9 @@ from_row_by_name!(DeviceInfo {
 pub struct Write<'a, R> {
     pub instance: &'a str,
     pub records: &'a [R],
+    /// Devices of this kind Jamf would not give (id, error): recorded in `sync_failures` and
+    /// retried by the next run; a written record clears its row.
+    pub failures: &'a [(i64, String)],
     /// The run this write belongs to, committed with it.
     pub progress: Option<&'a Progress>,
     /// Write even over a newer stored copy (`sync --full --overwrite`).
@@ -224,6 +242,7 @@ impl<'a, R> Write<'a, R> {
         Write {
             instance,
             records,
+            failures: &[],
             progress: None,
             overwrite: false,
             now: Utc::now(),
@@ -291,6 +310,8 @@ macro_rules! store_api {
 store_api! {
     /// Applies the embedded migrations (idempotent).
     fn migrate() -> ();
+    /// This database's random id, created on first use (names what jamf-sync owns in Jamf).
+    fn installation_id() -> String;
     /// The delta cursor: start time of the last successful run of this kind.
     fn cursor(instance: &str, kind: Kind) -> Option<DateTime<Utc>>;
     fn start_run(run: &NewRun<'_>) -> i64;
@@ -304,6 +325,10 @@ store_api! {
     /// Marks this kind's runs still `running` as `failed` with `error` (a run whose task
     /// panicked); returns how many.
     fn fail_running_runs(instance: &str, kind: RunKind, error: &str) -> u64;
+    /// Jamf's clock minus ours (ms) as the last run of this kind that measured it saw it.
+    fn last_clock_offset(instance: &str, kind: RunKind) -> Option<i64>;
+    /// Devices of this kind recorded as failing, oldest first.
+    fn sync_failures(instance: &str, kind: Kind) -> Vec<SyncFailure>;
     /// When the last finished run of this kind ended, any status or only succeeded ones.
     fn last_finished(instance: &str, kind: RunKind, succeeded_only: bool) -> Option<DateTime<Utc>>;
     fn recent_runs(instance: &str, limit: i64) -> Vec<RunRow>;

@@ -5,7 +5,8 @@
 //! move `synced_at` → the others are upserted with `ON CONFLICT … DO UPDATE … WHERE <guard>`,
 //! so a row the guard keeps is not rewritten; when fewer rows were affected than upserted, the
 //! stored hashes tell which were written → extension attributes are replaced for exactly the
-//! rows written. All of it, and the run's
+//! rows written. Devices that failed (recorded in `sync_failures`) and the ones written (their
+//! rows there removed) go in the same transaction. All of it, and the run's
 //! progress, in one transaction; on SQLite it begins `IMMEDIATE`, so a writer running beside
 //! another (a webhook refresh beside a sync) waits for the lock instead of failing to upgrade
 //! a read snapshot.
@@ -110,6 +111,7 @@ macro_rules! writer_impl {
                 let Write {
                     instance,
                     records,
+                    failures,
                     progress,
                     overwrite,
                     now,
@@ -221,6 +223,31 @@ macro_rules! writer_impl {
                         q.push(" ON CONFLICT DO NOTHING");
                         q.build().execute(&mut *tx).await?;
                     }
+                }
+                let kind = R::KIND.as_str();
+                let answered: Vec<i64> = records.iter().map(|r| r.jamf_id()).collect();
+                Self::execute_in_chunks(&mut tx, &answered, |q| {
+                    q.push("DELETE FROM sync_failures WHERE instance = ");
+                    q.push_bind(instance.to_string()).push(" AND kind = ");
+                    q.push_bind(kind).push(" AND jamf_id");
+                })
+                .await?;
+                for (id, error) in failures {
+                    let error: String = error.chars().take(1000).collect();
+                    sqlx::query(
+                        "INSERT INTO sync_failures (instance, kind, jamf_id, error, first_seen_at, \
+                         last_seen_at, attempts) VALUES ($1, $2, $3, $4, $5, $5, 1) \
+                         ON CONFLICT (instance, kind, jamf_id) DO UPDATE SET error = excluded.error, \
+                         last_seen_at = excluded.last_seen_at, \
+                         attempts = sync_failures.attempts + 1",
+                    )
+                    .bind(instance)
+                    .bind(kind)
+                    .bind(*id)
+                    .bind(error)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 if let Some(p) = progress {
                     let mut total = p.counts;

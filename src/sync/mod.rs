@@ -231,10 +231,46 @@ impl<S: Store> Engine<S> {
         if let Ok(n) = self.store.count_devices(instance, kind).await {
             metrics::gauge!(metric::DEVICES_STORED, "kind" => kind.as_str()).set(n as f64);
         }
+        if let Ok(failing) = self.store.sync_failures(instance, kind).await {
+            metrics::gauge!(metric::FAILING_DEVICES, "kind" => kind.as_str())
+                .set(failing.len() as f64);
+        }
         if let Ok(Some(cursor)) = self.store.cursor(instance, kind).await {
             let lag = (Utc::now() - cursor).num_milliseconds() as f64 / 1000.0;
             metrics::gauge!(metric::CURSOR_LAG, "kind" => kind.as_str()).set(lag);
         }
+    }
+
+    /// How much wider than `sync.overlap_secs` a delta run of this kind reads: the clock
+    /// difference to Jamf (this client's latest measurement, else the last run's), when it is
+    /// over `sync.clock_skew_warn_secs`; zero otherwise.
+    async fn skew_allowance(&self, instance: &str, kind: Kind) -> chrono::Duration {
+        let offset = match self.client.clock_offset() {
+            Some(o) => Some(o),
+            None => self
+                .store
+                .last_clock_offset(instance, RunKind::Sync(kind))
+                .await
+                .ok()
+                .flatten()
+                .map(chrono::Duration::milliseconds),
+        };
+        let Some(offset) = offset else {
+            return chrono::Duration::zero();
+        };
+        metrics::gauge!(metric::CLOCK_OFFSET).set(offset.num_milliseconds() as f64 / 1000.0);
+        let threshold = chrono::Duration::seconds(
+            i64::try_from(self.cfg.clock_skew_warn_secs).unwrap_or(i64::MAX),
+        );
+        if offset.abs() <= threshold {
+            return chrono::Duration::zero();
+        }
+        tracing::warn!(
+            kind = kind.as_str(),
+            jamf_minus_ours_secs = offset.num_seconds(),
+            "Jamf's clock differs from this host's; widening the delta overlap by the difference (check NTP)"
+        );
+        offset.abs()
     }
 
     /// One computers sync; see [`Engine::sync`].
@@ -270,10 +306,12 @@ impl<S: Store> Engine<S> {
         } else {
             self.store.cursor(&instance, kind).await?
         };
+        let skew = self.skew_allowance(&instance, kind).await;
         // An overlap too large to subtract reads everything, as a full run does.
         let overlap = i64::try_from(self.cfg.overlap_secs)
             .ok()
-            .and_then(chrono::Duration::try_seconds);
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|o| o.checked_add(&skew));
         let since = cursor
             .zip(overlap)
             .and_then(|(c, o)| c.checked_sub_signed(o));
@@ -295,13 +333,37 @@ impl<S: Store> Engine<S> {
         let run = Arc::new(run);
         let span =
             tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);
+        // Devices earlier runs could not read are fetched again after the changed ones.
+        let retry: Vec<i64> = self
+            .store
+            .sync_failures(&instance, kind)
+            .await?
+            .into_iter()
+            .map(|f| f.jamf_id)
+            .collect();
+        let (run_ref, retry) = (&run, &retry);
         let (result, counts) = self
-            .pipeline(run.clone(), |tx| {
-                source.read_changed(Reading {
-                    run: &run,
-                    since,
-                    tx,
-                })
+            .pipeline(run.clone(), |tx| async move {
+                let run = run_ref;
+                source
+                    .read_changed(Reading {
+                        run,
+                        since,
+                        tx: tx.clone(),
+                    })
+                    .await?;
+                if !retry.is_empty() {
+                    run.check()?;
+                    tracing::info!(
+                        devices = retry.len(),
+                        "retrying devices earlier runs could not read"
+                    );
+                    let got = source.fetch(retry).await?;
+                    tx.send(Batch::from_fetched(got))
+                        .await
+                        .map_err(|_| RunError::Other("writer stopped".into()))?;
+                }
+                Ok(())
             })
             .instrument(span.clone())
             .await;
@@ -324,6 +386,7 @@ impl<S: Store> Engine<S> {
                 error: error.clone(),
                 cursor_after,
                 finished_at: Utc::now(),
+                clock_offset_ms: self.client.clock_offset().map(|o| o.num_milliseconds()),
             })
             .await?;
         let summary = RunSummary {
@@ -339,12 +402,18 @@ impl<S: Store> Engine<S> {
         };
         record_run_metrics(&summary);
         span.in_scope(|| {
-            if summary.succeeded() {
-                tracing::info!("{summary}");
-            } else {
+            if !summary.succeeded() {
                 tracing::error!("{summary}");
+            } else if summary.counts.failed > 0 {
+                tracing::warn!(
+                    failed = summary.counts.failed,
+                    "{summary}; devices Jamf would not give are in sync_failures and retried next run"
+                );
+            } else {
+                tracing::info!("{summary}");
             }
         });
+        self.refresh_gauges(kind).await;
         Ok(summary)
     }
 

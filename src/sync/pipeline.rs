@@ -38,6 +38,9 @@ use crate::telemetry::metric;
 /// Records the writer commits together at most when batches are queued.
 const MERGE_UP_TO: usize = 1000;
 
+/// Devices a run may isolate before failures outnumbering successes fail it instead.
+const MAX_ISOLATED: usize = 10;
+
 /// How often a long run logs a progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -49,6 +52,8 @@ pub(crate) struct Batch<R> {
     pub listed: i64,
     pub failed: i64,
     pub missing: i64,
+    /// Of `failed`, those with a known id (and why): recorded in `sync_failures`.
+    pub failures: Vec<(i64, String)>,
 }
 
 impl<R> Batch<R> {
@@ -59,7 +64,28 @@ impl<R> Batch<R> {
             listed: 0,
             failed: 0,
             missing: 0,
+            failures: Vec::new(),
         }
+    }
+
+    /// A failed device: counted, and recorded when its id is known.
+    pub fn fail(&mut self, id: Option<i64>, why: String) {
+        self.failed += 1;
+        if let Some(id) = id {
+            self.failures.push((id, why));
+        }
+    }
+
+    /// What a fetch by id produced, as a batch for the writer.
+    pub fn from_fetched(got: Fetched<R>) -> Self {
+        let mut batch = Batch::new(got.records.len());
+        batch.listed =
+            (got.records.len() + got.missing.len() + got.gone.len() + got.failed.len()) as i64;
+        batch.missing = (got.missing.len() + got.gone.len()) as i64;
+        batch.failed = got.failed.len() as i64;
+        batch.failures = got.errors;
+        batch.records = got.records;
+        batch
     }
 
     fn size(&self) -> i64 {
@@ -68,6 +94,7 @@ impl<R> Batch<R> {
 
     fn merge(&mut self, more: Batch<R>) {
         self.records.extend(more.records);
+        self.failures.extend(more.failures);
         self.listed += more.listed;
         self.failed += more.failed;
         self.missing += more.missing;
@@ -86,8 +113,11 @@ pub(crate) struct Fetched<R> {
     pub missing: Vec<i64>,
     /// A direct request for them answered 404: Jamf does not have them (any more).
     pub gone: Vec<i64>,
-    /// Answered with a record that does not decode (logged and counted).
+    /// Jamf would not give them: a record that does not decode, or a failure of that device
+    /// alone (logged and counted).
     pub failed: Vec<i64>,
+    /// Why each of `failed` failed.
+    pub errors: Vec<(i64, String)>,
 }
 
 impl<R> Fetched<R> {
@@ -96,6 +126,13 @@ impl<R> Fetched<R> {
         self.missing.extend(more.missing);
         self.gone.extend(more.gone);
         self.failed.extend(more.failed);
+        self.errors.extend(more.errors);
+    }
+
+    /// A device Jamf would not give.
+    pub fn fail(&mut self, id: i64, why: String) {
+        self.failed.push(id);
+        self.errors.push((id, why));
     }
 }
 
@@ -106,6 +143,7 @@ impl<R> Default for Fetched<R> {
             missing: Vec::new(),
             gone: Vec::new(),
             failed: Vec::new(),
+            errors: Vec::new(),
         }
     }
 }
@@ -119,28 +157,62 @@ pub(crate) enum Sizing {
     Fixed(u32),
 }
 
+/// What to do with a page Jamf would not give: `recover(after, size, error)` reads that
+/// stretch some other way (`Ok(None)`: it cannot, the run fails with the error).
+pub(crate) type Recovered<T> = Option<(T, Option<i64>, bool)>;
+
 /// Reads keyset pages: `list(after, size, shrinkable)` asks for one, `convert` turns it into
-/// what goes to `tx` and reports the highest id it covers.
-pub(crate) async fn keyset_pages<T, L, LFut, C>(
+/// what goes to `tx` and reports the highest id it covers. A page that fails for reasons of
+/// its records alone, even at the smallest size, goes to `recover`, which returns what goes to
+/// `tx` for that stretch, its highest id and whether it was the last.
+pub(crate) async fn keyset_pages<T, L, LFut, C, R, RFut>(
     run: &Run,
     sizing: Sizing,
     list: L,
     convert: C,
+    recover: R,
     tx: &mpsc::Sender<T>,
 ) -> Result<(), RunError>
 where
     L: Fn(Option<i64>, u32, bool) -> LFut,
     LFut: Future<Output = Result<InventoryPage, JamfError>>,
     C: Fn(&InventoryPage) -> (T, Option<i64>),
+    R: Fn(Option<i64>, u32, JamfError) -> RFut,
+    RFut: Future<Output = Result<Recovered<T>, RunError>>,
 {
     let mut after: Option<i64> = None;
     loop {
         run.check()?;
-        let page = match sizing {
-            Sizing::Fixed(size) => list(after, size, false).await?,
+        let listed = match sizing {
+            Sizing::Fixed(size) => list(after, size, false).await,
             Sizing::Adaptive => {
-                list_with_shrink(run, |size, shrinkable| list(after, size, shrinkable)).await?
+                list_with_shrink(run, |size, shrinkable| list(after, size, shrinkable)).await
             }
+        };
+        let page = match listed {
+            Ok(page) => page,
+            Err(e) if e.is_record_specific() => {
+                let size = match sizing {
+                    Sizing::Fixed(size) => size,
+                    Sizing::Adaptive => run.page_size(),
+                };
+                let Some((item, max_id, last)) = recover(after, size, e.clone()).await? else {
+                    return Err(RunError::from(e));
+                };
+                let max_id = after.max(max_id);
+                if max_id == after {
+                    return Err(RunError::from(e));
+                }
+                tx.send(item)
+                    .await
+                    .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
+                if last {
+                    return Ok(());
+                }
+                after = max_id;
+                continue;
+            }
+            Err(e) => return Err(RunError::from(e)),
         };
         if after.is_none() {
             run.expect(page.total_count);
@@ -171,8 +243,10 @@ where
     }
 }
 
-/// One list page at the run's current size; a page that times out (or answers 504) is asked
-/// for again at half the size from the same position.
+/// One list page at the run's current size; a page that times out, answers 504 or a plain 500
+/// is asked for again at half the size from the same position. At the smallest size a 500
+/// comes back (the caller isolates the device behind it); timeouts and 504s are retried
+/// within the request's budget.
 async fn list_with_shrink<L, Fut>(run: &Run, list: L) -> Result<InventoryPage, JamfError>
 where
     L: Fn(u32, bool) -> Fut,
@@ -180,15 +254,17 @@ where
 {
     loop {
         let size = run.page_size();
-        let shrinkable = size > run.min_page_size();
-        match list(size, shrinkable).await {
-            Err(e) if shrinkable && e.asks_for_smaller_pages() => {
-                let smaller = run.shrink();
-                tracing::warn!(size, smaller, error = %e, "list page too heavy; asking for a smaller one");
-            }
+        match list(size, true).await {
             Ok(page) => {
                 run.grow();
                 return Ok(page);
+            }
+            Err(e) if e.asks_for_smaller_pages() && size > run.min_page_size() => {
+                let smaller = run.shrink();
+                tracing::warn!(size, smaller, error = %e, "list page failed; asking for a smaller one");
+            }
+            Err(e) if e.asks_for_smaller_pages() && !e.is_record_specific() => {
+                return list(size, false).await;
             }
             Err(e) => return Err(e),
         }
@@ -211,8 +287,8 @@ pub(crate) fn decode_page<R: DeviceRecord>(
             Err(e) => {
                 // Keep paging past a bad record when its id is readable.
                 max_id = max_id.max(e.jamf_id());
-                batch.failed += 1;
                 log_bad_record(R::KIND, &e);
+                batch.fail(e.jamf_id(), e.message.clone());
             }
         }
     }
@@ -242,8 +318,10 @@ pub(crate) fn page_ids(page: &InventoryPage, field: &str) -> (Vec<i64>, Option<i
 }
 
 /// Fetches one record per listed id through the worker pool and sends them to the writer in
-/// batches of `batch_size`. A 404 counts as `missing`; a record that does not decode is logged
-/// and counted; any other error stops the run.
+/// batches of `batch_size`. A 404 counts as `missing`; a record that does not decode, or a
+/// failure of that device alone ([`JamfError::is_record_specific`]), is logged, counted and
+/// recorded for the next run; any other error stops the run, and so does a run where such
+/// failures outnumber the records read (the server is broken, not a few records).
 pub(crate) async fn fetch_each<R, F, Fut>(
     run: &Run,
     workers: usize,
@@ -264,6 +342,7 @@ where
     let mut listed = 0;
     let mut sent_listed = 0;
     let mut batch = Batch::new(batch_size);
+    let (mut isolated, mut read) = (0usize, 0usize);
     let ended = run.ended();
     tokio::pin!(ended);
     loop {
@@ -282,14 +361,27 @@ where
                 }
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
-                        Ok(Ok(record)) => batch.records.push(record),
+                        Ok(Ok(record)) => {
+                            read += 1;
+                            batch.records.push(record);
+                        }
                         Ok(Err(e)) => {
-                            batch.failed += 1;
                             log_bad_record(R::KIND, &e);
+                            batch.fail(Some(id), e.message);
                         }
                         Err(e) if e.is_not_found() => {
                             tracing::info!(id, "device deleted between listing and fetching");
                             batch.missing += 1;
+                        }
+                        Err(e) if e.is_record_specific() => {
+                            isolated += 1;
+                            if isolated > MAX_ISOLATED && isolated > read {
+                                return Err(RunError::Other(format!(
+                                    "Jamf failed {isolated} records and gave {read}: a server-wide problem, not a few bad records; last error: {e}"
+                                )));
+                            }
+                            log_isolated(R::KIND, id, &e);
+                            batch.fail(Some(id), e.to_string());
                         }
                         Err(e) => return Err(RunError::from(e)),
                     }
@@ -320,7 +412,8 @@ where
 }
 
 /// Fetches these ids through the worker pool (no run: a refresh or a confirmation). A 404 is
-/// `gone`; any other failure fails the whole call.
+/// `gone`; a failure of that device alone is `failed` (with its error); any other failure
+/// fails the whole call.
 pub(crate) async fn fetch_by_id<R, F, Fut>(
     ids: &[i64],
     workers: usize,
@@ -345,9 +438,13 @@ where
             Ok(Ok(record)) => got.records.push(record),
             Ok(Err(e)) => {
                 log_bad_record(R::KIND, &e);
-                got.failed.push(id);
+                got.fail(id, e.message);
             }
             Err(e) if e.is_not_found() => got.gone.push(id),
+            Err(e) if e.is_record_specific() => {
+                log_isolated(R::KIND, id, &e);
+                got.fail(id, e.to_string());
+            }
             Err(e) => return Err(e),
         }
     }
@@ -401,7 +498,7 @@ pub(crate) fn fetched_from_page<R: DeviceRecord>(
                 log_bad_record(R::KIND, &e);
                 if let Some(id) = e.jamf_id() {
                     answered.insert(id);
-                    got.failed.push(id);
+                    got.fail(id, e.message);
                 }
             }
         }
@@ -454,6 +551,7 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
             .write_devices(Write {
                 instance: &instance,
                 records: &batch.records,
+                failures: &batch.failures,
                 progress: progress.as_ref(),
                 overwrite: run.overwrite,
                 now: Utc::now(),
@@ -490,6 +588,12 @@ fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {
         eta = eta.as_deref().unwrap_or("?"),
         "progress"
     );
+}
+
+/// A failure of one device alone: logged, counted `failed`, recorded for the next run.
+fn log_isolated(kind: Kind, id: i64, e: &JamfError) {
+    metrics::counter!(metric::RECORDS, "kind" => kind.as_str(), "outcome" => "failed").increment(1);
+    tracing::warn!(kind = kind.as_str(), id, error = %e, "Jamf failed this device; recorded in sync_failures, retried next run");
 }
 
 pub(crate) fn log_bad_record(kind: Kind, e: &RecordError) {

@@ -196,6 +196,7 @@ impl<S: Store> Engine<S> {
                     instance: &instance,
                     kind: RunKind::Reconcile,
                     status: summary.status,
+                    clock_offset_ms: self.client.clock_offset().map(|o| o.num_milliseconds()),
                     // sync_runs columns: missing = deleted, failed = refused,
                     // upserted = missed-and-fetched + revived.
                     counts: RunCounts {
@@ -277,7 +278,6 @@ impl<S: Store> Engine<S> {
             .copied()
             .filter(|id| confirmed.binary_search(id).is_err())
             .collect();
-        let refreshed = source.fetch(&kept).await?;
         let limit = (summary.stored as f64 * self.reconcile_cfg.max_delete_fraction).floor() as i64;
         if confirmed.len() as i64 > limit && !opts.force {
             summary.refused = confirmed.len() as i64;
@@ -293,18 +293,24 @@ impl<S: Store> Engine<S> {
         }
         summary.deleted = confirmed.len() as i64;
 
-        // Devices Jamf has that we lack (or had marked deleted).
-        let found = source.fetch(&to_fetch).await?;
-        for id in found.missing.iter().chain(&found.gone) {
-            tracing::info!(id, "listed device is gone");
+        // Kept candidates, and devices Jamf has that we lack (or had marked deleted): fetched
+        // and written a chunk at a time, so memory does not grow with how many there are.
+        for ids in [&kept, &to_fetch] {
+            for chunk in ids.chunks(RECONCILE_CHUNK) {
+                run.check()?;
+                let got = source.fetch(chunk).await?;
+                for id in got.missing.iter().chain(&got.gone) {
+                    tracing::info!(id, "listed device is gone");
+                }
+                if !opts.dry_run && !got.records.is_empty() {
+                    self.store
+                        .write_devices(Write::guarded(&instance, &got.records))
+                        .await?;
+                }
+            }
         }
         if opts.dry_run {
             return Ok(());
-        }
-        for records in [&refreshed.records, &found.records] {
-            self.store
-                .write_devices(Write::guarded(&instance, records))
-                .await?;
         }
         if !confirmed.is_empty() {
             match self.reconcile_cfg.on_missing {
@@ -323,6 +329,9 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 }
+
+/// Devices reconcile fetches and writes at a time.
+const RECONCILE_CHUNK: usize = 1000;
 
 #[cfg(test)]
 mod tests {

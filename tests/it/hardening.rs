@@ -422,3 +422,181 @@ async fn idle_sockets_neither_starve_healthz_nor_stay_open() {
     d.stop().await.expect("clean shutdown");
     sim.stop().await;
 }
+
+both_backends!(a_jamf_clock_far_behind_widens_the_delta_overlap);
+async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &helpers::TestDb) {
+    use jamf_sync::config::{FetchStrategy, SyncConfig};
+    use jamf_sync::domain::Kind;
+    // Jamf's clock is two hours behind ours; the configured overlap is one minute.
+    let sim = helpers::sim(SimConfig {
+        computers: 30,
+        clock_offset_secs: -7200,
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = SyncConfig {
+        overlap_secs: 60,
+        ..helpers::sync_cfg(100, FetchStrategy::Inline)
+    };
+    let engine = helpers::engine(db, helpers::settings(&sim), cfg);
+    let first = helpers::run(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    let offset = helpers::last_run(db)
+        .await
+        .clock_offset_ms
+        .expect("measured");
+    assert!(
+        (offset + 7_200_000).abs() < 5_000,
+        "the run stored Jamf's offset: {offset} ms"
+    );
+    // A device submits inventory now, by Jamf's clock: two hours before our cursor.
+    sim.touch_ids(&[7]);
+    let reported = sim.computer(7).expect("device").report_date;
+    let second = helpers::run(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    let stored = helpers::stored_device(db, Kind::Computers, 7).await;
+    assert_eq!(
+        stored.as_of.map(|t| t.timestamp()),
+        Some(reported.timestamp()),
+        "the delta run read back far enough to see it"
+    );
+    sim.stop().await;
+}
+
+/// `(jamf_id, attempts, error)` of every computer recorded in `sync_failures`.
+async fn failing(db: &helpers::TestDb) -> Vec<(i64, i32, String)> {
+    use jamf_sync::store::Store;
+    db.db
+        .sync_failures("test", jamf_sync::domain::Kind::Computers)
+        .await
+        .expect("failures")
+        .into_iter()
+        .map(|f| (f.jamf_id, f.attempts, f.error))
+        .collect()
+}
+
+/// A simulator of `computers` computers, device `broken` broken, and an engine over it.
+async fn broken_fleet(
+    db: &helpers::TestDb,
+    computers: usize,
+    broken: i64,
+    strategy: jamf_sync::config::FetchStrategy,
+    page: u32,
+) -> (
+    jamf_sync::simulator::Simulator,
+    jamf_sync::sync::Engine<jamf_sync::store::Db>,
+) {
+    let sim = helpers::sim(SimConfig {
+        computers,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_broken(broken, true);
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(page, strategy),
+    );
+    (sim, engine)
+}
+
+both_backends!(a_device_jamf_fails_on_is_isolated_recorded_and_retried);
+async fn a_device_jamf_fails_on_is_isolated_recorded_and_retried(db: &helpers::TestDb) {
+    use jamf_sync::config::FetchStrategy;
+    use jamf_sync::domain::Kind;
+    // Jamf answers 500 for any page holding device 37; device 5's name holds a NUL, which
+    // PostgreSQL cannot store in `jsonb` or `text`.
+    let (sim, engine) = broken_fleet(db, 120, 37, FetchStrategy::Inline, 50).await;
+    let mut five = sim.take_computer(5).expect("device 5");
+    five.name = "bad\u{0}name".into();
+    sim.put_computer(five);
+    let first = helpers::run(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.counts.failed, 1, "{first}");
+    assert_eq!(helpers::stored(db).await.len(), 119);
+    assert!(
+        helpers::cursor(db).await.is_some(),
+        "the run moved the cursor"
+    );
+    let name = helpers::stored_device(db, Kind::Computers, 5)
+        .await
+        .info
+        .name;
+    assert_eq!(name.as_deref(), Some("bad\u{fffd}name"));
+    let failing_now = failing(db).await;
+    assert_eq!(failing_now.len(), 1, "{failing_now:?}");
+    assert_eq!((failing_now[0].0, failing_now[0].1), (37, 1));
+    assert!(failing_now[0].2.contains("500"), "{}", failing_now[0].2);
+
+    // Still broken: the next run retries it and counts the attempt.
+    let second = helpers::run(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    let attempts: Vec<i32> = failing(db).await.iter().map(|f| f.1).collect();
+    assert_eq!(attempts, vec![2]);
+
+    // Mended in Jamf: the next run reads it, although it did not change, and clears the row.
+    sim.set_broken(37, false);
+    let third = helpers::run(&engine, false).await;
+    assert!(third.succeeded(), "{third}");
+    assert!(failing(db).await.is_empty());
+    assert_eq!(helpers::stored(db).await.len(), 120);
+    sim.stop().await;
+}
+
+both_backends!(a_detail_record_jamf_fails_on_does_not_fail_the_run);
+async fn a_detail_record_jamf_fails_on_does_not_fail_the_run(db: &helpers::TestDb) {
+    let (sim, engine) =
+        broken_fleet(db, 40, 12, jamf_sync::config::FetchStrategy::Detail, 20).await;
+    let run = helpers::run(&engine, false).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!((run.counts.fetched, run.counts.failed), (39, 1), "{run}");
+    let ids: Vec<i64> = failing(db).await.iter().map(|f| f.0).collect();
+    assert_eq!(ids, vec![12]);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_against_a_custom_ca() {
+    use jamf_sync::config::DatabaseUrl;
+    use jamf_sync::store::{Db, Store};
+    let ca = std::env::var("TEST_PG_CA").expect(
+        "TEST_PG_CA names the CA of the test server's certificate (scripts/test.sh sets it up)",
+    );
+    let db = helpers::postgres().await;
+    let mut url = url::Url::parse(db.url()).expect("url");
+    url.set_host(Some("localhost")).expect("host");
+    let connect = |root: &str, host: &str| {
+        let mut u = url.clone();
+        u.set_host(Some(host)).expect("host");
+        u.set_query(Some(&format!("sslmode=verify-full&sslrootcert={root}")));
+        async move {
+            Db::connect(
+                &DatabaseUrl::parse(secrecy::SecretString::from(u.to_string())).expect("url"),
+                1,
+            )
+            .await
+        }
+    };
+    let verified = connect(&ca, "localhost")
+        .await
+        .expect("verify-full with the CA");
+    assert_eq!(
+        verified
+            .count_devices("x", jamf_sync::domain::Kind::Computers)
+            .await
+            .expect("query"),
+        0
+    );
+    verified.close().await;
+    // Another CA, or a name the certificate does not carry: refused.
+    let other = "/etc/ssl/certs/ca-certificates.crt";
+    assert!(
+        connect(other, "localhost").await.is_err(),
+        "a certificate from another CA"
+    );
+    assert!(
+        connect(&ca, "127.0.0.1").await.is_err(),
+        "a host name the certificate lacks"
+    );
+    db.cleanup().await;
+}

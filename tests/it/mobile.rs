@@ -247,3 +247,79 @@ async fn a_configured_search_id_is_used_as_is(db: &TestDb) {
     assert_eq!(searches[0].updates, 0, "a configured search is not edited");
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn two_installations_never_share_a_search() {
+    use jamf_sync::config::{Config, Sources};
+    use jamf_sync::domain::Trigger;
+    use jamf_sync::sync::SyncOptions;
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let db = helpers::sqlite().await;
+        let env = crate::app::daemon_env(&sim, db.url(), &[])
+            .into_iter()
+            .collect();
+        let cfg = Config::load(&Sources {
+            file: None,
+            env: Some(env),
+        })
+        .expect("config");
+        let app = jamf_sync::app::App::open(&cfg, cfg.jamf_settings().expect("settings"))
+            .await
+            .expect("app");
+        let run = app
+            .engine
+            .sync(Kind::MobileDevices, SyncOptions::new(false, Trigger::Cli))
+            .await
+            .expect("run");
+        assert!(run.succeeded(), "{run}");
+        app.close().await;
+    }
+    let names: Vec<String> = sim.searches().into_iter().map(|s| s.name).collect();
+    assert_eq!(names.len(), 2, "one search per installation: {names:?}");
+    assert_ne!(names[0], names[1]);
+    for name in &names {
+        assert!(
+            name.starts_with("jamf-sync: inventory updated recently [default "),
+            "{name}"
+        );
+    }
+    sim.stop().await;
+}
+
+both_backends!(a_configured_search_that_does_not_cover_the_run_is_refused);
+async fn a_configured_search_that_does_not_cover_the_run_is_refused(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = jamf_sync::jamf::JamfClient::new(helpers::settings(&sim)).expect("client");
+    let narrow = jamf_sync::jamf::classic::search_xml("someone's 2-day search", Some(2));
+    let id = client.create_search(&narrow).await.expect("create");
+    let fixed = MobileDevicesConfig {
+        search_id: Some(id),
+        ..MobileDevicesConfig::default()
+    };
+    // A first (full) run must not take a 2-day window for the whole fleet.
+    let run = helpers::run_mobile(&engine(db, &sim, fixed), false).await;
+    assert!(!run.succeeded(), "{run}");
+    let error = run.error.clone().unwrap_or_default();
+    assert!(error.contains("mobile_devices.search_id"), "{error}");
+    assert_eq!(run.counts.upserted, 0, "{run}");
+    assert_eq!(
+        db.db
+            .cursor("test", Kind::MobileDevices)
+            .await
+            .expect("cursor"),
+        None,
+        "a refused run never moves the cursor"
+    );
+    sim.stop().await;
+}

@@ -119,7 +119,7 @@ impl DeviceSource for ComputerSource {
             // closed channel: the fetcher's reason is the one to report.
             return fetched.and(listed);
         }
-        read_pages(self, run, &self.sections, since, &tx).await
+        read_pages(self, run, &self.sections, &self.general, since, &tx).await
     }
 
     async fn list_ids(&self, run: &Run) -> Result<Vec<i64>, RunError> {
@@ -130,7 +130,7 @@ impl DeviceSource for ComputerSource {
         if self.detail {
             return fetch_by_id(ids, self.workers(), |id| self.detail_one(id)).await;
         }
-        fetch_listed(self, &self.sections, ids, self.chunk).await
+        fetch_listed(self, &self.sections, ids, self.chunk, false).await
     }
 
     async fn confirm_gone(&self, ids: &[i64]) -> Result<Vec<i64>, JamfError> {

@@ -1,6 +1,12 @@
 //! The Jamf Pro API list endpoints both kinds read (`computers-inventory`,
 //! `mobile-devices/detail`): a run's changed devices in keyset pages, every id, and chosen
 //! devices by an `id=in=(…)` filter, all in the same shape.
+//!
+//! Jamf answers 500 for a whole page when one device's data is broken. Such a page is shrunk
+//! down to `sync.min_page_size`; if it still fails, the stretch's ids are listed with the
+//! cheapest section and fetched in halves down to the one device that fails, which is
+//! recorded (`sync_failures`) and skipped; the run goes on. If even the id listing fails, the
+//! run fails as before.
 
 use std::future::Future;
 
@@ -12,7 +18,7 @@ use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
 use crate::sync::pipeline::{
     decode_page, fetched_from_page, id_in_filter, keyset_filter, keyset_pages, page_ids, Batch,
-    Fetched, Sizing,
+    Fetched, Recovered, Sizing,
 };
 use crate::sync::run::Run;
 use crate::sync::RunError;
@@ -45,16 +51,47 @@ pub(crate) trait KeysetList: Sync {
     ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send;
 }
 
-/// Sends the records of every device changed since `since` to the writer, page by page.
+/// Sends the records of every device changed since `since` to the writer, page by page;
+/// `id_sections` is the cheapest listing, used to isolate a device that breaks its page.
 pub(crate) async fn read_pages<L: KeysetList>(
     list: &L,
     run: &Run,
     sections: &[String],
+    id_sections: &[String],
     since: Option<DateTime<Utc>>,
     tx: &mpsc::Sender<Batch<L::Record>>,
 ) -> Result<(), RunError> {
     let decode = |page: &InventoryPage| decode_page(page, L::DECODE);
-    read_keyset(list, run, sections, since, Sizing::Adaptive, decode, tx).await
+    let recover = |after: Option<i64>, size: u32, e: JamfError| async move {
+        tracing::warn!(error = %e, ?after, size, "a list page keeps failing; isolating the device behind it");
+        let ids_page = list
+            .list(ListRequest {
+                sections: id_sections,
+                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, after),
+                page_size: size,
+                shrinkable: false,
+                first: false,
+            })
+            .await?;
+        let (ids, max_id) = page_ids(&ids_page, L::ID_FIELD);
+        let last = ids_page.results.len() as i64 >= ids_page.total_count;
+        let mut batch =
+            Batch::from_fetched(fetch_listed(list, sections, &ids, ids.len(), true).await?);
+        batch.listed = ids_page.results.len() as i64;
+        batch.last_id = max_id;
+        Ok::<Recovered<Batch<L::Record>>, RunError>(Some((batch, max_id, last)))
+    };
+    read_keyset(
+        list,
+        run,
+        sections,
+        since,
+        Sizing::Adaptive,
+        decode,
+        recover,
+        tx,
+    )
+    .await
 }
 
 /// Sends the ids of every device changed since `since` (all with `None`) to `tx`, a page at a
@@ -68,22 +105,28 @@ pub(crate) async fn read_ids<L: KeysetList>(
     tx: mpsc::Sender<Vec<i64>>,
 ) -> Result<(), RunError> {
     let ids = |page: &InventoryPage| page_ids(page, L::ID_FIELD);
-    read_keyset(list, run, sections, since, sizing, ids, &tx).await
+    // An id listing has nothing cheaper to fall back to.
+    let recover = |_, _, _| async { Ok::<Recovered<Vec<i64>>, RunError>(None) };
+    read_keyset(list, run, sections, since, sizing, ids, recover, &tx).await
 }
 
 /// Keyset pages of the devices changed since `since`, each turned into what `tx` takes.
-async fn read_keyset<L, T, C>(
+#[allow(clippy::too_many_arguments)]
+async fn read_keyset<L, T, C, R, RFut>(
     list: &L,
     run: &Run,
     sections: &[String],
     since: Option<DateTime<Utc>>,
     sizing: Sizing,
     convert: C,
+    recover: R,
     tx: &mpsc::Sender<T>,
 ) -> Result<(), RunError>
 where
     L: KeysetList,
     C: Fn(&InventoryPage) -> (T, Option<i64>),
+    R: Fn(Option<i64>, u32, JamfError) -> RFut,
+    RFut: Future<Output = Result<Recovered<T>, RunError>>,
 {
     keyset_pages(
         run,
@@ -98,30 +141,50 @@ where
             })
         },
         convert,
+        recover,
         tx,
     )
     .await
 }
 
 /// These devices' records, `chunk` ids per filtered request; ids Jamf leaves out are missing.
+/// A request that fails for reasons of its records alone is split in halves down to the one
+/// device that fails, which is `failed` (with its error); the others are read. `splitting`:
+/// a 500 is already known here, so none is retried.
 pub(crate) async fn fetch_listed<L: KeysetList>(
     list: &L,
     sections: &[String],
     ids: &[i64],
     chunk: usize,
+    mut splitting: bool,
 ) -> Result<Fetched<L::Record>, JamfError> {
     let mut got = Fetched::default();
-    for chunk in ids.chunks(chunk.max(1)) {
-        let page = list
+    let mut todo: Vec<&[i64]> = ids.chunks(chunk.max(1)).rev().collect();
+    while let Some(part) = todo.pop() {
+        let answer = list
             .list(ListRequest {
                 sections,
-                filter: Some(id_in_filter(L::ID_FIELD, chunk)),
-                page_size: chunk.len() as u32,
-                shrinkable: false,
+                filter: Some(id_in_filter(L::ID_FIELD, part)),
+                page_size: part.len() as u32,
+                // While isolating, a 500 comes back at once instead of using up the budget.
+                shrinkable: splitting,
                 first: true,
             })
-            .await?;
-        got.merge(fetched_from_page(chunk, &page, L::DECODE));
+            .await;
+        match answer {
+            Ok(page) => got.merge(fetched_from_page(part, &page, L::DECODE)),
+            Err(e) if e.is_record_specific() && part.len() > 1 => {
+                splitting = true;
+                let (a, b) = part.split_at(part.len() / 2);
+                todo.push(b);
+                todo.push(a);
+            }
+            Err(e) if e.is_record_specific() => {
+                tracing::warn!(id = part[0], error = %e, "Jamf failed this device; recorded in sync_failures, retried next run");
+                got.fail(part[0], e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(got)
 }

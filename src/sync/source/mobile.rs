@@ -29,7 +29,7 @@ use super::{collect_ids, Decode, DeviceSource, Reading};
 use crate::config::{MobileDevicesConfig, MobileSource, SyncConfig};
 use crate::domain::facts::JAMF_MAX_PAGE_SIZE;
 use crate::domain::MobileDevice;
-use crate::jamf::classic::{search_window_days, search_xml, SearchHit};
+use crate::jamf::classic::{search_window_days, search_xml, Criterion, SearchHit, SearchResult};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::{supports_pro_mobile_detail, PageQuery};
 use crate::jamf::{decode, JamfClient, JamfError};
@@ -112,8 +112,15 @@ impl MobileDeviceSource {
         let window = since.map(|s| search_window_days(Utc::now(), s));
         let (search_id, created) = self.ensure_search(window).await?;
         run.check()?;
-        let hits = self.evaluate_search(search_id, created).await?;
+        let result = self.evaluate_search(search_id, created).await?;
         run.check()?;
+        check_criteria(
+            search_id,
+            self.cfg.search_id.is_some(),
+            window,
+            &result.criteria,
+        )?;
+        let hits = result.hits;
         // Bounded so that no configured value can overflow the date arithmetic below.
         let tolerance = chrono::Duration::seconds(
             self.cfg.prefilter_tolerance_secs.min(MAX_TOLERANCE_SECS) as i64,
@@ -187,7 +194,7 @@ impl MobileDeviceSource {
         }
     }
 
-    async fn evaluate_search(&self, id: i64, created: bool) -> Result<Vec<SearchHit>, RunError> {
+    async fn evaluate_search(&self, id: i64, created: bool) -> Result<SearchResult, RunError> {
         let timeout = Duration::from_secs(self.cfg.search_timeout_secs);
         let mut delay = Duration::from_millis(100);
         let mut tries = 0;
@@ -230,7 +237,7 @@ impl DeviceSource for MobileDeviceSource {
         if self.mode().await? == Mode::AdvancedSearch {
             return self.read_search(run, since, tx).await;
         }
-        read_pages(self, run, &self.cfg.sections, since, &tx).await
+        read_pages(self, run, &self.cfg.sections, &self.general, since, &tx).await
     }
 
     async fn list_ids(&self, run: &Run) -> Result<Vec<i64>, RunError> {
@@ -245,7 +252,7 @@ impl DeviceSource for MobileDeviceSource {
         if self.mode().await? == Mode::AdvancedSearch {
             return fetch_by_id(ids, self.workers(), |id| self.xml_one(id)).await;
         }
-        fetch_listed(self, &self.cfg.sections, ids, self.chunk).await
+        fetch_listed(self, &self.cfg.sections, ids, self.chunk, false).await
     }
 
     async fn confirm_gone(&self, ids: &[i64]) -> Result<Vec<i64>, JamfError> {
@@ -258,6 +265,54 @@ impl DeviceSource for MobileDeviceSource {
 }
 
 /// Whether a search hit may have changed since `since` (see the module docs).
+/// Whether the evaluated search found what this run needs: our own search must hold exactly
+/// the criterion this run set (another process editing it meanwhile would make a full run
+/// store a subset and report success); a configured one may only narrow by inventory date to
+/// no less than the run's window (a full run: not at all). Other criteria of a configured
+/// search are the operator's choice of scope.
+fn check_criteria(
+    search_id: i64,
+    configured: bool,
+    window: Option<u32>,
+    criteria: &[Criterion],
+) -> Result<(), RunError> {
+    let wanted = match window {
+        Some(days) => format!("inventory updated less than {days} days ago"),
+        None => "every device (full run)".to_string(),
+    };
+    if !configured {
+        let expected: Vec<Criterion> = window.map(Criterion::window).into_iter().collect();
+        let same = criteria.len() == expected.len()
+            && criteria.iter().zip(&expected).all(|(a, b)| a.same(b));
+        if same {
+            return Ok(());
+        }
+        let found: Vec<String> = criteria.iter().map(ToString::to_string).collect();
+        return Err(RunError::Other(format!(
+            "advanced search {search_id} was evaluated with criteria [{}], not the ones this run \
+             set ({wanted}): another process changed it meanwhile (another installation using \
+             the same search?); nothing from it is trusted",
+            found.join(", ")
+        )));
+    }
+    for c in criteria
+        .iter()
+        .filter(|c| c.name.eq_ignore_ascii_case("Last Inventory Update"))
+    {
+        let covers = window.is_some_and(|days| {
+            c.search_type.eq_ignore_ascii_case("less than x days ago")
+                && c.value.trim().parse::<u32>().is_ok_and(|v| v >= days)
+        });
+        if !covers {
+            return Err(RunError::Other(format!(
+                "mobile_devices.search_id {search_id}: its criterion {c} does not cover this \
+                 run ({wanted}); remove or widen it, or let jamf-sync manage its own search"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn keep(hit: &SearchHit, since: Option<DateTime<Utc>>, tolerance: chrono::Duration) -> bool {
     match (since, hit.last_inventory_update) {
         (Some(s), Some(t)) => t.checked_add_signed(tolerance).is_none_or(|t| t >= s),
@@ -268,6 +323,35 @@ fn keep(hit: &SearchHit, since: Option<DateTime<Utc>>, tolerance: chrono::Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_is_trusted_only_with_the_criteria_the_run_needs() {
+        let ours = |window, criteria: &[Criterion]| check_criteria(7, false, window, criteria);
+        assert!(ours(Some(2), &[Criterion::window(2)]).is_ok());
+        assert!(ours(None, &[]).is_ok());
+        // A full run that finds someone's 2-day criterion in its search stores nothing.
+        let e = ours(None, &[Criterion::window(2)])
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("another process changed it")));
+        assert!(ours(Some(2), &[Criterion::window(3)]).is_err());
+        assert!(ours(Some(2), &[]).is_err());
+        let configured = |window, criteria: &[Criterion]| check_criteria(7, true, window, criteria);
+        assert!(configured(Some(2), &[Criterion::window(5)]).is_ok());
+        assert!(configured(Some(9), &[Criterion::window(5)]).is_err());
+        assert!(configured(None, &[Criterion::window(5)]).is_err());
+        let scope = Criterion {
+            name: "Managed".into(),
+            search_type: "is".into(),
+            value: "Managed".into(),
+        };
+        assert!(configured(None, std::slice::from_ref(&scope)).is_ok());
+        let e = configured(Some(9), &[Criterion::window(5)])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("mobile_devices.search_id 7"), "{e}");
+    }
 
     #[test]
     fn prefilter_never_drops_unparsed_or_recent() {
