@@ -5,13 +5,21 @@
 #     -e JAMF_SYNC__JAMF__CLIENT_SECRET_FILE=/run/secrets/jamf_client_secret jamf-sync
 # Configuration comes from JAMF_SYNC__* variables (or a mounted TOML file via JAMF_SYNC_CONFIG);
 # secrets from mounted files through the *_file keys.
+#
+# Base images: pin them by digest for reproducible, tamper-evident builds, e.g.
+#   docker build --build-arg RUST_IMAGE=rust:1-bookworm@sha256:<digest> \
+#     --build-arg RUNTIME_IMAGE=debian:bookworm-slim@sha256:<digest> -t jamf-sync .
+# (`docker buildx imagetools inspect debian:bookworm-slim` prints the current digest). The
+# container check in CI builds from a local base image by digest through the same argument.
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked && strip target/release/jamf-sync
 
-FROM debian:bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="jamf-sync" \
       org.opencontainers.image.description="Keeps an up-to-date copy of a Jamf Pro fleet's device inventory in PostgreSQL or SQLite" \

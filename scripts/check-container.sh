@@ -6,8 +6,8 @@
 #
 # No image can be pulled here, so the base image is made with debootstrap (Debian bookworm,
 # as debian:bookworm-slim) and the build stage (rust:1-bookworm) is replaced by the binary
-# the test suite built: everything from `FROM debian:bookworm-slim` on is the shipped
-# Dockerfile, unchanged. Needs root (apt, podman) and a built target/debug/jamf-sync.
+# the test suite built: everything from `FROM ${RUNTIME_IMAGE} AS runtime` on is the shipped
+# Dockerfile, unchanged, built with RUNTIME_IMAGE pinned to the local base image's digest. Needs root (apt, podman) and a built target/debug/jamf-sync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,13 +55,18 @@ mkdir -p "$work/ctx"
 cp "$bin" "$work/ctx/jamf-sync"
 # The shipped Dockerfile with its build stage replaced by the prebuilt binary.
 awk 'BEGIN{skip=0}
-     /^FROM rust:/ {print "FROM scratch AS build"; print "COPY jamf-sync /src/target/release/jamf-sync"; skip=1; next}
+     /^FROM \$\{RUST_IMAGE\}/ {print "FROM scratch AS build"; print "COPY jamf-sync /src/target/release/jamf-sync"; skip=1; next}
      /^FROM / {skip=0}
      !skip {print}' Dockerfile > "$work/ctx/Dockerfile"
-grep -q '^FROM debian:bookworm-slim AS runtime' "$work/ctx/Dockerfile"
+grep -q '^FROM ${RUNTIME_IMAGE} AS runtime' "$work/ctx/Dockerfile"
+grep -q '^ARG RUNTIME_IMAGE=' "$work/ctx/Dockerfile"
+digest="$(podman image inspect "$base" --format '{{.Digest}}')"
+pinned="${base%%:*}@${digest}"
 # Docker format: the OCI format has no HEALTHCHECK.
-podman build --quiet --format docker --pull=never --network=host -t localhost/jamf-sync:ci \
+podman build --quiet --format docker --pull=never --network=host \
+  --build-arg "RUNTIME_IMAGE=$pinned" -t localhost/jamf-sync:ci \
   "$work/ctx" > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
+echo "built on $pinned"
 echo "container image built"
 podman image inspect localhost/jamf-sync:ci --format '{{json .Config.Healthcheck}}' | grep -q 'jamf-sync","healthcheck' \
   || { echo "the image has no HEALTHCHECK running jamf-sync healthcheck" >&2; exit 1; }

@@ -19,7 +19,8 @@ impl JamfClient {
     async fn classic_text(&self, call: Call<'_>) -> Result<(String, DateTime<Utc>), JamfError> {
         let endpoint = call.endpoint;
         let answer = self.call(call).await?;
-        let text = String::from_utf8(answer.body.to_vec()).map_err(|e| JamfError::Decode {
+        // `Vec::from` takes the buffer over instead of copying it (a fleet-sized list is big).
+        let text = String::from_utf8(Vec::from(answer.body)).map_err(|e| JamfError::Decode {
             endpoint,
             message: e.to_string(),
         })?;
@@ -251,22 +252,26 @@ pub fn parse_search_results(xml: &str) -> Result<SearchResult, String> {
 
 /// Ids of `GET /JSSResource/mobiledevices` (`<mobile_devices><size>…<mobile_device><id>…`).
 pub fn parse_device_list(xml: &str) -> Result<Vec<i64>, String> {
-    let (root, json) = xml_to_json(xml)?;
+    // Streamed: the list names every device of the fleet.
+    let mut ids = Vec::new();
+    let mut id = None;
+    let root = walk(xml, |parents, name, text| {
+        match (parents.len(), name) {
+            (2, "id") if parents[1] == "mobile_device" => id = text.trim().parse::<i64>().ok(),
+            (1, "mobile_device") => {
+                ids.push(
+                    id.take()
+                        .ok_or("a listed mobile device has no numeric <id>")?,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
     if root != "mobile_devices" {
         return Err(format!("expected <mobile_devices>, got <{root}>"));
     }
-    let Value::Array(items) = json else {
-        return Ok(Vec::new());
-    };
-    items
-        .iter()
-        .map(|d| {
-            d.get("id")
-                .and_then(Value::as_str)
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| "a listed mobile device has no numeric <id>".to_string())
-        })
-        .collect()
+    Ok(ids)
 }
 
 /// `(id, name)` of every `<item>` in a Classic list, e.g. `advanced_mobile_device_search` (the
@@ -356,6 +361,23 @@ mod tests {
         assert_eq!(search_window_days(now, t("2026-11-17T00:00:00Z")), 8);
         // A cursor in the future (clock skew) still asks for at least a day.
         assert_eq!(search_window_days(now, t("2026-11-25T00:00:00Z")), 2);
+    }
+
+    #[test]
+    fn device_list_is_read_streaming() {
+        let xml =
+            "<mobile_devices><size>2</size><mobile_device><id>4</id><name>a</name></mobile_device>\
+                   <mobile_device><id> 9 </id><name>b</name></mobile_device></mobile_devices>";
+        assert_eq!(parse_device_list(xml), Ok(vec![4, 9]));
+        assert_eq!(
+            parse_device_list("<mobile_devices><size>0</size></mobile_devices>"),
+            Ok(vec![])
+        );
+        assert!(parse_device_list(
+            "<mobile_devices><mobile_device><name>x</name></mobile_device></mobile_devices>"
+        )
+        .is_err());
+        assert!(parse_device_list("<computers></computers>").is_err());
     }
 
     #[test]

@@ -240,10 +240,13 @@ impl JamfClient {
             let mut resp = rb.send().await?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            if resp.content_length().is_some_and(|n| n > limit as u64) {
+            let declared = resp.content_length();
+            if declared.is_some_and(|n| n > limit as u64) {
                 return Ok((status, headers, None));
             }
-            let mut body = BytesMut::new();
+            // Sized up front when declared: growing by doubling would briefly hold twice a
+            // large answer.
+            let mut body = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
             while let Some(chunk) = resp.chunk().await? {
                 if body.len().saturating_add(chunk.len()) > limit {
                     return Ok((status, headers, None));

@@ -274,10 +274,30 @@ pub async fn pro_detail(
         if desc {
             matched.reverse();
         }
-        let results: Vec<Value> = q
-            .page_of(&matched)
-            .map(|m| m.to_pro_json(&q.sections))
-            .collect();
+        let beyond_general = q.sections.iter().any(|s| s != "GENERAL");
+        let mut results = Vec::new();
+        for m in q.page_of(&matched) {
+            let mut v = m.to_pro_json(&q.sections);
+            if beyond_general && inner.broken_mobiles.contains(&m.id) {
+                if !q.lenient {
+                    return api_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "UNEXPECTED_ERROR",
+                        "An unexpected error occurred while processing device data",
+                        None,
+                    );
+                }
+                // LENIENT: the device is there, the sections Jamf could not process are null.
+                if let Some(o) = v.as_object_mut() {
+                    for (key, value) in o.iter_mut() {
+                        if value.is_object() && key != "general" {
+                            *value = Value::Null;
+                        }
+                    }
+                }
+            }
+            results.push(v);
+        }
         (matched.len(), results)
     };
     // The page is read as of the request; the server then takes its time, as with computers.

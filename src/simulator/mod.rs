@@ -210,6 +210,7 @@ impl Simulator {
                 auth_requests: 0,
                 corrupt: Default::default(),
                 broken: Default::default(),
+                broken_mobiles: Default::default(),
                 mobiles,
                 corrupt_mobiles: Default::default(),
                 searches: BTreeMap::new(),
@@ -305,6 +306,16 @@ impl Simulator {
             inner.broken.insert(id);
         } else {
             inner.broken.remove(&id);
+        }
+    }
+
+    /// Breaks a mobile device's data (see `broken_mobiles`); `false` mends it.
+    pub fn set_broken_mobile(&self, id: i64, broken: bool) {
+        let mut inner = lock(&self.state.inner);
+        if broken {
+            inner.broken_mobiles.insert(id);
+        } else {
+            inner.broken_mobiles.remove(&id);
         }
     }
 

@@ -34,6 +34,9 @@ pub(crate) struct Inner {
     /// Computers whose data Jamf cannot process: any answer holding more than their GENERAL
     /// section is a 500 (for a whole list page, as Jamf does).
     pub(super) broken: std::collections::HashSet<i64>,
+    /// Mobile devices the same: `/api/v2/mobile-devices/detail` answers 500, or with
+    /// `exception-handling=LENIENT` the device with its sections beyond GENERAL `null`.
+    pub(super) broken_mobiles: std::collections::HashSet<i64>,
     pub(super) mobiles: BTreeMap<i64, mobile::SimMobile>,
     /// Mobile device ids whose XML is served truncated.
     pub(super) corrupt_mobiles: std::collections::HashSet<i64>,
@@ -474,6 +477,8 @@ pub(super) struct ListQuery {
     pub page_size: usize,
     pub sort: Option<String>,
     pub filter: Option<super::rsql::Expr>,
+    /// `exception-handling=LENIENT` (`/api/v2/mobile-devices/detail`).
+    pub lenient: bool,
 }
 
 impl ListQuery {
@@ -490,6 +495,7 @@ impl ListQuery {
             page_size: 100,
             sort: None,
             filter: None,
+            lenient: false,
         };
         let bad = |name: &str, value: &str| {
             api_error(
@@ -510,6 +516,7 @@ impl ListQuery {
                     q.page_size = n.clamp(1, 2000);
                 }
                 "sort" => q.sort = Some(v.into_owned()),
+                "exception-handling" => q.lenient = v.eq_ignore_ascii_case("LENIENT"),
                 "filter" if !v.is_empty() => {
                     q.filter = Some(super::rsql::parse(&v).map_err(|e| {
                         Box::new(api_error(

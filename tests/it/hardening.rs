@@ -600,3 +600,62 @@ async fn postgres_over_tls_verifies_the_server_against_a_custom_ca() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_budget_fails_the_request_at_once() {
+    let jamf = serve(
+        Router::new()
+            .route("/api/v1/oauth/token", post(|| async { token() }))
+            .fallback(any(|| async {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, "18446744073709551615")],
+                    "",
+                )
+            })),
+    )
+    .await;
+    let client = JamfClient::new(settings_for(&jamf)).expect("client");
+    let started = Instant::now();
+    let err = client
+        .server_version()
+        .await
+        .expect_err("throttled past the budget");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "never slept: {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("429"), "{err}");
+}
+
+both_backends!(a_webhook_refresh_isolates_the_device_jamf_fails_on);
+async fn a_webhook_refresh_isolates_the_device_jamf_fails_on(db: &helpers::TestDb) {
+    let (sim, engine) =
+        broken_fleet(db, 30, 12, jamf_sync::config::FetchStrategy::Inline, 100).await;
+    // One refresh request covers both; Jamf fails the whole page because of device 12.
+    let done = engine
+        .refresh(jamf_sync::domain::Kind::Computers, &[3, 12, 20])
+        .await
+        .expect("the others are refreshed");
+    assert_eq!(done.stored, vec![3, 20]);
+    assert_eq!(done.failed, vec![12]);
+    sim.stop().await;
+}
+
+#[test]
+fn a_jamf_ca_file_that_is_not_a_certificate_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, "not a certificate").expect("write");
+    let settings = jamf_sync::config::JamfSettings {
+        ca_file: Some(path.clone()),
+        ..helpers::settings_with_url("https://jamf.example.com")
+    };
+    let err = JamfClient::new(settings)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("jamf.ca_file"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}

@@ -323,3 +323,30 @@ async fn a_configured_search_that_does_not_cover_the_run_is_refused(db: &TestDb)
     );
     sim.stop().await;
 }
+
+both_backends!(the_pro_api_reads_leniently_past_a_device_jamf_cannot_process);
+async fn the_pro_api_reads_leniently_past_a_device_jamf_cannot_process(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 30,
+        ..SimConfig::default()
+    })
+    .await;
+    // Strictly, Jamf answers 500 for any page holding device 4.
+    sim.set_broken_mobile(4, true);
+    let pro = MobileDevicesConfig {
+        source: MobileSource::ProApi,
+        ..MobileDevicesConfig::default()
+    };
+    let run = helpers::run_mobile(&engine(db, &sim, pro), false).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(run.counts.fetched, 30, "{run}");
+    let four = helpers::stored_device(db, Kind::MobileDevices, 4).await;
+    let raw: Value = serde_json::from_str(&four.raw).expect("json");
+    assert!(
+        raw["hardware"].is_null(),
+        "the section Jamf could not process: {raw}"
+    );
+    assert!(raw["general"].is_object(), "{raw}");
+    sim.stop().await;
+}
