@@ -324,7 +324,10 @@ async fn detail(
     }
     let all: Vec<&str> = fleet::SECTIONS.iter().map(|(n, _, _)| *n).collect();
     let id = id.parse::<i64>().ok();
-    if id.is_some_and(|id| lock(&s.inner).broken.contains(&id)) {
+    if id.is_some_and(|id| {
+        let inner = lock(&s.inner);
+        inner.broken.contains(&id) && inner.fleet.contains_key(&id)
+    }) {
         return broken_data();
     }
     let found = id.and_then(|id| {

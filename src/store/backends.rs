@@ -130,6 +130,21 @@ macro_rules! store_impl {
                 Ok(n)
             }
 
+            /// Removes these devices' `sync_failures` rows (written, or gone from Jamf).
+            async fn clear_failures(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                instance: &str,
+                kind: Kind,
+                ids: &[i64],
+            ) -> Result<u64> {
+                Self::execute_in_chunks(tx, ids, |q| {
+                    q.push("DELETE FROM sync_failures WHERE instance = ");
+                    q.push_bind(instance.to_string()).push(" AND kind = ");
+                    q.push_bind(kind.as_str()).push(" AND jamf_id");
+                })
+                .await
+            }
+
             /// [`Self::execute_in_chunks`] in a write transaction of its own.
             async fn chunked_in_own_tx(
                 &self,
@@ -188,13 +203,17 @@ macro_rules! store_impl {
                 observed_at: DateTime<Utc>,
             ) -> Result<u64> {
                 let now = Utc::now();
-                self.chunked_in_own_tx(ids, |q| {
+                let mut tx = self.begin_write().await?;
+                let n = Self::execute_in_chunks(&mut tx, ids, |q| {
                     q.push(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
                     q.push_bind(now).push(", fetched_at = ").push_bind(observed_at);
                     q.push(" WHERE instance = ").push_bind(instance.to_string());
                     q.push(" AND deleted_at IS NULL AND jamf_id");
                 })
-                .await
+                .await?;
+                Self::clear_failures(&mut tx, instance, kind, ids).await?;
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
@@ -416,6 +435,7 @@ macro_rules! store_impl {
                     q.push_bind(instance.to_string()).push(" AND jamf_id");
                 })
                 .await?;
+                Self::clear_failures(&mut tx, instance, kind, ids).await?;
                 tx.commit().await?;
                 Ok(n)
             }

@@ -226,12 +226,7 @@ macro_rules! writer_impl {
                 }
                 let kind = R::KIND.as_str();
                 let answered: Vec<i64> = records.iter().map(|r| r.jamf_id()).collect();
-                Self::execute_in_chunks(&mut tx, &answered, |q| {
-                    q.push("DELETE FROM sync_failures WHERE instance = ");
-                    q.push_bind(instance.to_string()).push(" AND kind = ");
-                    q.push_bind(kind).push(" AND jamf_id");
-                })
-                .await?;
+                Self::clear_failures(&mut tx, instance, R::KIND, &answered).await?;
                 for (id, error) in failures {
                     let error: String = error.chars().take(1000).collect();
                     sqlx::query(

@@ -341,7 +341,7 @@ impl<S: Store> Engine<S> {
             .into_iter()
             .map(|f| f.jamf_id)
             .collect();
-        let (run_ref, retry) = (&run, &retry);
+        let (run_ref, retry, instance_ref) = (&run, &retry, instance.as_str());
         let (result, counts) = self
             .pipeline(run.clone(), |tx| async move {
                 let run = run_ref;
@@ -359,9 +359,18 @@ impl<S: Store> Engine<S> {
                         "retrying devices earlier runs could not read"
                     );
                     let got = source.fetch(retry).await?;
+                    // Gone from Jamf meanwhile (a direct request says 404): marked deleted,
+                    // which also ends their retries.
+                    let mut gone = source.confirm_gone(&got.missing).await?;
+                    gone.extend(&got.gone);
                     tx.send(Batch::from_fetched(got))
                         .await
                         .map_err(|_| RunError::Other("writer stopped".into()))?;
+                    if !gone.is_empty() {
+                        self.store
+                            .mark_deleted(instance_ref, kind, &gone, Utc::now())
+                            .await?;
+                    }
                 }
                 Ok(())
             })
@@ -413,7 +422,6 @@ impl<S: Store> Engine<S> {
                 tracing::info!("{summary}");
             }
         });
-        self.refresh_gauges(kind).await;
         Ok(summary)
     }
 

@@ -452,7 +452,7 @@ where
 }
 
 /// Of these ids, those a direct request for the device answers 404 (`probe`), through the
-/// worker pool; any other failure fails the whole call.
+/// worker pool; a device Jamf fails on alone is not gone; any other failure fails the call.
 pub(crate) async fn gone_ids<F, Fut>(
     ids: &[i64],
     workers: usize,
@@ -473,6 +473,8 @@ where
         match result {
             Ok(()) => {}
             Err(e) if e.is_not_found() => gone.push(id),
+            // Jamf has it but cannot give it: not gone.
+            Err(e) if e.is_record_specific() => {}
             Err(e) => return Err(e),
         }
     }

@@ -659,3 +659,18 @@ fn a_jamf_ca_file_that_is_not_a_certificate_is_a_clear_error() {
     assert!(err.contains("jamf.ca_file"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
+
+both_backends!(a_failing_device_deleted_in_jamf_stops_being_retried);
+async fn a_failing_device_deleted_in_jamf_stops_being_retried(db: &helpers::TestDb) {
+    let (sim, engine) =
+        broken_fleet(db, 30, 12, jamf_sync::config::FetchStrategy::Inline, 10).await;
+    let first = helpers::run(&engine, false).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(failing(db).await.len(), 1);
+    // Deleted in Jamf: the next run's retry finds it gone (404 on a direct request).
+    assert!(sim.delete_computer(12));
+    let second = helpers::run(&engine, false).await;
+    assert!(second.succeeded(), "{second}");
+    assert!(failing(db).await.is_empty(), "no longer retried");
+    sim.stop().await;
+}
