@@ -45,6 +45,13 @@ use supervise::supervise;
 /// The webhook worker's name in health reports and restart metrics.
 const WEBHOOK_WORKER: &str = "webhook_worker";
 
+/// `first` doubled `n` times, at most `max` (the daemon's retry and restart delays).
+pub(crate) fn doubling(first: Duration, n: u32, max: Duration) -> Duration {
+    first
+        .saturating_mul(2u32.saturating_pow(n.min(31)))
+        .min(max)
+}
+
 /// Waits until the shutdown flag turns true (or its sender is gone).
 async fn until_shutdown(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {

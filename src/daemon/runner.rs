@@ -280,10 +280,7 @@ impl<E: Executes> Executor<E> {
             return;
         }
         let n = failures.entry(label.clone()).or_insert(0);
-        let delay = self
-            .retry_initial
-            .saturating_mul(2u32.saturating_pow((*n).min(20)))
-            .min(self.retry_max);
+        let delay = super::doubling(self.retry_initial, *n, self.retry_max);
         *n += 1;
         let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
         let scheduled = self

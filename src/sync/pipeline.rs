@@ -593,7 +593,7 @@ fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {
 }
 
 /// A failure of one device alone: logged, counted `failed`, recorded for the next run.
-fn log_isolated(kind: Kind, id: i64, e: &JamfError) {
+pub(crate) fn log_isolated(kind: Kind, id: i64, e: &JamfError) {
     metrics::counter!(metric::RECORDS, "kind" => kind.as_str(), "outcome" => "failed").increment(1);
     tracing::warn!(kind = kind.as_str(), id, error = %e, "Jamf failed this device; recorded in sync_failures, retried next run");
 }

@@ -149,9 +149,7 @@ pub fn plan(events: &[QueuedEvent], now: DateTime<Utc>, t: Timing) -> Plan {
 /// Retry delay after `attempts` failed attempts.
 pub fn retry_delay(attempts: i32) -> Duration {
     let exp = attempts.clamp(0, 16) as u32;
-    FIRST_RETRY_DELAY
-        .saturating_mul(2u32.saturating_pow(exp))
-        .min(MAX_RETRY_DELAY)
+    crate::daemon::doubling(FIRST_RETRY_DELAY, exp, MAX_RETRY_DELAY)
 }
 
 /// Drains the queue until `shutdown` turns true.

@@ -17,8 +17,8 @@ use crate::domain::DeviceRecord;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
 use crate::sync::pipeline::{
-    decode_page, fetched_from_page, id_in_filter, keyset_filter, keyset_pages, page_ids, Batch,
-    Fetched, Recovered, Sizing,
+    decode_page, fetched_from_page, id_in_filter, keyset_filter, keyset_pages, log_isolated,
+    page_ids, Batch, Fetched, Recovered, Sizing,
 };
 use crate::sync::run::Run;
 use crate::sync::RunError;
@@ -180,7 +180,7 @@ pub(crate) async fn fetch_listed<L: KeysetList>(
                 todo.push(a);
             }
             Err(e) if e.is_record_specific() => {
-                tracing::warn!(id = part[0], error = %e, "Jamf failed this device; recorded in sync_failures, retried next run");
+                log_isolated(<L::Record as DeviceRecord>::KIND, part[0], &e);
                 got.fail(part[0], e.to_string());
             }
             Err(e) => return Err(e),
