@@ -130,6 +130,11 @@ pub async fn run(
     let db = Arc::new(db);
     let app = App::start(&cfg, settings, db.clone()).await?;
     let (client, engine) = (app.client.clone(), app.engine.clone());
+    init_run_gauges(&db, &instance, &kinds).await;
+    // The runner before the engine: once `/readyz` can say ready (it needs the engine),
+    // `POST /sync` must find someone to take the request.
+    let (runner, rx) = Runner::new();
+    let _ = state.runner.set(runner.clone());
     let _ = queue_store.set(db.clone());
     let _ = state.engine.set(engine.clone());
     {
@@ -142,9 +147,6 @@ pub async fn run(
         });
     }
 
-    init_run_gauges(&db, &instance, &kinds).await;
-    let (runner, rx) = Runner::new();
-    let _ = state.runner.set(runner.clone());
     let health = state.health.clone();
     let executor = Arc::new(Executor::new(
         engine.clone(),
