@@ -1,9 +1,10 @@
 //! SQLite and PostgreSQL implementations of [`Store`](super::Store).
 //!
 //! One body serves both (`store_impl!` here, `writer_impl!` for the write path): the SQL is
-//! identical but for the JSON cast of `raw` (`::jsonb` on PostgreSQL), how a write transaction
-//! begins, and the migrations folder. Batched multi-row statements keep the cost per page at a
-//! handful of round trips whatever the page size.
+//! identical but for how id lists are matched ([`IdList`](super::writer::IdList)), how a write
+//! transaction begins, the upsert of changed devices (multi-row `VALUES` on SQLite, array
+//! parameters on PostgreSQL), and the migrations folder. Batched statements keep the cost per
+//! page at a handful of round trips whatever the page size.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,12 +16,12 @@ use sqlx::sqlite::{
 };
 use sqlx::QueryBuilder;
 
-use super::writer::{insert_columns, push_cells, push_ids, upsert_tail, writer_impl, CHUNK};
+use super::writer::{push_ids, writer_impl, Tx, CHUNK};
 use super::{
     partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
     RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
 };
-use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue, Kind, RunKind, RunStatus};
+use crate::domain::{DeviceInfo, DeviceRecord, Kind, RunKind, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -109,8 +110,8 @@ macro_rules! run_columns {
 }
 
 macro_rules! store_impl {
-    ($store:ty, $db:ty, $migrations:expr, $json_cast:literal, $raw_text:literal) => {
-        writer_impl!($store, $db, $json_cast);
+    ($store:ty, $db:ty, $migrations:expr, $raw_text:literal) => {
+        writer_impl!($store);
 
         impl $store {
             /// Runs `head … IN (ids)` once per chunk of `ids` inside `tx`; returns the rows
@@ -555,13 +556,11 @@ store_impl!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::migrate!("./migrations/sqlite"),
-    "",
     "raw"
 );
 store_impl!(
     PgStore,
     sqlx::Postgres,
     sqlx::migrate!("./migrations/postgres"),
-    "::jsonb",
     "raw::text"
 );

@@ -3,33 +3,59 @@
 //!
 //! Per chunk of a page: read the stored hashes → records identical to their stored copy only
 //! move `synced_at` → the others are upserted with `ON CONFLICT … DO UPDATE … WHERE <guard>`,
-//! so a row the guard keeps is not rewritten; when fewer rows were affected than upserted, the
-//! stored hashes tell which were written → extension attributes are replaced for exactly the
-//! rows written. Devices that failed (recorded in `sync_failures`) and the ones written (their
-//! rows there removed) go in the same transaction. All of it, and the run's
-//! progress, in one transaction; on SQLite it begins `IMMEDIATE`, so a writer running beside
-//! another (a webhook refresh beside a sync) waits for the lock instead of failing to upgrade
-//! a read snapshot.
+//! so a row the guard keeps is not rewritten → extension attributes are replaced for exactly
+//! the rows written. Devices that failed (recorded in `sync_failures`) and the ones written
+//! (their rows there removed) go in the same transaction. All of it, and the run's progress,
+//! in one transaction; on SQLite it begins `IMMEDIATE`, so a writer running beside another (a
+//! webhook refresh beside a sync) waits for the lock instead of failing to upgrade a read
+//! snapshot.
+//!
+//! The backends differ in how rows travel. SQLite is in-process: multi-row `VALUES` cost
+//! nothing to send. PostgreSQL is a round trip away and parses what it gets: one array per
+//! column (`UNNEST`) and `= ANY($n)` keep each statement's text fixed, so it is prepared once
+//! per connection, and `RETURNING` names the rows written without a second read.
 
-use sqlx::QueryBuilder;
+use std::collections::{HashMap, HashSet};
 
-use crate::domain::{DeviceInfo, DeviceRecord};
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder, Sqlite};
+
+use super::backends::{PgStore, SqliteStore};
+use super::Result;
+use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue};
 
 /// Rows per multi-row statement: 20 parameters a row stays well under SQLite's 32,766 limit.
 pub(super) const CHUNK: usize = 500;
 
-/// Appends ` IN ($1, $2, …)` binding `ids`: the tail of every id-list statement.
-pub(super) fn push_ids<DB>(q: &mut QueryBuilder<DB>, ids: &[i64])
-where
-    DB: sqlx::Database,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    q.push(" IN (");
-    let mut sep = q.separated(", ");
-    for id in ids {
-        sep.push_bind(*id);
+/// How a backend matches a column against a list of ids.
+pub(super) trait IdList: sqlx::Database {
+    /// Appends the tail of an id-list statement, after the column name.
+    fn push_ids(q: &mut QueryBuilder<Self>, ids: &[i64]);
+}
+
+impl IdList for Sqlite {
+    /// ` IN ($1, $2, …)`: SQLite has no array parameters.
+    fn push_ids(q: &mut QueryBuilder<Self>, ids: &[i64]) {
+        q.push(" IN (");
+        let mut sep = q.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        q.push(")");
     }
-    q.push(")");
+}
+
+impl IdList for Postgres {
+    /// ` = ANY($1)` with one array: the statement text is the same whatever the count, so it
+    /// is prepared once, and PostgreSQL's generic plan for a long `IN` list (a sequential scan
+    /// testing each row against every parameter) never happens.
+    fn push_ids(q: &mut QueryBuilder<Self>, ids: &[i64]) {
+        q.push(" = ANY(").push_bind(ids.to_vec()).push(")");
+    }
+}
+
+pub(super) fn push_ids<DB: IdList>(q: &mut QueryBuilder<DB>, ids: &[i64]) {
+    DB::push_ids(q, ids)
 }
 
 /// Every projected column of a record type, in the order of [`DeviceRecord::all_cells`].
@@ -79,30 +105,10 @@ pub(super) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
     sql
 }
 
-/// Binds one record's projected cells.
-macro_rules! push_cells {
-    ($b:expr, $record:expr) => {
-        for cell in $record.all_cells() {
-            match cell {
-                Cell::Text(v) => {
-                    $b.push_bind(v.map(str::to_string));
-                }
-                Cell::Bool(v) => {
-                    $b.push_bind(v);
-                }
-                Cell::Time(v) => {
-                    $b.push_bind(v);
-                }
-            }
-        }
-    };
-}
-pub(super) use push_cells;
-
-/// The write path's body for one backend (which has a `begin_write` method); `$json_cast`
-/// follows the `raw` parameter.
+/// The write path's body for one backend (which has `begin_write` and `write_chunk`): chunks
+/// of the page, then its failures and the run's progress, all in one transaction.
 macro_rules! writer_impl {
-    ($store:ty, $db:ty, $json_cast:literal) => {
+    ($store:ty) => {
         impl $store {
             async fn write_devices_tx<R: DeviceRecord>(
                 &self,
@@ -116,112 +122,28 @@ macro_rules! writer_impl {
                     overwrite,
                     now,
                 } = w;
-                let table = R::KIND.as_str();
                 let mut tx = self.begin_write().await?;
                 let mut outcome = PageOutcome::default();
                 for chunk in records.chunks(CHUNK) {
-                    let ids: Vec<i64> = chunk.iter().map(|r| r.jamf_id()).collect();
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
-                        "SELECT jamf_id, raw_hash, deleted_at IS NOT NULL FROM {table} WHERE instance = "
-                    ));
-                    q.push_bind(instance.to_string()).push(" AND jamf_id");
-                    push_ids(&mut q, &ids);
-                    let stored: Vec<(i64, i64, bool)> =
-                        q.build_query_as().fetch_all(&mut *tx).await?;
-                    let (changed, unchanged) = partition_changed(chunk, &stored);
-
-                    if !unchanged.is_empty() {
-                        let mut q: QueryBuilder<$db> =
-                            QueryBuilder::new(format!("UPDATE {table} SET synced_at = "));
-                        q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
-                        q.push(" AND jamf_id");
-                        push_ids(&mut q, &unchanged);
-                        q.build().execute(&mut *tx).await?;
-                    }
-                    outcome.unchanged += unchanged.len() as i64;
+                    let (changed, unchanged) =
+                        Self::touch_unchanged(&mut tx, instance, chunk, now).await?;
+                    outcome.unchanged += unchanged;
                     if changed.is_empty() {
                         continue;
                     }
-
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
-                        "INSERT INTO {table} (instance, jamf_id, {}) ",
-                        insert_columns::<R>()
-                    ));
-                    q.push_values(changed.iter(), |mut b, r| {
-                        b.push_bind(instance.to_string()).push_bind(r.jamf_id());
-                        push_cells!(b, r);
-                        b.push_bind(r.raw().to_string())
-                            .push_unseparated($json_cast)
-                            .push_bind(r.raw_hash())
-                            .push_bind(r.fetched_at())
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push_bind(now)
-                            .push("NULL");
-                    });
-                    q.push(upsert_tail::<R>(overwrite));
-                    let affected = q.build().execute(&mut *tx).await?.rows_affected();
-                    let mut written: std::collections::HashSet<i64> =
-                        changed.iter().map(|r| r.jamf_id()).collect();
-                    if affected < changed.len() as u64 {
-                        // The guard kept some stored copies (rare): the rows written now hold
-                        // this page's hashes, the others a newer copy's.
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
-                            "SELECT jamf_id, raw_hash FROM {table} WHERE instance = "
-                        ));
-                        q.push_bind(instance.to_string()).push(" AND jamf_id");
-                        push_ids(&mut q, &written.iter().copied().collect::<Vec<_>>());
-                        let now_stored: std::collections::HashMap<i64, i64> =
-                            q.build_query_as::<(i64, i64)>()
-                                .fetch_all(&mut *tx)
-                                .await?
-                                .into_iter()
-                                .collect();
-                        written.retain(|id| {
-                            changed.iter().any(|r| {
-                                r.jamf_id() == *id && now_stored.get(id) == Some(&r.raw_hash())
-                            })
-                        });
-                    }
-                    outcome.upserted += written.len() as i64;
-                    outcome.stale += (changed.len() - written.len()) as i64;
-                    if written.is_empty() {
-                        continue;
-                    }
-
-                    let written_ids: Vec<i64> = written.iter().copied().collect();
-                    let device_type = R::KIND.device_type();
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "DELETE FROM extension_attributes WHERE device_type = ",
-                    );
-                    q.push_bind(device_type).push(" AND instance = ");
-                    q.push_bind(instance.to_string()).push(" AND jamf_id");
-                    push_ids(&mut q, &written_ids);
-                    q.build().execute(&mut *tx).await?;
-
-                    let eas: Vec<(i64, &EaValue)> = changed
-                        .iter()
-                        .filter(|r| written.contains(&r.jamf_id()))
-                        .flat_map(|r| r.extension_attributes().iter().map(move |e| (r.jamf_id(), e)))
-                        .collect();
-                    for ea_chunk in eas.chunks(CHUNK * 2) {
-                        let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                            "INSERT INTO extension_attributes (instance, device_type, jamf_id, \
-                             definition_id, name, value, data_type, updated_at) ",
-                        );
-                        q.push_values(ea_chunk.iter(), |mut b, (id, e)| {
-                            b.push_bind(instance.to_string())
-                                .push_bind(device_type)
-                                .push_bind(*id)
-                                .push_bind(e.definition_id.clone())
-                                .push_bind(e.name.clone())
-                                .push_bind(e.value.clone())
-                                .push_bind(e.data_type.clone())
-                                .push_bind(now);
-                        });
-                        // The same definition twice for one device must not abort the page.
-                        q.push(" ON CONFLICT DO NOTHING");
-                        q.build().execute(&mut *tx).await?;
+                    let written =
+                        Self::upsert_changed(&mut tx, instance, &changed, overwrite, now).await?;
+                    outcome.upserted += written.ids.len() as i64;
+                    outcome.stale += (changed.len() - written.ids.len()) as i64;
+                    if !written.ids.is_empty() {
+                        let records: Vec<&R> = changed
+                            .iter()
+                            .copied()
+                            .filter(|r| written.ids.contains(&r.jamf_id()))
+                            .collect();
+                        let existed: Vec<i64> = written.existed.iter().copied().collect();
+                        Self::replace_attributes(&mut tx, instance, &records, &existed, now)
+                            .await?;
                     }
                 }
                 let kind = R::KIND.as_str();
@@ -269,10 +191,347 @@ macro_rules! writer_impl {
                 tx.commit().await?;
                 Ok(outcome)
             }
+
+            /// Reads the stored hashes of `chunk`; records identical to their stored copy only
+            /// move `synced_at`. Returns the others and how many were unchanged.
+            async fn touch_unchanged<'r, R: DeviceRecord>(
+                tx: &mut Tx<Self>,
+                instance: &str,
+                chunk: &'r [R],
+                now: DateTime<Utc>,
+            ) -> Result<(Vec<&'r R>, i64)> {
+                let table = R::KIND.as_str();
+                let ids: Vec<i64> = chunk.iter().map(|r| r.jamf_id()).collect();
+                let mut q = QueryBuilder::new(format!(
+                    "SELECT jamf_id, raw_hash, deleted_at IS NOT NULL FROM {table} WHERE instance = "
+                ));
+                q.push_bind(instance.to_string()).push(" AND jamf_id");
+                push_ids(&mut q, &ids);
+                let stored: Vec<(i64, i64, bool)> =
+                    q.build_query_as().fetch_all(&mut **tx).await?;
+                let (changed, unchanged) = partition_changed(chunk, &stored);
+                if !unchanged.is_empty() {
+                    let mut q = QueryBuilder::new(format!("UPDATE {table} SET synced_at = "));
+                    q.push_bind(now).push(" WHERE instance = ").push_bind(instance.to_string());
+                    q.push(" AND jamf_id");
+                    push_ids(&mut q, &unchanged);
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok((changed, unchanged.len() as i64))
+            }
         }
     };
 }
 pub(super) use writer_impl;
+
+/// The devices an upsert wrote.
+#[derive(Debug, Default)]
+pub(super) struct Written {
+    pub ids: HashSet<i64>,
+    /// Those that were stored before (inserted ones have no attributes to remove).
+    pub existed: HashSet<i64>,
+}
+
+/// A backend's write transaction.
+pub(super) type Tx<S> = sqlx::Transaction<'static, <S as Backend>::Db>;
+
+/// Names a store's database type, for [`Tx`].
+pub(super) trait Backend {
+    type Db: sqlx::Database;
+}
+
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+}
+
+impl Backend for PgStore {
+    type Db = Postgres;
+}
+
+impl SqliteStore {
+    /// One multi-row upsert with the guard; returns the ids written. When fewer rows were
+    /// affected than sent, the stored hashes tell which were written.
+    pub(super) async fn upsert_changed<R: DeviceRecord>(
+        tx: &mut Tx<Self>,
+        instance: &str,
+        changed: &[&R],
+        overwrite: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Written> {
+        let table = R::KIND.as_str();
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} (instance, jamf_id, {}) ",
+            insert_columns::<R>()
+        ));
+        q.push_values(changed.iter(), |mut b, r| {
+            b.push_bind(instance.to_string()).push_bind(r.jamf_id());
+            for cell in r.all_cells() {
+                match cell {
+                    Cell::Text(v) => b.push_bind(v.map(str::to_string)),
+                    Cell::Bool(v) => b.push_bind(v),
+                    Cell::Time(v) => b.push_bind(v),
+                };
+            }
+            b.push_bind(r.raw().to_string())
+                .push_bind(r.raw_hash())
+                .push_bind(r.fetched_at())
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(now)
+                .push("NULL");
+        });
+        q.push(upsert_tail::<R>(overwrite));
+        let affected = q.build().execute(&mut **tx).await?.rows_affected();
+        let mut written: HashSet<i64> = changed.iter().map(|r| r.jamf_id()).collect();
+        if affected < changed.len() as u64 {
+            // The guard kept some stored copies (rare): the rows written now hold this page's
+            // hashes, the others a newer copy's.
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "SELECT jamf_id, raw_hash FROM {table} WHERE instance = "
+            ));
+            q.push_bind(instance.to_string()).push(" AND jamf_id");
+            push_ids(&mut q, &written.iter().copied().collect::<Vec<_>>());
+            let now_stored: HashMap<i64, i64> = q
+                .build_query_as::<(i64, i64)>()
+                .fetch_all(&mut **tx)
+                .await?
+                .into_iter()
+                .collect();
+            written.retain(|id| {
+                changed
+                    .iter()
+                    .any(|r| r.jamf_id() == *id && now_stored.get(id) == Some(&r.raw_hash()))
+            });
+        }
+        // Deleting the attributes of a device that had none costs SQLite nothing.
+        Ok(Written {
+            existed: written.clone(),
+            ids: written,
+        })
+    }
+
+    /// Replaces the extension attributes of the devices written.
+    pub(super) async fn replace_attributes<R: DeviceRecord>(
+        tx: &mut Tx<Self>,
+        instance: &str,
+        written: &[&R],
+        existed: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let device_type = R::KIND.device_type();
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("DELETE FROM extension_attributes WHERE device_type = ");
+        q.push_bind(device_type).push(" AND instance = ");
+        q.push_bind(instance.to_string()).push(" AND jamf_id");
+        push_ids(&mut q, existed);
+        q.build().execute(&mut **tx).await?;
+
+        let eas: Vec<(i64, &EaValue)> = written
+            .iter()
+            .flat_map(|r| {
+                r.extension_attributes()
+                    .iter()
+                    .map(move |e| (r.jamf_id(), e))
+            })
+            .collect();
+        for ea_chunk in eas.chunks(CHUNK * 2) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO extension_attributes (instance, device_type, jamf_id, \
+                 definition_id, name, value, data_type, updated_at) ",
+            );
+            q.push_values(ea_chunk.iter(), |mut b, (id, e)| {
+                b.push_bind(instance.to_string())
+                    .push_bind(device_type)
+                    .push_bind(*id)
+                    .push_bind(e.definition_id.clone())
+                    .push_bind(e.name.clone())
+                    .push_bind(e.value.clone())
+                    .push_bind(e.data_type.clone())
+                    .push_bind(now);
+            });
+            // The same definition twice for one device must not abort the page.
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One projected column as a PostgreSQL array parameter.
+enum Column<'a> {
+    Text(Vec<Option<&'a str>>),
+    Bool(Vec<Option<bool>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+}
+
+impl<'a> Column<'a> {
+    fn for_cell(cell: &Cell<'_>, len: usize) -> Self {
+        match cell {
+            Cell::Text(_) => Column::Text(Vec::with_capacity(len)),
+            Cell::Bool(_) => Column::Bool(Vec::with_capacity(len)),
+            Cell::Time(_) => Column::Time(Vec::with_capacity(len)),
+        }
+    }
+
+    fn sql_type(&self) -> &'static str {
+        match self {
+            Column::Text(_) => "text[]",
+            Column::Bool(_) => "bool[]",
+            Column::Time(_) => "timestamptz[]",
+        }
+    }
+
+    /// Appends a record's cell; a cell of another type than the column's is a programming
+    /// error in a `DeviceRecord` impl, and is stored as NULL rather than misaligning the rows.
+    fn push(&mut self, cell: Cell<'a>) {
+        match (self, cell) {
+            (Column::Text(v), Cell::Text(c)) => v.push(c),
+            (Column::Bool(v), Cell::Bool(c)) => v.push(c),
+            (Column::Time(v), Cell::Time(c)) => v.push(c),
+            (Column::Text(v), _) => v.push(None),
+            (Column::Bool(v), _) => v.push(None),
+            (Column::Time(v), _) => v.push(None),
+        }
+    }
+}
+
+impl PgStore {
+    /// One `INSERT … SELECT FROM UNNEST(…)` with the guard, one array per column: the
+    /// statement's text depends only on the record type, so PostgreSQL parses and plans it
+    /// once per connection whatever the chunk's size. `RETURNING` names the rows written (a row
+    /// the guard keeps is not returned) and which of them are new: an update never sets
+    /// `first_seen_at`, so only a row inserted by this statement carries this write's `now`.
+    pub(super) async fn upsert_changed<R: DeviceRecord>(
+        tx: &mut Tx<Self>,
+        instance: &str,
+        changed: &[&R],
+        overwrite: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Written> {
+        let Some(first) = changed.first() else {
+            return Ok(Written::default());
+        };
+        let mut columns: Vec<Column<'_>> = first
+            .all_cells()
+            .iter()
+            .map(|c| Column::for_cell(c, changed.len()))
+            .collect();
+        for r in changed {
+            for (column, cell) in columns.iter_mut().zip(r.all_cells()) {
+                column.push(cell);
+            }
+        }
+        // $1 instance, $2 now, $3 ids, then one per projected column, raw, hash, fetched_at.
+        let n = columns.len();
+        let mut arrays = vec!["$3::bigint[]".to_string()];
+        arrays.extend(
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("${}::{}", i + 4, c.sql_type())),
+        );
+        arrays.push(format!("${}::text[]", n + 4));
+        arrays.push(format!("${}::bigint[]", n + 5));
+        arrays.push(format!("${}::timestamptz[]", n + 6));
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let sql = format!(
+            "INSERT INTO {table} (instance, jamf_id, {cols}) \
+             SELECT $1, u.jamf_id, {cells}, u.raw::jsonb, u.raw_hash, u.fetched_at, $2, $2, $2, NULL \
+             FROM UNNEST({arrays}) AS u(jamf_id, {names}, raw, raw_hash, fetched_at){tail} \
+             RETURNING jamf_id, first_seen_at = $2",
+            table = R::KIND.as_str(),
+            cols = insert_columns::<R>(),
+            cells = names.iter().map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", "),
+            arrays = arrays.join(", "),
+            names = names.join(", "),
+            tail = upsert_tail::<R>(overwrite),
+        );
+        let mut q = sqlx::query_as::<_, (i64, bool)>(sqlx::AssertSqlSafe(sql))
+            .bind(instance)
+            .bind(now)
+            .bind(changed.iter().map(|r| r.jamf_id()).collect::<Vec<i64>>());
+        for column in columns {
+            q = match column {
+                Column::Text(v) => q.bind(v),
+                Column::Bool(v) => q.bind(v),
+                Column::Time(v) => q.bind(v),
+            };
+        }
+        let rows = q
+            .bind(changed.iter().map(|r| r.raw()).collect::<Vec<&str>>())
+            .bind(changed.iter().map(|r| r.raw_hash()).collect::<Vec<i64>>())
+            .bind(changed.iter().map(|r| r.fetched_at()).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(Written {
+            existed: rows.iter().filter(|r| !r.1).map(|r| r.0).collect(),
+            ids: rows.into_iter().map(|r| r.0).collect(),
+        })
+    }
+
+    /// Replaces the extension attributes of the devices written: one `DELETE … = ANY` for the
+    /// devices that were stored before, one `INSERT … UNNEST`.
+    pub(super) async fn replace_attributes<R: DeviceRecord>(
+        tx: &mut Tx<Self>,
+        instance: &str,
+        written: &[&R],
+        existed: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let device_type = R::KIND.device_type();
+        if !existed.is_empty() {
+            sqlx::query(
+                "DELETE FROM extension_attributes WHERE device_type = $1 AND instance = $2 \
+                 AND jamf_id = ANY($3)",
+            )
+            .bind(device_type)
+            .bind(instance)
+            .bind(existed)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let eas: Vec<(i64, &EaValue)> = written
+            .iter()
+            .flat_map(|r| {
+                r.extension_attributes()
+                    .iter()
+                    .map(move |e| (r.jamf_id(), e))
+            })
+            .collect();
+        if eas.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO extension_attributes (instance, device_type, jamf_id, definition_id, \
+             name, value, data_type, updated_at) SELECT $1, $2, u.*, $3 FROM \
+             UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[]) AS u \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(instance)
+        .bind(device_type)
+        .bind(now)
+        .bind(eas.iter().map(|(id, _)| *id).collect::<Vec<i64>>())
+        .bind(
+            eas.iter()
+                .map(|(_, e)| e.definition_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(eas.iter().map(|(_, e)| e.name.as_str()).collect::<Vec<_>>())
+        .bind(
+            eas.iter()
+                .map(|(_, e)| e.value.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            eas.iter()
+                .map(|(_, e)| e.data_type.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {

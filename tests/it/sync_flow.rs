@@ -52,6 +52,24 @@ async fn full_then_delta_inline(db: &TestDb) {
     assert_eq!(sim.requests_to(INVENTORY), 1, "one page covers 100 changes");
     assert_eq!(sim.requests_to(DETAIL), 0);
     helpers::assert_matches_sim(db, &sim).await;
+    // A changed device's attributes are replaced, not added to: the old value is gone.
+    let eas = db
+        .db
+        .extension_attributes("test", Kind::Computers)
+        .await
+        .expect("eas");
+    assert_eq!(eas.len(), 4000, "still two per computer");
+    let touched = sim.computer(changed[0]).expect("touched computer");
+    let mine: Vec<_> = eas.iter().filter(|e| e.0 == changed[0]).collect();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(
+        mine.contains(&&(
+            changed[0],
+            "Battery Health".into(),
+            Some(touched.ea_values[1].clone())
+        )),
+        "{mine:?}"
+    );
     let cursor2 = helpers::cursor(db).await.expect("cursor");
     assert!(
         cursor2 > cursor1,
