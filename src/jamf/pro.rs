@@ -20,6 +20,8 @@ pub struct PageQuery<'a> {
     /// A timeout or 504 comes back at once (the caller asks again smaller) instead of being
     /// retried at the same size.
     pub shrinkable: bool,
+    /// Highest ids first.
+    pub descending: bool,
 }
 
 impl JamfClient {
@@ -83,7 +85,8 @@ impl JamfClient {
                 ("/api/v4/computers-inventory", "api/v4/computers-inventory")
             }
         };
-        self.page(endpoint, path, "id:asc", q, &[]).await
+        let sort = if q.descending { "id:desc" } else { "id:asc" };
+        self.page(endpoint, path, sort, q, &[]).await
     }
 
     /// One page of `/api/v2/mobile-devices/detail`.
@@ -98,7 +101,11 @@ impl JamfClient {
             .page(
                 "/api/v2/mobile-devices/detail",
                 "api/v2/mobile-devices/detail",
-                "mobileDeviceId:asc",
+                if q.descending {
+                    "mobileDeviceId:desc"
+                } else {
+                    "mobileDeviceId:asc"
+                },
                 q,
                 &[("exception-handling", "LENIENT")],
             )

@@ -279,9 +279,17 @@ async fn inventory(
         let us = per_record_us * (results.len() * section_refs.len()) as u64;
         tokio::time::sleep(Duration::from_micros(us)).await;
     }
-    let churn = lock(&s.cfg).churn_per_page;
-    if churn > 0 {
-        touch(&mut lock(&s.inner), churn);
+    let (churn, enrol, leave) = {
+        let cfg = lock(&s.cfg);
+        (cfg.churn_per_page, cfg.enrol_per_page, cfg.leave_per_page)
+    };
+    {
+        let mut inner = lock(&s.inner);
+        touch(&mut inner, churn);
+        for _ in 0..enrol {
+            super::enrol(&mut inner, chrono::Duration::zero());
+        }
+        super::leave(&mut inner, leave);
     }
     Json(json!({ "totalCount": total, "results": results })).into_response()
 }

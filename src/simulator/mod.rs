@@ -75,6 +75,10 @@ pub struct SimConfig {
     /// After each served list page, this many random devices submit inventory (churn while a
     /// client pages).
     pub churn_per_page: usize,
+    /// After each served computers list page, this many new computers enrol (ids above the
+    /// highest) and this many random ones are deleted.
+    pub enrol_per_page: usize,
+    pub leave_per_page: usize,
     /// Jamf's clock minus real time: its `Date` headers and the inventory times of devices
     /// touched through the simulator API are this far off (a server whose NTP is broken).
     pub clock_offset_secs: i64,
@@ -138,6 +142,8 @@ impl Default for SimConfig {
             page_timeout_above: 0,
             seed: 42,
             churn_per_page: 0,
+            enrol_per_page: 0,
+            leave_per_page: 0,
             clock_offset_secs: 0,
             faults: Faults::default(),
             webhook_url: None,
@@ -353,6 +359,13 @@ impl Simulator {
         lock(&self.state.cfg).per_record_section_us = us;
     }
 
+    /// Enrolments and deletions of computers after each served list page.
+    pub fn set_fleet_churn(&self, enrol: usize, leave: usize) {
+        let mut cfg = lock(&self.state.cfg);
+        cfg.enrol_per_page = enrol;
+        cfg.leave_per_page = leave;
+    }
+
     pub fn set_churn_per_page(&self, n: usize) {
         lock(&self.state.cfg).churn_per_page = n;
     }
@@ -430,14 +443,7 @@ impl Simulator {
 
     /// Adds a device whose inventory report is `age` old (invisible to a delta run).
     pub fn add_computer(&self, age: chrono::Duration) -> i64 {
-        let mut inner = lock(&self.state.inner);
-        let id = inner.fleet.keys().next_back().copied().unwrap_or(0) + 1;
-        let now = Utc::now();
-        let mut c = SimComputer::generate(id, &mut inner.rng, now);
-        c.report_date = now - age;
-        inner.fleet.insert(id, c);
-        inner.emit_computer("ComputerAdded", id);
-        id
+        enrol(&mut lock(&self.state.inner), age)
     }
 
     /// `count` distinct random mobile devices submit inventory now; returns their ids.
@@ -548,6 +554,25 @@ fn pick(rng: &mut fastrand::Rng, ids: Vec<i64>, count: usize) -> Vec<i64> {
         picked.insert(ids[rng.usize(0..ids.len())]);
     }
     picked.into_iter().collect()
+}
+
+/// A new computer (id above the highest) whose inventory report is `age` old.
+pub(super) fn enrol(inner: &mut Inner, age: chrono::Duration) -> i64 {
+    let id = inner.fleet.keys().next_back().copied().unwrap_or(0) + 1;
+    let now = Utc::now();
+    let mut c = SimComputer::generate(id, &mut inner.rng, now);
+    c.report_date = now - age;
+    inner.fleet.insert(id, c);
+    inner.emit_computer("ComputerAdded", id);
+    id
+}
+
+/// `count` random computers are deleted.
+pub(super) fn leave(inner: &mut Inner, count: usize) {
+    let ids: Vec<i64> = inner.fleet.keys().copied().collect();
+    for id in pick(&mut inner.rng, ids, count) {
+        inner.fleet.remove(&id);
+    }
 }
 
 pub(super) fn touch(inner: &mut Inner, count: usize) -> Vec<i64> {

@@ -166,6 +166,7 @@ macro_rules! writer_impl {
                     .execute(&mut *tx)
                     .await?;
                 }
+                // Pages arrive out of id order (parallel spans): `last_id` keeps the highest.
                 if let Some(p) = progress {
                     let mut total = p.counts;
                     total.upserted += outcome.upserted;
@@ -174,7 +175,8 @@ macro_rules! writer_impl {
                     sqlx::query(
                         "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, \
                          unchanged = $4, stale = $5, failed = $6, missing = $7, \
-                         last_id = COALESCE($8, last_id) WHERE id = $9",
+                         last_id = CASE WHEN last_id IS NULL OR $8 > last_id \
+                         THEN COALESCE($8, last_id) ELSE last_id END WHERE id = $9",
                     )
                     .bind(total.listed)
                     .bind(total.fetched)

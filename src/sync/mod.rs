@@ -27,6 +27,7 @@
 //!   redoes the whole window.
 
 pub(crate) mod pipeline;
+pub(crate) mod ranges;
 pub mod reconcile;
 pub mod refresh;
 pub(crate) mod run;

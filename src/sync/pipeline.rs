@@ -6,7 +6,7 @@
 //!   id>"` in the filter. Devices entering or leaving the filtered set while we page cannot
 //!   shift later pages, so nothing is skipped. Paging stops at an empty page or once a page
 //!   holds every remaining match (`totalCount`), never on "fewer than asked for" (Jamf clamps
-//!   page sizes silently).
+//!   page sizes silently). A listing is read in several id spans at once (`sync::ranges`).
 //! - **Shrinking.** A page that times out (or answers 504) is asked for again at half the size
 //!   from the same position, down to `sync.min_page_size`; good pages grow the size back.
 //! - **Pool.** Per-device fetches run as wide as the connection limit; the limiter decides how
@@ -27,6 +27,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use super::ranges::Span;
 use super::run::Run;
 use super::RunError;
 use crate::domain::{DeviceRecord, Kind, RunCounts};
@@ -157,97 +158,16 @@ pub(crate) enum Sizing {
     Fixed(u32),
 }
 
-/// What to do with a page Jamf would not give: `recover(after, size, error)` reads that
-/// stretch some other way (`Ok(None)`: it cannot, the run fails with the error).
+/// What to do with a page Jamf would not give: `recover(span, size, error)` reads that
+/// stretch some other way and returns what goes to the receiver, the highest id it covers and
+/// whether it was the span's last (`Ok(None)`: it cannot, the run fails with the error).
 pub(crate) type Recovered<T> = Option<(T, Option<i64>, bool)>;
-
-/// Reads keyset pages: `list(after, size, shrinkable)` asks for one, `convert` turns it into
-/// what goes to `tx` and reports the highest id it covers. A page that fails for reasons of
-/// its records alone, even at the smallest size, goes to `recover`, which returns what goes to
-/// `tx` for that stretch, its highest id and whether it was the last.
-pub(crate) async fn keyset_pages<T, L, LFut, C, R, RFut>(
-    run: &Run,
-    sizing: Sizing,
-    list: L,
-    convert: C,
-    recover: R,
-    tx: &mpsc::Sender<T>,
-) -> Result<(), RunError>
-where
-    L: Fn(Option<i64>, u32, bool) -> LFut,
-    LFut: Future<Output = Result<InventoryPage, JamfError>>,
-    C: Fn(&InventoryPage) -> (T, Option<i64>),
-    R: Fn(Option<i64>, u32, JamfError) -> RFut,
-    RFut: Future<Output = Result<Recovered<T>, RunError>>,
-{
-    let mut after: Option<i64> = None;
-    loop {
-        run.check()?;
-        let listed = match sizing {
-            Sizing::Fixed(size) => list(after, size, false).await,
-            Sizing::Adaptive => {
-                list_with_shrink(run, |size, shrinkable| list(after, size, shrinkable)).await
-            }
-        };
-        let page = match listed {
-            Ok(page) => page,
-            Err(e) if e.is_record_specific() => {
-                let size = match sizing {
-                    Sizing::Fixed(size) => size,
-                    Sizing::Adaptive => run.page_size(),
-                };
-                let Some((item, max_id, last)) = recover(after, size, e.clone()).await? else {
-                    return Err(RunError::from(e));
-                };
-                let max_id = after.max(max_id);
-                if max_id == after {
-                    return Err(RunError::from(e));
-                }
-                tx.send(item)
-                    .await
-                    .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
-                if last {
-                    return Ok(());
-                }
-                after = max_id;
-                continue;
-            }
-            Err(e) => return Err(RunError::from(e)),
-        };
-        if after.is_none() {
-            run.expect(page.total_count);
-        }
-        if page.results.is_empty() {
-            return Ok(());
-        }
-        let n = page.results.len() as i64;
-        let (item, max_id) = convert(&page);
-        let max_id = after.max(max_id);
-        if max_id == after {
-            return Err(RunError::Other(format!(
-                "cannot page past id {after:?}: no record on the page has a readable id"
-            )));
-        }
-        tx.send(item)
-            .await
-            .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
-        tracing::debug!(
-            page_records = n,
-            remaining = page.total_count - n,
-            "page done"
-        );
-        if n >= page.total_count {
-            return Ok(());
-        }
-        after = max_id;
-    }
-}
 
 /// One list page at the run's current size; a page that times out, answers 504 or a plain 500
 /// is asked for again at half the size from the same position. At the smallest size a 500
 /// comes back (the caller isolates the device behind it); timeouts and 504s are retried
 /// within the request's budget.
-async fn list_with_shrink<L, Fut>(run: &Run, list: L) -> Result<InventoryPage, JamfError>
+pub(crate) async fn list_with_shrink<L, Fut>(run: &Run, list: L) -> Result<InventoryPage, JamfError>
 where
     L: Fn(u32, bool) -> Fut,
     Fut: Future<Output = Result<InventoryPage, JamfError>>,
@@ -603,12 +523,13 @@ pub(crate) fn log_bad_record(kind: Kind, e: &RecordError) {
     tracing::warn!(kind = kind.as_str(), id = %e.id, error = %e.message, "skipping a record that does not decode");
 }
 
-/// RSQL for one keyset page over a date and an id field: `date>="…";id>"…"`.
+/// RSQL for one keyset page over a date and an id field:
+/// `date>="…";id>"<after>";id<="<upto>"`.
 pub fn keyset_filter(
     date_field: &str,
     id_field: &str,
     since: Option<DateTime<Utc>>,
-    after: Option<i64>,
+    span: Span,
 ) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(s) = since {
@@ -617,8 +538,11 @@ pub fn keyset_filter(
             s.format("%Y-%m-%dT%H:%M:%S%.3fZ")
         ));
     }
-    if let Some(id) = after {
+    if let Some(id) = span.after {
         parts.push(format!("{id_field}>\"{id}\""));
+    }
+    if let Some(id) = span.upto {
+        parts.push(format!("{id_field}<=\"{id}\""));
     }
     (!parts.is_empty()).then(|| parts.join(";"))
 }
@@ -635,14 +559,20 @@ mod tests {
 
     #[test]
     fn keyset_filter_forms() {
-        let f = |since, after| keyset_filter("general.reportDate", "id", since, after);
-        assert_eq!(f(None, None), None);
-        assert_eq!(f(None, Some(5)).as_deref(), Some("id>\"5\""));
+        let f = |since, after, upto| {
+            keyset_filter("general.reportDate", "id", since, Span { after, upto })
+        };
+        assert_eq!(f(None, None, None), None);
+        assert_eq!(f(None, Some(5), None).as_deref(), Some("id>\"5\""));
+        assert_eq!(
+            f(None, Some(5), Some(90)).as_deref(),
+            Some("id>\"5\";id<=\"90\"")
+        );
         let t = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
             .map(|d| d.with_timezone(&Utc))
             .ok();
         assert_eq!(
-            f(t, Some(9)).as_deref(),
+            f(t, Some(9), None).as_deref(),
             Some("general.reportDate>=\"2026-11-22T00:00:00.000Z\";id>\"9\"")
         );
     }

@@ -151,6 +151,7 @@ async fn an_answer_over_the_size_limit_fails_that_request() {
                 page_size: 10,
                 filter: None,
                 shrinkable: false,
+                descending: false,
             },
         )
         .await

@@ -36,6 +36,7 @@ mod mobile;
 mod newer_wins;
 mod openapi;
 mod pacing;
+mod ranges;
 mod reconcile;
 mod resilience;
 mod sync_flow;

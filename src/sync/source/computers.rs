@@ -83,6 +83,7 @@ impl KeysetList for ComputerSource {
                 page_size: req.page_size,
                 filter: req.filter.as_deref(),
                 shrinkable: req.shrinkable,
+                descending: req.descending,
             };
             match self.client.computers_page(version, q).await {
                 Err(e) if e.is_not_found() && req.first => {
@@ -93,6 +94,10 @@ impl KeysetList for ComputerSource {
                 other => return other,
             }
         }
+    }
+
+    fn width(&self) -> usize {
+        self.workers()
     }
 }
 

@@ -17,9 +17,10 @@ use crate::domain::DeviceRecord;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
 use crate::sync::pipeline::{
-    decode_page, fetched_from_page, id_in_filter, keyset_filter, keyset_pages, log_isolated,
-    page_ids, Batch, Fetched, Recovered, Sizing,
+    decode_page, fetched_from_page, id_in_filter, keyset_filter, log_isolated, page_ids, Batch,
+    Fetched, Recovered, Sizing,
 };
+use crate::sync::ranges::{read_ranges, Listing, Span};
 use crate::sync::run::Run;
 use crate::sync::RunError;
 
@@ -33,6 +34,8 @@ pub(crate) struct ListRequest<'a> {
     pub shrinkable: bool,
     /// The first request of a listing (API version detection may step down on a 404).
     pub first: bool,
+    /// Highest ids first (the probe for the highest id).
+    pub descending: bool,
 }
 
 /// A Jamf Pro API list endpoint read by keyset.
@@ -49,10 +52,14 @@ pub(crate) trait KeysetList: Sync {
         &self,
         req: ListRequest<'_>,
     ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send;
+
+    /// How many spans of a listing may be read at once: the connections allowed.
+    fn width(&self) -> usize;
 }
 
 /// Sends the records of every device changed since `since` to the writer, page by page;
-/// `id_sections` is the cheapest listing, used to isolate a device that breaks its page.
+/// `id_sections` is the cheapest listing, used to probe the highest id and to isolate a device
+/// that breaks its page.
 pub(crate) async fn read_pages<L: KeysetList>(
     list: &L,
     run: &Run,
@@ -62,15 +69,16 @@ pub(crate) async fn read_pages<L: KeysetList>(
     tx: &mpsc::Sender<Batch<L::Record>>,
 ) -> Result<(), RunError> {
     let decode = |page: &InventoryPage| decode_page(page, L::DECODE);
-    let recover = |after: Option<i64>, size: u32, e: JamfError| async move {
-        tracing::warn!(error = %e, ?after, size, "a list page keeps failing; isolating the device behind it");
+    let recover = |span: Span, size: u32, e: JamfError| async move {
+        tracing::warn!(error = %e, ?span, size, "a list page keeps failing; isolating the device behind it");
         let ids_page = list
             .list(ListRequest {
                 sections: id_sections,
-                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, after),
+                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, span),
                 page_size: size,
                 shrinkable: false,
                 first: false,
+                descending: false,
             })
             .await?;
         let (ids, max_id) = page_ids(&ids_page, L::ID_FIELD);
@@ -81,17 +89,13 @@ pub(crate) async fn read_pages<L: KeysetList>(
         batch.last_id = max_id;
         Ok::<Recovered<Batch<L::Record>>, RunError>(Some((batch, max_id, last)))
     };
-    read_keyset(
-        list,
-        run,
+    let pages = Pages {
         sections,
+        id_sections,
         since,
-        Sizing::Adaptive,
-        decode,
-        recover,
-        tx,
-    )
-    .await
+        sizing: Sizing::Adaptive,
+    };
+    read_keyset(list, run, pages, decode, recover, tx).await
 }
 
 /// Sends the ids of every device changed since `since` (all with `None`) to `tx`, a page at a
@@ -107,17 +111,30 @@ pub(crate) async fn read_ids<L: KeysetList>(
     let ids = |page: &InventoryPage| page_ids(page, L::ID_FIELD);
     // An id listing has nothing cheaper to fall back to.
     let recover = |_, _, _| async { Ok::<Recovered<Vec<i64>>, RunError>(None) };
-    read_keyset(list, run, sections, since, sizing, ids, recover, &tx).await
+    let pages = Pages {
+        sections,
+        id_sections: sections,
+        since,
+        sizing,
+    };
+    read_keyset(list, run, pages, ids, recover, &tx).await
 }
 
-/// Keyset pages of the devices changed since `since`, each turned into what `tx` takes.
-#[allow(clippy::too_many_arguments)]
+/// What a keyset listing asks for.
+struct Pages<'a> {
+    sections: &'a [String],
+    /// The cheapest sections (the probe's).
+    id_sections: &'a [String],
+    since: Option<DateTime<Utc>>,
+    sizing: Sizing,
+}
+
+/// Keyset pages of the devices changed since `since`, read in parallel spans, each turned
+/// into what `tx` takes.
 async fn read_keyset<L, T, C, R, RFut>(
     list: &L,
     run: &Run,
-    sections: &[String],
-    since: Option<DateTime<Utc>>,
-    sizing: Sizing,
+    pages: Pages<'_>,
     convert: C,
     recover: R,
     tx: &mpsc::Sender<T>,
@@ -125,26 +142,43 @@ async fn read_keyset<L, T, C, R, RFut>(
 where
     L: KeysetList,
     C: Fn(&InventoryPage) -> (T, Option<i64>),
-    R: Fn(Option<i64>, u32, JamfError) -> RFut,
+    R: Fn(Span, u32, JamfError) -> RFut,
     RFut: Future<Output = Result<Recovered<T>, RunError>>,
 {
-    keyset_pages(
-        run,
+    let Pages {
+        sections,
+        id_sections,
+        since,
         sizing,
-        |after, page_size, shrinkable| {
+    } = pages;
+    let listing = Listing {
+        list: |span: Span, page_size, shrinkable| {
             list.list(ListRequest {
                 sections,
-                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, after),
+                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, span),
                 page_size,
                 shrinkable,
-                first: after.is_none(),
+                first: span == Span::default(),
+                descending: false,
             })
+        },
+        probe: || async move {
+            let page = list
+                .list(ListRequest {
+                    sections: id_sections,
+                    filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, Span::default()),
+                    page_size: 1,
+                    shrinkable: false,
+                    first: false,
+                    descending: true,
+                })
+                .await?;
+            Ok(page_ids(&page, L::ID_FIELD).1)
         },
         convert,
         recover,
-        tx,
-    )
-    .await
+    };
+    read_ranges(run, sizing, list.width(), listing, tx).await
 }
 
 /// These devices' records, `chunk` ids per filtered request; ids Jamf leaves out are missing.
@@ -169,6 +203,7 @@ pub(crate) async fn fetch_listed<L: KeysetList>(
                 // While isolating, a 500 comes back at once instead of using up the budget.
                 shrinkable: splitting,
                 first: true,
+                descending: false,
             })
             .await;
         match answer {

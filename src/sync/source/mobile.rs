@@ -224,8 +224,13 @@ impl KeysetList for MobileDeviceSource {
             page_size: req.page_size,
             filter: req.filter.as_deref(),
             shrinkable: req.shrinkable,
+            descending: req.descending,
         };
         self.client.mobile_devices_page(q).await
+    }
+
+    fn width(&self) -> usize {
+        self.workers()
     }
 }
 

@@ -1,0 +1,429 @@
+//! Parallel keyset ranges: one listing read over several connections at once, still by keyset.
+//!
+//! # Design
+//! - **First page, then ranges.** The first page is read as before (ascending ids from the
+//!   start). If it held every match (`totalCount`), that was the listing: one request. Else a
+//!   probe (`page-size=1`, ids descending, same filter, cheapest section) gives the highest id,
+//!   and the ids past the first page are split into as many spans as there are connections
+//!   (but no more than there are pages left); each span is paged by keyset on its own
+//!   (`id>"<last>";id<="<end>"` added to the filter).
+//! - **Nothing skipped, nothing twice.** Spans are disjoint and cover every id past the first
+//!   page: the top span has no end, since devices enrolled during the run get ids above the
+//!   probed maximum. Within a span, keyset paging is skip-proof as before. A span is done when
+//!   a page is empty or holds every match left in it: each answer's `totalCount` counts the
+//!   matches left in that span.
+//! - **Balance.** Static splits cannot know where the devices are (ids of deleted devices
+//!   leave holes; a delta matches a few scattered devices). When a connection would go idle,
+//!   the span with the most matches left (known from its last answer) is split in two by id,
+//!   once its page has come back (a span is never split under a page in flight, so the page
+//!   cannot cross the new boundary). A span with at most a page left is not split.
+//! - Pages go to the writer in the order they arrive; shrinking on timeouts and isolating a
+//!   failing device work per span as they did for the one sequential listing.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::pipeline::{list_with_shrink, Recovered, Sizing};
+use super::run::Run;
+use super::RunError;
+use crate::jamf::models::InventoryPage;
+use crate::jamf::JamfError;
+
+/// The ids one keyset span covers: above `after` (from the start when `None`), up to and
+/// including `upto` (no end when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Span {
+    pub after: Option<i64>,
+    pub upto: Option<i64>,
+}
+
+/// One span being paged.
+#[derive(Debug, Clone)]
+struct Range {
+    span: Span,
+    /// For the open top span: the highest id probed, the end used when splitting it.
+    hint: i64,
+    /// Matches left in the span, from its last answer (an estimate after a split).
+    left: i64,
+    busy: bool,
+    done: bool,
+}
+
+impl Range {
+    /// Splits the ids left in half: `self` keeps the lower half, the upper half is returned
+    /// (and takes over the open end, if this was the top span). `None` when there is nothing
+    /// to split by id (the span's ids past the probed maximum are only new devices).
+    fn split(&mut self) -> Option<Range> {
+        let lo = self.span.after.unwrap_or(0);
+        let hi = self.span.upto.unwrap_or(self.hint);
+        if hi - lo < 2 {
+            return None;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let upper = Range {
+            span: Span {
+                after: Some(mid),
+                upto: self.span.upto,
+            },
+            hint: self.hint,
+            left: self.left - self.left / 2,
+            busy: false,
+            done: false,
+        };
+        self.span.upto = Some(mid);
+        self.left /= 2;
+        Some(upper)
+    }
+}
+
+/// What one page of a span produced.
+struct Step<T> {
+    item: T,
+    /// The highest id read (the span's new start).
+    reached: Option<i64>,
+    /// Matches left in the span after this page, when the answer said.
+    left: Option<i64>,
+    done: bool,
+}
+
+/// The spans `(after, top]` for `left` matches read `page` at a time, split into `parts`
+/// with whole pages each as if the ids were evenly spread (then no span ends in a part-filled
+/// page more than the listing itself needs); the last one open-ended.
+fn initial_ranges(after: i64, top: i64, parts: usize, left: i64, page: u32) -> Vec<Range> {
+    let page = i64::from(page.max(1));
+    let pages = ((left + page - 1) / page).max(1);
+    let parts = (parts.max(1) as i64).min(pages);
+    let ids = (top - after).max(1);
+    let mut ranges = Vec::new();
+    let mut start = after;
+    let mut pages_before = 0;
+    for i in 0..parts {
+        let mine = pages / parts + i64::from(i < pages % parts);
+        pages_before += mine;
+        // The id where this span's share of the matches ends, at an even spread.
+        let end = after
+            + ((pages_before * page).min(left) as i128 * ids as i128 / left.max(1) as i128) as i64;
+        let last = i == parts - 1 || end >= top || end <= start;
+        ranges.push(Range {
+            span: Span {
+                after: Some(start),
+                upto: (!last).then_some(end),
+            },
+            hint: top,
+            left: (mine * page).min(left),
+            busy: false,
+            done: false,
+        });
+        if last {
+            break;
+        }
+        start = end;
+    }
+    ranges
+}
+
+/// The range to split when a connection would go idle: the one with the most matches left,
+/// if it has no page in flight and more than a page left. Ranges with a page in flight are
+/// waited for (their answer comes within a page's time).
+fn to_split(ranges: &[Range], page: u32) -> Option<usize> {
+    let busiest = ranges
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.done)
+        .max_by_key(|(_, r)| r.left)?;
+    (!busiest.1.busy && busiest.1.left > i64::from(page)).then_some(busiest.0)
+}
+
+/// The pieces a keyset listing is read with.
+pub(crate) struct Listing<L, P, C, R> {
+    /// `list(span, size, shrinkable)`: one ascending page of a span.
+    pub list: L,
+    /// The highest id matching the listing's filter (`None`: no match).
+    pub probe: P,
+    /// Turns a page into what goes to the receiver; the highest id it covers.
+    pub convert: C,
+    /// Reads a stretch Jamf keeps failing on some other way (see `pipeline::Recovered`).
+    pub recover: R,
+}
+
+/// Reads every page of a listing, up to `width` spans at once, sending each page's item to
+/// `tx` as it arrives.
+pub(crate) async fn read_ranges<T, L, LFut, P, PFut, C, R, RFut>(
+    run: &Run,
+    sizing: Sizing,
+    width: usize,
+    listing: Listing<L, P, C, R>,
+    tx: &mpsc::Sender<T>,
+) -> Result<(), RunError>
+where
+    L: Fn(Span, u32, bool) -> LFut,
+    LFut: Future<Output = Result<InventoryPage, JamfError>>,
+    P: Fn() -> PFut,
+    PFut: Future<Output = Result<Option<i64>, JamfError>>,
+    C: Fn(&InventoryPage) -> (T, Option<i64>),
+    R: Fn(Span, u32, JamfError) -> RFut,
+    RFut: Future<Output = Result<Recovered<T>, RunError>>,
+{
+    run.check()?;
+    let first = page(run, sizing, Span::default(), &listing).await?;
+    let (reached, left) = (first.reached, first.left.unwrap_or(0));
+    tx.send(first.item)
+        .await
+        .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
+    if first.done {
+        return Ok(());
+    }
+    let Some(reached) = reached else {
+        return Err(RunError::Other("the first page has no readable id".into()));
+    };
+    let size = size_of(run, sizing);
+    let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
+    let parts = (width.max(1) as i64).min(pages_left).max(1) as usize;
+    let top = if parts > 1 {
+        (listing.probe)().await?.unwrap_or(reached)
+    } else {
+        reached
+    };
+    let mut ranges = if top > reached && parts > 1 {
+        initial_ranges(reached, top, parts, left, size)
+    } else {
+        vec![Range {
+            span: Span {
+                after: Some(reached),
+                upto: None,
+            },
+            hint: top,
+            left,
+            busy: false,
+            done: false,
+        }]
+    };
+    tracing::debug!(
+        spans = ranges.len(),
+        top,
+        left,
+        "reading the listing in spans"
+    );
+
+    // Answers wait here for the receiver, while the pages on the wire keep being polled: a
+    // page not polled could hold one of the connections the receiver needs (the detail
+    // fetches fed by an id listing), and neither side would move.
+    let mut queue: VecDeque<T> = VecDeque::new();
+    let mut in_flight = FuturesUnordered::new();
+    let width = width.max(1);
+    loop {
+        run.check()?;
+        if queue.len() < width {
+            // Split while connections would go idle, then give every ready span a page.
+            while in_flight.len() + ranges.iter().filter(|r| !r.busy && !r.done).count() < width {
+                let Some(i) = to_split(&ranges, size_of(run, sizing)) else {
+                    break;
+                };
+                let Some(upper) = ranges[i].split() else {
+                    break;
+                };
+                ranges.push(upper);
+            }
+            for (i, r) in ranges.iter_mut().enumerate() {
+                if in_flight.len() >= width {
+                    break;
+                }
+                if !r.busy && !r.done {
+                    r.busy = true;
+                    let span = r.span;
+                    let listing = &listing;
+                    in_flight.push(async move { (i, page(run, sizing, span, listing).await) });
+                }
+            }
+        }
+        if in_flight.is_empty() && queue.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            permit = tx.reserve(), if !queue.is_empty() => {
+                let permit = permit
+                    .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
+                if let Some(item) = queue.pop_front() {
+                    permit.send(item);
+                }
+            }
+            Some((i, step)) = in_flight.next(), if !in_flight.is_empty() => {
+                let step = step?;
+                queue.push_back(step.item);
+                let r = &mut ranges[i];
+                r.busy = false;
+                r.done = step.done;
+                r.span.after = r.span.after.max(step.reached);
+                r.left = step.left.unwrap_or(r.left);
+            }
+        }
+    }
+}
+
+fn size_of(run: &Run, sizing: Sizing) -> u32 {
+    match sizing {
+        Sizing::Fixed(size) => size,
+        Sizing::Adaptive => run.page_size(),
+    }
+}
+
+/// One page of a span: shrunk on timeouts, the device behind a page that keeps failing
+/// isolated by `recover`.
+async fn page<T, L, LFut, P, C, R, RFut>(
+    run: &Run,
+    sizing: Sizing,
+    span: Span,
+    listing: &Listing<L, P, C, R>,
+) -> Result<Step<T>, RunError>
+where
+    L: Fn(Span, u32, bool) -> LFut,
+    LFut: Future<Output = Result<InventoryPage, JamfError>>,
+    C: Fn(&InventoryPage) -> (T, Option<i64>),
+    R: Fn(Span, u32, JamfError) -> RFut,
+    RFut: Future<Output = Result<Recovered<T>, RunError>>,
+{
+    let listed = match sizing {
+        Sizing::Fixed(size) => (listing.list)(span, size, false).await,
+        Sizing::Adaptive => {
+            list_with_shrink(run, |size, shrinkable| {
+                (listing.list)(span, size, shrinkable)
+            })
+            .await
+        }
+    };
+    let page = match listed {
+        Ok(page) => page,
+        Err(e) if e.is_record_specific() => {
+            let Some((item, max_id, last)) =
+                (listing.recover)(span, size_of(run, sizing), e.clone()).await?
+            else {
+                return Err(RunError::from(e));
+            };
+            if span.after.max(max_id) == span.after {
+                return Err(RunError::from(e));
+            }
+            return Ok(Step {
+                item,
+                reached: max_id,
+                left: None,
+                done: last,
+            });
+        }
+        Err(e) => return Err(RunError::from(e)),
+    };
+    if span == Span::default() {
+        run.expect(page.total_count);
+    }
+    let n = page.results.len() as i64;
+    let (item, reached) = (listing.convert)(&page);
+    if n > 0 && span.after.max(reached) == span.after {
+        return Err(RunError::Other(format!(
+            "cannot page past id {:?}: no record on the page has a readable id",
+            span.after
+        )));
+    }
+    tracing::debug!(
+        ?span,
+        page_records = n,
+        left = page.total_count - n,
+        "page done"
+    );
+    Ok(Step {
+        item,
+        reached,
+        left: Some((page.total_count - n).max(0)),
+        done: n == 0 || n >= page.total_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn covered(ranges: &[Range], id: i64) -> usize {
+        ranges
+            .iter()
+            .filter(|r| r.span.after.is_none_or(|a| id > a) && r.span.upto.is_none_or(|u| id <= u))
+            .count()
+    }
+
+    #[test]
+    fn initial_spans_cover_every_id_past_the_first_page_once_and_the_top_is_open() {
+        for (after, top, parts) in [
+            (100, 20_000, 5),
+            (100, 103, 5),
+            (7, 8, 3),
+            (0, 1_000_000, 4),
+        ] {
+            let ranges = initial_ranges(after, top, parts, 1000, 100);
+            assert!(ranges.len() <= parts);
+            assert_eq!(ranges.last().and_then(|r| r.span.upto), None);
+            for id in [after + 1, (after + top) / 2 + 1, top, top + 1, top + 10_000] {
+                assert_eq!(covered(&ranges, id), 1, "id {id} in {ranges:?}");
+            }
+            assert_eq!(covered(&ranges, after), 0);
+        }
+    }
+
+    #[test]
+    fn evenly_spread_ids_get_whole_pages_per_span() {
+        // 1,900 matches over ids 101..=2000, pages of 100, five spans: 4+4+4+4+3 pages.
+        let ranges = initial_ranges(100, 2000, 5, 1900, 100);
+        let widths: Vec<i64> = ranges
+            .iter()
+            .map(|r| r.span.upto.unwrap_or(2000) - r.span.after.unwrap_or(0))
+            .collect();
+        assert_eq!(widths, vec![400, 400, 400, 400, 300]);
+        // Fewer pages than connections: one span per page.
+        assert_eq!(initial_ranges(100, 2000, 5, 150, 100).len(), 2);
+    }
+
+    #[test]
+    fn splitting_keeps_the_cover_and_hands_the_open_end_up() {
+        let mut ranges = initial_ranges(0, 1000, 2, 400, 10);
+        for _ in 0..6 {
+            let Some(i) = to_split(&ranges, 10) else {
+                break;
+            };
+            let Some(upper) = ranges[i].split() else {
+                panic!("span {i} is not splittable: {ranges:?}")
+            };
+            ranges.push(upper);
+        }
+        assert!(ranges.len() > 2);
+        for id in 1..1100 {
+            assert_eq!(covered(&ranges, id), 1, "id {id} in {ranges:?}");
+        }
+        assert_eq!(ranges.iter().filter(|r| r.span.upto.is_none()).count(), 1);
+    }
+
+    #[test]
+    fn only_the_busiest_idle_span_with_more_than_a_page_left_is_split() {
+        let mut ranges = initial_ranges(0, 1000, 2, 400, 10);
+        ranges[0].left = 50;
+        ranges[1].left = 300;
+        assert_eq!(to_split(&ranges, 100), Some(1));
+        // The busiest has a page in flight: wait for it rather than split a smaller one.
+        ranges[1].busy = true;
+        assert_eq!(to_split(&ranges, 100), None);
+        ranges[1].busy = false;
+        ranges[1].left = 100;
+        assert_eq!(to_split(&ranges, 100), None, "a page or less left");
+        // Past the probed maximum only new devices: nothing to split by id.
+        let mut top = Range {
+            span: Span {
+                after: Some(1000),
+                upto: None,
+            },
+            hint: 1000,
+            left: 500,
+            busy: false,
+            done: false,
+        };
+        assert!(top.split().is_none());
+    }
+}

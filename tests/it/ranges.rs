@@ -1,0 +1,122 @@
+//! Parallel keyset spans: nothing skipped or read twice while the fleet changes under the run,
+//! and a listing whose devices sit in one corner of the id space still uses the connections.
+
+use std::collections::HashSet;
+
+use jamf_sync::config::FetchStrategy;
+use jamf_sync::simulator::SimConfig;
+
+use crate::helpers::{self, TestDb};
+
+const INVENTORY: &str = "/api/v4/computers-inventory";
+
+both_backends!(spans_stay_correct_while_devices_enrol_leave_and_report);
+async fn spans_stay_correct_while_devices_enrol_leave_and_report(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 3000,
+        latency_ms: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let initial: HashSet<i64> = sim.computer_ids().into_iter().collect();
+    let top = initial.iter().copied().max().unwrap_or(0);
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(50, FetchStrategy::Inline),
+    );
+    // After every page served: two computers enrol (ids above the probed maximum), one is
+    // deleted, three report.
+    sim.set_fleet_churn(2, 1);
+    sim.set_churn_per_page(3);
+    let run = helpers::run(&engine, true).await;
+    sim.set_fleet_churn(0, 0);
+    sim.set_churn_per_page(0);
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(
+        run.counts.listed, run.counts.fetched,
+        "no device listed twice: {run}"
+    );
+    assert_eq!(run.counts.fetched, run.counts.upserted, "{run}");
+
+    let stored: HashSet<i64> = helpers::stored(db)
+        .await
+        .iter()
+        .map(|r| r.jamf_id)
+        .collect();
+    let now: HashSet<i64> = sim.computer_ids().into_iter().collect();
+    // Every device there from start to end was read, whichever span it fell in.
+    for id in initial.intersection(&now) {
+        assert!(
+            stored.contains(id),
+            "device {id} skipped ({})",
+            db.backend()
+        );
+    }
+    // The top span has no end: devices enrolled while it was read are in.
+    assert!(
+        stored.iter().any(|id| *id > top),
+        "no device enrolled during the run was read ({})",
+        db.backend()
+    );
+    let stats = sim.stats();
+    assert!(stats.peak_in_flight >= 2, "spans read at once: {stats:?}");
+    assert!(stats.peak_in_flight <= 5, "{stats:?}");
+    assert!(stats.peak_connections <= 5, "{stats:?}");
+
+    // The next delta catches what enrolled or reported after the spans passed.
+    let delta = helpers::run(&engine, false).await;
+    assert!(delta.succeeded(), "{delta}");
+    let stored: HashSet<i64> = helpers::stored(db)
+        .await
+        .iter()
+        .map(|r| r.jamf_id)
+        .collect();
+    assert!(now.is_subset(&stored), "({})", db.backend());
+    sim.stop().await;
+}
+
+both_backends!(devices_in_one_corner_of_the_id_space_are_still_read_in_parallel);
+async fn devices_in_one_corner_of_the_id_space_are_still_read_in_parallel(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 5000,
+        latency_ms: 20,
+        ..SimConfig::default()
+    })
+    .await;
+    // Ten devices at the bottom, ninety at the top, the rest deleted: an even split of the
+    // ids leaves four spans empty and all the work in the last one.
+    for id in 11..=4910 {
+        sim.delete_computer(id);
+    }
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(10, FetchStrategy::Inline),
+    );
+    sim.reset_stats();
+    let run = helpers::run(&engine, true).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(run.counts.upserted, 100, "{run}");
+    helpers::assert_matches_sim(db, &sim).await;
+
+    // Ten pages' worth, the probe, the empty spans: splitting costs a few requests...
+    let requests = sim.requests_to(INVENTORY);
+    assert!((11..=25).contains(&requests), "{requests} requests");
+    // ...and buys concurrency where the devices are: after the first page and the probe, most
+    // pages were served beside another (the busy span was split when others went idle).
+    let timeline = sim.timeline();
+    let pages: Vec<u64> = timeline
+        .iter()
+        .filter(|(_, _, status)| *status == 200)
+        .map(|(_, in_flight, _)| *in_flight)
+        .skip(3)
+        .collect();
+    let beside = pages.iter().filter(|n| **n >= 2).count();
+    assert!(
+        beside * 2 >= pages.len(),
+        "{beside} of {} pages were served beside another: {pages:?}",
+        pages.len()
+    );
+    sim.stop().await;
+}
