@@ -306,6 +306,9 @@ pub struct PacingConfig {
     pub min_delay_ms: u64,
     /// Largest gap between request starts, in ms; 0 (the default) disables the gap.
     pub max_delay_ms: u64,
+    /// A run starts at the limit and latency baselines the previous run reached against the
+    /// same server (kept in the database) if they are at most this old; 0 = always start cold.
+    pub remember_hours: u64,
 }
 
 impl Default for PacingConfig {
@@ -322,6 +325,7 @@ impl Default for PacingConfig {
             warmup: 5,
             min_delay_ms: 0,
             max_delay_ms: 0,
+            remember_hours: 168,
         }
     }
 }

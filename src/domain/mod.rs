@@ -11,12 +11,14 @@
 //!   last inventory update): the store never replaces a copy with one whose `as_of` is older.
 
 pub mod facts;
+pub mod pacing;
 pub mod records;
 pub mod run;
 pub mod webhook;
 
 use chrono::{DateTime, Utc};
 
+pub use pacing::{ClassBaseline, PacingMemory};
 pub use records::{Computer, DeviceInfo, MobileDevice};
 pub use run::{RunCounts, RunKind, RunStatus, Trigger};
 pub use webhook::{WebhookAction, INVENTORY_EVENTS};

@@ -118,6 +118,15 @@ impl Limiter {
         self.pacing.limit()
     }
 
+    pub fn pacing(&self) -> &Controller {
+        &self.pacing
+    }
+
+    /// Lets waiters re-check the limit (it was raised from outside, by a warm start).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
     /// Feeds one attempt's outcome to the pacing controller.
     pub fn observe(&self, endpoint: &str, latency: Duration, signal: Signal) {
         if self.pacing.observe(endpoint, latency, signal).is_some() {

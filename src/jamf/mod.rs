@@ -205,6 +205,30 @@ impl JamfClient {
         self.limiter.limit()
     }
 
+    /// The Jamf server this client talks to (its origin): what pacing memory is kept for.
+    pub fn server(&self) -> String {
+        self.settings.url.origin().ascii_serialization()
+    }
+
+    /// What adaptive pacing learned so far (see [`pacing::Controller::memory`]).
+    pub fn pacing_memory(&self) -> Option<crate::domain::PacingMemory> {
+        self.limiter.pacing().memory()
+    }
+
+    /// Starts pacing from an earlier run's memory (see [`pacing::Controller::warm`]).
+    pub fn warm_pacing(&self, memory: &crate::domain::PacingMemory) -> bool {
+        let warmed = self.limiter.pacing().warm(memory);
+        if warmed {
+            self.limiter.wake();
+        }
+        warmed
+    }
+
+    /// How long pacing memory stays usable (`jamf.pacing.remember_hours`; zero: never).
+    pub fn pacing_memory_lifetime(&self) -> Duration {
+        Duration::from_secs(self.settings.pacing.remember_hours.saturating_mul(3600))
+    }
+
     /// Authenticated call with retries; a 401 renews the token and replays.
     pub async fn call(&self, call: Call<'_>) -> Result<Answer, JamfError> {
         let req = transport::Request {

@@ -28,7 +28,18 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use crate::config::PacingConfig;
+use crate::domain::{ClassBaseline, PacingMemory};
 use crate::telemetry::metric;
+
+/// Every endpoint class [`class_of`] names.
+const CLASSES: [&str; 6] = [
+    "auth",
+    "advanced_search",
+    "classic_record",
+    "detail",
+    "list",
+    "other",
+];
 
 /// How an attempt ended, as far as pacing is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +129,70 @@ impl Controller {
     /// Minimum gap between request starts right now.
     pub fn delay(&self) -> Duration {
         self.lock().delay
+    }
+
+    /// What this controller learned, once some class has an established baseline (`None`
+    /// before, and when pacing is off).
+    pub fn memory(&self) -> Option<PacingMemory> {
+        if !self.cfg.adaptive {
+            return None;
+        }
+        let st = self.lock();
+        let mut classes: Vec<ClassBaseline> = st
+            .classes
+            .iter()
+            .filter(|(_, b)| b.n >= self.cfg.warmup)
+            .map(|(class, b)| ClassBaseline {
+                class: (*class).to_string(),
+                mean: b.mean,
+                dev: b.dev,
+                samples: b.n,
+            })
+            .collect();
+        classes.sort_by(|a, b| a.class.cmp(&b.class));
+        (!classes.is_empty()).then(|| PacingMemory {
+            limit: st.limit,
+            slow_start: st.slow_start,
+            classes,
+        })
+    }
+
+    /// Starts from what an earlier run learned about this server, if this controller has
+    /// learned nothing yet itself; returns whether it did. Back-pressure still cuts at once, so
+    /// a server that got slower since is met the way a cold start would meet it, only after
+    /// fewer requests.
+    pub fn warm(&self, memory: &PacingMemory) -> bool {
+        if !self.cfg.adaptive {
+            return false;
+        }
+        let mut st = self.lock();
+        if !st.classes.is_empty() {
+            return false;
+        }
+        for c in &memory.classes {
+            let Some(class) = CLASSES.iter().find(|k| **k == c.class) else {
+                continue;
+            };
+            // Stored values come from a file anyone with database access can edit.
+            if !(c.mean.is_finite() && c.dev.is_finite() && c.mean >= 0.0 && c.dev >= 0.0) {
+                continue;
+            }
+            let b = Baseline {
+                mean: c.mean.min(3600.0),
+                dev: c.dev.min(3600.0),
+                n: c.samples,
+            };
+            st.classes.insert(class, b);
+            metrics::gauge!(metric::LATENCY_BASELINE, "class" => *class).set(b.mean);
+        }
+        if st.classes.is_empty() {
+            return false;
+        }
+        st.limit = memory.limit.clamp(1, self.max);
+        st.slow_start = memory.slow_start;
+        st.healthy = 0;
+        metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(st.limit));
+        true
     }
 
     /// Feeds one attempt's outcome; returns the new limit when it changed.
@@ -211,6 +286,40 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_warm_start_takes_the_remembered_limit_and_baselines_once() {
+        let cfg = PacingConfig::default();
+        let learned = Controller::new(cfg.clone(), 5);
+        assert_eq!(learned.memory(), None, "nothing learned yet");
+        for _ in 0..40 {
+            learned.observe("/api/v4/computers-inventory", ms(20), Signal::Ok);
+        }
+        let Some(memory) = learned.memory() else {
+            panic!("nothing learned from 40 answers")
+        };
+        assert_eq!(memory.limit, 5);
+        assert_eq!(memory.classes.len(), 1);
+        assert_eq!(memory.classes[0].class, "list");
+
+        let next = Controller::new(cfg.clone(), 5);
+        assert_eq!(next.limit(), 2);
+        assert!(next.warm(&memory));
+        assert_eq!(next.limit(), 5);
+        // The baseline came along: a slow answer cuts at once, without a new warm-up.
+        next.observe("/api/v4/computers-inventory", ms(400), Signal::Ok);
+        assert_eq!(next.limit(), 2);
+        // Only a controller that learned nothing itself is warmed.
+        assert!(!next.warm(&memory));
+        // A remembered limit above this process's maximum is clamped.
+        let small = Controller::new(cfg.clone(), 3);
+        assert!(small.warm(&memory));
+        assert_eq!(small.limit(), 3);
+        // Garbage is ignored.
+        let mut bad = memory.clone();
+        bad.classes[0].mean = f64::NAN;
+        assert!(!Controller::new(cfg, 5).warm(&bad));
     }
 
     #[test]

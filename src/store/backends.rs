@@ -21,7 +21,7 @@ use super::{
     partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
     RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
 };
-use crate::domain::{DeviceInfo, DeviceRecord, Kind, RunKind, RunStatus};
+use crate::domain::{DeviceInfo, DeviceRecord, Kind, PacingMemory, RunKind, RunStatus};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -523,6 +523,54 @@ macro_rules! store_impl {
                     q.push(" WHERE instance = ").push_bind(instance.to_string()).push(" AND id");
                 })
                 .await
+            }
+
+            async fn pacing_memory(
+                &self,
+                instance: &str,
+                server: &str,
+            ) -> Result<Option<(PacingMemory, DateTime<Utc>)>> {
+                let row: Option<(String, String, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT server, memory, saved_at FROM pacing_memory WHERE instance = $1",
+                )
+                .bind(instance)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.and_then(|(saved_for, memory, saved_at)| {
+                    if saved_for != server {
+                        return None;
+                    }
+                    match serde_json::from_str(&memory) {
+                        Ok(m) => Some((m, saved_at)),
+                        Err(e) => {
+                            tracing::warn!(instance, error = %e, "ignoring unreadable pacing memory");
+                            None
+                        }
+                    }
+                }))
+            }
+
+            async fn save_pacing_memory(
+                &self,
+                instance: &str,
+                server: &str,
+                memory: &PacingMemory,
+                saved_at: DateTime<Utc>,
+            ) -> Result<()> {
+                let text = serde_json::to_string(memory)
+                    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                sqlx::query(
+                    "INSERT INTO pacing_memory (instance, server, memory, saved_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (instance) DO UPDATE SET \
+                     server = excluded.server, memory = excluded.memory, saved_at = excluded.saved_at",
+                )
+                .bind(instance)
+                .bind(server)
+                .bind(text)
+                .bind(saved_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn webhook_queue_depth(&self, instance: &str) -> Result<i64> {

@@ -34,7 +34,8 @@ pub use backends::{PgStore, SqliteStore};
 
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    DeviceInfo, DeviceRecord, Kind, RunCounts, RunKind, RunStatus, Trigger, WebhookAction,
+    DeviceInfo, DeviceRecord, Kind, PacingMemory, RunCounts, RunKind, RunStatus, Trigger,
+    WebhookAction,
 };
 
 /// Errors from the database layer.
@@ -366,6 +367,16 @@ store_api! {
     ) -> u64;
     /// Events waiting in the queue.
     fn webhook_queue_depth(instance: &str) -> i64;
+    /// What pacing learned about this instance's server (`server`, its origin), and when it
+    /// was saved; `None` when nothing was, it was for another server, or it does not parse.
+    fn pacing_memory(instance: &str, server: &str) -> Option<(PacingMemory, DateTime<Utc>)>;
+    /// Keeps what pacing learned about this instance's server (replacing the last).
+    fn save_pacing_memory(
+        instance: &str,
+        server: &str,
+        memory: &PacingMemory,
+        saved_at: DateTime<Utc>
+    ) -> ();
 }
 
 /// The configured backend.

@@ -242,6 +242,50 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Before a run's first request: pacing starts from what the last run against this server
+    /// learned, if this process has learned nothing itself and the memory is recent enough
+    /// (`jamf.pacing.remember_hours`). A failure to read it only means a cold start.
+    pub(crate) async fn warm_pacing(&self) {
+        let lifetime = self.client.pacing_memory_lifetime();
+        if lifetime.is_zero() || self.client.pacing_memory().is_some() {
+            return;
+        }
+        let instance = self.client.instance();
+        match self
+            .store
+            .pacing_memory(instance, &self.client.server())
+            .await
+        {
+            Ok(Some((memory, saved_at))) => {
+                let age = (Utc::now() - saved_at).to_std().unwrap_or_default();
+                if age <= lifetime && self.client.warm_pacing(&memory) {
+                    tracing::info!(
+                        limit = self.client.concurrency_limit(),
+                        saved_at = %saved_at,
+                        "pacing starts where the last run against this server left it"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read pacing memory; starting cold"),
+        }
+    }
+
+    /// After a run: keeps what pacing learned for the next process.
+    pub(crate) async fn remember_pacing(&self) {
+        let Some(memory) = self.client.pacing_memory() else {
+            return;
+        };
+        let instance = self.client.instance();
+        let saved = self
+            .store
+            .save_pacing_memory(instance, &self.client.server(), &memory, Utc::now())
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "could not save pacing memory");
+        }
+    }
+
     /// How much wider than `sync.overlap_secs` a delta run of this kind reads: the clock
     /// difference to Jamf (this client's latest measurement, else the last run's), when it is
     /// over `sync.clock_skew_warn_secs`; zero otherwise.
@@ -302,6 +346,7 @@ impl<S: Store> Engine<S> {
         let instance = self.client.instance().to_string();
         let started_at = Utc::now();
         let t0 = Instant::now();
+        self.warm_pacing().await;
         let cursor = if opts.full {
             None
         } else {
@@ -399,6 +444,7 @@ impl<S: Store> Engine<S> {
                 clock_offset_ms: self.client.clock_offset().map(|o| o.num_milliseconds()),
             })
             .await?;
+        self.remember_pacing().await;
         let summary = RunSummary {
             run_id,
             kind,

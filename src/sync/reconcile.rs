@@ -150,6 +150,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<ReconcileSummary, StoreError> {
         let t0 = Instant::now();
         let instance = self.client.instance().to_string();
+        self.warm_pacing().await;
         let run_id = if opts.dry_run {
             None
         } else {
@@ -213,6 +214,7 @@ impl<S: Store> Engine<S> {
                     finished_at: Utc::now(),
                 })
                 .await?;
+            self.remember_pacing().await;
         }
         if !opts.dry_run {
             for (outcome, n) in [

@@ -179,3 +179,114 @@ async fn a_run_past_its_deadline_fails_and_the_next_starts_over(db: &TestDb) {
     assert_within_five(&sim);
     sim.stop().await;
 }
+
+/// The in-flight counts the first `n` answers of a run starting now saw.
+async fn first_answers(
+    sim: &Simulator,
+    engine: &jamf_sync::sync::Engine<jamf_sync::store::Db>,
+    n: usize,
+) -> Vec<u64> {
+    let from = sim.elapsed();
+    let run = helpers::run(engine, true).await;
+    assert!(run.succeeded(), "{run}");
+    let mut seen = window(sim, from, Duration::MAX);
+    seen.truncate(n);
+    seen
+}
+
+both_backends!(a_new_process_starts_at_the_pace_the_last_run_reached);
+async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
+    use jamf_sync::store::Store;
+
+    let sim = helpers::sim(SimConfig {
+        computers: 1500,
+        mobile_devices: 0,
+        latency_ms: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let cfg = || helpers::sync_cfg(50, FetchStrategy::Inline);
+    // A first process against an unknown server ramps from the initial limit of 2.
+    let cold = first_answers(
+        &sim,
+        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        10,
+    )
+    .await;
+    assert!(
+        cold.iter().all(|n| *n <= 2),
+        "a cold start stays at 2 first: {cold:?}"
+    );
+    let server = sim.url().trim_end_matches('/').to_string();
+    let (mut memory, saved_at) = db
+        .db
+        .pacing_memory("test", &server)
+        .await
+        .expect("read")
+        .expect("the run kept what pacing learned");
+    assert!(
+        memory.classes.iter().any(|c| c.class == "list"),
+        "{memory:?}"
+    );
+    assert!((1..=5).contains(&memory.limit), "{memory:?}");
+    assert!(chrono::Utc::now() - saved_at < chrono::Duration::minutes(1));
+
+    // Where the limit ended depends on how this machine's load met the latency baseline; from
+    // a memory of five, the next process (a new client) goes five wide as soon as the spans
+    // start.
+    memory.limit = 5;
+    db.db
+        .save_pacing_memory("test", &server, &memory, chrono::Utc::now())
+        .await
+        .expect("save");
+    let warm = first_answers(
+        &sim,
+        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        10,
+    )
+    .await;
+    assert!(
+        warm.iter().any(|n| *n >= 4),
+        "a warm start goes wide at once: {warm:?}"
+    );
+    assert_within_five(&sim);
+
+    // Memory older than `remember_hours` is not used...
+    let old = chrono::Utc::now() - chrono::Duration::hours(200);
+    db.db
+        .save_pacing_memory("test", &server, &memory, old)
+        .await
+        .expect("save");
+    let stale = first_answers(
+        &sim,
+        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        10,
+    )
+    .await;
+    assert!(stale.iter().all(|n| *n <= 2), "memory too old: {stale:?}");
+    // ...nor memory of another server, nor any with `remember_hours = 0`.
+    db.db
+        .save_pacing_memory(
+            "test",
+            "https://other.example.com",
+            &memory,
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("save");
+    let other = first_answers(
+        &sim,
+        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        10,
+    )
+    .await;
+    assert!(
+        other.iter().all(|n| *n <= 2),
+        "another server's memory: {other:?}"
+    );
+    let mut settings = helpers::settings(&sim);
+    settings.pacing.remember_hours = 0;
+    let off = first_answers(&sim, &helpers::engine(db, settings, cfg()), 10).await;
+    assert!(off.iter().all(|n| *n <= 2), "remember_hours = 0: {off:?}");
+    sim.stop().await;
+}
