@@ -11,6 +11,12 @@
 //! - **memory**: peak RSS of a separate `jamf-sync sync` process at 10,000 and 100,000
 //!   computers (goal < 150 MB, flat).
 //! - **delta**: requests for a delta after 1% of the fleet changed, next to a full sync.
+//! - **busy**: a busy server (list pages cost 1 ms per record and section on the server, 20 ms
+//!   latency): the sequential keyset pager, parallel spans on a first run and on the next
+//!   process (warm start), and with `--peer-python` jamf-pro-sdk's concurrent paginator; the
+//!   bound is the simulator's summed service time over five connections.
+//! - **mixed**: 1,500 computers and 500 mobile devices synced at once at 20 ms, first run and
+//!   next process.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -55,6 +61,8 @@ pub struct BenchOptions {
     /// Also the 20,000-device latency runs and 100,000-computer memory run.
     pub full: bool,
     pub scenarios: Vec<String>,
+    /// A Python with jamf-pro-sdk: the busy scenario's peer.
+    pub peer_python: Option<String>,
 }
 
 struct SimChild {
@@ -63,7 +71,13 @@ struct SimChild {
 }
 
 impl SimChild {
-    fn start(computers: usize, mobiles: usize, latency_ms: u64) -> anyhow::Result<SimChild> {
+    /// `per_record_us`: the busy-server cost of list pages per record and section.
+    fn start(
+        computers: usize,
+        mobiles: usize,
+        latency_ms: u64,
+        per_record_us: u64,
+    ) -> anyhow::Result<SimChild> {
         let exe = std::env::current_exe().context("locating jamf-sync")?;
         let mut child = Command::new(exe)
             .args([
@@ -76,6 +90,8 @@ impl SimChild {
                 &mobiles.to_string(),
                 "--latency-ms",
                 &latency_ms.to_string(),
+                "--per-record-section-us",
+                &per_record_us.to_string(),
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -105,15 +121,24 @@ impl SimChild {
     }
 
     async fn requests(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
+        self.stat(http, "requests").await
+    }
+
+    /// Seconds the simulator spent answering, summed over its requests.
+    async fn service_secs(&self, http: &reqwest::Client) -> anyhow::Result<f64> {
+        Ok(self.stat(http, "service_us").await? as f64 / 1e6)
+    }
+
+    async fn stat(&self, http: &reqwest::Client, name: &str) -> anyhow::Result<u64> {
         let v: serde_json::Value = http
             .get(format!("{}/_sim/stats", self.url))
             .send()
             .await?
             .json()
             .await?;
-        v["requests"]
+        v[name]
             .as_u64()
-            .ok_or_else(|| anyhow!("no request count"))
+            .ok_or_else(|| anyhow!("no {name} in the stats"))
     }
 
     async fn touch(&self, http: &reqwest::Client, count: usize) -> anyhow::Result<()> {
@@ -258,7 +283,7 @@ async fn latency_row(
         Kind::Computers => (devices, 0),
         Kind::MobileDevices => (0, devices),
     };
-    let sim = SimChild::start(computers, mobiles, latency_ms)?;
+    let sim = SimChild::start(computers, mobiles, latency_ms, 0)?;
     let max = if sequential { 1 } else { 5 };
     let app = app(
         backend,
@@ -301,7 +326,7 @@ async fn latency_row(
 }
 
 async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> anyhow::Result<Row> {
-    let sim = SimChild::start(devices, 0, 0)?;
+    let sim = SimChild::start(devices, 0, 0, 0)?;
     let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
     let before = sim.requests(http).await?;
     let cpu0 = cpu_secs();
@@ -333,12 +358,227 @@ async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> a
     })
 }
 
+/// How a busy-server run starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Start {
+    /// One connection: the keyset pager as it was, one page after another.
+    Sequential,
+    /// A first process against an unknown server: pacing ramps up from its initial limit.
+    Cold,
+    /// The next process: pacing starts where the first left off (pacing memory).
+    Warm,
+}
+
+/// Busy server: `devices` computers inline (default sections, pages of 100) at 20 ms, list
+/// pages costing `BUSY_US` per record and section on the server. The bound is the
+/// simulator's own service time divided by five connections.
+async fn busy_row(
+    backend: &Backend,
+    devices: usize,
+    start: Start,
+    http: &reqwest::Client,
+) -> anyhow::Result<Row> {
+    let sim = SimChild::start(devices, 0, 20, BUSY_US)?;
+    let max = if start == Start::Sequential { 1 } else { 5 };
+    let sync = |app: App| async move {
+        let s = app
+            .engine
+            .sync(Kind::Computers, SyncOptions::new(true, Trigger::Cli))
+            .await?;
+        app.db.close().await;
+        if !s.succeeded() {
+            return Err(anyhow!("{s}"));
+        }
+        Ok::<_, anyhow::Error>(s)
+    };
+    if start == Start::Warm {
+        sync(
+            app(
+                backend,
+                settings(&sim.url, max, true)?,
+                FetchStrategy::Inline,
+            )
+            .await?,
+        )
+        .await?;
+    }
+    let app = app(
+        backend,
+        settings(&sim.url, max, true)?,
+        FetchStrategy::Inline,
+    )
+    .await?;
+    let served = Served::start(&sim, http).await?;
+    let t0 = Instant::now();
+    let s = sync(app).await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let (requests, bound) = served.since(&sim, http).await?;
+    Ok(Row {
+        scenario: "busy".into(),
+        backend: backend.name.into(),
+        devices,
+        latency_ms: 20,
+        wall_secs: wall,
+        requests,
+        bound_secs: Some(bound),
+        bound_ratio: Some(bound / wall),
+        records_per_sec: Some(s.counts.fetched as f64 / wall),
+        cpu_secs_per_1000: None,
+        peak_rss_mb: None,
+        note: format!(
+            "computers inline, {} µs/record/section on list pages; {}",
+            BUSY_US,
+            match start {
+                Start::Sequential => "sequential keyset pager (1 connection)",
+                Start::Cold => "parallel spans, first run (cold pacing)",
+                Start::Warm => "parallel spans, next process (warm start)",
+            }
+        ),
+    })
+}
+
+/// The simulator's counters at the start of a measurement.
+struct Served {
+    requests: u64,
+    secs: f64,
+}
+
+impl Served {
+    async fn start(sim: &SimChild, http: &reqwest::Client) -> anyhow::Result<Self> {
+        Ok(Served {
+            requests: sim.requests(http).await?,
+            secs: sim.service_secs(http).await?,
+        })
+    }
+
+    /// Requests since the start (the two stats calls not counted) and the five-connection
+    /// bound: the simulator's service time since, over five.
+    async fn since(&self, sim: &SimChild, http: &reqwest::Client) -> anyhow::Result<(u64, f64)> {
+        let requests = sim.requests(http).await?.saturating_sub(self.requests + 2);
+        let bound = (sim.service_secs(http).await? - self.secs) / 5.0;
+        Ok((requests, bound))
+    }
+}
+
+/// Server-side cost of a list page per record and section in the busy scenario, in µs.
+const BUSY_US: u64 = 1000;
+
+/// The busy scenario's peer: jamf-pro-sdk's concurrent paginator (fetch only or with its
+/// models) against the same kind of simulator, run by `python`.
+async fn peer_row(
+    python: &str,
+    devices: usize,
+    models: bool,
+    http: &reqwest::Client,
+) -> anyhow::Result<Row> {
+    let sim = SimChild::start(devices, 0, 20, BUSY_US)?;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer_jamf_pro_sdk.py");
+    let served = Served::start(&sim, http).await?;
+    let mut cmd = Command::new(python);
+    cmd.arg(&script).args(["--url", &sim.url]);
+    if models {
+        cmd.arg("--models");
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("running the jamf-pro-sdk peer")?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "jamf-pro-sdk peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(2000)
+                .collect::<String>()
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let wall = v["wall_secs"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("no wall time"))?;
+    let read = v["records"].as_u64().unwrap_or(0);
+    if read != devices as u64 {
+        return Err(anyhow!("the peer read {read} of {devices} computers"));
+    }
+    let (requests, bound) = served.since(&sim, http).await?;
+    Ok(Row {
+        scenario: "busy".into(),
+        backend: "-".into(),
+        devices,
+        latency_ms: 20,
+        wall_secs: wall,
+        requests,
+        bound_secs: Some(bound),
+        bound_ratio: Some(bound / wall),
+        records_per_sec: Some(read as f64 / wall),
+        cpu_secs_per_1000: None,
+        peak_rss_mb: None,
+        note: format!(
+            "jamf-pro-sdk 0.9a1 concurrent offset paginator, 5 threads, {}",
+            if models {
+                "pydantic models"
+            } else {
+                "fetch only (raw JSON)"
+            }
+        ),
+    })
+}
+
+/// Mixed sync at 20 ms: 1,500 computers inline and 500 mobile devices (advanced search and
+/// Classic records) in one process at once, as a daemon's schedule runs them; a first
+/// process (cold pacing), then the next one over the same database (warm start).
+async fn mixed_rows(backend: &Backend, http: &reqwest::Client) -> anyhow::Result<Vec<Row>> {
+    let sim = SimChild::start(1500, 500, 20, 0)?;
+    let mut rows = Vec::new();
+    for warm in [false, true] {
+        let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+        let before = sim.requests(http).await?;
+        let t0 = Instant::now();
+        let (c, m) = tokio::join!(
+            app.engine
+                .sync(Kind::Computers, SyncOptions::new(true, Trigger::Cli)),
+            app.engine
+                .sync(Kind::MobileDevices, SyncOptions::new(true, Trigger::Cli)),
+        );
+        let wall = t0.elapsed().as_secs_f64();
+        let (c, m) = (c?, m?);
+        app.db.close().await;
+        if !c.succeeded() || !m.succeeded() {
+            return Err(anyhow!("{c}; {m}"));
+        }
+        let requests = sim.requests(http).await? - before - 1;
+        let bound = requests as f64 * 0.020 / 5.0;
+        rows.push(Row {
+            scenario: "mixed".into(),
+            backend: backend.name.into(),
+            devices: 2000,
+            latency_ms: 20,
+            wall_secs: wall,
+            requests,
+            bound_secs: Some(bound),
+            bound_ratio: Some(bound / wall),
+            records_per_sec: Some((c.counts.fetched + m.counts.fetched) as f64 / wall),
+            cpu_secs_per_1000: None,
+            peak_rss_mb: None,
+            note: format!(
+                "1,500 computers inline + 500 mobile devices (search + Classic) at once; {}",
+                if warm {
+                    "next process (warm start)"
+                } else {
+                    "first run (cold pacing)"
+                }
+            ),
+        });
+    }
+    Ok(rows)
+}
+
 async fn delta_row(
     backend: &Backend,
     devices: usize,
     http: &reqwest::Client,
 ) -> anyhow::Result<Row> {
-    let sim = SimChild::start(devices, 0, 0)?;
+    let sim = SimChild::start(devices, 0, 0, 0)?;
     let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
     let r0 = sim.requests(http).await?;
     let full = app
@@ -415,7 +655,7 @@ async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
             "`reconcile` of mobile devices into an empty database",
         ),
     };
-    let sim = SimChild::start(computers, mobiles, 0)?;
+    let sim = SimChild::start(computers, mobiles, 0, 0)?;
     let backend = fresh_backend("sqlite", None).await?;
     let exe = std::env::current_exe()?;
     let t0 = Instant::now();
@@ -509,6 +749,62 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
         if wants("delta") {
             let b = fresh().await?;
             push(delta_row(&b, 20000, &http).await, &format!("delta {name}"));
+        }
+        if wants("busy") {
+            let mut sizes = vec![2000];
+            if opts.full {
+                sizes.push(100_000);
+            }
+            for n in sizes {
+                let starts = if n > 2000 {
+                    // One page at a time through 100,000 busy records is ~9 minutes: its
+                    // figure is the simulator's summed service time (one connection). The
+                    // warm row runs a cold one first; PostgreSQL only, when given.
+                    if opts.postgres.is_some() && *name == "sqlite" {
+                        continue;
+                    }
+                    vec![Start::Warm]
+                } else {
+                    vec![Start::Sequential, Start::Cold, Start::Warm]
+                };
+                for start in starts {
+                    let b = fresh().await?;
+                    push(
+                        busy_row(&b, n, start, &http).await,
+                        &format!("busy {name} {n} {start:?}"),
+                    );
+                }
+            }
+        }
+        if wants("mixed") {
+            let b = fresh().await?;
+            match mixed_rows(&b, &http).await {
+                Ok(mixed) => {
+                    for row in mixed {
+                        push(Ok(row), &format!("mixed {name}"));
+                    }
+                }
+                Err(e) => push(Err(e), &format!("mixed {name}")),
+            }
+        }
+    }
+    if wants("busy") {
+        if let Some(python) = &opts.peer_python {
+            let mut sizes = vec![2000];
+            if opts.full {
+                sizes.push(100_000);
+            }
+            for n in sizes {
+                for models in [false, true] {
+                    if models && n > 2000 {
+                        continue;
+                    }
+                    push(
+                        peer_row(python, n, models, &http).await,
+                        &format!("busy jamf-pro-sdk {n} models={models}"),
+                    );
+                }
+            }
         }
     }
     if wants("memory") {

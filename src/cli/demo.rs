@@ -20,6 +20,7 @@ pub(super) async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         computers: args.computers,
         mobile_devices: args.mobile_devices,
         latency_ms: args.latency_ms,
+        per_record_section_us: args.per_record_section_us,
         ..SimConfig::default()
     };
     if let Some(v) = args.version {

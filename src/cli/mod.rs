@@ -143,6 +143,10 @@ pub struct SimulateArgs {
     /// Latency added to every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Extra time a list page takes per record and requested section, in microseconds (a
+    /// busy server: 1000 makes a page of 100 computers with five sections take 0.5 s).
+    #[arg(long, default_value_t = 0)]
+    pub per_record_section_us: u64,
     /// Jamf Pro version to report (below 11.30 there is no v4 inventory).
     #[arg(long)]
     pub version: Option<String>,
@@ -162,7 +166,8 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (latency, sequential, cpu, delta, memory); all when absent.
+    /// Scenarios to run (latency, sequential, cpu, delta, memory, busy, mixed); all when
+    /// absent.
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Also run on PostgreSQL at this admin URL (a database is created per scenario).
@@ -174,6 +179,10 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// A Python with jamf-pro-sdk installed: the busy scenario also runs the SDK's concurrent
+    /// paginator (benches/peer_jamf_pro_sdk.py) against the same simulator.
+    #[arg(long)]
+    pub peer_python: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 postgres: args.postgres,
                 full: args.full,
                 scenarios: args.scenarios,
+                peer_python: args.peer_python,
             })
             .await?;
             if args.json {

@@ -158,6 +158,8 @@ impl Default for SimConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimStats {
     pub requests: u64,
+    /// Time spent answering, summed over requests (µs): what five connections divide.
+    pub service_us: u64,
     /// By endpoint template, e.g. `/api/v4/computers-inventory-detail/{id}`.
     pub by_endpoint: BTreeMap<String, u64>,
     pub peak_in_flight: u64,

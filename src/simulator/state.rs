@@ -204,6 +204,7 @@ pub(super) async fn count_requests(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let arrived = Instant::now();
     let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let brownout = {
         let mut inner = lock(&s.inner);
@@ -251,6 +252,8 @@ pub(super) async fn count_requests(
         let mut inner = lock(&s.inner);
         let at = inner.started.elapsed();
         inner.timeline.push((at, now, resp.status().as_u16()));
+        let served = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+        inner.stats.service_us = inner.stats.service_us.saturating_add(served);
     }
     if !sticky && lock(&s.cfg).sticky_sessions {
         // Jamf Cloud pins a client to one cluster node with this cookie.
