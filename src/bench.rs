@@ -376,9 +376,10 @@ async fn busy_row(
     backend: &Backend,
     devices: usize,
     start: Start,
+    cost_us: u64,
     http: &reqwest::Client,
 ) -> anyhow::Result<Row> {
-    let sim = SimChild::start(devices, 0, 20, BUSY_US)?;
+    let sim = SimChild::start(devices, 0, 20, cost_us)?;
     let max = if start == Start::Sequential { 1 } else { 5 };
     let sync = |app: App| async move {
         let s = app
@@ -427,7 +428,7 @@ async fn busy_row(
         peak_rss_mb: None,
         note: format!(
             "computers inline, {} µs/record/section on list pages; {}",
-            BUSY_US,
+            cost_us,
             match start {
                 Start::Sequential => "sequential keyset pager (1 connection)",
                 Start::Cold => "parallel spans, first run (cold pacing)",
@@ -469,9 +470,10 @@ async fn peer_row(
     python: &str,
     devices: usize,
     models: bool,
+    cost_us: u64,
     http: &reqwest::Client,
 ) -> anyhow::Result<Row> {
-    let sim = SimChild::start(devices, 0, 20, BUSY_US)?;
+    let sim = SimChild::start(devices, 0, 20, cost_us)?;
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer_jamf_pro_sdk.py");
     let served = Served::start(&sim, http).await?;
@@ -514,7 +516,8 @@ async fn peer_row(
         cpu_secs_per_1000: None,
         peak_rss_mb: None,
         note: format!(
-            "jamf-pro-sdk 0.9a1 concurrent offset paginator, 5 threads, {}",
+            "jamf-pro-sdk 0.9a1 concurrent offset paginator, 5 threads, {} µs/record/section; {}",
+            cost_us,
             if models {
                 "pydantic models"
             } else {
@@ -533,6 +536,7 @@ async fn mixed_rows(backend: &Backend, http: &reqwest::Client) -> anyhow::Result
     for warm in [false, true] {
         let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
         let before = sim.requests(http).await?;
+        let served = Served::start(&sim, http).await?;
         let t0 = Instant::now();
         let (c, m) = tokio::join!(
             app.engine
@@ -546,7 +550,9 @@ async fn mixed_rows(backend: &Backend, http: &reqwest::Client) -> anyhow::Result
         if !c.succeeded() || !m.succeeded() {
             return Err(anyhow!("{c}; {m}"));
         }
-        let requests = sim.requests(http).await? - before - 1;
+        // The stats calls of `served` and this one are not the sync's.
+        let requests = sim.requests(http).await?.saturating_sub(before + 3);
+        let (_, served_bound) = served.since(&sim, http).await?;
         let bound = requests as f64 * 0.020 / 5.0;
         rows.push(Row {
             scenario: "mixed".into(),
@@ -561,7 +567,10 @@ async fn mixed_rows(backend: &Backend, http: &reqwest::Client) -> anyhow::Result
             cpu_secs_per_1000: None,
             peak_rss_mb: None,
             note: format!(
-                "1,500 computers inline + 500 mobile devices (search + Classic) at once; {}",
+                "1,500 computers inline + 500 mobile devices (search + Classic) at once; \
+                 simulator's own service time over five {:.2} s (ratio {:.3}); {}",
+                served_bound,
+                served_bound / wall,
                 if warm {
                     "next process (warm start)"
                 } else {
@@ -756,22 +765,29 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
                 sizes.push(100_000);
             }
             for n in sizes {
-                let starts = if n > 2000 {
+                let runs = if n > 2000 {
                     // One page at a time through 100,000 busy records is ~9 minutes: its
                     // figure is the simulator's summed service time (one connection). The
                     // warm row runs a cold one first; PostgreSQL only, when given.
                     if opts.postgres.is_some() && *name == "sqlite" {
                         continue;
                     }
-                    vec![Start::Warm]
+                    vec![(Start::Warm, BUSY_US)]
                 } else {
-                    vec![Start::Sequential, Start::Cold, Start::Warm]
+                    // The last: the same fleet with no server-side cost (the simulator's
+                    // own speed is the limit), against the SDK's run of the same.
+                    vec![
+                        (Start::Sequential, BUSY_US),
+                        (Start::Cold, BUSY_US),
+                        (Start::Warm, BUSY_US),
+                        (Start::Warm, 0),
+                    ]
                 };
-                for start in starts {
+                for (start, cost) in runs {
                     let b = fresh().await?;
                     push(
-                        busy_row(&b, n, start, &http).await,
-                        &format!("busy {name} {n} {start:?}"),
+                        busy_row(&b, n, start, cost, &http).await,
+                        &format!("busy {name} {n} {start:?} {cost}µs"),
                     );
                 }
             }
@@ -795,13 +811,14 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
                 sizes.push(100_000);
             }
             for n in sizes {
-                for models in [false, true] {
-                    if models && n > 2000 {
-                        continue;
-                    }
+                let mut runs = vec![(false, BUSY_US)];
+                if n <= 2000 {
+                    runs.extend([(true, BUSY_US), (false, 0)]);
+                }
+                for (models, cost) in runs {
                     push(
-                        peer_row(python, n, models, &http).await,
-                        &format!("busy jamf-pro-sdk {n} models={models}"),
+                        peer_row(python, n, models, cost, &http).await,
+                        &format!("busy jamf-pro-sdk {n} models={models} {cost}µs"),
                     );
                 }
             }

@@ -212,6 +212,23 @@ impl<S: Store> Engine<S> {
             .clamp(1, crate::domain::facts::JAMF_MAX_PAGE_SIZE) as usize
     }
 
+    /// How many devices a listing will likely match, from what earlier runs saw: the stored
+    /// fleet for a full listing, the last successful delta's count for a delta; 0 when
+    /// unknown (the listing then starts with its first page, as for a small fleet).
+    async fn likely_matches(&self, instance: &str, kind: Kind, mode: &str) -> i64 {
+        if mode == "full" {
+            return self.store.count_devices(instance, kind).await.unwrap_or(0);
+        }
+        let runs = self
+            .store
+            .recent_runs(instance, 50)
+            .await
+            .unwrap_or_default();
+        runs.iter()
+            .find(|r| r.kind == kind.as_str() && r.mode == mode && r.status == "succeeded")
+            .map_or(0, |r| r.counts.listed)
+    }
+
     /// A fresh run's state.
     fn new_run(&self, id: Option<i64>, kind: RunKind) -> Run {
         Run::new(
@@ -376,6 +393,7 @@ impl<S: Store> Engine<S> {
             .await?;
         let mut run = self.new_run(Some(run_id), run_kind);
         run.overwrite = opts.overwrite;
+        run.likely = self.likely_matches(&instance, kind, mode).await;
         let run = Arc::new(run);
         let span =
             tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);

@@ -7,6 +7,11 @@
 //!   and the ids past the first page are split into as many spans as there are connections
 //!   (but no more than there are pages left); each span is paged by keyset on its own
 //!   (`id>"<last>";id<="<end>"` added to the filter).
+//! - **Probe first when many pages are likely.** When the run expects more than two pages
+//!   (`Run::likely`: the stored fleet for a full listing, the last delta's count for a
+//!   delta), the probe goes first and gives the count as well, and every page is read in
+//!   spans from the start: the first page no longer holds four connections idle for a page's
+//!   time. A wrong guess costs one request (the probe, then the one page).
 //! - **Nothing skipped, nothing twice.** Spans are disjoint and cover every id past the first
 //!   page: the top span has no end, since devices enrolled during the run get ids above the
 //!   probed maximum. Within a span, keyset paging is skip-proof as before. A span is done when
@@ -80,6 +85,13 @@ impl Range {
     }
 }
 
+/// What the probe found: the highest matching id (`None`: no match) and the match count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub top: Option<i64>,
+    pub total: i64,
+}
+
 /// What one page of a span produced.
 struct Step<T> {
     item: T,
@@ -126,6 +138,26 @@ fn initial_ranges(after: i64, top: i64, parts: usize, left: i64, page: u32) -> V
     ranges
 }
 
+/// The spans of the `left` matches past `after` (from the start when `None`) up to the
+/// probed `top`: up to `width` of whole pages, or one open span when there is at most a page
+/// or nothing to split by id.
+fn spans_after(after: Option<i64>, top: i64, width: usize, left: i64, size: u32) -> Vec<Range> {
+    let pages = (left + i64::from(size) - 1) / i64::from(size).max(1);
+    let parts = (width.max(1) as i64).min(pages).max(1) as usize;
+    let from = after.unwrap_or(0);
+    if top > from && parts > 1 {
+        initial_ranges(from, top, parts, left, size)
+    } else {
+        vec![Range {
+            span: Span { after, upto: None },
+            hint: top,
+            left,
+            busy: false,
+            done: false,
+        }]
+    }
+}
+
 /// The range to split when a connection would go idle: the one with the most matches left,
 /// if it has no page in flight and more than a page left. Ranges with a page in flight are
 /// waited for (their answer comes within a page's time).
@@ -142,7 +174,8 @@ fn to_split(ranges: &[Range], page: u32) -> Option<usize> {
 pub(crate) struct Listing<L, P, C, R> {
     /// `list(span, size, shrinkable)`: one ascending page of a span.
     pub list: L,
-    /// The highest id matching the listing's filter (`None`: no match).
+    /// `probe(first)`: the highest id matching the listing's filter and how many match;
+    /// `first` when it is the listing's first request.
     pub probe: P,
     /// Turns a page into what goes to the receiver; the highest id it covers.
     pub convert: C,
@@ -162,52 +195,45 @@ pub(crate) async fn read_ranges<T, L, LFut, P, PFut, C, R, RFut>(
 where
     L: Fn(Span, u32, bool) -> LFut,
     LFut: Future<Output = Result<InventoryPage, JamfError>>,
-    P: Fn() -> PFut,
-    PFut: Future<Output = Result<Option<i64>, JamfError>>,
+    P: Fn(bool) -> PFut,
+    PFut: Future<Output = Result<Probe, JamfError>>,
     C: Fn(&InventoryPage) -> (T, Option<i64>),
     R: Fn(Span, u32, JamfError) -> RFut,
     RFut: Future<Output = Result<Recovered<T>, RunError>>,
 {
     run.check()?;
-    let first = page(run, sizing, Span::default(), &listing).await?;
-    let (reached, left) = (first.reached, first.left.unwrap_or(0));
-    tx.send(first.item)
-        .await
-        .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
-    if first.done {
-        return Ok(());
-    }
-    let Some(reached) = reached else {
-        return Err(RunError::Other("the first page has no readable id".into()));
-    };
     let size = size_of(run, sizing);
-    let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
-    let parts = (width.max(1) as i64).min(pages_left).max(1) as usize;
-    let top = if parts > 1 {
-        (listing.probe)().await?.unwrap_or(reached)
+    // Up to two pages, reading the first page before probing costs no extra round.
+    let mut ranges = if width > 1 && run.likely > 2 * i64::from(size) {
+        let probe = (listing.probe)(true).await?;
+        run.expect(probe.total);
+        match probe.top {
+            Some(top) => spans_after(None, top, width, probe.total, size),
+            None if probe.total == 0 => return Ok(()),
+            // Matches without a readable id: one span from the start finds out.
+            None => spans_after(None, 0, width, probe.total, size),
+        }
     } else {
-        reached
+        let first = page(run, sizing, Span::default(), &listing).await?;
+        let (reached, left) = (first.reached, first.left.unwrap_or(0));
+        tx.send(first.item)
+            .await
+            .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
+        if first.done {
+            return Ok(());
+        }
+        let Some(reached) = reached else {
+            return Err(RunError::Other("the first page has no readable id".into()));
+        };
+        let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
+        let top = if width > 1 && pages_left > 1 {
+            (listing.probe)(false).await?.top.unwrap_or(reached)
+        } else {
+            reached
+        };
+        spans_after(Some(reached), top, width, left, size)
     };
-    let mut ranges = if top > reached && parts > 1 {
-        initial_ranges(reached, top, parts, left, size)
-    } else {
-        vec![Range {
-            span: Span {
-                after: Some(reached),
-                upto: None,
-            },
-            hint: top,
-            left,
-            busy: false,
-            done: false,
-        }]
-    };
-    tracing::debug!(
-        spans = ranges.len(),
-        top,
-        left,
-        "reading the listing in spans"
-    );
+    tracing::debug!(spans = ?ranges, "reading the listing in spans");
 
     // Answers wait here for the receiver, while the pages on the wire keep being polled: a
     // page not polled could hold one of the connections the receiver needs (the detail
@@ -343,6 +369,129 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Kind, RunKind};
+    use crate::sync::run::{PageSizes, StopSignal};
+    use std::sync::{Arc, Mutex};
+
+    /// What the fake listing was asked: `None` for the probe, else the span.
+    type Calls = Arc<Mutex<Vec<Option<Span>>>>;
+
+    /// Reads ids `1..=n` through a fake listing with `likely` set; returns the calls in order
+    /// and the ids received.
+    async fn read_fake(n: i64, likely: i64) -> (Vec<Option<Span>>, Vec<i64>) {
+        let calls: Calls = Arc::default();
+        let ids: Vec<i64> = (1..=n).collect();
+        let in_span = |span: Span, id: i64| {
+            span.after.is_none_or(|a| id > a) && span.upto.is_none_or(|u| id <= u)
+        };
+        let page_of = |found: Vec<i64>, total: i64| {
+            let results = found
+                .iter()
+                .filter_map(|id| {
+                    serde_json::value::RawValue::from_string(format!("{{\"id\":\"{id}\"}}")).ok()
+                })
+                .collect();
+            InventoryPage {
+                total_count: total,
+                results,
+                requested_at: chrono::Utc::now(),
+            }
+        };
+        let listing = Listing {
+            list: |span: Span, size: u32, _| {
+                calls.lock().map(|mut c| c.push(Some(span))).ok();
+                let matching: Vec<i64> =
+                    ids.iter().copied().filter(|&i| in_span(span, i)).collect();
+                let total = matching.len() as i64;
+                let page = page_of(matching.into_iter().take(size as usize).collect(), total);
+                async move {
+                    // Long enough that every span has a page out before the first is back.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    Ok(page)
+                }
+            },
+            probe: |_| {
+                calls.lock().map(|mut c| c.push(None)).ok();
+                let probe = Probe {
+                    top: ids.last().copied(),
+                    total: ids.len() as i64,
+                };
+                async move { Ok(probe) }
+            },
+            convert: |page: &InventoryPage| crate::sync::pipeline::page_ids(page, "id"),
+            recover: |_, _, _| async { Ok::<Recovered<Vec<i64>>, RunError>(None) },
+        };
+        let mut run = Run::new(
+            Some(1),
+            RunKind::Sync(Kind::Computers),
+            60,
+            PageSizes { max: 100, min: 10 },
+            Arc::new(StopSignal::default()),
+        );
+        run.likely = likely;
+        let (tx, mut rx) = mpsc::channel(4);
+        let collect = async move {
+            let mut got = Vec::new();
+            while let Some(page) = rx.recv().await {
+                got.extend(page);
+            }
+            got
+        };
+        let (read, mut got) = tokio::join!(
+            async move {
+                let r = read_ranges(&run, Sizing::Adaptive, 5, listing, &tx).await;
+                drop(tx);
+                r
+            },
+            collect
+        );
+        if let Err(e) = read {
+            panic!("listing failed: {e}");
+        }
+        got.sort_unstable();
+        let calls = calls.lock().map(|c| c.clone()).unwrap_or_default();
+        (calls, got)
+    }
+
+    #[tokio::test]
+    async fn a_fleet_known_to_be_large_is_probed_first_and_read_in_spans_from_the_start() {
+        let (calls, got) = read_fake(2000, 1990).await;
+        assert_eq!(got, (1..=2000).collect::<Vec<_>>(), "every id once");
+        assert_eq!(
+            calls.first(),
+            Some(&None),
+            "the probe goes first: {calls:?}"
+        );
+        // The probe and twenty pages of 100: five spans of four pages, from the start.
+        assert_eq!(calls.len(), 21, "{calls:?}");
+        let first_five: Vec<Span> = calls[1..6].iter().flatten().copied().collect();
+        assert_eq!(first_five.len(), 5);
+        assert!(first_five
+            .iter()
+            .all(|s| s.after.is_some_and(|a| a % 400 == 0)));
+        assert_eq!(first_five[0].after, Some(0));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_or_small_fleet_starts_with_its_first_page() {
+        for likely in [0, 200] {
+            let (calls, got) = read_fake(2000, likely).await;
+            assert_eq!(got.len(), 2000);
+            assert_eq!(calls.first(), Some(&Some(Span::default())), "{calls:?}");
+            assert_eq!(calls.get(1), Some(&None), "then the probe: {calls:?}");
+            assert_eq!(calls.len(), 21);
+        }
+        // One page that holds every match stays one request.
+        let (calls, got) = read_fake(80, 0).await;
+        assert_eq!((calls.len(), got.len()), (1, 80));
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_finds_nothing_ends_the_listing() {
+        let (calls, got) = read_fake(0, 5000).await;
+        assert_eq!(calls, vec![None]);
+        assert!(got.is_empty());
+    }
 
     fn covered(ranges: &[Range], id: i64) -> usize {
         ranges

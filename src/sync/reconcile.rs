@@ -167,7 +167,8 @@ impl<S: Store> Engine<S> {
                     .await?,
             )
         };
-        let run = self.new_run(run_id, RunKind::Reconcile);
+        let mut run = self.new_run(run_id, RunKind::Reconcile);
+        run.likely = self.likely_matches(&instance, kind, "full").await;
         let mut summary = ReconcileSummary {
             kind: kind.as_str(),
             run_id,

@@ -57,6 +57,9 @@ pub(crate) struct Run {
     pub kind: RunKind,
     /// Write what Jamf says even over a newer stored copy (`sync --full --overwrite`).
     pub overwrite: bool,
+    /// How many matches the listing will likely have (the stored fleet, the last delta's
+    /// count; 0 = no idea): above a page, the listing probes first and reads in spans at once.
+    pub likely: i64,
     deadline: Instant,
     deadline_secs: u64,
     stop: Arc<StopSignal>,
@@ -77,6 +80,7 @@ impl Run {
             id,
             kind,
             overwrite: false,
+            likely: 0,
             deadline: Instant::now() + Duration::from_secs(deadline_secs),
             deadline_secs,
             stop,

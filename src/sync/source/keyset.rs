@@ -20,7 +20,7 @@ use crate::sync::pipeline::{
     decode_page, fetched_from_page, id_in_filter, keyset_filter, log_isolated, page_ids, Batch,
     Fetched, Recovered, Sizing,
 };
-use crate::sync::ranges::{read_ranges, Listing, Span};
+use crate::sync::ranges::{read_ranges, Listing, Probe, Span};
 use crate::sync::run::Run;
 use crate::sync::RunError;
 
@@ -162,18 +162,21 @@ where
                 descending: false,
             })
         },
-        probe: || async move {
+        probe: |first| async move {
             let page = list
                 .list(ListRequest {
                     sections: id_sections,
                     filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, Span::default()),
                     page_size: 1,
                     shrinkable: false,
-                    first: false,
+                    first,
                     descending: true,
                 })
                 .await?;
-            Ok(page_ids(&page, L::ID_FIELD).1)
+            Ok(Probe {
+                top: page_ids(&page, L::ID_FIELD).1,
+                total: page.total_count.max(0),
+            })
         },
         convert,
         recover,
