@@ -24,7 +24,8 @@ impl App {
         let client = Arc::new(JamfClient::new(settings)?);
         let engine = Engine::new(db.clone(), client.clone(), cfg.sync.clone())
             .with_mobile(cfg.mobile_devices.clone())
-            .with_reconcile(cfg.reconcile.clone());
+            .with_reconcile(cfg.reconcile.clone())
+            .with_history(cfg.history.clone());
         Ok(App {
             db,
             client,

@@ -197,6 +197,44 @@ pub(super) fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `jamf-sync history DEVICE`: the device's changes, oldest first; exit 1 when none is found.
+pub(super) async fn history(
+    cfg: &Config,
+    device: &str,
+    kind: Option<Kind>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let db = crate::app::connect(cfg).await?;
+    let rows = db.device_history(&cfg.jamf.instance, device, kind).await?;
+    if rows.is_empty() {
+        eprintln!(
+            "no recorded changes for {device:?} in instance {} (a device's first sync records none)",
+            cfg.jamf.instance
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    for r in &rows {
+        if json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            println!(
+                "{:<20} {:<13} {:>7}  {:<24} {} → {}  (recorded {}{})",
+                r.changed_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.device_type,
+                r.jamf_id,
+                r.field,
+                r.old_value.as_deref().unwrap_or("∅"),
+                r.new_value.as_deref().unwrap_or("∅"),
+                r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                r.run_id.map(|id| format!(", run {id}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode> {
     let db = crate::app::connect(cfg).await?;
     let instance = &cfg.jamf.instance;

@@ -54,6 +54,17 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         limit: i64,
     },
+    /// Print a device's change history (inventory_changes), oldest first.
+    History {
+        /// The device: serial number, UDID or Jamf id.
+        device: String,
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<OnlyKind>,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the built-in Jamf Pro simulator (for trying jamf-sync without a Jamf server).
     Simulate(SimulateArgs),
     /// Start the simulator in-process and sync it into the configured database (SQLite default).
@@ -104,6 +115,15 @@ pub struct ReconcileArgs {
 pub enum OnlyKind {
     Computers,
     MobileDevices,
+}
+
+impl OnlyKind {
+    fn kind(self) -> Kind {
+        match self {
+            OnlyKind::Computers => Kind::Computers,
+            OnlyKind::MobileDevices => Kind::MobileDevices,
+        }
+    }
 }
 
 /// The kinds a `sync` runs: both by default (mobile devices unless disabled), or the one asked.
@@ -223,6 +243,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { limit } => commands::status(&cfg, limit).await,
+        Command::History { device, kind, json } => {
+            commands::history(&cfg, &device, kind.map(OnlyKind::kind), json).await
+        }
         Command::Sync(args) => match jamf_settings_or_report(&cfg) {
             Some(settings) => commands::sync(&cfg, settings, args).await,
             None => Ok(ExitCode::FAILURE),

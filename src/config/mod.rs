@@ -1,7 +1,7 @@
 //! Configuration: built-in defaults → TOML file → `JAMF_SYNC__SECTION__KEY` environment.
 //!
 //! Owns the typed configuration and its validation; one file per section group. It imports
-//! only the domain's Jamf facts. Invariants:
+//! only the domain (Jamf facts, the fields the change history knows). Invariants:
 //! - every error names the offending key (`jamf.url`, `sync.page_size`, ...);
 //! - unknown keys are rejected, so a typo never silently falls back to a default;
 //! - secrets live in [`SecretString`](secrecy::SecretString) and can also be read from files
@@ -28,7 +28,8 @@ pub use schedule::Schedule;
 pub use secrets::mask_url;
 pub use server::{LogConfig, LogFormat, ServerConfig, WebhookAuth, WebhooksConfig};
 pub use sync::{
-    FetchStrategy, MobileDevicesConfig, MobileSource, OnMissing, ReconcileConfig, SyncConfig,
+    FetchStrategy, HistoryConfig, MobileDevicesConfig, MobileSource, OnMissing, ReconcileConfig,
+    SyncConfig,
 };
 
 /// A configuration problem, always naming the key it is about.
@@ -58,6 +59,7 @@ pub struct Config {
     pub mobile_devices: MobileDevicesConfig,
     pub server: ServerConfig,
     pub reconcile: ReconcileConfig,
+    pub history: HistoryConfig,
     pub webhooks: WebhooksConfig,
     pub log: LogConfig,
 }
@@ -117,6 +119,7 @@ impl Config {
         self.sync.validate()?;
         self.mobile_devices.validate(&self.sync)?;
         self.reconcile.validate(&self.sync)?;
+        self.history.validate()?;
         self.server.validate()?;
         self.webhooks.validate()?;
         self.database.validate()

@@ -306,3 +306,54 @@ impl ReconcileConfig {
         Ok(())
     }
 }
+
+/// The change history (`inventory_changes`): what changed in each device, field by field.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Record changes at all.
+    pub enabled: bool,
+    /// Rows older than this many days (by when they were recorded) are pruned after each
+    /// successful sync; 0 keeps them forever.
+    pub retention_days: u32,
+    /// Fields kept out of the history (a list, or one comma-separated string): column names
+    /// (`username`, `email`, …), `ea:<attribute name>`, `deleted`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub exclude_fields: Vec<String>,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 400,
+            exclude_fields: Vec::new(),
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// Whether `field` is kept out of the history.
+    pub fn excludes(&self, field: &str) -> bool {
+        self.exclude_fields.iter().any(|f| f == field)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        for f in &self.exclude_fields {
+            let prefixed = ["ea:", "app:"]
+                .iter()
+                .any(|p| f.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            let fields = crate::domain::records::history_fields();
+            if !prefixed && !fields.contains(&f.as_str()) {
+                return Err(ConfigError::new(
+                    "history.exclude_fields",
+                    format!(
+                        "unknown field {f:?}: one of {}, or ea:<attribute name>, app:<bundle id>",
+                        fields.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

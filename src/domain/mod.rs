@@ -81,6 +81,18 @@ pub enum Cell<'a> {
     Time(Option<DateTime<Utc>>),
 }
 
+impl Cell<'_> {
+    /// The value as the change history writes it: text as is, booleans `true`/`false`,
+    /// timestamps RFC 3339 in UTC (to the second, as Jamf reports them).
+    pub fn history_text(&self) -> Option<String> {
+        match self {
+            Cell::Text(v) => v.map(str::to_string),
+            Cell::Bool(v) => v.map(|b| b.to_string()),
+            Cell::Time(v) => v.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        }
+    }
+}
+
 /// A device record the store can write, whatever its kind.
 pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     const KIND: Kind;
@@ -88,6 +100,9 @@ pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     const COLUMNS: &'static [&'static str];
     /// The column of [`COLUMNS`](Self::COLUMNS) that holds [`as_of`](Self::as_of).
     const AS_OF_COLUMN: &'static str;
+    /// Columns that move with every inventory or check-in (the report date, the last
+    /// contact): the change history leaves them out, or every report would be a change.
+    const MOVING: &'static [&'static str];
     fn jamf_id(&self) -> i64;
     /// The columns every device has.
     fn info(&self) -> &DeviceInfo;

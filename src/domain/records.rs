@@ -95,6 +95,7 @@ impl DeviceRecord for Computer {
     const KIND: Kind = Kind::Computers;
     const COLUMNS: &'static [&'static str] = &["os_build", "report_date", "last_contact"];
     const AS_OF_COLUMN: &'static str = "report_date";
+    const MOVING: &'static [&'static str] = &["report_date", "last_contact"];
 
     fn as_of(&self) -> Option<DateTime<Utc>> {
         self.report_date
@@ -127,6 +128,7 @@ impl DeviceRecord for MobileDevice {
     const KIND: Kind = Kind::MobileDevices;
     const COLUMNS: &'static [&'static str] = &["os_type", "last_inventory_update"];
     const AS_OF_COLUMN: &'static str = "last_inventory_update";
+    const MOVING: &'static [&'static str] = &["last_inventory_update"];
 
     fn as_of(&self) -> Option<DateTime<Utc>> {
         self.last_inventory_update
@@ -138,4 +140,18 @@ impl DeviceRecord for MobileDevice {
         ]
     }
     record_fields!();
+}
+
+/// The plain fields the change history records: every projected column of either kind except
+/// those that move with every report, and `deleted`.
+pub fn history_fields() -> Vec<&'static str> {
+    let mut fields: Vec<&'static str> = DeviceInfo::COLUMNS.to_vec();
+    for (columns, moving) in [
+        (Computer::COLUMNS, Computer::MOVING),
+        (MobileDevice::COLUMNS, MobileDevice::MOVING),
+    ] {
+        fields.extend(columns.iter().filter(|c| !moving.contains(c)));
+    }
+    fields.push("deleted");
+    fields
 }

@@ -517,6 +517,36 @@ impl Simulator {
         lock(&self.state.inner).unlisted_mobiles.insert(id);
     }
 
+    /// Changes a computer as `edit` says and has it submit inventory now (report date and
+    /// last contact move; nothing else changes unless `edit` changes it).
+    pub fn edit_computer(&self, id: i64, edit: impl FnOnce(&mut SimComputer)) -> bool {
+        let now = self.state.now();
+        let mut inner = lock(&self.state.inner);
+        let Some(c) = inner.fleet.get_mut(&id) else {
+            return false;
+        };
+        edit(c);
+        c.revision += 1;
+        c.report_date = now;
+        c.last_contact = now;
+        inner.emit_computer("ComputerInventoryCompleted", id);
+        true
+    }
+
+    /// Changes a mobile device as `edit` says and has it submit inventory now.
+    pub fn edit_mobile(&self, id: i64, edit: impl FnOnce(&mut mobile::SimMobile)) -> bool {
+        let now = self.state.now();
+        let mut inner = lock(&self.state.inner);
+        let Some(m) = inner.mobiles.get_mut(&id) else {
+            return false;
+        };
+        edit(m);
+        m.revision += 1;
+        m.last_inventory = now;
+        inner.emit_mobile("MobileDeviceInventoryCompleted", id);
+        true
+    }
+
     pub fn put_computer(&self, c: SimComputer) {
         lock(&self.state.inner).fleet.insert(c.id, c);
     }

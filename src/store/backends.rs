@@ -16,11 +16,13 @@ use sqlx::sqlite::{
 };
 use sqlx::QueryBuilder;
 
-use super::writer::{push_ids, writer_impl, Tx, CHUNK};
+use super::history::{Change, ChangeRow};
+use super::writer::{self, push_ids, writer_impl, Tx, CHUNK};
 use super::{
     partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
     RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
 };
+use crate::config::HistoryConfig;
 use crate::domain::{DeviceInfo, DeviceRecord, Kind, PacingMemory, RunKind, RunStatus};
 
 #[derive(Debug, Clone)]
@@ -202,9 +204,24 @@ macro_rules! store_impl {
                 kind: Kind,
                 ids: &[i64],
                 observed_at: DateTime<Utc>,
+                history: &HistoryConfig,
             ) -> Result<u64> {
                 let now = Utc::now();
                 let mut tx = self.begin_write().await?;
+                // The devices this marks (live until now) are the history's deletions.
+                let mut live: Vec<i64> = Vec::new();
+                if history.enabled && !history.excludes("deleted") {
+                    for part in ids.chunks(writer::CHUNK) {
+                        let mut q = QueryBuilder::new(format!(
+                            "SELECT jamf_id FROM {} WHERE deleted_at IS NULL AND instance = ",
+                            kind.as_str()
+                        ));
+                        q.push_bind(instance.to_string()).push(" AND jamf_id");
+                        writer::push_ids(&mut q, part);
+                        let found: Vec<(i64,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        live.extend(found.into_iter().map(|r| r.0));
+                    }
+                }
                 let n = Self::execute_in_chunks(&mut tx, ids, |q| {
                     q.push(format!("UPDATE {} SET deleted_at = ", kind.as_str()));
                     q.push_bind(now).push(", fetched_at = ").push_bind(observed_at);
@@ -212,6 +229,19 @@ macro_rules! store_impl {
                     q.push(" AND deleted_at IS NULL AND jamf_id");
                 })
                 .await?;
+                let changes: Vec<_> = live
+                    .into_iter()
+                    .map(|jamf_id| {
+                        let change = Change {
+                            jamf_id,
+                            field: "deleted".into(),
+                            old: Some("false".into()),
+                            new: Some("true".into()),
+                        };
+                        (change, Some(observed_at))
+                    })
+                    .collect();
+                Self::record_changes(&mut tx, instance, kind, &changes, None, now).await?;
                 Self::clear_failures(&mut tx, instance, kind, ids).await?;
                 tx.commit().await?;
                 Ok(n)
@@ -411,6 +441,44 @@ macro_rules! store_impl {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
+            }
+
+            async fn device_history(
+                &self,
+                instance: &str,
+                key: &str,
+                kind: Option<Kind>,
+            ) -> Result<Vec<ChangeRow>> {
+                let mut rows = Vec::new();
+                for k in [Kind::Computers, Kind::MobileDevices] {
+                    if kind.is_some_and(|want| want != k) {
+                        continue;
+                    }
+                    let sql = format!(
+                        "SELECT instance, device_type, jamf_id, changed_at, recorded_at, field, \
+                         old_value, new_value, run_id FROM inventory_changes \
+                         WHERE instance = $1 AND device_type = $3 AND jamf_id IN \
+                         (SELECT jamf_id FROM {} WHERE instance = $1 AND (serial_number = $2 \
+                         OR udid = $2 OR CAST(jamf_id AS TEXT) = $2)) ORDER BY jamf_id, id",
+                        k.as_str()
+                    );
+                    let found: Vec<ChangeRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                        .bind(instance)
+                        .bind(key)
+                        .bind(k.device_type())
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.extend(found);
+                }
+                Ok(rows)
+            }
+
+            async fn prune_history(&self, before: DateTime<Utc>) -> Result<u64> {
+                Ok(sqlx::query("DELETE FROM inventory_changes WHERE recorded_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
 
             async fn device_ids(&self, instance: &str, kind: Kind) -> Result<Vec<(i64, bool)>> {

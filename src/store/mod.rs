@@ -24,6 +24,7 @@
 //! schemas live in `migrations/<backend>`.
 
 mod backends;
+mod history;
 mod writer;
 
 use std::future::Future;
@@ -31,8 +32,9 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 pub use backends::{PgStore, SqliteStore};
+pub use history::ChangeRow;
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseUrl, HistoryConfig};
 use crate::domain::{
     DeviceInfo, DeviceRecord, Kind, PacingMemory, RunCounts, RunKind, RunStatus, Trigger,
     WebhookAction,
@@ -234,18 +236,21 @@ pub struct Write<'a, R> {
     pub progress: Option<&'a Progress>,
     /// Write even over a newer stored copy (`sync --full --overwrite`).
     pub overwrite: bool,
+    /// What the change history keeps.
+    pub history: &'a HistoryConfig,
     pub now: DateTime<Utc>,
 }
 
 impl<'a, R> Write<'a, R> {
     /// A write outside any run that never replaces a newer copy.
-    pub fn guarded(instance: &'a str, records: &'a [R]) -> Self {
+    pub fn guarded(instance: &'a str, records: &'a [R], history: &'a HistoryConfig) -> Self {
         Write {
             instance,
             records,
             failures: &[],
             progress: None,
             overwrite: false,
+            history,
             now: Utc::now(),
         }
     }
@@ -342,7 +347,18 @@ store_api! {
     fn device_ids(instance: &str, kind: Kind) -> Vec<(i64, bool)>;
     /// Sets `deleted_at` on these devices (kept with their history), seen gone at
     /// `observed_at`: only a copy requested after that revives them. Returns how many.
-    fn mark_deleted(instance: &str, kind: Kind, ids: &[i64], observed_at: DateTime<Utc>) -> u64;
+    fn mark_deleted(
+        instance: &str,
+        kind: Kind,
+        ids: &[i64],
+        observed_at: DateTime<Utc>,
+        history: &HistoryConfig
+    ) -> u64;
+    /// A device's change history (by serial number, UDID or Jamf id; of one kind when
+    /// given), oldest first.
+    fn device_history(instance: &str, key: &str, kind: Option<Kind>) -> Vec<ChangeRow>;
+    /// Removes history rows recorded before `before`; returns how many.
+    fn prune_history(before: DateTime<Utc>) -> u64;
     /// Removes these devices and their extension attributes; returns how many.
     fn purge_devices(instance: &str, kind: Kind, ids: &[i64]) -> u64;
     /// `(jamf_id, name, value)` of every stored extension attribute of a kind.

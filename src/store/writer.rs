@@ -4,7 +4,8 @@
 //! Per chunk of a page: read the stored hashes → records identical to their stored copy only
 //! move `synced_at` → the others are upserted with `ON CONFLICT … DO UPDATE … WHERE <guard>`,
 //! so a row the guard keeps is not rewritten → extension attributes are replaced for exactly
-//! the rows written. Devices that failed (recorded in `sync_failures`) and the ones written
+//! the rows written; with history on, the stored copies of the changed devices are read first
+//! and their changed fields appended to `inventory_changes` (`store::history`). Devices that failed (recorded in `sync_failures`) and the ones written
 //! (their rows there removed) go in the same transaction. All of it, and the run's progress,
 //! in one transaction; on SQLite it begins `IMMEDIATE`, so a writer running beside another (a
 //! webhook refresh beside a sync) waits for the lock instead of failing to upgrade a read
@@ -59,7 +60,7 @@ pub(super) fn push_ids<DB: IdList>(q: &mut QueryBuilder<DB>, ids: &[i64]) {
 }
 
 /// Every projected column of a record type, in the order of [`DeviceRecord::all_cells`].
-fn projected<R: DeviceRecord>() -> impl Iterator<Item = &'static str> {
+pub(super) fn projected<R: DeviceRecord>() -> impl Iterator<Item = &'static str> {
     DeviceInfo::COLUMNS.iter().chain(R::COLUMNS).copied()
 }
 
@@ -120,19 +121,42 @@ macro_rules! writer_impl {
                     failures,
                     progress,
                     overwrite,
+                    history,
                     now,
                 } = w;
                 let mut tx = self.begin_write().await?;
                 let mut outcome = PageOutcome::default();
+                let run_id = progress.map(|p| p.run_id);
                 for chunk in records.chunks(CHUNK) {
-                    let (changed, unchanged) =
+                    let (changed, unchanged, stored) =
                         Self::touch_unchanged(&mut tx, instance, chunk, now).await?;
                     outcome.unchanged += unchanged;
                     if changed.is_empty() {
                         continue;
                     }
+                    // The stored copies of the changed devices, before they are replaced.
+                    let before = if history.enabled && !stored.is_empty() {
+                        Self::snapshots::<R>(&mut tx, instance, changed[0], &stored).await?
+                    } else {
+                        std::collections::HashMap::new()
+                    };
                     let written =
                         Self::upsert_changed(&mut tx, instance, &changed, overwrite, now).await?;
+                    if !before.is_empty() {
+                        let columns: Vec<&str> = super::writer::projected::<R>().collect();
+                        let changes: Vec<(super::history::Change, Option<DateTime<Utc>>)> = changed
+                            .iter()
+                            .filter(|r| written.ids.contains(&r.jamf_id()))
+                            .filter_map(|r| before.get(&r.jamf_id()).map(|b| (r, b)))
+                            .flat_map(|(r, b)| {
+                                super::history::diff(&columns, b, *r, history)
+                                    .into_iter()
+                                    .map(|c| (c, r.as_of()))
+                            })
+                            .collect();
+                        Self::record_changes(&mut tx, instance, R::KIND, &changes, run_id, now)
+                            .await?;
+                    }
                     outcome.upserted += written.ids.len() as i64;
                     outcome.stale += (changed.len() - written.ids.len()) as i64;
                     if !written.ids.is_empty() {
@@ -195,13 +219,14 @@ macro_rules! writer_impl {
             }
 
             /// Reads the stored hashes of `chunk`; records identical to their stored copy only
-            /// move `synced_at`. Returns the others and how many were unchanged.
+            /// move `synced_at`. Returns the others, how many were unchanged and which of the
+            /// others are stored.
             async fn touch_unchanged<'r, R: DeviceRecord>(
                 tx: &mut Tx<Self>,
                 instance: &str,
                 chunk: &'r [R],
                 now: DateTime<Utc>,
-            ) -> Result<(Vec<&'r R>, i64)> {
+            ) -> Result<(Vec<&'r R>, i64, Vec<i64>)> {
                 let table = R::KIND.as_str();
                 let ids: Vec<i64> = chunk.iter().map(|r| r.jamf_id()).collect();
                 let mut q = QueryBuilder::new(format!(
@@ -219,7 +244,93 @@ macro_rules! writer_impl {
                     push_ids(&mut q, &unchanged);
                     q.build().execute(&mut **tx).await?;
                 }
-                Ok((changed, unchanged.len() as i64))
+                let unchanged_ids: std::collections::HashSet<i64> = unchanged.iter().copied().collect();
+                let existing = stored
+                    .iter()
+                    .map(|s| s.0)
+                    .filter(|id| !unchanged_ids.contains(id))
+                    .collect();
+                Ok((changed, unchanged.len() as i64, existing))
+            }
+
+            /// The stored copies of `ids` as the history compares them; `sample` tells each
+            /// column's type.
+            async fn snapshots<R: DeviceRecord>(
+                tx: &mut Tx<Self>,
+                instance: &str,
+                sample: &R,
+                ids: &[i64],
+            ) -> Result<std::collections::HashMap<i64, super::history::Snapshot>> {
+                use sqlx::Row;
+                let table = R::KIND.as_str();
+                let columns: Vec<&str> = super::writer::projected::<R>().collect();
+                let mut q = QueryBuilder::new(format!(
+                    "SELECT jamf_id, deleted_at IS NOT NULL AS gone, {} FROM {table} WHERE instance = ",
+                    columns.join(", ")
+                ));
+                q.push_bind(instance.to_string()).push(" AND jamf_id");
+                push_ids(&mut q, ids);
+                let types = sample.all_cells();
+                let mut out = std::collections::HashMap::new();
+                for row in q.build().fetch_all(&mut **tx).await? {
+                    let mut snap = super::history::Snapshot {
+                        deleted: row.try_get("gone")?,
+                        ..super::history::Snapshot::default()
+                    };
+                    for (i, cell) in types.iter().enumerate() {
+                        let at = i + 2;
+                        snap.cells.push(match cell {
+                            crate::domain::Cell::Text(_) => row.try_get::<Option<String>, _>(at)?,
+                            crate::domain::Cell::Bool(_) => crate::domain::Cell::Bool(row.try_get(at)?).history_text(),
+                            crate::domain::Cell::Time(_) => crate::domain::Cell::Time(row.try_get(at)?).history_text(),
+                        });
+                    }
+                    out.insert(row.try_get::<i64, _>("jamf_id")?, snap);
+                }
+                let mut q = QueryBuilder::new(
+                    "SELECT jamf_id, name, value FROM extension_attributes WHERE device_type = ",
+                );
+                q.push_bind(R::KIND.device_type()).push(" AND instance = ");
+                q.push_bind(instance.to_string()).push(" AND jamf_id");
+                push_ids(&mut q, ids);
+                let eas: Vec<(i64, String, Option<String>)> =
+                    q.build_query_as().fetch_all(&mut **tx).await?;
+                for (id, name, value) in eas {
+                    if let Some(snap) = out.get_mut(&id) {
+                        snap.eas.insert(name, value);
+                    }
+                }
+                Ok(out)
+            }
+
+            /// Appends change rows (each with its record's report date) to the history.
+            async fn record_changes(
+                tx: &mut Tx<Self>,
+                instance: &str,
+                kind: Kind,
+                changes: &[(super::history::Change, Option<DateTime<Utc>>)],
+                run_id: Option<i64>,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                for part in changes.chunks(CHUNK) {
+                    let mut q = QueryBuilder::new(
+                        "INSERT INTO inventory_changes (instance, device_type, jamf_id, \
+                         changed_at, recorded_at, field, old_value, new_value, run_id) ",
+                    );
+                    q.push_values(part.iter(), |mut b, (c, changed_at)| {
+                        b.push_bind(instance.to_string())
+                            .push_bind(kind.device_type())
+                            .push_bind(c.jamf_id)
+                            .push_bind(*changed_at)
+                            .push_bind(now)
+                            .push_bind(c.field.clone())
+                            .push_bind(c.old.clone())
+                            .push_bind(c.new.clone())
+                            .push_bind(run_id);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(())
             }
         }
     };

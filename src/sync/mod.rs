@@ -41,7 +41,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::config::{MobileDevicesConfig, ReconcileConfig, SyncConfig};
+use crate::config::{HistoryConfig, MobileDevicesConfig, ReconcileConfig, SyncConfig};
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
 use crate::jamf::{JamfClient, JamfError};
 use crate::store::{NewRun, RunEnd, Store, StoreError};
@@ -152,6 +152,7 @@ pub struct Engine<S: Store> {
     client: Arc<JamfClient>,
     cfg: SyncConfig,
     reconcile_cfg: ReconcileConfig,
+    history: Arc<HistoryConfig>,
     computers: ComputerSource,
     mobiles: MobileDeviceSource,
     stop: Arc<StopSignal>,
@@ -166,6 +167,7 @@ impl<S: Store> Engine<S> {
             client,
             cfg,
             reconcile_cfg: ReconcileConfig::default(),
+            history: Arc::new(HistoryConfig::default()),
             stop: Arc::new(StopSignal::default()),
         }
     }
@@ -179,6 +181,12 @@ impl<S: Store> Engine<S> {
     /// Uses this reconcile configuration (the default one otherwise).
     pub fn with_reconcile(mut self, cfg: ReconcileConfig) -> Self {
         self.reconcile_cfg = cfg;
+        self
+    }
+
+    /// Uses this change history configuration (the default one otherwise).
+    pub fn with_history(mut self, cfg: HistoryConfig) -> Self {
+        self.history = Arc::new(cfg);
         self
     }
 
@@ -285,6 +293,23 @@ impl<S: Store> Engine<S> {
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not read pacing memory; starting cold"),
+        }
+    }
+
+    /// Removes change history older than `history.retention_days` (0 keeps it forever).
+    async fn prune_history(&self) {
+        if self.history.retention_days == 0 {
+            return;
+        }
+        let Some(before) = chrono::Duration::try_days(i64::from(self.history.retention_days))
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+        else {
+            return;
+        };
+        match self.store.prune_history(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned change history past its retention"),
+            Err(e) => tracing::warn!(error = %e, "could not prune the change history"),
         }
     }
 
@@ -432,7 +457,7 @@ impl<S: Store> Engine<S> {
                         .map_err(|_| RunError::Other("writer stopped".into()))?;
                     if !gone.is_empty() {
                         self.store
-                            .mark_deleted(instance_ref, kind, &gone, Utc::now())
+                            .mark_deleted(instance_ref, kind, &gone, Utc::now(), &self.history)
                             .await?;
                     }
                 }
@@ -463,6 +488,9 @@ impl<S: Store> Engine<S> {
             })
             .await?;
         self.remember_pacing().await;
+        if status == RunStatus::Succeeded {
+            self.prune_history().await;
+        }
         let summary = RunSummary {
             run_id,
             kind,
@@ -502,6 +530,7 @@ impl<S: Store> Engine<S> {
             self.store.clone(),
             self.client.instance().to_string(),
             run,
+            self.history.clone(),
             rx,
         ));
         let fetched = read(tx).await;

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use super::ranges::Span;
 use super::run::Run;
 use super::RunError;
+use crate::config::HistoryConfig;
 use crate::domain::{DeviceRecord, Kind, RunCounts};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::{JamfError, RecordError};
@@ -438,6 +439,7 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
     store: Arc<S>,
     instance: String,
     run: Arc<Run>,
+    history: Arc<HistoryConfig>,
     mut rx: mpsc::Receiver<Batch<R>>,
 ) -> (Result<(), StoreError>, RunCounts) {
     let mut counts = RunCounts::default();
@@ -476,6 +478,7 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
                 failures: &batch.failures,
                 progress: progress.as_ref(),
                 overwrite: run.overwrite,
+                history: &history,
                 now: Utc::now(),
             })
             .await;

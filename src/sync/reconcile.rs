@@ -307,7 +307,7 @@ impl<S: Store> Engine<S> {
                 }
                 if !opts.dry_run && !got.records.is_empty() {
                     self.store
-                        .write_devices(Write::guarded(&instance, &got.records))
+                        .write_devices(Write::guarded(&instance, &got.records, &self.history))
                         .await?;
                 }
             }
@@ -319,7 +319,7 @@ impl<S: Store> Engine<S> {
             match self.reconcile_cfg.on_missing {
                 OnMissing::Mark => {
                     self.store
-                        .mark_deleted(&instance, kind, &confirmed, Utc::now())
+                        .mark_deleted(&instance, kind, &confirmed, Utc::now(), &self.history)
                         .await?;
                 }
                 OnMissing::Delete => {

@@ -52,7 +52,7 @@ impl<S: Store> Engine<S> {
         if !got.records.is_empty() {
             let outcome = self
                 .store
-                .write_devices(Write::guarded(instance, &got.records))
+                .write_devices(Write::guarded(instance, &got.records, &self.history))
                 .await?;
             out.upserted = outcome.upserted;
             out.stale = outcome.stale;
@@ -62,7 +62,7 @@ impl<S: Store> Engine<S> {
         gone.extend(&got.gone);
         if !gone.is_empty() {
             self.store
-                .mark_deleted(instance, kind, &gone, Utc::now())
+                .mark_deleted(instance, kind, &gone, Utc::now(), &self.history)
                 .await?;
         }
         out.stored = got

@@ -136,6 +136,14 @@ fn invalid_values_name_the_key() {
         ),
         (&[("JAMF_SYNC__LOG__FORMAT", "xml")], "log.format"),
         (
+            &[("JAMF_SYNC__HISTORY__EXCLUDE_FIELDS", "username,nickname")],
+            "history.exclude_fields",
+        ),
+        (
+            &[("JAMF_SYNC__HISTORY__RETENTION_DAYS", "-1")],
+            "history.retention_days",
+        ),
+        (
             &[
                 ("JAMF_SYNC__JAMF__URL", "http://jamf.example.com"),
                 ("JAMF_SYNC__JAMF__CLIENT_ID", "a"),

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use jamf_sync::simulator::SimConfig;
+use jamf_sync::simulator::{SimConfig, Simulator};
 
 use crate::cli::{assert_fails_naming, jamf_sync, jamf_sync_async, text, SECRET};
 use crate::helpers;
@@ -242,21 +242,8 @@ fn simulate_serves_a_jamf_pro_until_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_selects_one_kind() {
-    let sim = helpers::sim(SimConfig {
-        computers: 15,
-        mobile_devices: 12,
-        ..SimConfig::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let db = format!("sqlite://{}", dir.path().join("x.db").display());
-    let url = sim.url();
-    let env = [
-        ("JAMF_SYNC__JAMF__URL", url.as_str()),
-        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
-        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
-        ("JAMF_SYNC__DATABASE__URL", db.as_str()),
-    ];
+    let (sim, dir, db, url) = sim_and_sqlite(15, 12).await;
+    let env = sim_env(&url, &db);
     let o = jamf_sync_async(&["sync", "--only", "mobile-devices"], &env, dir.path()).await;
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{}", text(&o));
@@ -312,4 +299,70 @@ async fn reconcile_command_dry_run_and_real() {
         "{out}"
     );
     sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_prints_a_devices_timeline() {
+    let (sim, dir, db, url) = sim_and_sqlite(20, 0).await;
+    let mut env = sim_env(&url, &db);
+    env.push(("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"));
+    let o = jamf_sync_async(&["sync"], &env, dir.path()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let serial = sim.computer(4).expect("computer 4").serial;
+    // Nothing recorded yet: a first sight writes no history.
+    let o = jamf_sync_async(&["history", &serial], &env, dir.path()).await;
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no recorded changes"), "{}", text(&o));
+
+    assert!(sim.edit_computer(4, |c| c.name = "Renamed Mac".into()));
+    let o = jamf_sync_async(&["sync"], &env, dir.path()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = jamf_sync_async(&["history", &serial], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains("name") && out.contains("MAC-000004 → Renamed Mac"),
+        "{out}"
+    );
+    let o = jamf_sync_async(
+        &["history", "4", "--kind", "computers", "--json"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    let line = String::from_utf8_lossy(&o.stdout).to_string();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(v["field"], "name");
+    assert_eq!(v["new_value"], "Renamed Mac");
+    assert_eq!(v["device_type"], "computer");
+    sim.stop().await;
+}
+
+/// A simulator with this fleet, a temporary directory and a SQLite URL in it, and the
+/// simulator's URL.
+async fn sim_and_sqlite(
+    computers: usize,
+    mobile_devices: usize,
+) -> (Simulator, tempfile::TempDir, String, String) {
+    let sim = helpers::sim(SimConfig {
+        computers,
+        mobile_devices,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let url = sim.url();
+    (sim, dir, db, url)
+}
+
+/// The environment that points the CLI at the simulator and the database.
+fn sim_env<'a>(url: &'a str, db: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("JAMF_SYNC__JAMF__URL", url),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__DATABASE__URL", db),
+    ]
 }

@@ -185,6 +185,25 @@ pub async fn run(engine: &Engine<Db>, full: bool) -> RunSummary {
         .expect("store must not fail")
 }
 
+/// One reconcile of `kind` from the CLI.
+pub async fn reconcile(
+    e: &Engine<Db>,
+    kind: Kind,
+    dry_run: bool,
+    force: bool,
+) -> jamf_sync::sync::reconcile::ReconcileSummary {
+    e.reconcile(
+        kind,
+        jamf_sync::sync::reconcile::ReconcileOptions {
+            dry_run,
+            force,
+            trigger: Trigger::Cli,
+        },
+    )
+    .await
+    .expect("store must not fail")
+}
+
 pub async fn run_mobile(engine: &Engine<Db>, full: bool) -> RunSummary {
     engine
         .sync_mobile_devices(SyncOptions::new(full, Trigger::Cli))

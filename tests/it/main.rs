@@ -32,6 +32,7 @@ mod daemon;
 mod deploy;
 mod hardening;
 mod helpers;
+mod history;
 mod mobile;
 mod newer_wins;
 mod openapi;

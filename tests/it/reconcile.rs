@@ -2,10 +2,8 @@
 
 use jamf_sync::config::{FetchStrategy, OnMissing, ReconcileConfig};
 use jamf_sync::domain::Kind;
-use jamf_sync::domain::Trigger;
 use jamf_sync::simulator::{Faults, SimConfig, Simulator};
 use jamf_sync::store::{Db, Store};
-use jamf_sync::sync::reconcile::{ReconcileOptions, ReconcileSummary};
 use jamf_sync::sync::Engine;
 
 use crate::helpers::{self, TestDb};
@@ -16,18 +14,7 @@ fn engine(db: &TestDb, sim: &Simulator, cfg: ReconcileConfig) -> Engine<Db> {
     helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Inline)).with_reconcile(cfg)
 }
 
-async fn reconcile(e: &Engine<Db>, kind: Kind, dry_run: bool, force: bool) -> ReconcileSummary {
-    e.reconcile(
-        kind,
-        ReconcileOptions {
-            dry_run,
-            force,
-            trigger: Trigger::Cli,
-        },
-    )
-    .await
-    .expect("store must not fail")
-}
+use helpers::reconcile;
 
 async fn deleted_ids(db: &TestDb, kind: Kind) -> Vec<i64> {
     db.db
