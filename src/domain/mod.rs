@@ -10,6 +10,7 @@
 //! - [`DeviceRecord::as_of`] is the inventory time Jamf reports for the record (`reportDate` /
 //!   last inventory update): the store never replaces a copy with one whose `as_of` is older.
 
+pub mod children;
 pub mod facts;
 pub mod pacing;
 pub mod records;
@@ -116,6 +117,8 @@ pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     /// Stable hash of [`raw`](Self::raw), to tell changed records from unchanged ones.
     fn raw_hash(&self) -> i64;
     fn extension_attributes(&self) -> &[EaValue];
+    /// The child tables' rows of the sections this record carries.
+    fn children(&self) -> &[children::Children];
     /// The values of [`COLUMNS`](Self::COLUMNS), in order.
     fn cells(&self) -> Vec<Cell<'_>>;
     /// Every projected column's value: [`DeviceInfo::COLUMNS`], then

@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::children::Children;
 use super::{Cell, DeviceRecord, EaValue, Kind};
 
 /// What jamf-sync keeps of any device, whatever its kind (the columns both tables have).
@@ -72,6 +73,9 @@ macro_rules! record_fields {
         fn extension_attributes(&self) -> &[EaValue] {
             &self.extension_attributes
         }
+        fn children(&self) -> &[Children] {
+            &self.children
+        }
     };
 }
 
@@ -84,6 +88,8 @@ pub struct Computer {
     pub report_date: Option<DateTime<Utc>>,
     pub last_contact: Option<DateTime<Utc>>,
     pub extension_attributes: Vec<EaValue>,
+    /// Child table rows of the list sections in the answer.
+    pub children: Vec<Children>,
     /// The record as Jamf sent it (JSON text).
     pub raw: String,
     /// xxh3 of `raw`.
@@ -118,6 +124,8 @@ pub struct MobileDevice {
     pub os_type: Option<String>,
     pub last_inventory_update: Option<DateTime<Utc>>,
     pub extension_attributes: Vec<EaValue>,
+    /// Child table rows of the list sections in the answer.
+    pub children: Vec<Children>,
     /// JSON form of the whole record (Classic XML converted, or the Jamf Pro API's JSON).
     pub raw: String,
     pub raw_hash: i64,

@@ -96,6 +96,9 @@ pub struct RunCounts {
     pub failed: i64,
     /// Devices listed but gone (404) by the time their record was fetched.
     pub missing: i64,
+    /// Child table rows written (applications, group memberships, …): only devices whose
+    /// section changed write any.
+    pub child_rows: i64,
 }
 
 impl RunCounts {
@@ -108,5 +111,6 @@ impl RunCounts {
         self.stale += other.stale;
         self.failed += other.failed;
         self.missing += other.missing;
+        self.child_rows += other.child_rows;
     }
 }

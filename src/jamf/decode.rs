@@ -12,8 +12,11 @@
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde_json::value::RawValue;
 
-use super::models::{ComputerRecord, MobileDeviceXml, ProMobileDevice};
+use super::models::{
+    ComputerApplication, ComputerRecord, GroupMembership, MobileDeviceXml, ProMobileDevice,
+};
 use super::xml::xml_to_json;
+use crate::domain::children::{self, Children, Val};
 use crate::domain::{Computer, DeviceInfo, EaValue, MobileDevice};
 
 /// A record that could not be decoded; the run logs, counts and skips it.
@@ -203,10 +206,54 @@ pub fn computer(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<Computer, R
         report_date,
         last_contact,
         extension_attributes: eas,
+        children: computer_children(rec.applications, rec.group_memberships),
         raw_hash: hash_raw(text),
         raw: text.to_string(),
         fetched_at,
     })
+}
+
+/// The child rows of the list sections present in a computer record.
+fn computer_children(
+    apps: Option<Vec<ComputerApplication>>,
+    groups: Option<Vec<GroupMembership>>,
+) -> Vec<Children> {
+    let mut out = Vec::new();
+    if let Some(apps) = apps {
+        out.push(Children {
+            table: &children::COMPUTER_APPLICATIONS,
+            rows: apps
+                .into_iter()
+                .map(|a| {
+                    vec![
+                        Val::Text(a.name),
+                        Val::Text(a.path),
+                        Val::Text(a.version),
+                        Val::Text(a.bundle_id),
+                        Val::Bool(a.mac_app_store),
+                        Val::Int(a.size_megabytes),
+                        Val::Bool(a.update_available),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    if let Some(groups) = groups {
+        out.push(Children {
+            table: &children::COMPUTER_GROUP_MEMBERSHIPS,
+            rows: groups
+                .into_iter()
+                .map(|g| {
+                    vec![
+                        Val::Text(g.group_id),
+                        Val::Text(g.group_name),
+                        Val::Bool(g.smart_group),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    out
 }
 
 fn parse_bool(v: Option<String>) -> Option<bool> {
@@ -270,6 +317,7 @@ pub fn mobile_xml(xml: &str, fetched_at: DateTime<Utc>) -> Result<MobileDevice, 
         .collect();
     let raw = json.to_string();
     Ok(MobileDevice {
+        children: Vec::new(),
         jamf_id,
         info: DeviceInfo {
             udid: non_empty(g.udid),
@@ -335,6 +383,7 @@ pub fn mobile_pro(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<MobileDev
             data_type: ea.data_type,
         }));
     Ok(MobileDevice {
+        children: Vec::new(),
         jamf_id,
         info: DeviceInfo {
             udid: non_empty(general.udid),

@@ -32,6 +32,32 @@ pub struct ComputerRecord {
     pub operating_system: Option<ComputerOperatingSystem>,
     pub user_and_location: Option<ComputerUserAndLocation>,
     pub extension_attributes: Option<Vec<ExtensionAttribute>>,
+    /// APPLICATIONS; `None` when the section was not asked for (Jamf sends `null`).
+    pub applications: Option<Vec<ComputerApplication>>,
+    /// GROUP_MEMBERSHIPS.
+    pub group_memberships: Option<Vec<GroupMembership>>,
+}
+
+/// One installed application (`ComputerApplication` in Jamf's schema).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputerApplication {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    pub version: Option<String>,
+    pub bundle_id: Option<String>,
+    pub mac_app_store: Option<bool>,
+    pub size_megabytes: Option<i64>,
+    pub update_available: Option<bool>,
+}
+
+/// One group the device is a member of (`GroupMembership`).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMembership {
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+    pub smart_group: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -102,8 +102,65 @@ const APPS: &[(&str, &str)] = &[
     ("Google Chrome.app", "com.google.Chrome"),
     ("Slack.app", "com.tinyspeck.slackmacgap"),
     ("Microsoft Word.app", "com.microsoft.Word"),
+    ("Microsoft Excel.app", "com.microsoft.Excel"),
+    ("Microsoft PowerPoint.app", "com.microsoft.Powerpoint"),
+    ("Microsoft Outlook.app", "com.microsoft.Outlook"),
+    ("Microsoft Teams.app", "com.microsoft.teams2"),
+    ("OneDrive.app", "com.microsoft.OneDrive"),
     ("zoom.us.app", "us.zoom.xos"),
     ("Self Service.app", "com.jamfsoftware.selfservice.mac"),
+    ("Firefox.app", "org.mozilla.firefox"),
+    ("Visual Studio Code.app", "com.microsoft.VSCode"),
+    ("iTerm.app", "com.googlecode.iterm2"),
+    ("Docker.app", "com.docker.docker"),
+    ("1Password.app", "com.1password.1password"),
+    ("Adobe Acrobat Reader.app", "com.adobe.Reader"),
+    ("Adobe Photoshop.app", "com.adobe.Photoshop"),
+    ("Figma.app", "com.figma.Desktop"),
+    ("Notion.app", "notion.id"),
+    ("Spotify.app", "com.spotify.client"),
+    ("VLC.app", "org.videolan.vlc"),
+    ("Keynote.app", "com.apple.iWork.Keynote"),
+    ("Pages.app", "com.apple.iWork.Pages"),
+    ("Numbers.app", "com.apple.iWork.Numbers"),
+    ("Xcode.app", "com.apple.dt.Xcode"),
+    ("GarageBand.app", "com.apple.garageband10"),
+    ("iMovie.app", "com.apple.iMovieApp"),
+    ("Microsoft Edge.app", "com.microsoft.edgemac"),
+    ("Brave Browser.app", "com.brave.Browser"),
+    ("Cisco Webex Meetings.app", "com.webex.meetingmanager"),
+    (
+        "GlobalProtect.app",
+        "com.paloaltonetworks.GlobalProtect.client",
+    ),
+    ("CrowdStrike Falcon.app", "com.crowdstrike.falcon.App"),
+    ("Jamf Connect.app", "com.jamf.connect"),
+    ("Jamf Protect.app", "com.jamf.protect.agent"),
+    ("Okta Verify.app", "com.okta.mobile"),
+    ("Postman.app", "com.postmanlabs.mac"),
+    ("Sublime Text.app", "com.sublimetext.4"),
+    ("IntelliJ IDEA.app", "com.jetbrains.intellij"),
+    ("PyCharm.app", "com.jetbrains.pycharm"),
+    ("Tableau Desktop.app", "com.tableausoftware.tableaudesktop"),
+    ("Miro.app", "com.electron.realtimeboard"),
+    ("Dropbox.app", "com.getdropbox.dropbox"),
+    ("Box Drive.app", "com.box.desktop"),
+    ("Google Drive.app", "com.google.drivefs"),
+    ("Rectangle.app", "com.knollsoft.Rectangle"),
+    ("The Unarchiver.app", "com.macpaw.site.theunarchiver"),
+    ("Grammarly Desktop.app", "com.grammarly.ProjectLlama"),
+    ("Loom.app", "com.loom.desktop"),
+    ("Discord.app", "com.hnc.Discord"),
+    ("WhatsApp.app", "net.whatsapp.WhatsApp"),
+    ("Signal.app", "org.whispersystems.signal-desktop"),
+    ("Telegram.app", "ru.keepcoder.Telegram"),
+    ("Obsidian.app", "md.obsidian"),
+    ("Raycast.app", "com.raycast.macos"),
+    ("Alfred 5.app", "com.runningwithcrayons.Alfred"),
+    ("Bartender 5.app", "com.surteesstudios.Bartender"),
+    ("Homebrew Updater.app", ""),
+    ("Company Portal.app", "com.microsoft.CompanyPortalMac"),
+    ("Zscaler.app", "com.zscaler.zscaler"),
 ];
 
 /// Extension attribute definitions of the simulated server.
@@ -125,6 +182,8 @@ pub struct SimComputer {
     pub username: String,
     pub ip: String,
     pub apps: usize,
+    /// Application updates so far: each inventory report updates one application.
+    pub app_updates: u32,
     pub ea_values: [String; 2],
     /// Bumped whenever the device "submits inventory", so each report changes the record.
     pub revision: u64,
@@ -155,13 +214,50 @@ impl SimComputer {
             supervised: rng.bool(),
             username: user,
             ip: format!("10.{}.{}.{}", rng.u8(..), rng.u8(..), rng.u8(1..255)),
-            apps: rng.usize(2..APPS.len() + 1),
+            apps: rng.usize(40..APPS.len().min(60) + 1),
             ea_values: [
                 format!("D{:03}", rng.u16(0..500)),
                 ["Normal", "Service Recommended"][rng.usize(0..2)].to_string(),
             ],
+            app_updates: 0,
             revision: 0,
         }
+    }
+
+    /// The version of application `i` on this Mac: a major per app and Mac (so versions
+    /// differ across the fleet), a patch level that rises by one each time the app updates.
+    pub fn app_version(&self, i: usize) -> String {
+        let apps = self.apps.max(1) as u32;
+        let updates = self.app_updates / apps + u32::from((i as u32) < self.app_updates % apps);
+        let major = 100 + (self.id as usize * 7 + i * 13) % 40;
+        format!("{major}.{}.{updates}", i % 10)
+    }
+
+    /// The applications installed: `(name, bundle id, version)`, in the order Jamf lists them.
+    pub fn applications(&self) -> Vec<(&'static str, &'static str, String)> {
+        APPS.iter()
+            .take(self.apps)
+            .enumerate()
+            .map(|(i, (name, bundle))| (*name, *bundle, self.app_version(i)))
+            .collect()
+    }
+
+    /// The groups this Mac is a member of: `(id, name, smart)`; "macOS 15" follows the OS.
+    pub fn groups(&self) -> Vec<(&'static str, &'static str, bool)> {
+        let mut g = Vec::new();
+        if self.managed {
+            g.push(("1", "All Managed Clients", true));
+        }
+        if self.id % 3 == 0 {
+            g.push(("2", "Engineering Macs", false));
+        }
+        if OS[self.os].0.starts_with("15") {
+            g.push(("3", "macOS 15", true));
+        }
+        if self.id % 7 == 0 {
+            g.push(("4", "Pilot Ring", false));
+        }
+        g
     }
 
     /// The device submits inventory now: report date moves, something in the record changes.
@@ -172,6 +268,7 @@ impl SimComputer {
         self.os = rng.usize(0..OS.len());
         self.ip = format!("10.{}.{}.{}", rng.u8(..), rng.u8(..), rng.u8(1..255));
         self.ea_values[1] = format!("rev {}", self.revision);
+        self.app_updates += 1;
     }
 
     fn ts(t: DateTime<Utc>) -> String {
@@ -311,18 +408,32 @@ impl SimComputer {
             }),
             "EXTENSION_ATTRIBUTES" => json!([self.ea(0), self.ea(1)]),
             "APPLICATIONS" => Value::Array(
-                APPS.iter()
-                    .take(self.apps)
-                    .map(|(name, bundle)| {
+                self.applications()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (name, bundle, version))| {
                         json!({
                             "name": name,
                             "path": format!("/Applications/{name}"),
-                            "version": "1.0",
-                            "macAppStore": false,
-                            "sizeMegabytes": 120,
+                            "version": version,
+                            "macAppStore": i % 9 == 3,
+                            "sizeMegabytes": 20 + (i * 37) % 900,
                             "bundleId": bundle,
                             "updateAvailable": false,
                             "externalVersionId": "0"
+                        })
+                    })
+                    .collect(),
+            ),
+            "GROUP_MEMBERSHIPS" => Value::Array(
+                self.groups()
+                    .into_iter()
+                    .map(|(id, name, smart)| {
+                        json!({
+                            "groupId": id,
+                            "groupName": name,
+                            "groupDescription": "",
+                            "smartGroup": smart
                         })
                     })
                     .collect(),

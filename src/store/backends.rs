@@ -107,7 +107,7 @@ macro_rules! run_columns {
     () => {
         "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
          upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error, \
-         clock_offset_ms"
+         clock_offset_ms, child_rows"
     };
 }
 
@@ -257,7 +257,7 @@ macro_rules! store_impl {
                 };
                 sqlx::query(
                     "UPDATE sync_runs SET status = $1, finished_at = $2, listed = $3, fetched = $4, \
-                     upserted = $5, unchanged = $6, failed = $7, missing = $8, error = $9, \
+                     upserted = $5, unchanged = $6, failed = $7, missing = $8, error = $9, child_rows = $14, \
                      cursor_after = $10, stale = $11, clock_offset_ms = $13 WHERE id = $12",
                 )
                 .bind(end.status.as_str())
@@ -273,6 +273,7 @@ macro_rules! store_impl {
                 .bind(c.stale)
                 .bind(end.run_id)
                 .bind(end.clock_offset_ms)
+                .bind(c.child_rows)
                 .execute(&mut *tx)
                 .await?;
                 if let Some(cursor) = cursor_after {
@@ -473,6 +474,39 @@ macro_rules! store_impl {
                 Ok(rows)
             }
 
+            async fn child_rows(
+                &self,
+                instance: &str,
+                table: &'static crate::domain::children::ChildTable,
+            ) -> Result<Vec<(i64, Vec<Option<String>>)>> {
+                use crate::domain::children::{Val, ValType};
+                use sqlx::Row;
+                let names: Vec<&str> = table.columns.iter().map(|c| c.0).collect();
+                let sql = format!(
+                    "SELECT jamf_id, {} FROM {} WHERE instance = $1 ORDER BY jamf_id",
+                    names.join(", "),
+                    table.name
+                );
+                let mut out = Vec::new();
+                for row in sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(instance)
+                    .fetch_all(&self.pool)
+                    .await?
+                {
+                    let mut values = Vec::with_capacity(names.len());
+                    for (i, (_, ty)) in table.columns.iter().enumerate() {
+                        let v = match ty {
+                            ValType::Text => Val::Text(row.try_get(i + 1)?),
+                            ValType::Bool => Val::Bool(row.try_get(i + 1)?),
+                            ValType::Int => Val::Int(row.try_get(i + 1)?),
+                        };
+                        values.push(v.as_text());
+                    }
+                    out.push((row.try_get(0)?, values));
+                }
+                Ok(out)
+            }
+
             async fn prune_history(&self, before: DateTime<Utc>) -> Result<u64> {
                 Ok(sqlx::query("DELETE FROM inventory_changes WHERE recorded_at < $1")
                     .bind(before)
@@ -491,8 +525,24 @@ macro_rules! store_impl {
             }
 
             async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
-                // Attributes and devices go together or not at all.
+                // Attributes, child rows and devices go together or not at all.
                 let mut tx = self.begin_write().await?;
+                let tables = crate::domain::children::ALL
+                    .iter()
+                    .filter(|t| t.device_type == kind.device_type());
+                for table in tables {
+                    Self::execute_in_chunks(&mut tx, ids, |q| {
+                        q.push(format!("DELETE FROM {} WHERE instance = ", table.name));
+                        q.push_bind(instance.to_string()).push(" AND jamf_id");
+                    })
+                    .await?;
+                }
+                Self::execute_in_chunks(&mut tx, ids, |q| {
+                    q.push("DELETE FROM child_hashes WHERE device_type = ");
+                    q.push_bind(kind.device_type()).push(" AND instance = ");
+                    q.push_bind(instance.to_string()).push(" AND jamf_id");
+                })
+                .await?;
                 Self::execute_in_chunks(&mut tx, ids, |q| {
                     q.push("DELETE FROM extension_attributes WHERE device_type = ");
                     q.push_bind(kind.device_type()).push(" AND instance = ");

@@ -100,6 +100,8 @@ pub struct PageOutcome {
     pub unchanged: i64,
     /// Not written: the stored copy is newer.
     pub stale: i64,
+    /// Child table rows written.
+    pub child_rows: i64,
 }
 
 /// Whether a copy may replace the stored one (the invariant the upsert's SQL guard enforces;
@@ -210,6 +212,7 @@ from_row_by_name!(RunCounts {
     stale: i64,
     failed: i64,
     missing: i64,
+    child_rows: i64,
 });
 
 from_row_by_name!(DeviceInfo {
@@ -357,6 +360,12 @@ store_api! {
     /// A device's change history (by serial number, UDID or Jamf id; of one kind when
     /// given), oldest first.
     fn device_history(instance: &str, key: &str, kind: Option<Kind>) -> Vec<ChangeRow>;
+    /// Every row of a child table for this instance, `(jamf_id, values as text)` in the
+    /// table's column order, by device.
+    fn child_rows(
+        instance: &str,
+        table: &'static crate::domain::children::ChildTable
+    ) -> Vec<(i64, Vec<Option<String>>)>;
     /// Removes history rows recorded before `before`; returns how many.
     fn prune_history(before: DateTime<Utc>) -> u64;
     /// Removes these devices and their extension attributes; returns how many.

@@ -157,6 +157,25 @@ macro_rules! writer_impl {
                         Self::record_changes(&mut tx, instance, R::KIND, &changes, run_id, now)
                             .await?;
                     }
+                    let written_records: Vec<&R> = changed
+                        .iter()
+                        .copied()
+                        .filter(|r| written.ids.contains(&r.jamf_id()) && !r.children().is_empty())
+                        .collect();
+                    if !written_records.is_empty() {
+                        let known: std::collections::HashSet<i64> =
+                            before.keys().copied().collect();
+                        outcome.child_rows += Self::replace_children(
+                            &mut tx,
+                            instance,
+                            &written_records,
+                            &known,
+                            history,
+                            run_id,
+                            now,
+                        )
+                        .await?;
+                    }
                     outcome.upserted += written.ids.len() as i64;
                     outcome.stale += (changed.len() - written.ids.len()) as i64;
                     if !written.ids.is_empty() {
@@ -196,9 +215,10 @@ macro_rules! writer_impl {
                     total.upserted += outcome.upserted;
                     total.unchanged += outcome.unchanged;
                     total.stale += outcome.stale;
+                    total.child_rows += outcome.child_rows;
                     sqlx::query(
                         "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, \
-                         unchanged = $4, stale = $5, failed = $6, missing = $7, \
+                         unchanged = $4, stale = $5, failed = $6, missing = $7, child_rows = $10, \
                          last_id = CASE WHEN last_id IS NULL OR $8 > last_id \
                          THEN COALESCE($8, last_id) ELSE last_id END WHERE id = $9",
                     )
@@ -211,6 +231,7 @@ macro_rules! writer_impl {
                     .bind(total.missing)
                     .bind(p.last_id)
                     .bind(p.run_id)
+                    .bind(total.child_rows)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -301,6 +322,180 @@ macro_rules! writer_impl {
                     }
                 }
                 Ok(out)
+            }
+
+            /// Replaces the child rows of the written devices whose section changed (by
+            /// `child_hashes`); a section a record does not carry is left alone. With history
+            /// on, a table's keyed values of devices in `known` (stored before, with rows
+            /// filled before) become change rows. Returns the rows written.
+            #[allow(clippy::too_many_arguments)]
+            async fn replace_children<R: DeviceRecord>(
+                tx: &mut Tx<Self>,
+                instance: &str,
+                written: &[&R],
+                known: &std::collections::HashSet<i64>,
+                history: &HistoryConfig,
+                run_id: Option<i64>,
+                now: DateTime<Utc>,
+            ) -> Result<i64> {
+                use crate::domain::children::{ChildTable, Children, Val};
+                let device_type = R::KIND.device_type();
+                let mut tables: Vec<&'static ChildTable> = Vec::new();
+                for r in written {
+                    for c in r.children() {
+                        if !tables.iter().any(|t| std::ptr::eq(*t, c.table)) {
+                            tables.push(c.table);
+                        }
+                    }
+                }
+                let mut rows_written = 0i64;
+                for table in tables {
+                    let with: Vec<(&R, &Children)> = written
+                        .iter()
+                        .filter_map(|r| {
+                            r.children()
+                                .iter()
+                                .find(|c| std::ptr::eq(c.table, table))
+                                .map(|c| (*r, c))
+                        })
+                        .collect();
+                    let ids: Vec<i64> = with.iter().map(|(r, _)| r.jamf_id()).collect();
+                    let mut q = QueryBuilder::new(
+                        "SELECT jamf_id, hash FROM child_hashes WHERE device_type = ",
+                    );
+                    q.push_bind(device_type).push(" AND child = ").push_bind(table.name);
+                    q.push(" AND instance = ").push_bind(instance.to_string());
+                    q.push(" AND jamf_id");
+                    push_ids(&mut q, &ids);
+                    let stored: std::collections::HashMap<i64, i64> = q
+                        .build_query_as::<(i64, i64)>()
+                        .fetch_all(&mut **tx)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    let changed: Vec<(&R, &Children, i64)> = with
+                        .into_iter()
+                        .map(|(r, c)| (r, c, c.hash()))
+                        .filter(|(r, _, h)| stored.get(&r.jamf_id()) != Some(h))
+                        .collect();
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    let changed_ids: Vec<i64> = changed.iter().map(|(r, _, _)| r.jamf_id()).collect();
+                    if let Some(h) = table.history.filter(|_| history.enabled) {
+                        // A device without a stored hash has its rows filled for the first time
+                        // (new, or stored before child tables existed): nothing to compare.
+                        let compared: Vec<i64> = changed_ids
+                            .iter()
+                            .copied()
+                            .filter(|id| known.contains(id) && stored.contains_key(id))
+                            .collect();
+                        if !compared.is_empty() {
+                            let col = |i: usize| table.columns.get(i).map_or("NULL", |c| c.0);
+                            let mut q = QueryBuilder::new(format!(
+                                "SELECT jamf_id, {}, {}, {} FROM {} WHERE instance = ",
+                                col(h.key),
+                                col(h.fallback),
+                                col(h.value),
+                                table.name
+                            ));
+                            q.push_bind(instance.to_string()).push(" AND jamf_id");
+                            push_ids(&mut q, &compared);
+                            let old_rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> =
+                                q.build_query_as().fetch_all(&mut **tx).await?;
+                            let mut old: std::collections::HashMap<
+                                i64,
+                                std::collections::BTreeMap<String, Option<String>>,
+                            > = std::collections::HashMap::new();
+                            for (id, key, fallback, value) in old_rows {
+                                let Some(key) = key.filter(|k| !k.is_empty()).or(fallback) else {
+                                    continue;
+                                };
+                                old.entry(id).or_default().insert(key, value);
+                            }
+                            let mut changes = Vec::new();
+                            for (r, c, _) in &changed {
+                                if !compared.contains(&r.jamf_id()) {
+                                    continue;
+                                }
+                                let before = old.remove(&r.jamf_id()).unwrap_or_default();
+                                let after = c.history_values();
+                                let keys: std::collections::BTreeSet<&String> =
+                                    before.keys().chain(after.keys()).collect();
+                                for key in keys {
+                                    let was = before.get(key).cloned().flatten();
+                                    let now_v = after.get(key).cloned().flatten();
+                                    let present = (before.contains_key(key), after.contains_key(key));
+                                    let field = format!("{}{}", h.prefix, key);
+                                    if (was != now_v || present.0 != present.1)
+                                        && !history.excludes(&field)
+                                    {
+                                        changes.push((
+                                            super::history::Change {
+                                                jamf_id: r.jamf_id(),
+                                                field,
+                                                old: was,
+                                                new: now_v,
+                                            },
+                                            r.as_of(),
+                                        ));
+                                    }
+                                }
+                            }
+                            Self::record_changes(tx, instance, R::KIND, &changes, run_id, now)
+                                .await?;
+                        }
+                    }
+                    let mut q =
+                        QueryBuilder::new(format!("DELETE FROM {} WHERE instance = ", table.name));
+                    q.push_bind(instance.to_string()).push(" AND jamf_id");
+                    push_ids(&mut q, &changed_ids);
+                    q.build().execute(&mut **tx).await?;
+                    let rows: Vec<(i64, &Vec<Val>)> = changed
+                        .iter()
+                        .flat_map(|(r, c, _)| c.rows.iter().map(move |row| (r.jamf_id(), row)))
+                        .collect();
+                    let per_statement = (30_000 / (table.columns.len() + 2)).max(1);
+                    let names: Vec<&str> = table.columns.iter().map(|c| c.0).collect();
+                    for part in rows.chunks(per_statement) {
+                        let mut q = QueryBuilder::new(format!(
+                            "INSERT INTO {} (instance, jamf_id, {}) ",
+                            table.name,
+                            names.join(", ")
+                        ));
+                        q.push_values(part.iter(), |mut b, (id, row)| {
+                            b.push_bind(instance.to_string()).push_bind(*id);
+                            for (i, _) in table.columns.iter().enumerate() {
+                                match row.get(i) {
+                                    Some(Val::Text(v)) => b.push_bind(v.clone()),
+                                    Some(Val::Bool(v)) => b.push_bind(*v),
+                                    Some(Val::Int(v)) => b.push_bind(*v),
+                                    None => b.push_bind(None::<String>),
+                                };
+                            }
+                        });
+                        q.build().execute(&mut **tx).await?;
+                    }
+                    rows_written += rows.len() as i64;
+                    for part in changed.chunks(CHUNK) {
+                        let mut q = QueryBuilder::new(
+                            "INSERT INTO child_hashes (instance, device_type, jamf_id, child, hash) ",
+                        );
+                        q.push_values(part.iter(), |mut b, (r, _, hash)| {
+                            b.push_bind(instance.to_string())
+                                .push_bind(device_type)
+                                .push_bind(r.jamf_id())
+                                .push_bind(table.name)
+                                .push_bind(*hash);
+                        });
+                        q.push(
+                            " ON CONFLICT (instance, device_type, child, jamf_id) \
+                             DO UPDATE SET hash = excluded.hash",
+                        );
+                        q.build().execute(&mut **tx).await?;
+                    }
+                }
+                Ok(rows_written)
             }
 
             /// Appends change rows (each with its record's report date) to the history.

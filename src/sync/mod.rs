@@ -488,9 +488,6 @@ impl<S: Store> Engine<S> {
             })
             .await?;
         self.remember_pacing().await;
-        if status == RunStatus::Succeeded {
-            self.prune_history().await;
-        }
         let summary = RunSummary {
             run_id,
             kind,
@@ -503,6 +500,11 @@ impl<S: Store> Engine<S> {
             error,
         };
         record_run_metrics(&summary);
+        // After the metrics: a scrape that sees the run finished in the database sees it
+        // counted.
+        if status == RunStatus::Succeeded {
+            self.prune_history().await;
+        }
         span.in_scope(|| {
             if !summary.succeeded() {
                 tracing::error!("{summary}");

@@ -487,6 +487,7 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
                 next.upserted += outcome.upserted;
                 next.unchanged += outcome.unchanged;
                 next.stale += outcome.stale;
+                next.child_rows += outcome.child_rows;
                 counts = next;
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();

@@ -209,6 +209,7 @@ impl<S: Store> Engine<S> {
                         stale: 0,
                         failed: summary.refused,
                         missing: summary.deleted,
+                        child_rows: 0,
                     },
                     error: summary.error.clone(),
                     cursor_after: None,

@@ -132,6 +132,21 @@ async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
         "{status}"
     );
 
+    // A run is counted just after its row is finished: wait for the third count.
+    d.wait_for(20, "three successful runs counted", || async {
+        let Some((200, text)) = d.get("/metrics").await else {
+            return false;
+        };
+        let counted: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("jamf_sync_runs_total{") && l.contains("result=\"succeeded\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        counted >= 3.0
+    })
+    .await;
     let (code, text) = d.get("/metrics").await.expect("metrics");
     assert_eq!(code, 200);
     let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();

@@ -26,6 +26,7 @@ macro_rules! both_backends {
 }
 
 mod app;
+mod children;
 mod cli;
 mod commands;
 mod daemon;

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use jamf_sync::jamf::models::{
-    AuthTokenV1, ComputerGeneral, ComputerHardware, ComputerOperatingSystem, ComputerRecord,
-    ComputerUserAndLocation, ExtensionAttribute, JamfProVersion, OAuthTokenResponse,
-    RemoteManagement,
+    AuthTokenV1, ComputerApplication, ComputerGeneral, ComputerHardware, ComputerOperatingSystem,
+    ComputerRecord, ComputerUserAndLocation, ExtensionAttribute, GroupMembership, JamfProVersion,
+    OAuthTokenResponse, RemoteManagement,
 };
 use jamf_sync::simulator::SimConfig;
 use serde_json::{json, Value};
@@ -460,8 +460,32 @@ fn client_models_match_jamfs_schema() {
             extension_attributes: Some(vec![ea.clone()]),
         }),
         extension_attributes: Some(vec![ea.clone()]),
+        applications: Some(vec![ComputerApplication {
+            name: Some("A.app".into()),
+            path: Some("/Applications/A.app".into()),
+            version: Some("1.0".into()),
+            bundle_id: Some("com.a".into()),
+            mac_app_store: Some(false),
+            size_megabytes: Some(12),
+            update_available: Some(false),
+        }]),
+        group_memberships: Some(vec![GroupMembership {
+            group_id: Some("1".into()),
+            group_name: Some("All".into()),
+            smart_group: Some(true),
+        }]),
     };
     let v = serde_json::to_value(&rec).expect("serialize");
+    assert_subset(
+        "ComputerApplication",
+        &keys(&v["applications"][0]),
+        &union("ComputerApplicationV3", "ComputerApplication"),
+    );
+    assert_subset(
+        "GroupMembership",
+        &keys(&v["groupMemberships"][0]),
+        &checker.properties("GroupMembership"),
+    );
     assert_subset(
         "ComputerRecord",
         &keys(&v),

@@ -1,0 +1,192 @@
+//! Child tables: the lists inside a device record (applications, group memberships, …) as
+//! rows of their own tables, one table per list.
+//!
+//! Invariants:
+//! - a record carries a [`Children`] for a table only when the section behind it was in the
+//!   answer: a section not asked for leaves its table as it was (the store never empties a
+//!   table for a missing section);
+//! - [`Children::hash`] depends only on the rows, in order: the store rewrites a device's rows
+//!   only when it changed;
+//! - every table's first two columns are `instance, jamf_id`, followed by
+//!   [`ChildTable::columns`] in order.
+
+/// How a child column is typed in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValType {
+    Text,
+    Bool,
+    Int,
+}
+
+/// One child column value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Val {
+    Text(Option<String>),
+    Bool(Option<bool>),
+    Int(Option<i64>),
+}
+
+impl Val {
+    pub fn as_text(&self) -> Option<String> {
+        match self {
+            Val::Text(v) => v.clone(),
+            Val::Bool(v) => v.map(|b| b.to_string()),
+            Val::Int(v) => v.map(|i| i.to_string()),
+        }
+    }
+}
+
+/// What the change history records of a child table: one row per key (`field =
+/// "<prefix><key>"`) whose value appeared, went or changed.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildHistory {
+    pub prefix: &'static str,
+    /// The column that names a row (e.g. the bundle id).
+    pub key: usize,
+    /// Used when `key` is empty (e.g. the application's name).
+    pub fallback: usize,
+    /// The column whose change is recorded (e.g. the version).
+    pub value: usize,
+}
+
+/// A child table's shape.
+#[derive(Debug)]
+pub struct ChildTable {
+    pub name: &'static str,
+    /// The kind whose devices own the rows (`Kind::device_type`).
+    pub device_type: &'static str,
+    pub columns: &'static [(&'static str, ValType)],
+    pub history: Option<ChildHistory>,
+}
+
+/// One device's rows of one child table.
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub table: &'static ChildTable,
+    pub rows: Vec<Vec<Val>>,
+}
+
+impl Children {
+    /// A stable hash of the rows.
+    pub fn hash(&self) -> i64 {
+        let mut text = String::new();
+        for row in &self.rows {
+            for v in row {
+                match v.as_text() {
+                    Some(t) => {
+                        text.push('+');
+                        text.push_str(&t.replace('\\', "\\\\").replace('\u{1f}', "\\u"));
+                    }
+                    None => text.push('-'),
+                }
+                text.push('\u{1f}');
+            }
+            text.push('\n');
+        }
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64
+    }
+
+    /// `key → value` as the change history compares them.
+    pub fn history_values(&self) -> std::collections::BTreeMap<String, Option<String>> {
+        let Some(h) = self.table.history else {
+            return Default::default();
+        };
+        self.rows
+            .iter()
+            .filter_map(|row| {
+                let key = row
+                    .get(h.key)
+                    .and_then(Val::as_text)
+                    .filter(|k| !k.is_empty())
+                    .or_else(|| row.get(h.fallback).and_then(Val::as_text))?;
+                Some((key, row.get(h.value).and_then(Val::as_text)))
+            })
+            .collect()
+    }
+}
+
+/// `computer_applications`: the APPLICATIONS section.
+pub static COMPUTER_APPLICATIONS: ChildTable = ChildTable {
+    name: "computer_applications",
+    device_type: "computer",
+    columns: &[
+        ("name", ValType::Text),
+        ("path", ValType::Text),
+        ("version", ValType::Text),
+        ("bundle_id", ValType::Text),
+        ("mac_app_store", ValType::Bool),
+        ("size_megabytes", ValType::Int),
+        ("update_available", ValType::Bool),
+    ],
+    history: Some(ChildHistory {
+        prefix: "app:",
+        key: 3,
+        fallback: 0,
+        value: 2,
+    }),
+};
+
+/// `computer_group_memberships`: the GROUP_MEMBERSHIPS section.
+pub static COMPUTER_GROUP_MEMBERSHIPS: ChildTable = ChildTable {
+    name: "computer_group_memberships",
+    device_type: "computer",
+    columns: &[
+        ("group_id", ValType::Text),
+        ("group_name", ValType::Text),
+        ("smart", ValType::Bool),
+    ],
+    history: None,
+};
+
+/// Every child table, for purging a device's rows.
+pub static ALL: &[&ChildTable] = &[&COMPUTER_APPLICATIONS, &COMPUTER_GROUP_MEMBERSHIPS];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(bundle: &str, name: &str, version: &str) -> Vec<Val> {
+        vec![
+            Val::Text(Some(name.into())),
+            Val::Text(Some(format!("/Applications/{name}"))),
+            Val::Text(Some(version.into())),
+            Val::Text(Some(bundle.into())),
+            Val::Bool(Some(false)),
+            Val::Int(Some(12)),
+            Val::Bool(None),
+        ]
+    }
+
+    #[test]
+    fn the_hash_follows_the_rows_and_history_keys_fall_back_to_the_name() {
+        let a = Children {
+            table: &COMPUTER_APPLICATIONS,
+            rows: vec![app("com.a", "A.app", "1.0"), app("", "B.app", "2.0")],
+        };
+        let mut b = a.clone();
+        assert_eq!(a.hash(), b.hash());
+        b.rows[0][2] = Val::Text(Some("1.1".into()));
+        assert_ne!(a.hash(), b.hash());
+        // A value that contains the separators does not collide with two values.
+        let c = Children {
+            table: &COMPUTER_GROUP_MEMBERSHIPS,
+            rows: vec![vec![
+                Val::Text(Some("1\u{1f}+x".into())),
+                Val::Text(None),
+                Val::Bool(None),
+            ]],
+        };
+        let d = Children {
+            table: &COMPUTER_GROUP_MEMBERSHIPS,
+            rows: vec![vec![
+                Val::Text(Some("1".into())),
+                Val::Text(Some("x".into())),
+                Val::Bool(None),
+            ]],
+        };
+        assert_ne!(c.hash(), d.hash());
+        let h = a.history_values();
+        assert_eq!(h.get("com.a"), Some(&Some("1.0".to_string())));
+        assert_eq!(h.get("B.app"), Some(&Some("2.0".to_string())));
+    }
+}
