@@ -33,7 +33,7 @@ use crate::config::{
     RetryConfig,
 };
 use crate::domain::{Kind, Trigger};
-use crate::store::Db;
+use crate::store::{Db, Store};
 use crate::sync::SyncOptions;
 
 /// One line of the report.
@@ -358,6 +358,73 @@ async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> a
     })
 }
 
+/// CPU-bound with the APPLICATIONS section (40–60 applications a Mac): a full sync (records/s,
+/// child rows, database size), the same full sync again with nothing changed (no child row
+/// may be written), and a delta after 1% reported (each report updates one application).
+async fn apps_rows(
+    backend: &Backend,
+    devices: usize,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<Row>> {
+    let sim = SimChild::start(devices, 0, 0, 0)?;
+    let db = Arc::new(
+        Db::connect(
+            &DatabaseUrl::parse(SecretString::from(backend.url.clone()))?,
+            5,
+        )
+        .await?,
+    );
+    let mut cfg = Config::default();
+    cfg.sync.strategy = FetchStrategy::Inline;
+    cfg.sync.sections.push("APPLICATIONS".into());
+    let app = App::build(&cfg, settings(&sim.url, 5, true)?, db)?;
+    let mut rows = Vec::new();
+    for step in ["full", "full, nothing changed", "delta, 1% reported"] {
+        if step.starts_with("delta") {
+            sim.touch(http, devices / 100).await?;
+        }
+        let before = sim.requests(http).await?;
+        let cpu0 = cpu_secs();
+        let t0 = Instant::now();
+        let s = app
+            .engine
+            .sync(
+                Kind::Computers,
+                SyncOptions::new(step.starts_with("full"), Trigger::Cli),
+            )
+            .await?;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs() - cpu0;
+        let requests = sim.requests(http).await? - before - 1;
+        if !s.succeeded() {
+            return Err(anyhow!("{s}"));
+        }
+        let bytes = app.db.database_bytes().await?;
+        rows.push(Row {
+            scenario: "apps".into(),
+            backend: backend.name.into(),
+            devices,
+            latency_ms: 0,
+            wall_secs: wall,
+            requests,
+            bound_secs: None,
+            bound_ratio: None,
+            records_per_sec: Some(s.counts.fetched as f64 / wall),
+            cpu_secs_per_1000: Some(cpu * 1000.0 / s.counts.fetched.max(1) as f64),
+            peak_rss_mb: None,
+            note: format!(
+                "{step}: default sections + APPLICATIONS; upserted {}, child rows written {}, \
+                 database {:.0} MB",
+                s.counts.upserted,
+                s.counts.child_rows,
+                bytes as f64 / 1e6
+            ),
+        });
+    }
+    app.db.close().await;
+    Ok(rows)
+}
+
 /// How a busy-server run starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Start {
@@ -640,6 +707,8 @@ enum MemoryJob {
     /// `reconcile --only mobile-devices` on an empty database: every listed device is
     /// "missing here" and fetched.
     MobileReconcile,
+    /// `sync --only computers` with APPLICATIONS (40–60 applications a Mac).
+    ComputersApps,
 }
 
 /// Peak RSS of a separate `jamf-sync` process (it reports `VmHWM` when asked).
@@ -663,6 +732,18 @@ async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
             &["reconcile", "--only", "mobile-devices"],
             "`reconcile` of mobile devices into an empty database",
         ),
+        MemoryJob::ComputersApps => (
+            devices,
+            0,
+            &["sync", "--only", "computers"],
+            "`sync`, computers inline, default sections + APPLICATIONS",
+        ),
+    };
+    let sections = match job {
+        MemoryJob::ComputersApps => {
+            "GENERAL,HARDWARE,OPERATING_SYSTEM,USER_AND_LOCATION,EXTENSION_ATTRIBUTES,APPLICATIONS"
+        }
+        _ => "GENERAL,HARDWARE,OPERATING_SYSTEM,USER_AND_LOCATION,EXTENSION_ATTRIBUTES",
     };
     let sim = SimChild::start(computers, mobiles, 0, 0)?;
     let backend = fresh_backend("sqlite", None).await?;
@@ -675,6 +756,7 @@ async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
         .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
         .env("JAMF_SYNC__DATABASE__URL", &backend.url)
         .env("JAMF_SYNC_REPORT_PEAK_RSS", "1")
+        .env("JAMF_SYNC__SYNC__SECTIONS", sections)
         .env("RUST_LOG", "warn")
         .output()?;
     let wall = t0.elapsed().as_secs_f64();
@@ -755,6 +837,17 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
             let b = fresh().await?;
             push(cpu_row(&b, 20000, &http).await, &format!("cpu {name}"));
         }
+        if wants("apps") {
+            let b = fresh().await?;
+            match apps_rows(&b, 20_000, &http).await {
+                Ok(rows) => {
+                    for row in rows {
+                        push(Ok(row), &format!("apps {name}"));
+                    }
+                }
+                Err(e) => push(Err(e), &format!("apps {name}")),
+            }
+        }
         if wants("delta") {
             let b = fresh().await?;
             push(delta_row(&b, 20000, &http).await, &format!("delta {name}"));
@@ -833,6 +926,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
             MemoryJob::Computers,
             MemoryJob::MobileSearch,
             MemoryJob::MobileReconcile,
+            MemoryJob::ComputersApps,
         ] {
             for n in &sizes {
                 push(memory_row(*n, job).await, &format!("memory {job:?} {n}"));

@@ -186,7 +186,7 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (latency, sequential, cpu, delta, memory, busy, mixed); all when
+    /// Scenarios to run (latency, sequential, cpu, apps, delta, memory, busy, mixed); all when
     /// absent.
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,

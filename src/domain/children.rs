@@ -16,6 +16,7 @@ pub enum ValType {
     Text,
     Bool,
     Int,
+    Time,
 }
 
 /// One child column value.
@@ -24,6 +25,7 @@ pub enum Val {
     Text(Option<String>),
     Bool(Option<bool>),
     Int(Option<i64>),
+    Time(Option<chrono::DateTime<chrono::Utc>>),
 }
 
 impl Val {
@@ -32,6 +34,7 @@ impl Val {
             Val::Text(v) => v.clone(),
             Val::Bool(v) => v.map(|b| b.to_string()),
             Val::Int(v) => v.map(|i| i.to_string()),
+            Val::Time(v) => v.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         }
     }
 }
@@ -138,8 +141,66 @@ pub static COMPUTER_GROUP_MEMBERSHIPS: ChildTable = ChildTable {
     history: None,
 };
 
+/// `computer_configuration_profiles`: the CONFIGURATION_PROFILES section.
+pub static COMPUTER_CONFIGURATION_PROFILES: ChildTable = ChildTable {
+    name: "computer_configuration_profiles",
+    device_type: "computer",
+    columns: &[
+        ("profile_id", ValType::Text),
+        ("display_name", ValType::Text),
+        ("profile_identifier", ValType::Text),
+        ("uuid", ValType::Text),
+        ("username", ValType::Text),
+        ("removable", ValType::Bool),
+        ("last_installed", ValType::Time),
+    ],
+    history: None,
+};
+
+/// `computer_local_user_accounts`: the LOCAL_USER_ACCOUNTS section.
+pub static COMPUTER_LOCAL_USER_ACCOUNTS: ChildTable = ChildTable {
+    name: "computer_local_user_accounts",
+    device_type: "computer",
+    columns: &[
+        ("uid", ValType::Text),
+        ("user_guid", ValType::Text),
+        ("username", ValType::Text),
+        ("full_name", ValType::Text),
+        ("admin", ValType::Bool),
+        ("home_directory", ValType::Text),
+        ("file_vault2_enabled", ValType::Bool),
+        ("user_account_type", ValType::Text),
+    ],
+    history: None,
+};
+
+/// `computer_certificates`: the CERTIFICATES section.
+pub static COMPUTER_CERTIFICATES: ChildTable = ChildTable {
+    name: "computer_certificates",
+    device_type: "computer",
+    columns: &[
+        ("common_name", ValType::Text),
+        ("subject_name", ValType::Text),
+        ("serial_number", ValType::Text),
+        ("sha1_fingerprint", ValType::Text),
+        ("identity", ValType::Bool),
+        ("username", ValType::Text),
+        ("lifecycle_status", ValType::Text),
+        ("certificate_status", ValType::Text),
+        ("issued_date", ValType::Time),
+        ("expiration_date", ValType::Time),
+    ],
+    history: None,
+};
+
 /// Every child table, for purging a device's rows.
-pub static ALL: &[&ChildTable] = &[&COMPUTER_APPLICATIONS, &COMPUTER_GROUP_MEMBERSHIPS];
+pub static ALL: &[&ChildTable] = &[
+    &COMPUTER_APPLICATIONS,
+    &COMPUTER_GROUP_MEMBERSHIPS,
+    &COMPUTER_CONFIGURATION_PROFILES,
+    &COMPUTER_LOCAL_USER_ACCOUNTS,
+    &COMPUTER_CERTIFICATES,
+];
 
 #[cfg(test)]
 mod tests {

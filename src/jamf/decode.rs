@@ -13,7 +13,8 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde_json::value::RawValue;
 
 use super::models::{
-    ComputerApplication, ComputerRecord, GroupMembership, MobileDeviceXml, ProMobileDevice,
+    ComputerApplication, ComputerCertificate, ComputerConfigurationProfile,
+    ComputerLocalUserAccount, ComputerRecord, GroupMembership, MobileDeviceXml, ProMobileDevice,
 };
 use super::xml::xml_to_json;
 use crate::domain::children::{self, Children, Val};
@@ -206,19 +207,108 @@ pub fn computer(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<Computer, R
         report_date,
         last_contact,
         extension_attributes: eas,
-        children: computer_children(rec.applications, rec.group_memberships),
+        children: computer_children(ChildSections {
+            apps: rec.applications,
+            groups: rec.group_memberships,
+            profiles: rec.configuration_profiles,
+            accounts: rec.local_user_accounts,
+            certificates: rec.certificates,
+        }),
         raw_hash: hash_raw(text),
         raw: text.to_string(),
         fetched_at,
     })
 }
 
-/// The child rows of the list sections present in a computer record.
-fn computer_children(
+/// The list sections of a computer record that have child tables.
+struct ChildSections {
     apps: Option<Vec<ComputerApplication>>,
     groups: Option<Vec<GroupMembership>>,
-) -> Vec<Children> {
+    profiles: Option<Vec<ComputerConfigurationProfile>>,
+    accounts: Option<Vec<ComputerLocalUserAccount>>,
+    certificates: Option<Vec<ComputerCertificate>>,
+}
+
+/// A child row's timestamp: one Jamf sends malformed is stored as NULL (the row is kept).
+fn child_time(v: Option<String>) -> Val {
+    Val::Time(v.as_deref().and_then(parse_jamf_time))
+}
+
+/// The child rows of the list sections present in a computer record.
+fn computer_children(sections: ChildSections) -> Vec<Children> {
+    let ChildSections {
+        apps,
+        groups,
+        profiles,
+        accounts,
+        certificates,
+    } = sections;
     let mut out = Vec::new();
+    let mut push = |table, rows: Option<Vec<Vec<Val>>>| {
+        if let Some(rows) = rows {
+            out.push(Children { table, rows });
+        }
+    };
+    push(
+        &children::COMPUTER_CONFIGURATION_PROFILES,
+        profiles.map(|ps| {
+            ps.into_iter()
+                .map(|p| {
+                    vec![
+                        Val::Text(p.id),
+                        Val::Text(p.display_name),
+                        Val::Text(p.profile_identifier),
+                        Val::Text(p.uuid),
+                        Val::Text(p.username),
+                        Val::Bool(p.removable),
+                        child_time(p.last_installed),
+                    ]
+                })
+                .collect()
+        }),
+    );
+    push(
+        &children::COMPUTER_LOCAL_USER_ACCOUNTS,
+        accounts.map(|accounts| {
+            accounts
+                .into_iter()
+                .map(|a| {
+                    vec![
+                        Val::Text(a.uid),
+                        Val::Text(a.user_guid),
+                        Val::Text(a.username),
+                        Val::Text(a.full_name),
+                        Val::Bool(a.admin),
+                        Val::Text(a.home_directory),
+                        Val::Bool(a.file_vault2_enabled),
+                        Val::Text(a.user_account_type),
+                    ]
+                })
+                .collect()
+        }),
+    );
+    push(
+        &children::COMPUTER_CERTIFICATES,
+        certificates.map(|certs| {
+            certs
+                .into_iter()
+                .map(|c| {
+                    vec![
+                        Val::Text(c.common_name),
+                        Val::Text(c.subject_name),
+                        Val::Text(c.serial_number),
+                        Val::Text(c.sha1_fingerprint),
+                        Val::Bool(c.identity),
+                        Val::Text(c.username),
+                        Val::Text(c.lifecycle_status),
+                        Val::Text(c.certificate_status),
+                        child_time(c.issued_date),
+                        child_time(c.expiration_date),
+                    ]
+                })
+                .collect()
+        }),
+    );
     if let Some(apps) = apps {
         out.push(Children {
             table: &children::COMPUTER_APPLICATIONS,

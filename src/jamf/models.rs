@@ -36,6 +36,55 @@ pub struct ComputerRecord {
     pub applications: Option<Vec<ComputerApplication>>,
     /// GROUP_MEMBERSHIPS.
     pub group_memberships: Option<Vec<GroupMembership>>,
+    /// CONFIGURATION_PROFILES.
+    pub configuration_profiles: Option<Vec<ComputerConfigurationProfile>>,
+    /// LOCAL_USER_ACCOUNTS.
+    pub local_user_accounts: Option<Vec<ComputerLocalUserAccount>>,
+    /// CERTIFICATES.
+    pub certificates: Option<Vec<ComputerCertificate>>,
+}
+
+/// An installed configuration profile (`ComputerConfigurationProfile`).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputerConfigurationProfile {
+    pub id: Option<String>,
+    pub username: Option<String>,
+    pub last_installed: Option<String>,
+    pub removable: Option<bool>,
+    pub display_name: Option<String>,
+    pub profile_identifier: Option<String>,
+    pub uuid: Option<String>,
+}
+
+/// A local account on the Mac (`ComputerLocalUserAccount`).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputerLocalUserAccount {
+    pub uid: Option<String>,
+    pub user_guid: Option<String>,
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    pub admin: Option<bool>,
+    pub home_directory: Option<String>,
+    pub file_vault2_enabled: Option<bool>,
+    pub user_account_type: Option<String>,
+}
+
+/// A certificate in the Mac's keychains (`ComputerCertificate`).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputerCertificate {
+    pub common_name: Option<String>,
+    pub identity: Option<bool>,
+    pub expiration_date: Option<String>,
+    pub username: Option<String>,
+    pub lifecycle_status: Option<String>,
+    pub certificate_status: Option<String>,
+    pub subject_name: Option<String>,
+    pub serial_number: Option<String>,
+    pub sha1_fingerprint: Option<String>,
+    pub issued_date: Option<String>,
 }
 
 /// One installed application (`ComputerApplication` in Jamf's schema).

@@ -163,6 +163,16 @@ const APPS: &[(&str, &str)] = &[
     ("Zscaler.app", "com.zscaler.zscaler"),
 ];
 
+/// Configuration profiles a Mac may have: `(display name, identifier)`.
+const PROFILES: &[(&str, &str)] = &[
+    ("Wi-Fi Corporate", "com.example.wifi"),
+    ("FileVault Escrow", "com.example.filevault"),
+    ("Privacy Preferences (PPPC)", "com.example.pppc"),
+    ("Software Update Policy", "com.example.softwareupdate"),
+    ("Login Window", "com.example.loginwindow"),
+    ("Jamf Connect", "com.jamf.connect.profile"),
+];
+
 /// Extension attribute definitions of the simulated server.
 pub const EA_DEFS: &[(&str, &str)] = &[("1", "Department Code"), ("2", "Battery Health")];
 
@@ -425,6 +435,90 @@ impl SimComputer {
                     })
                     .collect(),
             ),
+            "CONFIGURATION_PROFILES" => Value::Array(
+                PROFILES
+                    .iter()
+                    .take(3 + (self.id as usize % 4))
+                    .enumerate()
+                    .map(|(i, (name, identifier))| {
+                        json!({
+                            "id": (i + 1).to_string(),
+                            "username": null,
+                            "lastInstalled": Self::ts(self.enrolled + Duration::hours(i as i64)),
+                            "removable": i % 2 == 1,
+                            "displayName": name,
+                            "profileIdentifier": identifier,
+                            "uuid": format!("{:08X}-0000-4000-8000-{:012X}", i + 1, self.id)
+                        })
+                    })
+                    .collect(),
+            ),
+            "LOCAL_USER_ACCOUNTS" => json!([
+                {
+                    "uid": "501",
+                    "userGuid": format!("{:08X}-1111-4000-8000-{:012X}", 501, self.id),
+                    "username": self.username,
+                    "fullName": format!("User {}", &self.username[4..]),
+                    "admin": self.id % 4 == 0,
+                    "homeDirectory": format!("/Users/{}", self.username),
+                    "homeDirectorySizeMb": 20480,
+                    "fileVault2Enabled": true,
+                    "userAccountType": "LOCAL",
+                    "passwordMinLength": 8,
+                    "passwordMaxAge": 0,
+                    "passwordMinComplexCharacters": 0,
+                    "passwordHistoryDepth": 0,
+                    "passwordRequireAlphanumeric": false,
+                    "computerAzureActiveDirectoryId": null,
+                    "userAzureActiveDirectoryId": null,
+                    "azureActiveDirectoryId": null
+                },
+                {
+                    "uid": "502",
+                    "userGuid": format!("{:08X}-1111-4000-8000-{:012X}", 502, self.id),
+                    "username": "localadmin",
+                    "fullName": "Local Admin",
+                    "admin": true,
+                    "homeDirectory": "/Users/localadmin",
+                    "homeDirectorySizeMb": 512,
+                    "fileVault2Enabled": false,
+                    "userAccountType": "LOCAL",
+                    "passwordMinLength": 8,
+                    "passwordMaxAge": 0,
+                    "passwordMinComplexCharacters": 0,
+                    "passwordHistoryDepth": 0,
+                    "passwordRequireAlphanumeric": false,
+                    "computerAzureActiveDirectoryId": null,
+                    "userAzureActiveDirectoryId": null,
+                    "azureActiveDirectoryId": null
+                }
+            ]),
+            "CERTIFICATES" => json!([
+                {
+                    "commonName": format!("{}", self.udid),
+                    "identity": true,
+                    "expirationDate": Self::ts(self.enrolled + Duration::days(730)),
+                    "username": "",
+                    "lifecycleStatus": "ACTIVE",
+                    "certificateStatus": "ISSUED",
+                    "subjectName": format!("CN={}, O=JAMF Software", self.udid),
+                    "serialNumber": format!("{:X}", 0x1000_0000 + self.id),
+                    "sha1Fingerprint": format!("{:040x}", self.id),
+                    "issuedDate": Self::ts(self.enrolled)
+                },
+                {
+                    "commonName": "Example Corp Root CA",
+                    "identity": false,
+                    "expirationDate": "2034-01-01T00:00:00Z",
+                    "username": "",
+                    "lifecycleStatus": "ACTIVE",
+                    "certificateStatus": "ISSUED",
+                    "subjectName": "CN=Example Corp Root CA, O=Example Corp",
+                    "serialNumber": "01",
+                    "sha1Fingerprint": "3f1d3c4a9b7e2d0c8f6a5b4e3d2c1b0a9f8e7d6c",
+                    "issuedDate": "2024-01-01T00:00:00Z"
+                }
+            ]),
             "GROUP_MEMBERSHIPS" => Value::Array(
                 self.groups()
                     .into_iter()

@@ -499,12 +499,18 @@ macro_rules! store_impl {
                             ValType::Text => Val::Text(row.try_get(i + 1)?),
                             ValType::Bool => Val::Bool(row.try_get(i + 1)?),
                             ValType::Int => Val::Int(row.try_get(i + 1)?),
+                            ValType::Time => Val::Time(row.try_get(i + 1)?),
                         };
                         values.push(v.as_text());
                     }
                     out.push((row.try_get(0)?, values));
                 }
                 Ok(out)
+            }
+
+            async fn database_bytes(&self) -> Result<i64> {
+                let (n,): (i64,) = sqlx::query_as(Self::SIZE_SQL).fetch_one(&self.pool).await?;
+                Ok(n)
             }
 
             async fn prune_history(&self, before: DateTime<Utc>) -> Result<u64> {
@@ -716,6 +722,15 @@ macro_rules! store_impl {
             }
         }
     };
+}
+
+impl SqliteStore {
+    const SIZE_SQL: &'static str =
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
+}
+
+impl PgStore {
+    const SIZE_SQL: &'static str = "SELECT pg_database_size(current_database())::bigint";
 }
 
 store_impl!(

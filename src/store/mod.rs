@@ -366,6 +366,8 @@ store_api! {
         instance: &str,
         table: &'static crate::domain::children::ChildTable
     ) -> Vec<(i64, Vec<Option<String>>)>;
+    /// The database's size on disk in bytes (SQLite: its pages; PostgreSQL: the database).
+    fn database_bytes() -> i64;
     /// Removes history rows recorded before `before`; returns how many.
     fn prune_history(before: DateTime<Utc>) -> u64;
     /// Removes these devices and their extension attributes; returns how many.

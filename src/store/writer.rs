@@ -470,6 +470,7 @@ macro_rules! writer_impl {
                                     Some(Val::Text(v)) => b.push_bind(v.clone()),
                                     Some(Val::Bool(v)) => b.push_bind(*v),
                                     Some(Val::Int(v)) => b.push_bind(*v),
+                                    Some(Val::Time(v)) => b.push_bind(*v),
                                     None => b.push_bind(None::<String>),
                                 };
                             }

@@ -5,7 +5,10 @@
 use std::collections::BTreeSet;
 
 use jamf_sync::config::{FetchStrategy, HistoryConfig};
-use jamf_sync::domain::children::{COMPUTER_APPLICATIONS, COMPUTER_GROUP_MEMBERSHIPS};
+use jamf_sync::domain::children::{
+    COMPUTER_APPLICATIONS, COMPUTER_CERTIFICATES, COMPUTER_CONFIGURATION_PROFILES,
+    COMPUTER_GROUP_MEMBERSHIPS, COMPUTER_LOCAL_USER_ACCOUNTS,
+};
 use jamf_sync::domain::Kind;
 use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::Store;
@@ -86,7 +89,13 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
     })
     .await;
     let mut cfg = helpers::sync_cfg(100, FetchStrategy::Inline);
-    cfg.sections = sections(&["APPLICATIONS", "GROUP_MEMBERSHIPS"]);
+    cfg.sections = sections(&[
+        "APPLICATIONS",
+        "GROUP_MEMBERSHIPS",
+        "CONFIGURATION_PROFILES",
+        "LOCAL_USER_ACCOUNTS",
+        "CERTIFICATES",
+    ]);
     let engine =
         helpers::engine(db, helpers::settings(&sim), cfg).with_history(HistoryConfig::default());
     let full = helpers::run(&engine, true).await;
@@ -95,9 +104,39 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
     assert!(served.len() >= 25 * 40, "at least 40 applications per Mac");
     assert_eq!(stored_apps(db).await, served);
     assert_eq!(stored_groups(db).await, sim_groups(&sim));
+    // Profiles: 3 + id % 4 a Mac; two local accounts and two certificates each.
+    let profiles: usize = (1..=25).map(|id| 3 + id % 4).sum();
+    let stored_profiles = db
+        .db
+        .child_rows("test", &COMPUTER_CONFIGURATION_PROFILES)
+        .await
+        .expect("rows");
+    assert_eq!(stored_profiles.len(), profiles);
+    assert!(stored_profiles.iter().any(|(id, v)| *id == 5
+        && v[1].as_deref() == Some("Wi-Fi Corporate")
+        && v[6].as_deref().is_some_and(|t| t.ends_with('Z'))));
+    let accounts = db
+        .db
+        .child_rows("test", &COMPUTER_LOCAL_USER_ACCOUNTS)
+        .await
+        .expect("rows");
+    assert_eq!(accounts.len(), 50);
+    let c5 = sim.computer(5).expect("5");
+    assert!(accounts
+        .iter()
+        .any(|(id, v)| *id == 5 && v[2].as_deref() == Some(c5.username.as_str())));
+    let certs = db
+        .db
+        .child_rows("test", &COMPUTER_CERTIFICATES)
+        .await
+        .expect("rows");
+    assert_eq!(certs.len(), 50);
+    assert!(certs
+        .iter()
+        .any(|(id, v)| *id == 5 && v[0].as_deref() == Some(c5.udid.as_str()) && v[9].is_some()));
     assert_eq!(
         full.counts.child_rows as usize,
-        served.len() + sim_groups(&sim).len()
+        served.len() + sim_groups(&sim).len() + profiles + 100
     );
 
     // 1: one application updates; 2: one application removed and the OS moves (a smart

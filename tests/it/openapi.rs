@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use jamf_sync::jamf::models::{
-    AuthTokenV1, ComputerApplication, ComputerGeneral, ComputerHardware, ComputerOperatingSystem,
+    AuthTokenV1, ComputerApplication, ComputerCertificate, ComputerConfigurationProfile,
+    ComputerGeneral, ComputerHardware, ComputerLocalUserAccount, ComputerOperatingSystem,
     ComputerRecord, ComputerUserAndLocation, ExtensionAttribute, GroupMembership, JamfProVersion,
     OAuthTokenResponse, RemoteManagement,
 };
@@ -474,6 +475,37 @@ fn client_models_match_jamfs_schema() {
             group_name: Some("All".into()),
             smart_group: Some(true),
         }]),
+        configuration_profiles: Some(vec![ComputerConfigurationProfile {
+            id: Some("1".into()),
+            username: Some("u".into()),
+            last_installed: Some("2025-02-15T13:46:35Z".into()),
+            removable: Some(true),
+            display_name: Some("Wi-Fi".into()),
+            profile_identifier: Some("com.example.wifi".into()),
+            uuid: Some("U".into()),
+        }]),
+        local_user_accounts: Some(vec![ComputerLocalUserAccount {
+            uid: Some("501".into()),
+            user_guid: Some("G".into()),
+            username: Some("u".into()),
+            full_name: Some("U".into()),
+            admin: Some(true),
+            home_directory: Some("/Users/u".into()),
+            file_vault2_enabled: Some(true),
+            user_account_type: Some("LOCAL".into()),
+        }]),
+        certificates: Some(vec![ComputerCertificate {
+            common_name: Some("c".into()),
+            identity: Some(true),
+            expiration_date: Some("2030-10-31T18:04:13Z".into()),
+            username: Some("u".into()),
+            lifecycle_status: Some("ACTIVE".into()),
+            certificate_status: Some("ISSUED".into()),
+            subject_name: Some("CN=c".into()),
+            serial_number: Some("1".into()),
+            sha1_fingerprint: Some("f".into()),
+            issued_date: Some("2025-02-15T13:46:35Z".into()),
+        }]),
     };
     let v = serde_json::to_value(&rec).expect("serialize");
     assert_subset(
@@ -481,6 +513,21 @@ fn client_models_match_jamfs_schema() {
         &keys(&v["applications"][0]),
         &union("ComputerApplicationV3", "ComputerApplication"),
     );
+    for (model, key, schema) in [
+        (
+            "ComputerConfigurationProfile",
+            "configurationProfiles",
+            "ComputerConfigurationProfile",
+        ),
+        (
+            "ComputerLocalUserAccount",
+            "localUserAccounts",
+            "ComputerLocalUserAccount",
+        ),
+        ("ComputerCertificate", "certificates", "ComputerCertificate"),
+    ] {
+        assert_subset(model, &keys(&v[key][0]), &checker.properties(schema));
+    }
     assert_subset(
         "GroupMembership",
         &keys(&v["groupMemberships"][0]),
