@@ -10,11 +10,13 @@ CREATE TABLE computer_applications (
     bundle_id        TEXT,
     mac_app_store    INTEGER,
     size_megabytes   INTEGER,
-    update_available INTEGER
+    update_available INTEGER,
+    -- The version's leading number ("130" of "130.0.6723.92"), for range questions.
+    version_major    INTEGER
 );
 CREATE INDEX computer_applications_device ON computer_applications (instance, jamf_id);
 CREATE INDEX computer_applications_name ON computer_applications (name, version);
-CREATE INDEX computer_applications_bundle_id ON computer_applications (bundle_id, version);
+CREATE INDEX computer_applications_bundle_id ON computer_applications (bundle_id, version_major);
 
 CREATE TABLE computer_group_memberships (
     instance   TEXT    NOT NULL,

@@ -28,6 +28,16 @@ pub enum Val {
     Time(Option<chrono::DateTime<chrono::Utc>>),
 }
 
+/// The leading number of a version string (`130` of `130.0.6723.92`, `5` of `5.2b3`).
+pub fn version_major(version: Option<&str>) -> Option<i64> {
+    let digits: String = version?
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 impl Val {
     pub fn as_text(&self) -> Option<String> {
         match self {
@@ -120,6 +130,7 @@ pub static COMPUTER_APPLICATIONS: ChildTable = ChildTable {
         ("mac_app_store", ValType::Bool),
         ("size_megabytes", ValType::Int),
         ("update_available", ValType::Bool),
+        ("version_major", ValType::Int),
     ],
     history: Some(ChildHistory {
         prefix: "app:",
@@ -215,6 +226,7 @@ mod tests {
             Val::Bool(Some(false)),
             Val::Int(Some(12)),
             Val::Bool(None),
+            Val::Int(version_major(Some(version))),
         ]
     }
 
@@ -246,6 +258,10 @@ mod tests {
             ]],
         };
         assert_ne!(c.hash(), d.hash());
+        assert_eq!(version_major(Some("130.0.6723.92")), Some(130));
+        assert_eq!(version_major(Some(" 5.2b3")), Some(5));
+        assert_eq!(version_major(Some("beta")), None);
+        assert_eq!(version_major(None), None);
         let h = a.history_values();
         assert_eq!(h.get("com.a"), Some(&Some("1.0".to_string())));
         assert_eq!(h.get("B.app"), Some(&Some("2.0".to_string())));

@@ -315,6 +315,7 @@ fn computer_children(sections: ChildSections) -> Vec<Children> {
             rows: apps
                 .into_iter()
                 .map(|a| {
+                    let major = children::version_major(a.version.as_deref());
                     vec![
                         Val::Text(a.name),
                         Val::Text(a.path),
@@ -323,6 +324,7 @@ fn computer_children(sections: ChildSections) -> Vec<Children> {
                         Val::Bool(a.mac_app_store),
                         Val::Int(a.size_megabytes),
                         Val::Bool(a.update_available),
+                        Val::Int(major),
                     ]
                 })
                 .collect(),

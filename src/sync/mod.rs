@@ -527,7 +527,9 @@ impl<S: Store> Engine<S> {
         F: FnOnce(mpsc::Sender<Batch<R>>) -> Fut,
         Fut: std::future::Future<Output = Result<(), RunError>>,
     {
-        let (tx, rx) = mpsc::channel::<Batch<R>>(8);
+        // A few pages ahead of the writer: enough to keep it busy, few enough that records with
+        // heavy sections do not pile up in memory.
+        let (tx, rx) = mpsc::channel::<Batch<R>>(4);
         let writer = tokio::spawn(write_batches(
             self.store.clone(),
             self.client.instance().to_string(),

@@ -40,6 +40,11 @@ use crate::telemetry::metric;
 /// Records the writer commits together at most when batches are queued.
 const MERGE_UP_TO: usize = 1000;
 
+/// Raw JSON the writer commits together at most when batches are queued: records with heavy
+/// sections (a Mac's applications are ~10 KB) stop merging long before `MERGE_UP_TO`, so
+/// memory does not follow the section's size.
+const MERGE_UP_TO_BYTES: usize = 4 << 20;
+
 /// Devices a run may isolate before failures outnumbering successes fail it instead.
 const MAX_ISOLATED: usize = 10;
 
@@ -451,10 +456,12 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
         pages += 1;
         // When writing is the bottleneck, batches queue up: commit them together (one
         // transaction and one fsync instead of several), up to a bound.
-        while batch.records.len() < MERGE_UP_TO {
+        let mut bytes: usize = batch.records.iter().map(|r| r.raw().len()).sum();
+        while batch.records.len() < MERGE_UP_TO && bytes < MERGE_UP_TO_BYTES {
             match rx.try_recv() {
                 Ok(more) => {
                     pages += 1;
+                    bytes += more.records.iter().map(|r| r.raw().len()).sum::<usize>();
                     batch.merge(more);
                 }
                 Err(_) => break,

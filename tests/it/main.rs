@@ -38,6 +38,7 @@ mod mobile;
 mod newer_wins;
 mod openapi;
 mod pacing;
+mod queries;
 mod ranges;
 mod reconcile;
 mod resilience;

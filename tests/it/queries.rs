@@ -1,0 +1,293 @@
+//! The README's query guide, run as written on both backends against a synced simulator, each
+//! answer checked against what the simulator served.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use jamf_sync::config::{FetchStrategy, HistoryConfig};
+use jamf_sync::simulator::SimConfig;
+use jamf_sync::store::Db;
+use sqlx::Row;
+
+use crate::helpers::{self, TestDb};
+
+/// The guide's queries by number, from README.md.
+fn guide() -> BTreeMap<u32, String> {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README.md");
+    let start = readme.find("<!-- query-guide -->").expect("guide start");
+    let end = readme.find("<!-- /query-guide -->").expect("guide end");
+    let mut out = BTreeMap::new();
+    let mut number = None;
+    let mut sql: Option<String> = None;
+    for line in readme[start..end].lines() {
+        if let Some(rest) = line.strip_prefix("#### Q") {
+            number = rest.split('.').next().and_then(|n| n.parse::<u32>().ok());
+        } else if line == "```sql" {
+            sql = Some(String::new());
+        } else if line == "```" {
+            if let (Some(n), Some(q)) = (number.take(), sql.take()) {
+                out.insert(n, q);
+            }
+        } else if let Some(q) = sql.as_mut() {
+            q.push_str(line);
+            q.push('\n');
+        }
+    }
+    out
+}
+
+/// A query parameter.
+#[derive(Clone)]
+enum Param {
+    Time(DateTime<Utc>),
+    Text(String),
+}
+
+/// One result cell as text (numbers and booleans as Rust prints them; SQLite's times as stored,
+/// PostgreSQL's as RFC 3339).
+fn cell<R: Row>(row: &R, i: usize) -> Option<String>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    // Numbers first: SQLite would read an integer as a time since 1970.
+    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+        return v.map(|n| n.to_string());
+    }
+    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+        return v;
+    }
+    if let Ok(v) = row.try_get::<Option<DateTime<Utc>>, _>(i) {
+        return v.map(|t| t.to_rfc3339());
+    }
+    row.try_get::<Option<bool>, _>(i)
+        .ok()
+        .flatten()
+        .map(|b| b.to_string())
+}
+
+type Rows = Vec<Vec<Option<String>>>;
+
+async fn query(db: &TestDb, sql: &str, params: &[Param]) -> Rows {
+    let sql = sql.to_string();
+    match &*db.db {
+        Db::Sqlite(s) => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in params {
+                q = match p {
+                    Param::Time(t) => q.bind(*t),
+                    Param::Text(t) => q.bind(t.clone()),
+                };
+            }
+            q.fetch_all(s.pool())
+                .await
+                .expect("query runs on SQLite")
+                .iter()
+                .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
+                .collect()
+        }
+        Db::Postgres(s) => {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in params {
+                q = match p {
+                    Param::Time(t) => q.bind(*t),
+                    Param::Text(t) => q.bind(t.clone()),
+                };
+            }
+            q.fetch_all(s.pool())
+                .await
+                .expect("query runs on PostgreSQL")
+                .iter()
+                .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
+                .collect()
+        }
+    }
+}
+
+fn col(rows: &Rows, i: usize) -> Vec<String> {
+    rows.iter()
+        .map(|r| r[i].clone().unwrap_or_default())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+both_backends!(the_query_guide_answers_from_the_synced_fleet);
+async fn the_query_guide_answers_from_the_synced_fleet(db: &TestDb) {
+    let guide = guide();
+    assert_eq!(guide.len(), 11, "{:?}", guide.keys());
+    let sim = helpers::sim(SimConfig {
+        computers: 30,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Inline);
+    cfg.sections.extend(
+        [
+            "APPLICATIONS",
+            "GROUP_MEMBERSHIPS",
+            "CONFIGURATION_PROFILES",
+            "LOCAL_USER_ACCOUNTS",
+            "CERTIFICATES",
+        ]
+        .map(String::from),
+    );
+    let engine =
+        helpers::engine(db, helpers::settings(&sim), cfg).with_history(HistoryConfig::default());
+    assert!(helpers::run(&engine, true).await.succeeded());
+    let since = Utc::now() - Duration::seconds(5);
+    for id in [4, 9] {
+        assert!(sim.edit_computer(id, |c| c.os = (c.os + 1) % 3));
+    }
+    assert!(helpers::run(&engine, false).await.succeeded());
+    let mut macs: Vec<_> = sim
+        .computer_ids()
+        .into_iter()
+        .map(|id| sim.computer(id).expect("computer"))
+        .collect();
+    macs.sort_by_key(|c| c.id);
+    let run = |n: u32, params: Vec<Param>| {
+        let sql = guide[&n].clone();
+        async move { query(db, &sql, &params).await }
+    };
+
+    // Q1: Chrome is the second application; its major differs by Mac.
+    let want: Vec<String> = sorted(
+        macs.iter()
+            .filter(|c| {
+                c.applications()
+                    .iter()
+                    .any(|a| a.1 == "com.google.Chrome" && major(&a.2) < 130)
+            })
+            .map(|c| c.serial.clone())
+            .collect(),
+    );
+    let got = run(1, vec![]).await;
+    assert!(
+        !want.is_empty() && want.len() < macs.len(),
+        "the data decides Q1"
+    );
+    assert_eq!(col(&got, 0), want);
+
+    // Q2
+    let got = run(2, vec![]).await;
+    let want = sorted(
+        macs.iter()
+            .filter(|c| c.groups().iter().any(|g| g.1 == "macOS 15"))
+            .map(|c| c.name.clone())
+            .collect(),
+    );
+    assert!(!want.is_empty());
+    assert_eq!(col(&got, 0), want);
+
+    // Q3: the fifth profile is on Macs with id % 4 >= 2.
+    let got = run(3, vec![]).await;
+    let want = sorted(
+        macs.iter()
+            .filter(|c| c.id % 4 < 2)
+            .map(|c| c.serial.clone())
+            .collect(),
+    );
+    assert_eq!(col(&got, 0), want);
+
+    // Q4: the two Macs whose OS moved.
+    let got = run(4, vec![Param::Time(since)]).await;
+    let want = sorted(
+        macs.iter()
+            .filter(|c| c.id == 4 || c.id == 9)
+            .map(|c| c.serial.clone())
+            .collect(),
+    );
+    assert_eq!(sorted(col(&got, 0)), want);
+    assert!(got.iter().all(|r| r[1] != r[2]), "{got:?}");
+
+    // Q5: not reported for three days.
+    let cut = Utc::now() - Duration::days(3);
+    let got = run(5, vec![Param::Time(cut)]).await;
+    let want = sorted(
+        macs.iter()
+            .filter(|c| c.report_date < cut)
+            .map(|c| c.serial.clone())
+            .collect(),
+    );
+    assert!(!want.is_empty() && want.len() < macs.len());
+    assert_eq!(sorted(col(&got, 0)), want);
+
+    // Q6
+    let got = run(6, vec![]).await;
+    let total: i64 = col(&got, 1)
+        .iter()
+        .map(|n| n.parse::<i64>().unwrap_or(0))
+        .sum();
+    assert_eq!(total, macs.len() as i64);
+    assert!(got.len() > 1);
+
+    // Q7: one row per Mac, the attribute values as columns.
+    let got = run(7, vec![]).await;
+    assert_eq!(got.len(), macs.len());
+    for (row, mac) in got.iter().zip(&macs) {
+        assert_eq!(row[0].as_deref(), Some(mac.name.as_str()));
+        assert_eq!(row[1].as_deref(), Some(mac.ea_values[0].as_str()));
+        assert_eq!(row[2].as_deref(), Some(mac.ea_values[1].as_str()));
+    }
+
+    // Q8: the user is an administrator on Macs with id % 4 == 0.
+    let got = run(8, vec![]).await;
+    let want = sorted(
+        macs.iter()
+            .filter(|c| c.id % 4 == 0)
+            .map(|c| c.name.clone())
+            .collect(),
+    );
+    assert_eq!(col(&got, 0), want);
+
+    // Q9: identity certificates live two years from enrolment.
+    let horizon = Utc::now() + Duration::days(365);
+    let got = run(9, vec![Param::Time(horizon)]).await;
+    let want = sorted(
+        macs.iter()
+            .filter(|c| c.enrolled + Duration::days(730) < horizon)
+            .map(|c| c.name.clone())
+            .collect(),
+    );
+    assert_eq!(sorted(col(&got, 0)), want);
+
+    // Q10: the first forty applications are on every Mac; ties by name.
+    let got = run(10, vec![]).await;
+    let mut everywhere: Vec<String> = macs[0]
+        .applications()
+        .iter()
+        .take(40)
+        .map(|a| a.0.to_string())
+        .collect();
+    everywhere.sort();
+    assert_eq!(col(&got, 0), everywhere[..10].to_vec());
+    assert!(col(&got, 1).iter().all(|n| n == &macs.len().to_string()));
+
+    // Q11: Mac 4's timeline: its OS version and build.
+    let four = sim.computer(4).expect("4");
+    let got = run(11, vec![Param::Text(four.serial.clone())]).await;
+    assert_eq!(
+        sorted(col(&got, 1)),
+        vec!["os_build", "os_version"],
+        "{got:?}"
+    );
+    sim.stop().await;
+}
+
+fn major(version: &str) -> i64 {
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
