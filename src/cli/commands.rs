@@ -197,6 +197,34 @@ pub(super) fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `jamf-sync views`: recreates both kinds' typed extension attribute views.
+pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let db = crate::app::connect(cfg).await?;
+    for kind in Kind::ALL {
+        if let Some((view, columns)) = db.refresh_ea_view(&cfg.jamf.instance, kind, true).await? {
+            let list: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({})",
+                        c.name,
+                        c.data_type.as_deref().unwrap_or("STRING")
+                    )
+                })
+                .collect();
+            println!(
+                "{view}: {}",
+                if list.is_empty() {
+                    "no attributes yet".into()
+                } else {
+                    list.join(", ")
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `jamf-sync history DEVICE`: the device's changes, oldest first; exit 1 when none is found.
 pub(super) async fn history(
     cfg: &Config,

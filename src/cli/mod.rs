@@ -65,6 +65,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// (Re)create the typed extension attribute views (computer_ea_<instance>,
+    /// mobile_device_ea_<instance>): one column per attribute, typed by its data type.
+    Views,
     /// Serve the built-in Jamf Pro simulator (for trying jamf-sync without a Jamf server).
     Simulate(SimulateArgs),
     /// Start the simulator in-process and sync it into the configured database (SQLite default).
@@ -243,6 +246,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { limit } => commands::status(&cfg, limit).await,
+        Command::Views => commands::views(&cfg).await,
         Command::History { device, kind, json } => {
             commands::history(&cfg, &device, kind.map(OnlyKind::kind), json).await
         }

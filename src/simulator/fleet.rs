@@ -174,7 +174,12 @@ const PROFILES: &[(&str, &str)] = &[
 ];
 
 /// Extension attribute definitions of the simulated server.
-pub const EA_DEFS: &[(&str, &str)] = &[("1", "Department Code"), ("2", "Battery Health")];
+pub const EA_DEFS: &[(&str, &str, &str)] = &[
+    ("1", "Department Code", "STRING"),
+    ("2", "Battery Health", "STRING"),
+    ("3", "Uptime Days", "INTEGER"),
+    ("4", "Last Backup", "DATE_TIME"),
+];
 
 #[derive(Debug, Clone)]
 pub struct SimComputer {
@@ -304,16 +309,27 @@ impl SimComputer {
         Value::Object(obj)
     }
 
+    /// The value of extension attribute `i` (of [`EA_DEFS`]) as Jamf reports it.
+    pub fn ea_value(&self, i: usize) -> String {
+        match i {
+            0 | 1 => self.ea_values[i].clone(),
+            2 => (self.id % 30).to_string(),
+            _ => (self.enrolled + Duration::days(self.id % 5))
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string(),
+        }
+    }
+
     fn ea(&self, i: usize) -> Value {
-        let (def, name) = EA_DEFS[i];
+        let (def, name, data_type) = EA_DEFS[i];
         json!({
             "definitionId": def,
             "name": name,
             "description": null,
             "enabled": true,
             "multiValue": false,
-            "values": [self.ea_values[i]],
-            "dataType": "STRING",
+            "values": [self.ea_value(i)],
+            "dataType": data_type,
             "options": [],
             "inputType": "TEXT"
         })
@@ -416,7 +432,9 @@ impl SimComputer {
                 "room": null,
                 "extensionAttributes": []
             }),
-            "EXTENSION_ATTRIBUTES" => json!([self.ea(0), self.ea(1)]),
+            "EXTENSION_ATTRIBUTES" => {
+                Value::Array((0..EA_DEFS.len()).map(|i| self.ea(i)).collect())
+            }
             "APPLICATIONS" => Value::Array(
                 self.applications()
                     .into_iter()

@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 
 use super::history::{Change, ChangeRow};
+use super::views::{self, EaColumn};
 use super::writer::{self, push_ids, writer_impl, Tx, CHUNK};
 use super::{
     partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
@@ -508,6 +509,56 @@ macro_rules! store_impl {
                 Ok(out)
             }
 
+            async fn refresh_ea_view(
+                &self,
+                instance: &str,
+                kind: Kind,
+                force: bool,
+            ) -> Result<Option<(String, Vec<EaColumn>)>> {
+                let columns: Vec<EaColumn> = sqlx::query_as::<_, (String, Option<String>)>(
+                    "SELECT name, MAX(data_type) FROM extension_attributes \
+                     WHERE instance = $1 AND device_type = $2 GROUP BY name ORDER BY name",
+                )
+                .bind(instance)
+                .bind(kind.device_type())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|(name, data_type)| EaColumn { name, data_type })
+                .collect();
+                let signature = views::signature(&columns);
+                let mut tx = self.begin_write().await?;
+                let stored: Option<(String,)> = sqlx::query_as(
+                    "SELECT signature FROM ea_views WHERE instance = $1 AND device_type = $2",
+                )
+                .bind(instance)
+                .bind(kind.device_type())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if !force && stored.is_some_and(|s| s.0 == signature) {
+                    return Ok(None);
+                }
+                let name = views::view_name(instance, kind);
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP VIEW IF EXISTS {name}")))
+                    .execute(&mut *tx)
+                    .await?;
+                let sql = views::create_sql(Self::DIALECT, instance, kind, &columns);
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO ea_views (instance, device_type, view_name, signature) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (instance, device_type) \
+                     DO UPDATE SET view_name = excluded.view_name, signature = excluded.signature",
+                )
+                .bind(instance)
+                .bind(kind.device_type())
+                .bind(&name)
+                .bind(&signature)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some((name, columns)))
+            }
+
             async fn database_bytes(&self) -> Result<i64> {
                 let (n,): (i64,) = sqlx::query_as(Self::SIZE_SQL).fetch_one(&self.pool).await?;
                 Ok(n)
@@ -725,11 +776,13 @@ macro_rules! store_impl {
 }
 
 impl SqliteStore {
+    const DIALECT: views::Dialect = views::Dialect::Sqlite;
     const SIZE_SQL: &'static str =
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
 }
 
 impl PgStore {
+    const DIALECT: views::Dialect = views::Dialect::Postgres;
     const SIZE_SQL: &'static str = "SELECT pg_database_size(current_database())::bigint";
 }
 

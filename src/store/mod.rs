@@ -25,6 +25,7 @@
 
 mod backends;
 mod history;
+mod views;
 mod writer;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use chrono::{DateTime, Utc};
 
 pub use backends::{PgStore, SqliteStore};
 pub use history::ChangeRow;
+pub use views::{view_name, EaColumn};
 
 use crate::config::{DatabaseUrl, HistoryConfig};
 use crate::domain::{
@@ -366,6 +368,10 @@ store_api! {
         instance: &str,
         table: &'static crate::domain::children::ChildTable
     ) -> Vec<(i64, Vec<Option<String>>)>;
+    /// (Re)creates the typed extension attribute view of this instance and kind when its
+    /// attributes changed since it was made, or always with `force`; returns the view's name
+    /// and columns when it did.
+    fn refresh_ea_view(instance: &str, kind: Kind, force: bool) -> Option<(String, Vec<EaColumn>)>;
     /// The database's size on disk in bytes (SQLite: its pages; PostgreSQL: the database).
     fn database_bytes() -> i64;
     /// Removes history rows recorded before `before`; returns how many.

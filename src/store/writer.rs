@@ -23,10 +23,15 @@ use sqlx::{Postgres, QueryBuilder, Sqlite};
 
 use super::backends::{PgStore, SqliteStore};
 use super::Result;
+use crate::domain::children::{ChildTable, Val, ValType};
 use crate::domain::{Cell, DeviceInfo, DeviceRecord, EaValue};
 
 /// Rows per multi-row statement: 20 parameters a row stays well under SQLite's 32,766 limit.
 pub(super) const CHUNK: usize = 500;
+
+/// Child rows per insert statement: 256 × (2 + up to 10 columns) stays well under SQLite's
+/// 32,766 parameters.
+pub(super) const CHILD_ROWS_PER_STATEMENT: usize = 256;
 
 /// How a backend matches a column against a list of ids.
 pub(super) trait IdList: sqlx::Database {
@@ -455,31 +460,7 @@ macro_rules! writer_impl {
                         .iter()
                         .flat_map(|(r, c, _)| c.rows.iter().map(move |row| (r.jamf_id(), row)))
                         .collect();
-                    // Not kept prepared (`persistent(false)`): the row count, and so the
-                    // statement, differs almost every time, and a cached prepared statement of
-                    // thousands of rows holds megabytes (peak RSS grew with the fleet).
-                    let per_statement = (30_000 / (table.columns.len() + 2)).max(1);
-                    let names: Vec<&str> = table.columns.iter().map(|c| c.0).collect();
-                    for part in rows.chunks(per_statement) {
-                        let mut q = QueryBuilder::new(format!(
-                            "INSERT INTO {} (instance, jamf_id, {}) ",
-                            table.name,
-                            names.join(", ")
-                        ));
-                        q.push_values(part.iter(), |mut b, (id, row)| {
-                            b.push_bind(instance.to_string()).push_bind(*id);
-                            for (i, _) in table.columns.iter().enumerate() {
-                                match row.get(i) {
-                                    Some(Val::Text(v)) => b.push_bind(v.clone()),
-                                    Some(Val::Bool(v)) => b.push_bind(*v),
-                                    Some(Val::Int(v)) => b.push_bind(*v),
-                                    Some(Val::Time(v)) => b.push_bind(*v),
-                                    None => b.push_bind(None::<String>),
-                                };
-                            }
-                        });
-                        q.build().persistent(false).execute(&mut **tx).await?;
-                    }
+                    Self::insert_child_rows(tx, instance, table, &rows).await?;
                     rows_written += rows.len() as i64;
                     for part in changed.chunks(CHUNK) {
                         let mut q = QueryBuilder::new(
@@ -622,6 +603,42 @@ impl SqliteStore {
         })
     }
 
+    /// Inserts child rows: full chunks of a fixed size share one statement, prepared once;
+    /// the last, shorter one is not kept prepared (a cache of statements of every size, each
+    /// of hundreds of rows, held megabytes and grew with the fleet).
+    pub(super) async fn insert_child_rows(
+        tx: &mut Tx<Self>,
+        instance: &str,
+        table: &ChildTable,
+        rows: &[(i64, &Vec<Val>)],
+    ) -> Result<()> {
+        let names: Vec<&str> = table.columns.iter().map(|c| c.0).collect();
+        for part in rows.chunks(CHILD_ROWS_PER_STATEMENT) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO {} (instance, jamf_id, {}) ",
+                table.name,
+                names.join(", ")
+            ));
+            q.push_values(part.iter(), |mut b, (id, row)| {
+                b.push_bind(instance.to_string()).push_bind(*id);
+                for i in 0..table.columns.len() {
+                    match row.get(i) {
+                        Some(Val::Text(v)) => b.push_bind(v.clone()),
+                        Some(Val::Bool(v)) => b.push_bind(*v),
+                        Some(Val::Int(v)) => b.push_bind(*v),
+                        Some(Val::Time(v)) => b.push_bind(*v),
+                        None => b.push_bind(None::<String>),
+                    };
+                }
+            });
+            q.build()
+                .persistent(part.len() == CHILD_ROWS_PER_STATEMENT)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Replaces the extension attributes of the devices written.
     pub(super) async fn replace_attributes<R: DeviceRecord>(
         tx: &mut Tx<Self>,
@@ -669,6 +686,18 @@ impl SqliteStore {
     }
 }
 
+/// Column `i` of child rows as one array; a value of another type than the column's (a
+/// programming error in a table's definition) is NULL rather than misaligning the rows.
+fn column<T>(
+    rows: &[(i64, &Vec<Val>)],
+    i: usize,
+    pick: impl Fn(&Val) -> Option<Option<T>>,
+) -> Vec<Option<T>> {
+    rows.iter()
+        .map(|(_, r)| r.get(i).and_then(&pick).flatten())
+        .collect()
+}
+
 /// One projected column as a PostgreSQL array parameter.
 enum Column<'a> {
     Text(Vec<Option<&'a str>>),
@@ -708,6 +737,68 @@ impl<'a> Column<'a> {
 }
 
 impl PgStore {
+    /// Inserts child rows with one `INSERT … SELECT FROM UNNEST(…)` (one array per column):
+    /// the statement's text depends only on the table, so it is prepared once.
+    pub(super) async fn insert_child_rows(
+        tx: &mut Tx<Self>,
+        instance: &str,
+        table: &ChildTable,
+        rows: &[(i64, &Vec<Val>)],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = table.columns.iter().map(|c| c.0).collect();
+        let types: Vec<String> = table
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| {
+                let ty = match t {
+                    ValType::Text => "text[]",
+                    ValType::Bool => "bool[]",
+                    ValType::Int => "bigint[]",
+                    ValType::Time => "timestamptz[]",
+                };
+                format!("${}::{ty}", i + 3)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} (instance, jamf_id, {}) SELECT $1, * FROM UNNEST($2::bigint[], {})",
+            table.name,
+            names.join(", "),
+            types.join(", ")
+        );
+        for part in rows.chunks(CHUNK * 20) {
+            let ids: Vec<i64> = part.iter().map(|(id, _)| *id).collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(instance)
+                .bind(ids);
+            for (i, (_, t)) in table.columns.iter().enumerate() {
+                q = match t {
+                    ValType::Text => q.bind(column(part, i, |v| match v {
+                        Val::Text(x) => Some(x.clone()),
+                        _ => None,
+                    })),
+                    ValType::Bool => q.bind(column(part, i, |v| match v {
+                        Val::Bool(x) => Some(*x),
+                        _ => None,
+                    })),
+                    ValType::Int => q.bind(column(part, i, |v| match v {
+                        Val::Int(x) => Some(*x),
+                        _ => None,
+                    })),
+                    ValType::Time => q.bind(column(part, i, |v| match v {
+                        Val::Time(x) => Some(*x),
+                        _ => None,
+                    })),
+                };
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// One `INSERT … SELECT FROM UNNEST(…)` with the guard, one array per column: the
     /// statement's text depends only on the record type, so PostgreSQL parses and plans it
     /// once per connection whatever the chunk's size. `RETURNING` names the rows written (a row

@@ -296,6 +296,26 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Recreates the typed extension attribute view when the run brought attributes (or
+    /// types) the view does not have.
+    async fn refresh_ea_view(&self, kind: Kind) {
+        match self
+            .store
+            .refresh_ea_view(self.client.instance(), kind, false)
+            .await
+        {
+            Ok(Some((view, columns))) => {
+                tracing::info!(
+                    view,
+                    attributes = columns.len(),
+                    "extension attribute view recreated"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not refresh the extension attribute view"),
+        }
+    }
+
     /// Removes change history older than `history.retention_days` (0 keeps it forever).
     async fn prune_history(&self) {
         if self.history.retention_days == 0 {
@@ -504,6 +524,7 @@ impl<S: Store> Engine<S> {
         // counted.
         if status == RunStatus::Succeeded {
             self.prune_history().await;
+            self.refresh_ea_view(kind).await;
         }
         span.in_scope(|| {
             if !summary.succeeded() {

@@ -178,6 +178,19 @@ pub fn engine(db: &TestDb, settings: JamfSettings, cfg: SyncConfig) -> Engine<Db
     Engine::new(db.db.clone(), client, cfg)
 }
 
+/// A simulator with `computers` computers (no mobile devices) and an inline engine (pages of
+/// 100) over `db`, nothing synced yet.
+pub async fn computers_fleet(db: &TestDb, computers: usize) -> (Simulator, Engine<Db>) {
+    let sim = sim(SimConfig {
+        computers,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let e = engine(db, settings(&sim), sync_cfg(100, FetchStrategy::Inline));
+    (sim, e)
+}
+
 pub async fn run(engine: &Engine<Db>, full: bool) -> RunSummary {
     engine
         .sync_computers(SyncOptions::new(full, Trigger::Cli))

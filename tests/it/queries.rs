@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use jamf_sync::config::{FetchStrategy, HistoryConfig};
 use jamf_sync::simulator::SimConfig;
-use jamf_sync::store::Db;
+use jamf_sync::store::{Db, Store};
 use sqlx::Row;
 
 use crate::helpers::{self, TestDb};
@@ -54,6 +54,7 @@ where
     for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<chrono::NaiveDateTime>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     // Numbers first: SQLite would read an integer as a time since 1970.
     if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
@@ -64,6 +65,9 @@ where
     }
     if let Ok(v) = row.try_get::<Option<DateTime<Utc>>, _>(i) {
         return v.map(|t| t.to_rfc3339());
+    }
+    if let Ok(v) = row.try_get::<Option<chrono::NaiveDateTime>, _>(i) {
+        return v.map(|t| t.to_string());
     }
     row.try_get::<Option<bool>, _>(i)
         .ok()
@@ -290,4 +294,74 @@ fn major(version: &str) -> i64 {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0)
+}
+
+both_backends!(typed_attribute_views_follow_the_attributes);
+async fn typed_attribute_views_follow_the_attributes(db: &TestDb) {
+    let (sim, engine) = helpers::computers_fleet(db, 12).await;
+    assert!(helpers::run(&engine, true).await.succeeded());
+    // The sync made the view: one typed column per attribute.
+    let got = query(
+        db,
+        "SELECT jamf_id, \"Department Code\", \"Uptime Days\", \"Last Backup\" \
+         FROM computer_ea_test ORDER BY jamf_id",
+        &[],
+    )
+    .await;
+    assert_eq!(got.len(), 12);
+    for row in &got {
+        let id: i64 = row[0].as_deref().unwrap_or("0").parse().expect("id");
+        let mac = sim.computer(id).expect("mac");
+        assert_eq!(row[1].as_deref(), Some(mac.ea_values[0].as_str()));
+        assert_eq!(row[2], Some((id % 30).to_string()), "an integer column");
+        assert!(row[3].is_some(), "{row:?}");
+    }
+    // Typed: arithmetic and date comparison work in SQL; a value that is not a number reads
+    // as NULL rather than failing the query.
+    let bad =
+        "UPDATE extension_attributes SET value = 'n/a' WHERE jamf_id = 3 AND name = 'Uptime Days'";
+    query(db, bad, &[]).await;
+    let got = query(
+        db,
+        "SELECT jamf_id, \"Uptime Days\" + 1 FROM computer_ea_test WHERE jamf_id IN (3, 4) ORDER BY jamf_id",
+        &[],
+    )
+    .await;
+    assert_eq!(got[0][1], None);
+    assert_eq!(got[1][1], Some("5".to_string()));
+    let later = query(
+        db,
+        "SELECT COUNT(*) FROM computer_ea_test WHERE \"Last Backup\" > '2000-01-01'",
+        &[],
+    )
+    .await;
+    assert_eq!(later[0][0], Some("12".to_string()));
+
+    // The view is remade only when the attributes change.
+    assert!(db
+        .db
+        .refresh_ea_view("test", jamf_sync::domain::Kind::Computers, false)
+        .await
+        .expect("refresh")
+        .is_none());
+    let new = "INSERT INTO extension_attributes (instance, device_type, jamf_id, definition_id, \
+               name, value, data_type, updated_at) VALUES ('test', 'computer', 1, '9', 'Owner', \
+               'x', 'STRING', '2026-01-01T00:00:00+00:00')";
+    query(db, new, &[]).await;
+    let made = db
+        .db
+        .refresh_ea_view("test", jamf_sync::domain::Kind::Computers, false)
+        .await
+        .expect("refresh")
+        .expect("remade");
+    assert_eq!(made.0, "computer_ea_test");
+    assert_eq!(made.1.len(), 5);
+    let got = query(
+        db,
+        "SELECT \"Owner\" FROM computer_ea_test WHERE jamf_id = 1",
+        &[],
+    )
+    .await;
+    assert_eq!(got[0][0].as_deref(), Some("x"));
+    sim.stop().await;
 }

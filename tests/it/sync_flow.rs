@@ -38,7 +38,7 @@ async fn full_then_delta_inline(db: &TestDb) {
         .extension_attributes("test", Kind::Computers)
         .await
         .expect("eas");
-    assert_eq!(eas.len(), 4000, "two extension attributes per computer");
+    assert_eq!(eas.len(), 8000, "four extension attributes per computer");
     let c1 = sim.computer(1).expect("computer 1");
     assert!(eas.contains(&(1, "Battery Health".into(), Some(c1.ea_values[1].clone()))));
     let cursor1 = helpers::cursor(db).await.expect("cursor after success");
@@ -60,10 +60,10 @@ async fn full_then_delta_inline(db: &TestDb) {
         .extension_attributes("test", Kind::Computers)
         .await
         .expect("eas");
-    assert_eq!(eas.len(), 4000, "still two per computer");
+    assert_eq!(eas.len(), 8000, "still four per computer");
     let touched = sim.computer(changed[0]).expect("touched computer");
     let mine: Vec<_> = eas.iter().filter(|e| e.0 == changed[0]).collect();
-    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert_eq!(mine.len(), 4, "{mine:?}");
     assert!(
         mine.contains(&&(
             changed[0],
