@@ -204,6 +204,34 @@ pub static COMPUTER_CERTIFICATES: ChildTable = ChildTable {
     history: None,
 };
 
+/// `mobile_device_applications`: a mobile device's apps (Classic record). `version` is the
+/// short version people search by; `build` Jamf's `application_version`.
+pub static MOBILE_DEVICE_APPLICATIONS: ChildTable = ChildTable {
+    name: "mobile_device_applications",
+    device_type: "mobile_device",
+    columns: &[
+        ("name", ValType::Text),
+        ("identifier", ValType::Text),
+        ("version", ValType::Text),
+        ("build", ValType::Text),
+        ("version_major", ValType::Int),
+    ],
+    history: Some(ChildHistory {
+        prefix: "app:",
+        key: 1,
+        fallback: 0,
+        value: 2,
+    }),
+};
+
+/// `mobile_device_group_memberships`: the groups a mobile device is in (Classic record).
+pub static MOBILE_DEVICE_GROUP_MEMBERSHIPS: ChildTable = ChildTable {
+    name: "mobile_device_group_memberships",
+    device_type: "mobile_device",
+    columns: &[("group_id", ValType::Text), ("group_name", ValType::Text)],
+    history: None,
+};
+
 /// Every child table, for purging a device's rows.
 pub static ALL: &[&ChildTable] = &[
     &COMPUTER_APPLICATIONS,
@@ -211,6 +239,8 @@ pub static ALL: &[&ChildTable] = &[
     &COMPUTER_CONFIGURATION_PROFILES,
     &COMPUTER_LOCAL_USER_ACCOUNTS,
     &COMPUTER_CERTIFICATES,
+    &MOBILE_DEVICE_APPLICATIONS,
+    &MOBILE_DEVICE_GROUP_MEMBERSHIPS,
 ];
 
 #[cfg(test)]

@@ -407,9 +407,42 @@ pub fn mobile_xml(xml: &str, fetched_at: DateTime<Utc>) -> Result<MobileDevice, 
             })
         })
         .collect();
+    let mut lists = Vec::new();
+    if let Some(apps) = typed.applications {
+        lists.push(Children {
+            table: &children::MOBILE_DEVICE_APPLICATIONS,
+            rows: apps
+                .application
+                .into_iter()
+                .map(|a| {
+                    // The short version is what people search by; older records lack it.
+                    let version =
+                        non_empty(a.application_short_version).or(a.application_version.clone());
+                    let major = children::version_major(version.as_deref());
+                    vec![
+                        Val::Text(a.application_name),
+                        Val::Text(a.identifier),
+                        Val::Text(version),
+                        Val::Text(a.application_version),
+                        Val::Int(major),
+                    ]
+                })
+                .collect(),
+        });
+    }
+    if let Some(groups) = typed.mobile_device_groups {
+        lists.push(Children {
+            table: &children::MOBILE_DEVICE_GROUP_MEMBERSHIPS,
+            rows: groups
+                .mobile_device_group
+                .into_iter()
+                .map(|g| vec![Val::Text(g.id), Val::Text(g.name)])
+                .collect(),
+        });
+    }
     let raw = json.to_string();
     Ok(MobileDevice {
-        children: Vec::new(),
+        children: lists,
         jamf_id,
         info: DeviceInfo {
             udid: non_empty(g.udid),

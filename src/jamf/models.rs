@@ -199,6 +199,39 @@ pub struct MobileDeviceXml {
     pub general: GeneralXml,
     pub location: LocationXml,
     pub extension_attributes: ExtensionAttributesXml,
+    /// `None` when the record has no `<applications>` element.
+    pub applications: Option<MobileApplicationsXml>,
+    pub mobile_device_groups: Option<MobileDeviceGroupsXml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileApplicationsXml {
+    pub application: Vec<MobileApplicationXml>,
+}
+
+/// One app on a mobile device: `application_version` is the build number,
+/// `application_short_version` the version people know.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileApplicationXml {
+    pub application_name: Option<String>,
+    pub application_version: Option<String>,
+    pub application_short_version: Option<String>,
+    pub identifier: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileDeviceGroupsXml {
+    pub mobile_device_group: Vec<MobileDeviceGroupXml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileDeviceGroupXml {
+    pub id: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -111,9 +111,13 @@ impl SimMobile {
              <phone/><department>{dept}</department><building/><room/></location>\
              <purchasing><is_purchased>true</is_purchased><po_number/></purchasing>\
              <applications><size>2</size><application><application_name>Keynote</application_name>\
-             <application_version>14.2</application_version><identifier>com.apple.Keynote</identifier>\
+             <application_version>7038.0.45</application_version>\
+             <application_short_version>14.2</application_short_version>\
+             <identifier>com.apple.Keynote</identifier>\
              </application><application><application_name>Self Service</application_name>\
-             <application_version>11.0</application_version><identifier>com.jamf.selfservice</identifier>\
+             <application_version>1100</application_version>\
+             <application_short_version>11.0</application_short_version>\
+             <identifier>com.jamf.selfservice</identifier>\
              </application></applications><security><data_protection>true</data_protection></security>\
              <network><carrier/></network><certificates><size>0</size></certificates>\
              <configuration_profiles><size>0</size></configuration_profiles>\

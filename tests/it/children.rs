@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use jamf_sync::config::{FetchStrategy, HistoryConfig};
 use jamf_sync::domain::children::{
     COMPUTER_APPLICATIONS, COMPUTER_CERTIFICATES, COMPUTER_CONFIGURATION_PROFILES,
-    COMPUTER_GROUP_MEMBERSHIPS, COMPUTER_LOCAL_USER_ACCOUNTS,
+    COMPUTER_GROUP_MEMBERSHIPS, COMPUTER_LOCAL_USER_ACCOUNTS, MOBILE_DEVICE_APPLICATIONS,
+    MOBILE_DEVICE_GROUP_MEMBERSHIPS,
 };
 use jamf_sync::domain::Kind;
 use jamf_sync::simulator::{SimConfig, Simulator};
@@ -222,5 +223,46 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
     assert!(run.counts.upserted >= 1, "{run}");
     assert_eq!(run.counts.child_rows, 0, "{run}");
     assert_eq!(stored_apps(db).await, before);
+    sim.stop().await;
+}
+
+both_backends!(mobile_devices_fill_their_child_tables_from_the_classic_record);
+async fn mobile_devices_fill_their_child_tables_from_the_classic_record(db: &TestDb) {
+    let (sim, engine) = helpers::fleet(db, 0, 8).await;
+    let run = helpers::run_mobile(&engine, true).await;
+    assert!(run.succeeded(), "{run}");
+    let apps = db
+        .db
+        .child_rows("test", &MOBILE_DEVICE_APPLICATIONS)
+        .await
+        .expect("rows");
+    assert_eq!(apps.len(), 16, "two apps on each of eight devices");
+    let keynote: Vec<_> = apps
+        .iter()
+        .filter(|(_, v)| v[1].as_deref() == Some("com.apple.Keynote"))
+        .collect();
+    assert_eq!(keynote.len(), 8);
+    for (_, v) in keynote {
+        // The short version is `version`; the build number stays beside it.
+        assert_eq!(v[2].as_deref(), Some("14.2"));
+        assert_eq!(v[3].as_deref(), Some("7038.0.45"));
+        assert_eq!(v[4].as_deref(), Some("14"));
+    }
+    let groups = db
+        .db
+        .child_rows("test", &MOBILE_DEVICE_GROUP_MEMBERSHIPS)
+        .await
+        .expect("rows");
+    assert_eq!(groups.len(), 8);
+    assert!(groups
+        .iter()
+        .all(|(_, v)| v[1].as_deref() == Some("All Managed iPads")));
+    assert_eq!(run.counts.child_rows, 24);
+    // Reported again with nothing new in its lists: no child row written.
+    assert!(sim.edit_mobile(3, |m| m.username = "someone".into()));
+    let again = helpers::run_mobile(&engine, false).await;
+    assert!(again.succeeded(), "{again}");
+    assert!(again.counts.upserted >= 1, "{again}");
+    assert_eq!(again.counts.child_rows, 0, "{again}");
     sim.stop().await;
 }

@@ -181,9 +181,19 @@ pub fn engine(db: &TestDb, settings: JamfSettings, cfg: SyncConfig) -> Engine<Db
 /// A simulator with `computers` computers (no mobile devices) and an inline engine (pages of
 /// 100) over `db`, nothing synced yet.
 pub async fn computers_fleet(db: &TestDb, computers: usize) -> (Simulator, Engine<Db>) {
+    fleet(db, computers, 0).await
+}
+
+/// A simulator with this fleet and an engine with the default configuration (computers
+/// inline in pages of 100, mobile devices through the advanced search) over `db`.
+pub async fn fleet(
+    db: &TestDb,
+    computers: usize,
+    mobile_devices: usize,
+) -> (Simulator, Engine<Db>) {
     let sim = sim(SimConfig {
         computers,
-        mobile_devices: 0,
+        mobile_devices,
         ..SimConfig::default()
     })
     .await;
