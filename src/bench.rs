@@ -259,6 +259,13 @@ async fn app(
     settings: JamfSettings,
     strategy: FetchStrategy,
 ) -> anyhow::Result<App> {
+    let mut cfg = Config::default();
+    cfg.sync.strategy = strategy;
+    app_with(backend, settings, &cfg).await
+}
+
+/// An app over a fresh connection to `backend` with this configuration.
+async fn app_with(backend: &Backend, settings: JamfSettings, cfg: &Config) -> anyhow::Result<App> {
     let db = Arc::new(
         Db::connect(
             &DatabaseUrl::parse(SecretString::from(backend.url.clone()))?,
@@ -266,9 +273,7 @@ async fn app(
         )
         .await?,
     );
-    let mut cfg = Config::default();
-    cfg.sync.strategy = strategy;
-    App::build(&cfg, settings, db)
+    App::build(cfg, settings, db)
 }
 
 async fn latency_row(
@@ -325,24 +330,30 @@ async fn latency_row(
     })
 }
 
-async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> anyhow::Result<Row> {
-    let sim = SimChild::start(devices, 0, 0, 0)?;
-    let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+/// One computers sync, timed: its summary (it succeeded) and a CPU-bound row of it; the
+/// caller names the row.
+async fn cpu_sync(
+    app: &App,
+    sim: &SimChild,
+    backend: &Backend,
+    devices: usize,
+    full: bool,
+    http: &reqwest::Client,
+) -> anyhow::Result<(crate::sync::RunSummary, Row)> {
     let before = sim.requests(http).await?;
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
     let s = app
         .engine
-        .sync(Kind::Computers, SyncOptions::new(true, Trigger::Cli))
+        .sync(Kind::Computers, SyncOptions::new(full, Trigger::Cli))
         .await?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     let requests = sim.requests(http).await? - before - 1;
-    app.db.close().await;
     if !s.succeeded() {
         return Err(anyhow!("{s}"));
     }
-    Ok(Row {
+    let row = Row {
         scenario: "cpu".into(),
         backend: backend.name.into(),
         devices,
@@ -354,7 +365,20 @@ async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> a
         records_per_sec: Some(s.counts.fetched as f64 / wall),
         cpu_secs_per_1000: Some(cpu * 1000.0 / s.counts.fetched.max(1) as f64),
         peak_rss_mb: None,
+        note: String::new(),
+    };
+    Ok((s, row))
+}
+
+async fn cpu_row(backend: &Backend, devices: usize, http: &reqwest::Client) -> anyhow::Result<Row> {
+    let sim = SimChild::start(devices, 0, 0, 0)?;
+    let app = app(backend, settings(&sim.url, 5, true)?, FetchStrategy::Inline).await?;
+    let measured = cpu_sync(&app, &sim, backend, devices, true, http).await;
+    app.db.close().await;
+    let (_, row) = measured?;
+    Ok(Row {
         note: "computers inline, default sections; simulator in a separate process".into(),
+        ..row
     })
 }
 
@@ -367,51 +391,20 @@ async fn apps_rows(
     http: &reqwest::Client,
 ) -> anyhow::Result<Vec<Row>> {
     let sim = SimChild::start(devices, 0, 0, 0)?;
-    let db = Arc::new(
-        Db::connect(
-            &DatabaseUrl::parse(SecretString::from(backend.url.clone()))?,
-            5,
-        )
-        .await?,
-    );
     let mut cfg = Config::default();
     cfg.sync.strategy = FetchStrategy::Inline;
     cfg.sync.sections.push("APPLICATIONS".into());
-    let app = App::build(&cfg, settings(&sim.url, 5, true)?, db)?;
+    let app = app_with(backend, settings(&sim.url, 5, true)?, &cfg).await?;
     let mut rows = Vec::new();
     for step in ["full", "full, nothing changed", "delta, 1% reported"] {
         if step.starts_with("delta") {
             sim.touch(http, devices / 100).await?;
         }
-        let before = sim.requests(http).await?;
-        let cpu0 = cpu_secs();
-        let t0 = Instant::now();
-        let s = app
-            .engine
-            .sync(
-                Kind::Computers,
-                SyncOptions::new(step.starts_with("full"), Trigger::Cli),
-            )
-            .await?;
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_secs() - cpu0;
-        let requests = sim.requests(http).await? - before - 1;
-        if !s.succeeded() {
-            return Err(anyhow!("{s}"));
-        }
+        let (s, row) =
+            cpu_sync(&app, &sim, backend, devices, step.starts_with("full"), http).await?;
         let bytes = app.db.database_bytes().await?;
         rows.push(Row {
             scenario: "apps".into(),
-            backend: backend.name.into(),
-            devices,
-            latency_ms: 0,
-            wall_secs: wall,
-            requests,
-            bound_secs: None,
-            bound_ratio: None,
-            records_per_sec: Some(s.counts.fetched as f64 / wall),
-            cpu_secs_per_1000: Some(cpu * 1000.0 / s.counts.fetched.max(1) as f64),
-            peak_rss_mb: None,
             note: format!(
                 "{step}: default sections + APPLICATIONS; upserted {}, child rows written {}, \
                  database {:.0} MB",
@@ -419,6 +412,7 @@ async fn apps_rows(
                 s.counts.child_rows,
                 bytes as f64 / 1e6
             ),
+            ..row
         });
     }
     app.db.close().await;

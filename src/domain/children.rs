@@ -107,15 +107,19 @@ impl Children {
         self.rows
             .iter()
             .filter_map(|row| {
-                let key = row
-                    .get(h.key)
-                    .and_then(Val::as_text)
-                    .filter(|k| !k.is_empty())
-                    .or_else(|| row.get(h.fallback).and_then(Val::as_text))?;
+                let key = history_key(
+                    row.get(h.key).and_then(Val::as_text),
+                    row.get(h.fallback).and_then(Val::as_text),
+                )?;
                 Some((key, row.get(h.value).and_then(Val::as_text)))
             })
             .collect()
     }
+}
+
+/// The name a child row has in the history: its key, or the fallback when the key is empty.
+pub fn history_key(key: Option<String>, fallback: Option<String>) -> Option<String> {
+    key.filter(|k| !k.is_empty()).or(fallback)
 }
 
 /// `computer_applications`: the APPLICATIONS section.

@@ -96,6 +96,32 @@ pub(super) fn diff<R: DeviceRecord>(
     out
 }
 
+/// The changes of one device's keyed child values (`key → value`, e.g. bundle id → version):
+/// a key that appeared, went, or whose value changed, as `field = prefix + key`.
+pub(super) fn diff_keyed(
+    jamf_id: i64,
+    prefix: &str,
+    before: &BTreeMap<String, Option<String>>,
+    after: &BTreeMap<String, Option<String>>,
+    policy: &HistoryConfig,
+) -> Vec<Change> {
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let old = before.get(key).cloned().flatten();
+            let new = after.get(key).cloned().flatten();
+            let moved = before.contains_key(key) != after.contains_key(key);
+            let field = format!("{prefix}{key}");
+            ((old != new || moved) && !policy.excludes(&field)).then_some(Change {
+                jamf_id,
+                field,
+                old,
+                new,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -413,40 +413,27 @@ macro_rules! writer_impl {
                                 std::collections::BTreeMap<String, Option<String>>,
                             > = std::collections::HashMap::new();
                             for (id, key, fallback, value) in old_rows {
-                                let Some(key) = key.filter(|k| !k.is_empty()).or(fallback) else {
-                                    continue;
-                                };
-                                old.entry(id).or_default().insert(key, value);
-                            }
-                            let mut changes = Vec::new();
-                            for (r, c, _) in &changed {
-                                if !compared.contains(&r.jamf_id()) {
-                                    continue;
-                                }
-                                let before = old.remove(&r.jamf_id()).unwrap_or_default();
-                                let after = c.history_values();
-                                let keys: std::collections::BTreeSet<&String> =
-                                    before.keys().chain(after.keys()).collect();
-                                for key in keys {
-                                    let was = before.get(key).cloned().flatten();
-                                    let now_v = after.get(key).cloned().flatten();
-                                    let present = (before.contains_key(key), after.contains_key(key));
-                                    let field = format!("{}{}", h.prefix, key);
-                                    if (was != now_v || present.0 != present.1)
-                                        && !history.excludes(&field)
-                                    {
-                                        changes.push((
-                                            super::history::Change {
-                                                jamf_id: r.jamf_id(),
-                                                field,
-                                                old: was,
-                                                new: now_v,
-                                            },
-                                            r.as_of(),
-                                        ));
-                                    }
+                                if let Some(key) = crate::domain::children::history_key(key, fallback) {
+                                    old.entry(id).or_default().insert(key, value);
                                 }
                             }
+                            let changes: Vec<_> = changed
+                                .iter()
+                                .filter(|(r, _, _)| compared.contains(&r.jamf_id()))
+                                .flat_map(|(r, c, _)| {
+                                    let before = old.remove(&r.jamf_id()).unwrap_or_default();
+                                    super::history::diff_keyed(
+                                        r.jamf_id(),
+                                        h.prefix,
+                                        &before,
+                                        &c.history_values(),
+                                        history,
+                                    )
+                                    .into_iter()
+                                    .map(|change| (change, r.as_of()))
+                                    .collect::<Vec<_>>()
+                                })
+                                .collect();
                             Self::record_changes(tx, instance, R::KIND, &changes, run_id, now)
                                 .await?;
                         }

@@ -78,38 +78,27 @@ where
 type Rows = Vec<Vec<Option<String>>>;
 
 async fn query(db: &TestDb, sql: &str, params: &[Param]) -> Rows {
-    let sql = sql.to_string();
+    // The same statement on either pool (their row types differ, so one body per pool).
+    macro_rules! run_on {
+        ($pool:expr, $backend:literal) => {{
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+            for p in params {
+                q = match p {
+                    Param::Time(t) => q.bind(*t),
+                    Param::Text(t) => q.bind(t.clone()),
+                };
+            }
+            q.fetch_all($pool)
+                .await
+                .expect(concat!("query runs on ", $backend))
+                .iter()
+                .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
+                .collect()
+        }};
+    }
     match &*db.db {
-        Db::Sqlite(s) => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for p in params {
-                q = match p {
-                    Param::Time(t) => q.bind(*t),
-                    Param::Text(t) => q.bind(t.clone()),
-                };
-            }
-            q.fetch_all(s.pool())
-                .await
-                .expect("query runs on SQLite")
-                .iter()
-                .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
-                .collect()
-        }
-        Db::Postgres(s) => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for p in params {
-                q = match p {
-                    Param::Time(t) => q.bind(*t),
-                    Param::Text(t) => q.bind(t.clone()),
-                };
-            }
-            q.fetch_all(s.pool())
-                .await
-                .expect("query runs on PostgreSQL")
-                .iter()
-                .map(|r| (0..r.len()).map(|i| cell(r, i)).collect())
-                .collect()
-        }
+        Db::Sqlite(s) => run_on!(s.pool(), "SQLite"),
+        Db::Postgres(s) => run_on!(s.pool(), "PostgreSQL"),
     }
 }
 
