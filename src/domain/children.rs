@@ -228,11 +228,44 @@ pub static MOBILE_DEVICE_APPLICATIONS: ChildTable = ChildTable {
     }),
 };
 
-/// `mobile_device_group_memberships`: the groups a mobile device is in (Classic record).
+/// `mobile_device_group_memberships`: the groups a mobile device is in. `smart` is NULL from
+/// the Classic record (it does not say).
 pub static MOBILE_DEVICE_GROUP_MEMBERSHIPS: ChildTable = ChildTable {
     name: "mobile_device_group_memberships",
     device_type: "mobile_device",
-    columns: &[("group_id", ValType::Text), ("group_name", ValType::Text)],
+    columns: &[
+        ("group_id", ValType::Text),
+        ("group_name", ValType::Text),
+        ("smart", ValType::Bool),
+    ],
+    history: None,
+};
+
+/// `mobile_device_configuration_profiles`: the profiles installed. `removable` and
+/// `last_installed` come from the Jamf Pro API only (NULL from the Classic record).
+pub static MOBILE_DEVICE_CONFIGURATION_PROFILES: ChildTable = ChildTable {
+    name: "mobile_device_configuration_profiles",
+    device_type: "mobile_device",
+    columns: &[
+        ("display_name", ValType::Text),
+        ("profile_identifier", ValType::Text),
+        ("uuid", ValType::Text),
+        ("version", ValType::Text),
+        ("removable", ValType::Bool),
+        ("last_installed", ValType::Time),
+    ],
+    history: None,
+};
+
+/// `mobile_device_certificates`: the certificates installed.
+pub static MOBILE_DEVICE_CERTIFICATES: ChildTable = ChildTable {
+    name: "mobile_device_certificates",
+    device_type: "mobile_device",
+    columns: &[
+        ("common_name", ValType::Text),
+        ("identity", ValType::Bool),
+        ("expiration_date", ValType::Time),
+    ],
     history: None,
 };
 
@@ -245,6 +278,8 @@ pub static ALL: &[&ChildTable] = &[
     &COMPUTER_CERTIFICATES,
     &MOBILE_DEVICE_APPLICATIONS,
     &MOBILE_DEVICE_GROUP_MEMBERSHIPS,
+    &MOBILE_DEVICE_CONFIGURATION_PROFILES,
+    &MOBILE_DEVICE_CERTIFICATES,
 ];
 
 #[cfg(test)]

@@ -236,116 +236,140 @@ fn child_time(v: Option<String>) -> Val {
 
 /// The child rows of the list sections present in a computer record.
 fn computer_children(sections: ChildSections) -> Vec<Children> {
-    let ChildSections {
-        apps,
-        groups,
-        profiles,
-        accounts,
-        certificates,
-    } = sections;
-    let mut out = Vec::new();
-    let mut push = |table, rows: Option<Vec<Vec<Val>>>| {
-        if let Some(rows) = rows {
-            out.push(Children { table, rows });
-        }
-    };
-    push(
+    let mut lists = Lists::default();
+    lists.add(
         &children::COMPUTER_CONFIGURATION_PROFILES,
-        profiles.map(|ps| {
-            ps.into_iter()
-                .map(|p| {
-                    vec![
-                        Val::Text(p.id),
-                        Val::Text(p.display_name),
-                        Val::Text(p.profile_identifier),
-                        Val::Text(p.uuid),
-                        Val::Text(p.username),
-                        Val::Bool(p.removable),
-                        child_time(p.last_installed),
-                    ]
-                })
-                .collect()
-        }),
+        sections.profiles,
+        |p| {
+            vec![
+                Val::Text(p.id),
+                Val::Text(p.display_name),
+                Val::Text(p.profile_identifier),
+                Val::Text(p.uuid),
+                Val::Text(p.username),
+                Val::Bool(p.removable),
+                child_time(p.last_installed),
+            ]
+        },
     );
-    push(
+    lists.add(
         &children::COMPUTER_LOCAL_USER_ACCOUNTS,
-        accounts.map(|accounts| {
-            accounts
-                .into_iter()
-                .map(|a| {
-                    vec![
-                        Val::Text(a.uid),
-                        Val::Text(a.user_guid),
-                        Val::Text(a.username),
-                        Val::Text(a.full_name),
-                        Val::Bool(a.admin),
-                        Val::Text(a.home_directory),
-                        Val::Bool(a.file_vault2_enabled),
-                        Val::Text(a.user_account_type),
-                    ]
-                })
-                .collect()
-        }),
+        sections.accounts,
+        |a| {
+            vec![
+                Val::Text(a.uid),
+                Val::Text(a.user_guid),
+                Val::Text(a.username),
+                Val::Text(a.full_name),
+                Val::Bool(a.admin),
+                Val::Text(a.home_directory),
+                Val::Bool(a.file_vault2_enabled),
+                Val::Text(a.user_account_type),
+            ]
+        },
     );
-    push(
+    lists.add(
         &children::COMPUTER_CERTIFICATES,
-        certificates.map(|certs| {
-            certs
-                .into_iter()
-                .map(|c| {
-                    vec![
-                        Val::Text(c.common_name),
-                        Val::Text(c.subject_name),
-                        Val::Text(c.serial_number),
-                        Val::Text(c.sha1_fingerprint),
-                        Val::Bool(c.identity),
-                        Val::Text(c.username),
-                        Val::Text(c.lifecycle_status),
-                        Val::Text(c.certificate_status),
-                        child_time(c.issued_date),
-                        child_time(c.expiration_date),
-                    ]
-                })
-                .collect()
-        }),
+        sections.certificates,
+        |c| {
+            vec![
+                Val::Text(c.common_name),
+                Val::Text(c.subject_name),
+                Val::Text(c.serial_number),
+                Val::Text(c.sha1_fingerprint),
+                Val::Bool(c.identity),
+                Val::Text(c.username),
+                Val::Text(c.lifecycle_status),
+                Val::Text(c.certificate_status),
+                child_time(c.issued_date),
+                child_time(c.expiration_date),
+            ]
+        },
     );
-    if let Some(apps) = apps {
-        out.push(Children {
-            table: &children::COMPUTER_APPLICATIONS,
-            rows: apps
-                .into_iter()
-                .map(|a| {
-                    let major = children::version_major(a.version.as_deref());
-                    vec![
-                        Val::Text(a.name),
-                        Val::Text(a.path),
-                        Val::Text(a.version),
-                        Val::Text(a.bundle_id),
-                        Val::Bool(a.mac_app_store),
-                        Val::Int(a.size_megabytes),
-                        Val::Bool(a.update_available),
-                        Val::Int(major),
-                    ]
-                })
-                .collect(),
-        });
+    lists.add(&children::COMPUTER_APPLICATIONS, sections.apps, |a| {
+        let major = children::version_major(a.version.as_deref());
+        vec![
+            Val::Text(a.name),
+            Val::Text(a.path),
+            Val::Text(a.version),
+            Val::Text(a.bundle_id),
+            Val::Bool(a.mac_app_store),
+            Val::Int(a.size_megabytes),
+            Val::Bool(a.update_available),
+            Val::Int(major),
+        ]
+    });
+    lists.add(
+        &children::COMPUTER_GROUP_MEMBERSHIPS,
+        sections.groups,
+        |g| {
+            vec![
+                Val::Text(g.group_id),
+                Val::Text(g.group_name),
+                Val::Bool(g.smart_group),
+            ]
+        },
+    );
+    lists.0
+}
+
+/// The child tables of one record, built from the list sections present in it: a list that
+/// is absent (section not in the answer) adds no entry, so its table is left alone.
+#[derive(Default)]
+struct Lists(Vec<Children>);
+
+impl Lists {
+    fn add<T>(
+        &mut self,
+        table: &'static children::ChildTable,
+        list: Option<Vec<T>>,
+        row: impl Fn(T) -> Vec<Val>,
+    ) {
+        if let Some(list) = list {
+            self.0.push(Children {
+                table,
+                rows: list.into_iter().map(row).collect(),
+            });
+        }
     }
-    if let Some(groups) = groups {
-        out.push(Children {
-            table: &children::COMPUTER_GROUP_MEMBERSHIPS,
-            rows: groups
-                .into_iter()
-                .map(|g| {
-                    vec![
-                        Val::Text(g.group_id),
-                        Val::Text(g.group_name),
-                        Val::Bool(g.smart_group),
-                    ]
-                })
-                .collect(),
-        });
-    }
-    out
+}
+
+/// A mobile app's row: the short version is what people search by (older records lack it, and
+/// then the build stands in); the build stays beside it.
+fn mobile_app_row(
+    name: Option<String>,
+    identifier: Option<String>,
+    short_version: Option<String>,
+    build: Option<String>,
+) -> Vec<Val> {
+    let version = non_empty(short_version).or(build.clone());
+    let major = children::version_major(version.as_deref());
+    vec![
+        Val::Text(name),
+        Val::Text(identifier),
+        Val::Text(version),
+        Val::Text(build),
+        Val::Int(major),
+    ]
+}
+
+/// A mobile profile's row; the Classic record lacks `removable` and `last_installed`.
+fn mobile_profile_row(
+    name: Option<String>,
+    identifier: Option<String>,
+    uuid: Option<String>,
+    version: Option<String>,
+    removable: Option<bool>,
+    last_installed: Option<String>,
+) -> Vec<Val> {
+    vec![
+        Val::Text(name),
+        Val::Text(identifier),
+        Val::Text(uuid),
+        Val::Text(version),
+        Val::Bool(removable),
+        child_time(last_installed),
+    ]
 }
 
 fn parse_bool(v: Option<String>) -> Option<bool> {
@@ -407,42 +431,48 @@ pub fn mobile_xml(xml: &str, fetched_at: DateTime<Utc>) -> Result<MobileDevice, 
             })
         })
         .collect();
-    let mut lists = Vec::new();
-    if let Some(apps) = typed.applications {
-        lists.push(Children {
-            table: &children::MOBILE_DEVICE_APPLICATIONS,
-            rows: apps
-                .application
-                .into_iter()
-                .map(|a| {
-                    // The short version is what people search by; older records lack it.
-                    let version =
-                        non_empty(a.application_short_version).or(a.application_version.clone());
-                    let major = children::version_major(version.as_deref());
-                    vec![
-                        Val::Text(a.application_name),
-                        Val::Text(a.identifier),
-                        Val::Text(version),
-                        Val::Text(a.application_version),
-                        Val::Int(major),
-                    ]
-                })
-                .collect(),
-        });
-    }
-    if let Some(groups) = typed.mobile_device_groups {
-        lists.push(Children {
-            table: &children::MOBILE_DEVICE_GROUP_MEMBERSHIPS,
-            rows: groups
-                .mobile_device_group
-                .into_iter()
-                .map(|g| vec![Val::Text(g.id), Val::Text(g.name)])
-                .collect(),
-        });
-    }
+    let mut lists = Lists::default();
+    lists.add(
+        &children::MOBILE_DEVICE_APPLICATIONS,
+        typed.applications.map(|a| a.application),
+        |a| {
+            mobile_app_row(
+                a.application_name,
+                a.identifier,
+                a.application_short_version,
+                a.application_version,
+            )
+        },
+    );
+    lists.add(
+        &children::MOBILE_DEVICE_GROUP_MEMBERSHIPS,
+        typed.mobile_device_groups.map(|g| g.mobile_device_group),
+        |g| vec![Val::Text(g.id), Val::Text(g.name), Val::Bool(None)],
+    );
+    lists.add(
+        &children::MOBILE_DEVICE_CONFIGURATION_PROFILES,
+        typed
+            .configuration_profiles
+            .map(|p| p.configuration_profile),
+        |p| mobile_profile_row(p.display_name, p.identifier, p.uuid, p.version, None, None),
+    );
+    lists.add(
+        &children::MOBILE_DEVICE_CERTIFICATES,
+        typed.certificates.map(|c| c.certificate),
+        |c| {
+            let expires = non_empty(c.expires_epoch)
+                .or(non_empty(c.expires_utc))
+                .and_then(|t| parse_classic_time(&t));
+            vec![
+                Val::Text(c.common_name),
+                Val::Bool(parse_bool(c.identity)),
+                Val::Time(expires),
+            ]
+        },
+    );
     let raw = json.to_string();
     Ok(MobileDevice {
-        children: lists,
+        children: lists.0,
         jamf_id,
         info: DeviceInfo {
             udid: non_empty(g.udid),
@@ -507,8 +537,50 @@ pub fn mobile_pro(raw: &RawValue, fetched_at: DateTime<Utc>) -> Result<MobileDev
             value: ea.value.map(|v| v.join(", ")),
             data_type: ea.data_type,
         }));
+    let mut lists = Lists::default();
+    lists.add(
+        &children::MOBILE_DEVICE_APPLICATIONS,
+        rec.applications,
+        |a| mobile_app_row(a.name, a.identifier, a.short_version, a.version),
+    );
+    lists.add(
+        &children::MOBILE_DEVICE_GROUP_MEMBERSHIPS,
+        rec.groups,
+        |g| {
+            vec![
+                Val::Text(g.group_id),
+                Val::Text(g.group_name),
+                Val::Bool(g.smart),
+            ]
+        },
+    );
+    lists.add(
+        &children::MOBILE_DEVICE_CONFIGURATION_PROFILES,
+        rec.profiles,
+        |p| {
+            mobile_profile_row(
+                p.display_name,
+                p.identifier,
+                p.uuid,
+                p.version,
+                p.removable,
+                p.last_installed,
+            )
+        },
+    );
+    lists.add(
+        &children::MOBILE_DEVICE_CERTIFICATES,
+        rec.certificates,
+        |c| {
+            vec![
+                Val::Text(c.common_name),
+                Val::Bool(c.identity),
+                child_time(c.expiration_date),
+            ]
+        },
+    );
     Ok(MobileDevice {
-        children: Vec::new(),
+        children: lists.0,
         jamf_id,
         info: DeviceInfo {
             udid: non_empty(general.udid),
@@ -652,6 +724,60 @@ mod tests {
         let raw: serde_json::Value = serde_json::from_str(&d.raw).unwrap_or_default();
         assert_eq!(raw["general"]["new_field_from_a_future_release"], "1");
         assert_eq!(raw["extension_attributes"][0]["name"], "Cart");
+    }
+
+    #[test]
+    fn classic_lists_become_child_rows() {
+        let xml = "<mobile_device><general><id>8</id></general>\
+            <certificates><size>1</size><certificate><common_name>MDM &amp; CA</common_name>\
+            <identity>true</identity><expires_utc>2030-01-02T03:04:05.000+0000</expires_utc>\
+            <expires_epoch>1893553445000</expires_epoch></certificate></certificates>\
+            <configuration_profiles><size>1</size><configuration_profile>\
+            <display_name>Wi-Fi</display_name><version>2</version>\
+            <identifier>com.example.wifi</identifier><uuid>U-1</uuid>\
+            </configuration_profile></configuration_profiles>\
+            <applications><size>1</size><application><application_name>Old</application_name>\
+            <application_version>12.1</application_version><identifier>com.x</identifier>\
+            </application></applications></mobile_device>";
+        let d = mobile_xml(xml, Utc::now()).unwrap_or_else(|e| panic!("{e}"));
+        let rows = |name: &str| {
+            d.children
+                .iter()
+                .find(|c| c.table.name == name)
+                .map(|c| {
+                    c.rows
+                        .iter()
+                        .map(|r| r.iter().map(Val::as_text).collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            rows("mobile_device_certificates"),
+            vec![vec![s("MDM & CA"), s("true"), s("2030-01-02T03:04:05Z")]]
+        );
+        assert_eq!(
+            rows("mobile_device_configuration_profiles"),
+            vec![vec![
+                s("Wi-Fi"),
+                s("com.example.wifi"),
+                s("U-1"),
+                s("2"),
+                None,
+                None
+            ]]
+        );
+        // No short version: the build stands in for it.
+        assert_eq!(
+            rows("mobile_device_applications"),
+            vec![vec![s("Old"), s("com.x"), s("12.1"), s("12.1"), s("12")]]
+        );
+        // No <mobile_device_groups>: that table is not touched.
+        assert!(d
+            .children
+            .iter()
+            .all(|c| c.table.name != "mobile_device_group_memberships"));
     }
 
     #[test]

@@ -202,6 +202,40 @@ pub struct MobileDeviceXml {
     /// `None` when the record has no `<applications>` element.
     pub applications: Option<MobileApplicationsXml>,
     pub mobile_device_groups: Option<MobileDeviceGroupsXml>,
+    pub configuration_profiles: Option<MobileProfilesXml>,
+    pub certificates: Option<MobileCertificatesXml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileProfilesXml {
+    pub configuration_profile: Vec<MobileProfileXml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileProfileXml {
+    pub display_name: Option<String>,
+    pub version: Option<String>,
+    pub identifier: Option<String>,
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileCertificatesXml {
+    pub certificate: Vec<MobileCertificateXml>,
+}
+
+/// A certificate on a mobile device: its expiry as epoch milliseconds (authoritative, like
+/// every Classic `_epoch`) and as `expires_utc`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MobileCertificateXml {
+    pub common_name: Option<String>,
+    pub identity: Option<String>,
+    pub expires_epoch: Option<String>,
+    pub expires_utc: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +320,53 @@ pub struct ProMobileDevice {
     pub hardware: Option<ProHardware>,
     pub user_and_location: Option<ProUserAndLocation>,
     pub extension_attributes: Option<Vec<ProExtensionAttribute>>,
+    /// The APPLICATIONS, CERTIFICATES, PROFILES and GROUPS sections: `None` (JSON `null`)
+    /// when not requested.
+    pub applications: Option<Vec<ProMobileApplication>>,
+    pub certificates: Option<Vec<ProMobileCertificate>>,
+    pub profiles: Option<Vec<ProMobileProfile>>,
+    pub groups: Option<Vec<ProMobileGroup>>,
+}
+
+/// `MobileDeviceApplicationInventoryDetail`: `shortVersion` is the version people know,
+/// `version` the build.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProMobileApplication {
+    pub identifier: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub short_version: Option<String>,
+}
+
+/// `MobileDeviceCertificate`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProMobileCertificate {
+    pub common_name: Option<String>,
+    pub identity: Option<bool>,
+    pub expiration_date: Option<String>,
+}
+
+/// `MobileDeviceProfile`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProMobileProfile {
+    pub display_name: Option<String>,
+    pub version: Option<String>,
+    pub uuid: Option<String>,
+    pub identifier: Option<String>,
+    pub removable: Option<bool>,
+    pub last_installed: Option<String>,
+}
+
+/// `MobileDeviceInventoryGroup`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProMobileGroup {
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+    pub smart: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,7 +20,7 @@ use super::state::{
     api_error, count_requests, invalid_filter, lock, not_found, unauthorized, Inner, ListQuery,
     SimState,
 };
-use super::{classic, touch, webhooks};
+use super::{classic, groups, touch, webhooks};
 
 pub(super) fn router(state: Arc<SimState>) -> Router {
     let mut router = Router::new();
@@ -84,6 +84,19 @@ fn classic_routes(state: Arc<SimState>) -> Router<Arc<SimState>> {
         .route(
             "/JSSResource/mobiledevices/id/{id}",
             get(classic::mobile_device),
+        )
+        .route("/JSSResource/computergroups", get(groups::computer_groups))
+        .route(
+            "/JSSResource/computergroups/id/{id}",
+            get(groups::computer_group),
+        )
+        .route(
+            "/JSSResource/mobiledevicegroups",
+            get(groups::mobile_groups),
+        )
+        .route(
+            "/JSSResource/mobiledevicegroups/id/{id}",
+            get(groups::mobile_group),
         )
         .route("/JSSResource/webhooks", get(webhooks::list))
         .route(

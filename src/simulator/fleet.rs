@@ -202,7 +202,18 @@ pub struct SimComputer {
     pub ea_values: [String; 2],
     /// Bumped whenever the device "submits inventory", so each report changes the record.
     pub revision: u64,
+    /// Ids of the static groups ([`COMPUTER_GROUPS`]) the Mac is in: edited in Jamf, not by
+    /// inventory.
+    pub static_groups: Vec<&'static str>,
 }
+
+/// Every computer group the simulated Jamf has: `(id, name, smart)`.
+pub const COMPUTER_GROUPS: &[(&str, &str, bool)] = &[
+    ("1", "All Managed Clients", true),
+    ("2", "Engineering Macs", false),
+    ("3", "macOS 15", true),
+    ("4", "Pilot Ring", false),
+];
 
 impl SimComputer {
     pub fn generate(id: i64, rng: &mut fastrand::Rng, now: DateTime<Utc>) -> Self {
@@ -236,6 +247,10 @@ impl SimComputer {
             ],
             app_updates: 0,
             revision: 0,
+            static_groups: [(id % 3 == 0, "2"), (id % 7 == 0, "4")]
+                .into_iter()
+                .filter_map(|(member, g)| member.then_some(g))
+                .collect(),
         }
     }
 
@@ -259,20 +274,15 @@ impl SimComputer {
 
     /// The groups this Mac is a member of: `(id, name, smart)`; "macOS 15" follows the OS.
     pub fn groups(&self) -> Vec<(&'static str, &'static str, bool)> {
-        let mut g = Vec::new();
-        if self.managed {
-            g.push(("1", "All Managed Clients", true));
-        }
-        if self.id % 3 == 0 {
-            g.push(("2", "Engineering Macs", false));
-        }
-        if OS[self.os].0.starts_with("15") {
-            g.push(("3", "macOS 15", true));
-        }
-        if self.id % 7 == 0 {
-            g.push(("4", "Pilot Ring", false));
-        }
-        g
+        COMPUTER_GROUPS
+            .iter()
+            .filter(|(id, _, _)| match *id {
+                "1" => self.managed,
+                "3" => OS[self.os].0.starts_with("15"),
+                _ => self.static_groups.contains(id),
+            })
+            .copied()
+            .collect()
     }
 
     /// The device submits inventory now: report date moves, something in the record changes.

@@ -43,7 +43,31 @@ pub struct SimMobile {
     pub department: String,
     pub ea_value: String,
     pub revision: u64,
+    /// Times the device's apps updated (moves Outlook's version, on every third device).
+    pub app_updates: u32,
+    /// Member of the static group "Cart Pilot".
+    pub pilot: bool,
 }
+
+/// Every mobile device group the simulated Jamf has: `(id, name, smart)`.
+pub const MOBILE_GROUPS: &[(&str, &str, bool)] = &[
+    ("1", "All Managed iPads", true),
+    ("2", "iOS 18", true),
+    ("3", "Cart Pilot", false),
+];
+
+/// One app on a mobile device: name, bundle identifier, short version, build.
+pub type MobileApp = (&'static str, &'static str, String, String);
+
+/// One installed profile: display name, identifier, uuid, version, removable, installed at.
+pub type MobileProfile = (
+    &'static str,
+    &'static str,
+    String,
+    &'static str,
+    bool,
+    DateTime<Utc>,
+);
 
 impl SimMobile {
     pub fn generate(id: i64, rng: &mut fastrand::Rng, now: DateTime<Utc>) -> Self {
@@ -73,6 +97,8 @@ impl SimMobile {
             department,
             ea_value: format!("Cart {}", rng.u8(1..20)),
             revision: 0,
+            app_updates: 0,
+            pilot: id % 4 == 0,
         }
     }
 
@@ -81,6 +107,87 @@ impl SimMobile {
         self.revision += 1;
         self.last_inventory = now;
         self.ea_value = format!("rev {} & <more>", self.revision);
+        self.app_updates += 1;
+    }
+
+    /// The apps installed, in the order Jamf lists them.
+    pub fn applications(&self) -> Vec<MobileApp> {
+        let mut apps = vec![
+            (
+                "Keynote",
+                "com.apple.Keynote",
+                "14.2".into(),
+                "7038.0.45".into(),
+            ),
+            (
+                "Self Service",
+                "com.jamf.selfservice",
+                "11.0".into(),
+                "1100".into(),
+            ),
+        ];
+        if self.id % 3 == 0 {
+            apps.push((
+                "Microsoft Outlook",
+                "com.microsoft.Office.Outlook",
+                format!("4.{}", 2400 + self.app_updates),
+                format!("{}", 6_000 + self.app_updates),
+            ));
+        }
+        apps
+    }
+
+    /// The groups the device is in: `(id, name, smart)`; "iOS 18" follows the OS.
+    pub fn groups(&self) -> Vec<(&'static str, &'static str, bool)> {
+        MOBILE_GROUPS
+            .iter()
+            .filter(|(id, _, _)| match *id {
+                "1" => self.managed,
+                "2" => self.os_version.starts_with("18"),
+                _ => self.pilot,
+            })
+            .copied()
+            .collect()
+    }
+
+    /// A fixed instant per device (profiles installed, certificates expiring).
+    fn day(&self, days: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_700_000_000 + self.id * 3_600 + days * 86_400, 0)
+            .unwrap_or_default()
+    }
+
+    pub fn profiles(&self) -> Vec<MobileProfile> {
+        let mut p = vec![(
+            "Wi-Fi",
+            "com.example.wifi",
+            format!("5A1E0000-0000-4000-8000-{:012X}", self.id),
+            "1",
+            false,
+            self.day(0),
+        )];
+        if self.supervised {
+            p.push((
+                "Restrictions",
+                "com.example.restrictions",
+                format!("7E570000-0000-4000-8000-{:012X}", self.id),
+                "3",
+                true,
+                self.day(30),
+            ));
+        }
+        p
+    }
+
+    /// `(common name, identity, expires)`.
+    pub fn certificates(&self) -> Vec<(String, bool, DateTime<Utc>)> {
+        vec![
+            (
+                format!("MDM Identity {}", &self.udid[..8]),
+                true,
+                self.day(395),
+            ),
+            ("Example Root CA".into(), false, self.day(3_650)),
+        ]
     }
 
     pub fn email(&self) -> String {
@@ -110,20 +217,9 @@ impl SimMobile {
              <real_name>{user}</real_name><email_address>{email}</email_address><position/>\
              <phone/><department>{dept}</department><building/><room/></location>\
              <purchasing><is_purchased>true</is_purchased><po_number/></purchasing>\
-             <applications><size>2</size><application><application_name>Keynote</application_name>\
-             <application_version>7038.0.45</application_version>\
-             <application_short_version>14.2</application_short_version>\
-             <identifier>com.apple.Keynote</identifier>\
-             </application><application><application_name>Self Service</application_name>\
-             <application_version>1100</application_version>\
-             <application_short_version>11.0</application_short_version>\
-             <identifier>com.jamf.selfservice</identifier>\
-             </application></applications><security><data_protection>true</data_protection></security>\
-             <network><carrier/></network><certificates><size>0</size></certificates>\
-             <configuration_profiles><size>0</size></configuration_profiles>\
-             <provisioning_profiles><size>0</size></provisioning_profiles>\
-             <mobile_device_groups><size>1</size><mobile_device_group><id>1</id>\
-             <name>All Managed iPads</name></mobile_device_group></mobile_device_groups>\
+             {apps}<security><data_protection>true</data_protection></security>\
+             <network><carrier/></network>{certs}{profiles}\
+             <provisioning_profiles><size>0</size></provisioning_profiles>{groups}\
              <extension_attributes><extension_attribute><id>1</id><name>Cart</name>\
              <type>String</type><multi_value>false</multi_value><value>{ea}</value>\
              </extension_attribute></extension_attributes></mobile_device>",
@@ -141,7 +237,64 @@ impl SimMobile {
             email = self.email(),
             dept = escape(&self.department),
             ea = escape(&self.ea_value),
+            apps = self.apps_xml(),
+            certs = self.certificates_xml(),
+            profiles = self.profiles_xml(),
+            groups = self.groups_xml(),
         )
+    }
+
+    fn apps_xml(&self) -> String {
+        let apps = self.applications();
+        let mut x = format!("<applications><size>{}</size>", apps.len());
+        for (name, id, short, build) in apps {
+            x += &format!(
+                "<application><application_name>{name}</application_name>\
+                 <application_version>{build}</application_version>\
+                 <application_short_version>{short}</application_short_version>\
+                 <identifier>{id}</identifier></application>"
+            );
+        }
+        x + "</applications>"
+    }
+
+    fn certificates_xml(&self) -> String {
+        let certs = self.certificates();
+        let mut x = format!("<certificates><size>{}</size>", certs.len());
+        for (name, identity, expires) in certs {
+            x += &format!(
+                "<certificate><common_name>{}</common_name><identity>{identity}</identity>\
+                 <expires_utc>{}</expires_utc><expires_epoch>{}</expires_epoch></certificate>",
+                escape(&name),
+                expires.format("%Y-%m-%dT%H:%M:%S%.3f+0000"),
+                expires.timestamp_millis()
+            );
+        }
+        x + "</certificates>"
+    }
+
+    fn profiles_xml(&self) -> String {
+        let profiles = self.profiles();
+        let mut x = format!("<configuration_profiles><size>{}</size>", profiles.len());
+        for (name, identifier, uuid, version, _, _) in profiles {
+            x += &format!(
+                "<configuration_profile><display_name>{name}</display_name>\
+                 <version>{version}</version><identifier>{identifier}</identifier>\
+                 <uuid>{uuid}</uuid></configuration_profile>"
+            );
+        }
+        x + "</configuration_profiles>"
+    }
+
+    fn groups_xml(&self) -> String {
+        let groups = self.groups();
+        let mut x = format!("<mobile_device_groups><size>{}</size>", groups.len());
+        for (id, name, _) in groups {
+            x += &format!(
+                "<mobile_device_group><id>{id}</id><name>{name}</name></mobile_device_group>"
+            );
+        }
+        x + "</mobile_device_groups>"
     }
 
     /// Classic JSON form (what `Accept: application/json` gets).
@@ -209,6 +362,62 @@ impl SimMobile {
                 } else {
                     Value::Null
                 },
+            );
+            let section = |name: &str, value: Value| if has(name) { value } else { Value::Null };
+            o.insert(
+                "applications".into(),
+                section(
+                    "APPLICATIONS",
+                    self.applications()
+                        .into_iter()
+                        .map(|(name, identifier, short, build)| {
+                            json!({"identifier": identifier, "name": name, "version": build,
+                                   "shortVersion": short, "managementStatus": "Managed",
+                                   "validationStatus": true, "bundleSize": "1024",
+                                   "dynamicSize": "2048", "appClip": false})
+                        })
+                        .collect(),
+                ),
+            );
+            o.insert(
+                "certificates".into(),
+                section(
+                    "CERTIFICATES",
+                    self.certificates()
+                        .into_iter()
+                        .map(|(name, identity, expires)| {
+                            json!({"commonName": name, "identity": identity,
+                                   "expirationDate": ts(expires)})
+                        })
+                        .collect(),
+                ),
+            );
+            o.insert(
+                "profiles".into(),
+                section(
+                    "PROFILES",
+                    self.profiles()
+                        .into_iter()
+                        .map(|(name, identifier, uuid, version, removable, at)| {
+                            json!({"displayName": name, "version": version, "uuid": uuid,
+                                   "identifier": identifier, "removable": removable,
+                                   "lastInstalled": ts(at)})
+                        })
+                        .collect(),
+                ),
+            );
+            o.insert(
+                "groups".into(),
+                section(
+                    "GROUPS",
+                    self.groups()
+                        .into_iter()
+                        .map(|(id, name, smart)| {
+                            json!({"groupId": id, "groupName": name, "groupDescription": "",
+                                   "smart": smart})
+                        })
+                        .collect(),
+                ),
             );
             o.insert(
                 "extensionAttributes".into(),

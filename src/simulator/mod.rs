@@ -17,6 +17,7 @@
 mod api;
 mod classic;
 pub mod fleet;
+mod groups;
 pub mod mobile;
 pub mod rsql;
 mod state;

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use jamf_sync::config::{FetchStrategy, HistoryConfig};
+use chrono::{DateTime, SecondsFormat, Utc};
+use jamf_sync::config::{FetchStrategy, HistoryConfig, MobileDevicesConfig, MobileSource};
 use jamf_sync::domain::children::{
-    COMPUTER_APPLICATIONS, COMPUTER_CERTIFICATES, COMPUTER_CONFIGURATION_PROFILES,
+    ChildTable, COMPUTER_APPLICATIONS, COMPUTER_CERTIFICATES, COMPUTER_CONFIGURATION_PROFILES,
     COMPUTER_GROUP_MEMBERSHIPS, COMPUTER_LOCAL_USER_ACCOUNTS, MOBILE_DEVICE_APPLICATIONS,
+    MOBILE_DEVICE_CERTIFICATES, MOBILE_DEVICE_CONFIGURATION_PROFILES,
     MOBILE_DEVICE_GROUP_MEMBERSHIPS,
 };
 use jamf_sync::domain::Kind;
@@ -226,43 +228,192 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
     sim.stop().await;
 }
 
-both_backends!(mobile_devices_fill_their_child_tables_from_the_classic_record);
-async fn mobile_devices_fill_their_child_tables_from_the_classic_record(db: &TestDb) {
-    let (sim, engine) = helpers::fleet(db, 0, 8).await;
-    let run = helpers::run_mobile(&engine, true).await;
-    assert!(run.succeeded(), "{run}");
-    let apps = db
-        .db
-        .child_rows("test", &MOBILE_DEVICE_APPLICATIONS)
-        .await
-        .expect("rows");
-    assert_eq!(apps.len(), 16, "two apps on each of eight devices");
-    let keynote: Vec<_> = apps
-        .iter()
-        .filter(|(_, v)| v[1].as_deref() == Some("com.apple.Keynote"))
-        .collect();
-    assert_eq!(keynote.len(), 8);
-    for (_, v) in keynote {
-        // The short version is `version`; the build number stays beside it.
-        assert_eq!(v[2].as_deref(), Some("14.2"));
-        assert_eq!(v[3].as_deref(), Some("7038.0.45"));
-        assert_eq!(v[4].as_deref(), Some("14"));
+/// `(jamf_id, values as text)` of one child table.
+type Rows = BTreeSet<(i64, Vec<Option<String>>)>;
+
+fn text(s: impl ToString) -> Option<String> {
+    Some(s.to_string())
+}
+
+fn time(t: DateTime<Utc>) -> Option<String> {
+    text(t.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// What each mobile child table must hold for the simulator's devices. Through the Jamf Pro
+/// API (`pro`) Jamf also says whether a group is smart and when a profile was installed.
+fn sim_mobile_children(sim: &Simulator, pro: bool) -> Vec<(&'static ChildTable, Rows)> {
+    let (mut apps, mut groups, mut profiles, mut certs) = Default::default();
+    let (apps, groups, profiles, certs): (&mut Rows, &mut Rows, &mut Rows, &mut Rows) =
+        (&mut apps, &mut groups, &mut profiles, &mut certs);
+    for id in sim.mobile_ids() {
+        let m = sim.mobile(id).expect("mobile");
+        for (name, identifier, short, build) in m.applications() {
+            let major = short.split('.').next().map(String::from);
+            apps.insert((
+                id,
+                vec![
+                    text(name),
+                    text(identifier),
+                    text(short),
+                    text(build),
+                    major,
+                ],
+            ));
+        }
+        for (gid, name, smart) in m.groups() {
+            groups.insert((
+                id,
+                vec![text(gid), text(name), pro.then(|| smart.to_string())],
+            ));
+        }
+        for (name, identifier, uuid, version, removable, at) in m.profiles() {
+            profiles.insert((
+                id,
+                vec![
+                    text(name),
+                    text(identifier),
+                    text(uuid),
+                    text(version),
+                    pro.then(|| removable.to_string()),
+                    if pro { time(at) } else { None },
+                ],
+            ));
+        }
+        for (name, identity, expires) in m.certificates() {
+            certs.insert((id, vec![text(name), text(identity), time(expires)]));
+        }
     }
-    let groups = db
-        .db
-        .child_rows("test", &MOBILE_DEVICE_GROUP_MEMBERSHIPS)
-        .await
-        .expect("rows");
-    assert_eq!(groups.len(), 8);
-    assert!(groups
+    vec![
+        (&MOBILE_DEVICE_APPLICATIONS, std::mem::take(apps)),
+        (&MOBILE_DEVICE_GROUP_MEMBERSHIPS, std::mem::take(groups)),
+        (
+            &MOBILE_DEVICE_CONFIGURATION_PROFILES,
+            std::mem::take(profiles),
+        ),
+        (&MOBILE_DEVICE_CERTIFICATES, std::mem::take(certs)),
+    ]
+}
+
+async fn stored(db: &TestDb, table: &'static ChildTable) -> Rows {
+    let rows = db.db.child_rows("test", table).await.expect("rows");
+    let n = rows.len();
+    let set: Rows = rows.into_iter().collect();
+    assert_eq!(set.len(), n, "no row of {} stored twice", table.name);
+    set
+}
+
+async fn assert_mobile_children(db: &TestDb, sim: &Simulator, pro: bool) {
+    for (table, want) in sim_mobile_children(sim, pro) {
+        assert!(!want.is_empty(), "{} has rows to compare", table.name);
+        assert_eq!(stored(db, table).await, want, "{}", table.name);
+    }
+}
+
+both_backends!(mobile_child_tables_hold_what_either_source_served);
+async fn mobile_child_tables_hold_what_either_source_served(db: &TestDb) {
+    let (sim, classic) = helpers::fleet(db, 0, 12).await;
+    let classic = classic.with_history(HistoryConfig::default());
+    let run = helpers::run_mobile(&classic, true).await;
+    assert!(run.succeeded(), "{run}");
+    assert_mobile_children(db, &sim, false).await;
+    let rows: usize = sim_mobile_children(&sim, false)
         .iter()
-        .all(|(_, v)| v[1].as_deref() == Some("All Managed iPads")));
-    assert_eq!(run.counts.child_rows, 24);
+        .map(|(_, rows)| rows.len())
+        .sum();
+    assert_eq!(run.counts.child_rows, rows as i64);
+
     // Reported again with nothing new in its lists: no child row written.
-    assert!(sim.edit_mobile(3, |m| m.username = "someone".into()));
-    let again = helpers::run_mobile(&engine, false).await;
+    assert!(sim.edit_mobile(4, |m| m.username = "someone".into()));
+    let again = helpers::run_mobile(&classic, false).await;
     assert!(again.succeeded(), "{again}");
-    assert!(again.counts.upserted >= 1, "{again}");
+    assert_eq!(again.counts.upserted, 1, "{again}");
     assert_eq!(again.counts.child_rows, 0, "{again}");
+
+    // Outlook updated and the device joined the static group: both lists rewritten, the app's
+    // version change in the history.
+    assert!(sim.edit_mobile(3, |m| {
+        m.app_updates += 1;
+        m.pilot = true;
+    }));
+    let changed = helpers::run_mobile(&classic, false).await;
+    assert!(changed.succeeded(), "{changed}");
+    let m3 = sim.mobile(3).expect("mobile 3");
+    assert_eq!(
+        changed.counts.child_rows,
+        (m3.applications().len() + m3.groups().len()) as i64,
+        "{changed}"
+    );
+    assert_mobile_children(db, &sim, false).await;
+    let history = db
+        .db
+        .device_history("test", "3", Some(Kind::MobileDevices))
+        .await
+        .expect("history");
+    let apps: Vec<_> = history
+        .iter()
+        .filter(|c| c.field.starts_with("app:"))
+        .map(|c| {
+            (
+                c.field.as_str(),
+                c.old_value.as_deref(),
+                c.new_value.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        apps,
+        vec![(
+            "app:com.microsoft.Office.Outlook",
+            Some("4.2400"),
+            Some("4.2401")
+        )]
+    );
+
+    // The Jamf Pro API source with the list sections fills the same tables, with what only it
+    // knows (smart groups, removable profiles, install dates).
+    let settings = helpers::settings(&sim);
+    let mut sections = MobileDevicesConfig::default().sections;
+    sections.extend(
+        ["APPLICATIONS", "GROUPS", "PROFILES", "CERTIFICATES"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let pro = helpers::engine(
+        db,
+        settings.clone(),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    )
+    .with_mobile(MobileDevicesConfig {
+        source: MobileSource::ProApi,
+        sections,
+        ..MobileDevicesConfig::default()
+    });
+    let run = helpers::run_mobile(&pro, true).await;
+    assert!(run.succeeded(), "{run}");
+    assert_mobile_children(db, &sim, true).await;
+
+    // Without those sections the Pro API source leaves every table as it was.
+    let before: Vec<Rows> = {
+        let mut v = Vec::new();
+        for (table, _) in sim_mobile_children(&sim, true) {
+            v.push(stored(db, table).await);
+        }
+        v
+    };
+    assert!(sim.edit_mobile(6, |m| {
+        m.app_updates += 1;
+        m.pilot = !m.pilot;
+    }));
+    let plain = helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Inline))
+        .with_mobile(MobileDevicesConfig {
+            source: MobileSource::ProApi,
+            ..MobileDevicesConfig::default()
+        });
+    let run = helpers::run_mobile(&plain, true).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(run.counts.child_rows, 0, "{run}");
+    for ((table, _), rows) in sim_mobile_children(&sim, true).into_iter().zip(before) {
+        assert_eq!(stored(db, table).await, rows, "{} untouched", table.name);
+    }
     sim.stop().await;
 }

@@ -15,7 +15,8 @@ use jamf_sync::jamf::models::{
     AuthTokenV1, ComputerApplication, ComputerCertificate, ComputerConfigurationProfile,
     ComputerGeneral, ComputerHardware, ComputerLocalUserAccount, ComputerOperatingSystem,
     ComputerRecord, ComputerUserAndLocation, ExtensionAttribute, GroupMembership, JamfProVersion,
-    OAuthTokenResponse, RemoteManagement,
+    OAuthTokenResponse, ProMobileApplication, ProMobileCertificate, ProMobileGroup,
+    ProMobileProfile, RemoteManagement,
 };
 use jamf_sync::simulator::SimConfig;
 use serde_json::{json, Value};
@@ -319,12 +320,46 @@ async fn simulator_answers_match_jamfs_schema() {
     // Mobile devices through the Jamf Pro API, every section the simulator renders.
     let (status, page) = get(
         &http,
-        format!("{base}/api/v2/mobile-devices/detail?section=GENERAL&section=HARDWARE&section=USER_AND_LOCATION&section=EXTENSION_ATTRIBUTES&page-size=25"),
+        format!("{base}/api/v2/mobile-devices/detail?section=GENERAL&section=HARDWARE&section=USER_AND_LOCATION&section=EXTENSION_ATTRIBUTES&section=APPLICATIONS&section=CERTIFICATES&section=PROFILES&section=GROUPS&page-size=25"),
         &bearer,
     )
     .await;
     assert_eq!(status, 200);
     assert_eq!(page["results"].as_array().map(Vec::len), Some(25));
+    let first = &page["results"][0];
+    for section in ["applications", "certificates", "profiles", "groups"] {
+        assert!(
+            first[section].as_array().is_some_and(|a| !a.is_empty()),
+            "{section} rendered"
+        );
+    }
+    // What the client reads of the list sections is in Jamf's schema.
+    for (model, value, schema) in [
+        (
+            "ProMobileApplication",
+            serde_json::to_value(ProMobileApplication::default()),
+            "MobileDeviceApplicationInventoryDetail",
+        ),
+        (
+            "ProMobileCertificate",
+            serde_json::to_value(ProMobileCertificate::default()),
+            "MobileDeviceCertificate",
+        ),
+        (
+            "ProMobileProfile",
+            serde_json::to_value(ProMobileProfile::default()),
+            "MobileDeviceProfile",
+        ),
+        (
+            "ProMobileGroup",
+            serde_json::to_value(ProMobileGroup::default()),
+            "MobileDeviceInventoryGroup",
+        ),
+    ] {
+        let fields = keys(&value.expect("serialize"));
+        assert!(!fields.is_empty());
+        assert_subset(model, &fields, &checker.properties(schema));
+    }
     checker.assert_valid(
         "MobileDeviceInventorySearchResults",
         &page,
