@@ -37,6 +37,8 @@ pub mod metric {
     pub const LATENCY_BASELINE: &str = "jamf_sync_latency_baseline_seconds";
     pub const PAGE_SIZE: &str = "jamf_sync_page_size";
     pub const RECONCILE: &str = "jamf_sync_reconcile_devices_total";
+    pub const GROUP_REFRESHES: &str = "jamf_sync_group_refreshes_total";
+    pub const GROUPS: &str = "jamf_sync_groups_total";
     pub const WEBHOOK_REQUESTS: &str = "jamf_sync_webhook_requests_total";
     pub const WEBHOOK_QUEUE_DEPTH: &str = "jamf_sync_webhook_queue_depth";
     pub const WEBHOOK_LATENCY: &str = "jamf_sync_webhook_event_to_stored_seconds";
@@ -67,6 +69,8 @@ pub mod metric {
         LATENCY_BASELINE,
         PAGE_SIZE,
         RECONCILE,
+        GROUP_REFRESHES,
+        GROUPS,
         WEBHOOK_REQUESTS,
         WEBHOOK_QUEUE_DEPTH,
         WEBHOOK_LATENCY,
@@ -157,6 +161,14 @@ pub fn describe_metrics() {
         metric::RECONCILE,
         "Devices handled by reconcile, by kind and outcome (deleted, kept, refused, missed_fetched, revived)"
     );
+    describe_counter!(
+        metric::GROUP_REFRESHES,
+        "Group membership refreshes, by kind and result (succeeded, failed, interrupted)"
+    );
+    describe_counter!(
+        metric::GROUPS,
+        "Groups read by membership refreshes, by kind and outcome (changed, unchanged, gone)"
+    );
     describe_gauge!(
         metric::LATENCY_BASELINE,
         Unit::Seconds,
@@ -217,6 +229,13 @@ pub fn init_series(kinds: &[Kind], webhooks: bool) {
         }
         for outcome in ["deleted", "kept", "refused", "missed_fetched", "revived"] {
             metrics::counter!(metric::RECONCILE, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+        for result in ["succeeded", "failed", "interrupted"] {
+            metrics::counter!(metric::GROUP_REFRESHES, "kind" => kind, "result" => result)
+                .increment(0);
+        }
+        for outcome in ["changed", "unchanged", "gone"] {
+            metrics::counter!(metric::GROUPS, "kind" => kind, "outcome" => outcome).increment(0);
         }
         // Registered (at zero) by taking its handle.
         let _ = metrics::histogram!(metric::RUN_DURATION, "kind" => kind);

@@ -1,15 +1,15 @@
-//! The commands over the engine: `run`, `sync`, `reconcile`, `status`, `config check`,
+//! The commands over the engine: `run`, `sync`, `reconcile`, `groups`, `status`, `config check`,
 //! `healthcheck`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{kinds_to_sync, ReconcileArgs, SyncArgs};
+use super::{kinds_to_sync, OnlyKind, ReconcileArgs, SyncArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials, JamfSettings};
 use crate::domain::{Kind, Trigger};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::sync::reconcile::ReconcileOptions;
 use crate::sync::{RunSummary, SyncOptions};
 
@@ -70,23 +70,49 @@ pub(super) async fn reconcile(
         force: args.force,
         trigger: Trigger::Cli,
     };
-    let mut ok = true;
-    let mut result = Ok(());
-    for kind in kinds {
-        match app.engine.reconcile(kind, opts).await {
-            Ok(s) => {
-                println!("{s}");
-                ok &= s.succeeded();
-            }
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let engine = &app.engine;
+    let result = per_kind(
+        kinds,
+        |kind| engine.reconcile(kind, opts),
+        |s| s.succeeded(),
+    )
+    .await;
     app.close().await;
-    result?;
-    Ok(exit_code(ok))
+    Ok(exit_code(result?))
+}
+
+/// `jamf-sync groups`.
+pub(super) async fn groups(
+    cfg: &Config,
+    settings: JamfSettings,
+    only: Option<OnlyKind>,
+) -> anyhow::Result<ExitCode> {
+    let app = App::open(cfg, settings).await?;
+    let engine = &app.engine;
+    let result = per_kind(
+        kinds_to_sync(cfg, only),
+        |kind| engine.refresh_groups(kind, Trigger::Cli),
+        |s| s.succeeded(),
+    )
+    .await;
+    app.close().await;
+    Ok(exit_code(result?))
+}
+
+/// Runs `op` for each kind in turn and prints its summary; whether every kind succeeded.
+/// Stops at the first database error.
+async fn per_kind<T: std::fmt::Display, F: std::future::Future<Output = Result<T, StoreError>>>(
+    kinds: Vec<Kind>,
+    op: impl Fn(Kind) -> F,
+    succeeded: impl Fn(&T) -> bool,
+) -> Result<bool, StoreError> {
+    let mut ok = true;
+    for kind in kinds {
+        let summary = op(kind).await?;
+        println!("{summary}");
+        ok &= succeeded(&summary);
+    }
+    Ok(ok)
 }
 
 pub(super) fn exit_code(ok: bool) -> ExitCode {

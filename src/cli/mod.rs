@@ -41,6 +41,13 @@ pub enum Command {
     Sync(SyncArgs),
     /// Find devices deleted in Jamf and mark (or delete) them; fetch devices deltas missed.
     Reconcile(ReconcileArgs),
+    /// Refresh group memberships now from the groups' member lists (smart groups recalculate
+    /// and static groups change without new inventory); exit 0 when every kind succeeded.
+    Groups {
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        only: Option<OnlyKind>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Configuration commands.
@@ -257,6 +264,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => commands::run_daemon(cfg).await,
         Command::Reconcile(args) => match jamf_settings_or_report(&cfg) {
             Some(settings) => commands::reconcile(&cfg, settings, args).await,
+            None => Ok(ExitCode::FAILURE),
+        },
+        Command::Groups { only } => match jamf_settings_or_report(&cfg) {
+            Some(settings) => commands::groups(&cfg, settings, only).await,
             None => Ok(ExitCode::FAILURE),
         },
         Command::Webhooks {

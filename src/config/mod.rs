@@ -28,8 +28,8 @@ pub use schedule::Schedule;
 pub use secrets::mask_url;
 pub use server::{LogConfig, LogFormat, ServerConfig, WebhookAuth, WebhooksConfig};
 pub use sync::{
-    FetchStrategy, HistoryConfig, MobileDevicesConfig, MobileSource, OnMissing, ReconcileConfig,
-    SyncConfig,
+    FetchStrategy, GroupsConfig, HistoryConfig, MobileDevicesConfig, MobileSource, OnMissing,
+    ReconcileConfig, SyncConfig,
 };
 
 /// A configuration problem, always naming the key it is about.
@@ -59,6 +59,7 @@ pub struct Config {
     pub mobile_devices: MobileDevicesConfig,
     pub server: ServerConfig,
     pub reconcile: ReconcileConfig,
+    pub groups: GroupsConfig,
     pub history: HistoryConfig,
     pub webhooks: WebhooksConfig,
     pub log: LogConfig,
@@ -119,6 +120,7 @@ impl Config {
         self.sync.validate()?;
         self.mobile_devices.validate(&self.sync)?;
         self.reconcile.validate(&self.sync)?;
+        self.groups.validate(&self.sync)?;
         self.history.validate()?;
         self.server.validate()?;
         self.webhooks.validate()?;
@@ -225,6 +227,10 @@ mod tests {
         assert_eq!(
             key(&[("JAMF_SYNC__RECONCILE__SCHEDULE", "never")]).as_deref(),
             Some("reconcile.schedule")
+        );
+        assert_eq!(
+            key(&[("JAMF_SYNC__GROUPS__SCHEDULE", "hourly")]).as_deref(),
+            Some("groups.schedule")
         );
         assert_eq!(
             key(&[("JAMF_SYNC__SYNC__TIMEZONE", "Mars/Base")]).as_deref(),

@@ -1,4 +1,5 @@
-//! `[sync]`, `[mobile_devices]` and `[reconcile]`: what to sync, when, and how gently.
+//! `[sync]`, `[mobile_devices]`, `[reconcile]`, `[groups]` and `[history]`: what to sync, when,
+//! and how gently.
 
 use serde::{Deserialize, Serialize};
 
@@ -304,6 +305,36 @@ impl ReconcileConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Group membership refresh: who is in each group, read from the groups' member lists
+/// (smart groups recalculate and static groups are edited without new inventory).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Refresh group memberships on their own schedule in the daemon.
+    pub enabled: bool,
+    /// Cron schedule (read in `sync.timezone`). Default: hourly at 20 past.
+    pub schedule: String,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: "0 20 * * * *".into(),
+        }
+    }
+}
+
+impl GroupsConfig {
+    pub fn schedule(&self, sync: &SyncConfig) -> Result<Schedule, ConfigError> {
+        Schedule::parse("groups.schedule", &self.schedule, &sync.timezone)
+    }
+
+    pub(crate) fn validate(&self, sync: &SyncConfig) -> Result<(), ConfigError> {
+        self.schedule(sync).map(|_| ())
     }
 }
 

@@ -250,6 +250,8 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
             "failing_devices": failing.as_ref().map(Vec::len),
             "failing_sample": failing.map(|f| f.into_iter().take(10).collect::<Vec<_>>()),
             "next_reconcile_retry": retries.get(&format!("reconcile {name}")),
+            "next_groups": next.get(&format!("groups {name}")),
+            "next_groups_retry": retries.get(&format!("groups {name}")),
         }));
     }
     let webhooks = match (&s.webhooks, s.engine.get()) {

@@ -195,6 +195,11 @@ pub async fn run(
             schedules.push((*kind, Op::Reconcile, cfg.reconcile.schedule(&cfg.sync)?));
         }
     }
+    if cfg.groups.enabled {
+        for kind in &kinds {
+            schedules.push((*kind, Op::Groups, cfg.groups.schedule(&cfg.sync)?));
+        }
+    }
     let mut sched = scheduler::start(schedules.clone(), runner.clone(), state.next_runs.clone())
         .await
         .context("starting the scheduler")?;
@@ -203,7 +208,8 @@ pub async fn run(
     }
     if cfg.sync.on_start {
         let now = Utc::now();
-        for (kind, _, schedule) in schedules.iter().filter(|s| s.1 != Op::Reconcile) {
+        let syncs = schedules.iter().filter(|s| matches!(s.1, Op::Sync { .. }));
+        for (kind, _, schedule) in syncs {
             let cursor = db.cursor(&instance, *kind).await?;
             let interval = schedule.interval(now).unwrap_or(chrono::Duration::days(1));
             if cursor.is_none_or(|c| now - c > interval) {

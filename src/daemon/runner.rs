@@ -36,8 +36,12 @@ pub const EXECUTOR: &str = "executor";
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Sync { full: bool },
+    Sync {
+        full: bool,
+    },
     Reconcile,
+    /// A group membership refresh.
+    Groups,
 }
 
 impl Op {
@@ -45,6 +49,7 @@ impl Op {
         match self {
             Op::Sync { .. } => 0,
             Op::Reconcile => 1,
+            Op::Groups => 2,
         }
     }
 
@@ -53,6 +58,7 @@ impl Op {
         match self {
             Op::Sync { .. } => kind.as_str().to_string(),
             Op::Reconcile => format!("reconcile {}", kind.as_str()),
+            Op::Groups => format!("groups {}", kind.as_str()),
         }
     }
 
@@ -60,6 +66,7 @@ impl Op {
         match self {
             Op::Sync { .. } => RunKind::Sync(kind),
             Op::Reconcile => RunKind::Reconcile,
+            Op::Groups => RunKind::Groups,
         }
     }
 }
@@ -76,7 +83,7 @@ pub struct RunRequest {
 pub struct Runner {
     tx: mpsc::UnboundedSender<RunRequest>,
     /// Per operation and kind: one is queued or running.
-    busy: Arc<[[AtomicBool; 2]; 2]>,
+    busy: Arc<[[AtomicBool; 2]; 3]>,
 }
 
 impl Runner {
@@ -147,6 +154,10 @@ impl<S: Store> Executes for Engine<S> {
                 };
                 self.reconcile(req.kind, opts).await?.status == crate::domain::RunStatus::Succeeded
             }
+            Op::Groups => self
+                .refresh_groups(req.kind, req.trigger)
+                .await?
+                .succeeded(),
         };
         self.refresh_gauges(req.kind).await;
         Ok(ok)

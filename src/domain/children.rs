@@ -269,6 +269,14 @@ pub static MOBILE_DEVICE_CERTIFICATES: ChildTable = ChildTable {
     history: None,
 };
 
+/// The group membership table of a kind's devices.
+pub fn memberships(kind: super::Kind) -> &'static ChildTable {
+    match kind {
+        super::Kind::Computers => &COMPUTER_GROUP_MEMBERSHIPS,
+        super::Kind::MobileDevices => &MOBILE_DEVICE_GROUP_MEMBERSHIPS,
+    }
+}
+
 /// Every child table, for purging a device's rows.
 pub static ALL: &[&ChildTable] = &[
     &COMPUTER_APPLICATIONS,

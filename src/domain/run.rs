@@ -8,6 +8,8 @@ use super::Kind;
 pub enum RunKind {
     Sync(Kind),
     Reconcile,
+    /// A group membership refresh (of the kind in `sync_runs.mode`).
+    Groups,
 }
 
 impl RunKind {
@@ -15,6 +17,7 @@ impl RunKind {
         match self {
             RunKind::Sync(kind) => kind.as_str(),
             RunKind::Reconcile => "reconcile",
+            RunKind::Groups => "groups",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The Classic API (`/JSSResource`, XML) as jamf-sync needs it: advanced mobile device
-//! searches, mobile device records and lists, and webhooks.
+//! searches, mobile device records and lists, computer and mobile device groups with their
+//! members, and webhooks.
 //!
 //! Invariants: every answer is read through [`xml_to_json`] or, for an evaluated search that
 //! can list a whole fleet, streamed through [`walk`] (both bounded, never panicking); a
@@ -14,6 +15,7 @@ use serde_json::Value;
 use super::decode::parse_classic_time;
 use super::xml::{walk, xml_to_json};
 use super::{Call, JamfClient, JamfError};
+use crate::domain::Kind;
 
 impl JamfClient {
     async fn classic_text(&self, call: Call<'_>) -> Result<(String, DateTime<Utc>), JamfError> {
@@ -159,6 +161,126 @@ impl JamfClient {
         ))
         .await
     }
+}
+
+/// A computer or mobile device group as Jamf lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: String,
+    pub smart: bool,
+}
+
+/// The Classic paths of one kind's groups.
+fn group_paths(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Computers => ("computergroups", "computer_group"),
+        Kind::MobileDevices => ("mobiledevicegroups", "mobile_device_group"),
+    }
+}
+
+impl JamfClient {
+    /// Every group of a kind (`GET /JSSResource/computergroups` or `/mobiledevicegroups`).
+    pub async fn groups(&self, kind: Kind) -> Result<Vec<GroupRef>, JamfError> {
+        let (path, item) = group_paths(kind);
+        let endpoint = match kind {
+            Kind::Computers => "/JSSResource/computergroups",
+            Kind::MobileDevices => "/JSSResource/mobiledevicegroups",
+        };
+        self.classic_get(endpoint, format!("JSSResource/{path}"), |xml| {
+            parse_group_list(xml, &format!("{item}s"), item)
+        })
+        .await
+    }
+
+    /// The ids of a group's members; `None` when the group is gone (404).
+    pub async fn group_members(&self, kind: Kind, id: &str) -> Result<Option<Vec<i64>>, JamfError> {
+        let (path, root) = group_paths(kind);
+        let endpoint = match kind {
+            Kind::Computers => "/JSSResource/computergroups/id/{id}",
+            Kind::MobileDevices => "/JSSResource/mobiledevicegroups/id/{id}",
+        };
+        // Ids come from Jamf's own list; anything else must not reach the path.
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(JamfError::Decode {
+                endpoint,
+                message: format!("group id {id:?} is not a number"),
+            });
+        }
+        match self
+            .classic_get(endpoint, format!("JSSResource/{path}/id/{id}"), |xml| {
+                parse_group_members(xml, root, kind)
+            })
+            .await
+        {
+            Ok(ids) => Ok(Some(ids)),
+            Err(JamfError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `(id, name, is_smart)` of every `<item>` of a Classic group list `<root>`.
+pub fn parse_group_list(xml: &str, root: &str, item: &str) -> Result<Vec<GroupRef>, String> {
+    let mut groups = Vec::new();
+    let mut current: Option<GroupRef> = None;
+    let found = walk(xml, |parents, name, text| {
+        if parents.len() == 2 && parents[1] == item {
+            let g = current.get_or_insert_with(|| GroupRef {
+                id: String::new(),
+                name: String::new(),
+                smart: false,
+            });
+            match name {
+                "id" => g.id = text.trim().to_string(),
+                "name" => g.name = text.to_string(),
+                "is_smart" => g.smart = text.trim() == "true",
+                _ => {}
+            }
+        } else if parents.len() == 1 && name == item {
+            let g = current.take().unwrap_or_else(|| GroupRef {
+                id: String::new(),
+                name: String::new(),
+                smart: false,
+            });
+            if g.id.is_empty() || !g.id.chars().all(|c| c.is_ascii_digit()) {
+                return Err(format!("a listed group has no numeric <id> ({:?})", g.name));
+            }
+            groups.push(g);
+        }
+        Ok(())
+    })?;
+    if found != root {
+        return Err(format!("expected <{root}>, got <{found}>"));
+    }
+    Ok(groups)
+}
+
+/// The member ids of a Classic group record: only `<computers><computer><id>` (or
+/// `<mobile_devices><mobile_device><id>`) count; the group's own id, its site and its criteria
+/// have `<id>`s too.
+pub fn parse_group_members(xml: &str, root: &str, kind: Kind) -> Result<Vec<i64>, String> {
+    let (list, member) = match kind {
+        Kind::Computers => ("computers", "computer"),
+        Kind::MobileDevices => ("mobile_devices", "mobile_device"),
+    };
+    let mut ids = Vec::new();
+    let found = walk(xml, |parents, name, text| {
+        if name == "id" && parents.len() == 3 && parents[1] == list && parents[2] == member {
+            ids.push(
+                text.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("a member id {:?} is not a number", text.trim()))?,
+            );
+        }
+        Ok(())
+    })?;
+    if found != root {
+        return Err(format!("expected <{root}>, got <{found}>"));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// One row of an evaluated advanced search.
@@ -347,6 +469,51 @@ mod tests {
         DateTime::parse_from_rfc3339(s)
             .map(|d| d.with_timezone(&Utc))
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn groups_and_their_members_are_read_from_the_right_elements() {
+        let list = "<?xml version=\"1.0\"?><computer_groups><size>2</size>\
+            <computer_group><id>1</id><name>All &amp; Managed</name><is_smart>true</is_smart></computer_group>\
+            <computer_group><id>7</id><name>Pilot</name><is_smart>false</is_smart></computer_group>\
+            </computer_groups>";
+        let groups = parse_group_list(list, "computer_groups", "computer_group");
+        assert_eq!(
+            groups,
+            Ok(vec![
+                GroupRef {
+                    id: "1".into(),
+                    name: "All & Managed".into(),
+                    smart: true
+                },
+                GroupRef {
+                    id: "7".into(),
+                    name: "Pilot".into(),
+                    smart: false
+                },
+            ])
+        );
+        assert!(parse_group_list(list, "mobile_device_groups", "mobile_device_group").is_err());
+        let bad = "<computer_groups><size>1</size><computer_group><name>x</name></computer_group></computer_groups>";
+        assert!(parse_group_list(bad, "computer_groups", "computer_group").is_err());
+
+        let group = "<computer_group><id>9</id><name>G</name><is_smart>true</is_smart>\
+            <site><id>-1</id><name>None</name></site><criteria><size>1</size><criterion>\
+            <name>Managed</name></criterion></criteria><computers><size>3</size>\
+            <computer><id>12</id><name>a</name></computer><computer><id>3</id></computer>\
+            <computer><id>12</id></computer></computers></computer_group>";
+        assert_eq!(
+            parse_group_members(group, "computer_group", Kind::Computers),
+            Ok(vec![3, 12])
+        );
+        assert!(parse_group_members(group, "mobile_device_group", Kind::MobileDevices).is_err());
+        let bad = group.replace("<id>3</id>", "<id>three</id>");
+        assert!(parse_group_members(&bad, "computer_group", Kind::Computers).is_err());
+        let empty = "<mobile_device_group><id>2</id><mobile_devices><size>0</size></mobile_devices></mobile_device_group>";
+        assert_eq!(
+            parse_group_members(empty, "mobile_device_group", Kind::MobileDevices),
+            Ok(vec![])
+        );
     }
 
     #[test]

@@ -534,6 +534,37 @@ impl Simulator {
         true
     }
 
+    /// Puts a computer in, or takes it out of, a static group, as an admin does in Jamf: no
+    /// inventory, no webhook. `false` when the computer or the static group does not exist.
+    pub fn set_computer_static_group(&self, id: i64, group_id: &str, member: bool) -> bool {
+        let Some(&(gid, _, _)) = fleet::COMPUTER_GROUPS
+            .iter()
+            .find(|(g, _, smart)| *g == group_id && !smart)
+        else {
+            return false;
+        };
+        let mut inner = lock(&self.state.inner);
+        let Some(c) = inner.fleet.get_mut(&id) else {
+            return false;
+        };
+        c.static_groups.retain(|g| *g != gid);
+        if member {
+            c.static_groups.push(gid);
+        }
+        true
+    }
+
+    /// Puts a mobile device in, or takes it out of, the static group "Cart Pilot" (no
+    /// inventory, no webhook).
+    pub fn set_mobile_pilot(&self, id: i64, member: bool) -> bool {
+        let mut inner = lock(&self.state.inner);
+        let Some(m) = inner.mobiles.get_mut(&id) else {
+            return false;
+        };
+        m.pilot = member;
+        true
+    }
+
     /// Changes a mobile device as `edit` says and has it submit inventory now.
     pub fn edit_mobile(&self, id: i64, edit: impl FnOnce(&mut mobile::SimMobile)) -> bool {
         let now = self.state.now();

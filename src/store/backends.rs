@@ -20,10 +20,11 @@ use super::history::{Change, ChangeRow};
 use super::views::{self, EaColumn};
 use super::writer::{self, push_ids, writer_impl, Tx, CHUNK};
 use super::{
-    partition_changed, CursorRow, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent, Result,
-    RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
+    partition_changed, CursorRow, GroupMembers, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent,
+    Result, RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
 };
 use crate::config::HistoryConfig;
+use crate::domain::children;
 use crate::domain::{DeviceInfo, DeviceRecord, Kind, PacingMemory, RunKind, RunStatus};
 
 #[derive(Debug, Clone)]
@@ -61,6 +62,15 @@ impl SqliteStore {
     /// read first could not upgrade once another writer committed (`SQLITE_BUSY_SNAPSHOT`).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A write transaction on a group membership table: SQLite's one writer already keeps a
+    /// device write and a group write apart.
+    async fn begin_memberships(
+        &self,
+        _table: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_write().await
     }
 }
 
@@ -102,6 +112,23 @@ impl PgStore {
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
     }
+
+    /// A write transaction that keeps other writers of a group membership table out until it
+    /// commits: a device's rows (replaced by device) and a group's rows (replaced by group)
+    /// overlap, and two such transactions interleaved under READ COMMITTED could both insert
+    /// the same membership. Readers are not blocked.
+    async fn begin_memberships(
+        &self,
+        table: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx)
+    }
 }
 
 macro_rules! run_columns {
@@ -132,6 +159,24 @@ macro_rules! store_impl {
                     n += q.build().execute(&mut **tx).await?.rows_affected();
                 }
                 Ok(n)
+            }
+
+            /// Forgets these devices' hash of a child table: rows changed from another side
+            /// (a group's member list), so the device's next record rewrites its own rows.
+            async fn forget_child_hashes(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                instance: &str,
+                kind: Kind,
+                table: &'static str,
+                ids: &[i64],
+            ) -> Result<u64> {
+                Self::execute_in_chunks(tx, ids, |q| {
+                    q.push("DELETE FROM child_hashes WHERE device_type = ");
+                    q.push_bind(kind.device_type()).push(" AND child = ");
+                    q.push_bind(table).push(" AND instance = ");
+                    q.push_bind(instance.to_string()).push(" AND jamf_id");
+                })
+                .await
             }
 
             /// Removes these devices' `sync_failures` rows (written, or gone from Jamf).
@@ -612,6 +657,88 @@ macro_rules! store_impl {
                 })
                 .await?;
                 Self::clear_failures(&mut tx, instance, kind, ids).await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn group_rows(
+                &self,
+                instance: &str,
+                kind: Kind,
+                group_id: &str,
+            ) -> Result<Vec<(i64, Option<String>, Option<bool>)>> {
+                let sql = format!(
+                    "SELECT jamf_id, group_name, smart FROM {} WHERE instance = $1 AND group_id = $2",
+                    children::memberships(kind).name
+                );
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(instance)
+                    .bind(group_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn replace_group(
+                &self,
+                instance: &str,
+                kind: Kind,
+                group: &GroupMembers<'_>,
+            ) -> Result<u64> {
+                let table = children::memberships(kind).name;
+                let mut tx = self.begin_memberships(table).await?;
+                let old: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE instance = $1 AND group_id = $2 RETURNING jamf_id"
+                )))
+                .bind(instance)
+                .bind(group.id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for chunk in group.members.chunks(CHUNK) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                        "INSERT INTO {table} (instance, jamf_id, group_id, group_name, smart) "
+                    ));
+                    q.push_values(chunk, |mut b, id| {
+                        b.push_bind(instance.to_string())
+                            .push_bind(*id)
+                            .push_bind(group.id.to_string())
+                            .push_bind(group.name.to_string())
+                            .push_bind(group.smart);
+                    });
+                    q.build().persistent(false).execute(&mut *tx).await?;
+                }
+                let mut touched: Vec<i64> = old.into_iter().chain(group.members.iter().copied()).collect();
+                touched.sort_unstable();
+                touched.dedup();
+                Self::forget_child_hashes(&mut tx, instance, kind, table, &touched).await?;
+                tx.commit().await?;
+                Ok(group.members.len() as u64)
+            }
+
+            async fn drop_groups_except(
+                &self,
+                instance: &str,
+                kind: Kind,
+                keep: &[String],
+            ) -> Result<u64> {
+                let table = children::memberships(kind).name;
+                let mut tx = self.begin_memberships(table).await?;
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new(format!("DELETE FROM {table} WHERE instance = "));
+                q.push_bind(instance.to_string());
+                if !keep.is_empty() {
+                    q.push(" AND group_id NOT IN (");
+                    let mut list = q.separated(", ");
+                    for id in keep {
+                        list.push_bind(id.clone());
+                    }
+                    q.push(")");
+                }
+                q.push(" RETURNING jamf_id");
+                let mut touched: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                let n = touched.len() as u64;
+                touched.sort_unstable();
+                touched.dedup();
+                Self::forget_child_hashes(&mut tx, instance, kind, table, &touched).await?;
                 tx.commit().await?;
                 Ok(n)
             }

@@ -289,6 +289,16 @@ pub struct QueuedEvent {
     pub not_before: DateTime<Utc>,
 }
 
+/// One group and its members, as Jamf lists them.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupMembers<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub smart: bool,
+    /// Sorted, without duplicates.
+    pub members: &'a [i64],
+}
+
 /// Declares [`Store`] and its delegation from [`Db`] to the configured backend in one list,
 /// so a new operation is written once here and once per backend body.
 macro_rules! store_api {
@@ -380,6 +390,20 @@ store_api! {
     fn purge_devices(instance: &str, kind: Kind, ids: &[i64]) -> u64;
     /// `(jamf_id, name, value)` of every stored extension attribute of a kind.
     fn extension_attributes(instance: &str, kind: Kind) -> Vec<(i64, String, Option<String>)>;
+    /// `(jamf_id, group_name, smart)` of the stored membership rows of one group.
+    fn group_rows(
+        instance: &str,
+        kind: Kind,
+        group_id: &str
+    ) -> Vec<(i64, Option<String>, Option<bool>)>;
+    /// Replaces one group's membership rows (`computer_group_memberships` or
+    /// `mobile_device_group_memberships`) with its members, and forgets the child hash of
+    /// every device whose rows this touched, so that device's next record rewrites its own;
+    /// returns the rows written.
+    fn replace_group(instance: &str, kind: Kind, group: &GroupMembers<'_>) -> u64;
+    /// Removes the membership rows of every group not in `keep` (gone from Jamf); returns
+    /// how many.
+    fn drop_groups_except(instance: &str, kind: Kind, keep: &[String]) -> u64;
     /// `(jamf_id, synced_at)` of those of these devices that are stored and not deleted.
     fn synced_at(instance: &str, kind: Kind, ids: &[i64]) -> Vec<(i64, DateTime<Utc>)>;
     /// Appends a webhook event to the durable queue unless this instance already has

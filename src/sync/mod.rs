@@ -26,6 +26,7 @@
 //!   and idempotent), the run is marked `failed` and the cursor does not move, so the next run
 //!   redoes the whole window.
 
+pub mod groups;
 pub(crate) mod pipeline;
 pub(crate) mod ranges;
 pub mod reconcile;

@@ -366,3 +366,36 @@ fn sim_env<'a>(url: &'a str, db: &'a str) -> Vec<(&'static str, &'a str)> {
         ("JAMF_SYNC__DATABASE__URL", db),
     ]
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_refreshes_memberships_and_fails_with_jamf() {
+    let (sim, dir, db, url) = sim_and_sqlite(20, 8).await;
+    let env = sim_env(&url, &db);
+    let o = jamf_sync_async(&["groups"], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("computers groups run"), "{out}");
+    assert!(out.contains("succeeded: listed 4, changed 4"), "{out}");
+    assert!(out.contains("mobile_devices groups run"), "{out}");
+    let o = jamf_sync_async(&["groups", "--only", "computers"], &env, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("changed 0, unchanged 4"), "{out}");
+    assert!(!out.contains("mobile_devices"), "{out}");
+    // Jamf refusing the credentials: the run fails and the exit code says so.
+    let bad: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(k, v)| match *k {
+            "JAMF_SYNC__JAMF__CLIENT_SECRET" => (*k, "wrong"),
+            _ => (*k, *v),
+        })
+        .collect();
+    let o = jamf_sync_async(&["groups", "--only", "computers"], &bad, dir.path()).await;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        out.contains("computers groups run") && out.contains("failed"),
+        "{out}"
+    );
+    sim.stop().await;
+}

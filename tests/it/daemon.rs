@@ -110,7 +110,10 @@ async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
     let d = Daemon::start(
         &sim,
         &url,
-        &[("JAMF_SYNC__SYNC__SCHEDULE", "*/2 * * * * *")],
+        &[
+            ("JAMF_SYNC__SYNC__SCHEDULE", "*/2 * * * * *"),
+            ("JAMF_SYNC__GROUPS__SCHEDULE", "*/3 * * * * *"),
+        ],
     );
     d.wait_ready(20).await;
     // Runs happen on the schedule (and once at start-up).
@@ -127,6 +130,7 @@ async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
     assert_eq!(status["kinds"][0]["kind"], "computers");
     assert_eq!(status["kinds"][1]["kind"], "mobile_devices");
     assert!(status["kinds"][0]["next_scheduled"].is_string(), "{status}");
+    assert!(status["kinds"][1]["next_groups"].is_string(), "{status}");
     assert!(
         status["kinds"][1]["last_success"]["status"] == "succeeded",
         "{status}"
@@ -145,6 +149,21 @@ async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         counted >= 3.0
+    })
+    .await;
+    // Group memberships are refreshed on their own schedule, for both kinds.
+    d.wait_for(20, "group refreshes of both kinds", || async {
+        let Some((200, text)) = d.get("/metrics").await else {
+            return false;
+        };
+        ["computers", "mobile_devices"].iter().all(|kind| {
+            text.lines().any(|l| {
+                l.starts_with("jamf_sync_group_refreshes_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.contains("result=\"succeeded\"")
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+            })
+        })
     })
     .await;
     let (code, text) = d.get("/metrics").await.expect("metrics");
