@@ -2,6 +2,7 @@
 //! `healthcheck`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -16,23 +17,93 @@ use crate::sync::{RunSummary, SyncOptions};
 /// `jamf-sync sync`: one run of each kind asked for; exit 0 only when every run succeeded.
 pub(super) async fn sync(
     cfg: &Config,
-    settings: JamfSettings,
+    targets: Vec<(Config, JamfSettings)>,
     args: SyncArgs,
 ) -> anyhow::Result<ExitCode> {
-    let kinds = kinds_to_sync(cfg, args.only);
     let opts = SyncOptions {
         full: args.full,
         trigger: Trigger::Cli,
         overwrite: args.overwrite,
     };
-    let app = App::open(cfg, settings).await?;
-    let summaries = sync_kinds(&app, &kinds, opts).await;
-    app.close().await;
-    let summaries = summaries?;
-    for summary in &summaries {
-        println!("{summary}");
+    let only = args.only;
+    each_instance(cfg, targets, move |icfg, app| async move {
+        let summaries = sync_kinds(&app, &kinds_to_sync(&icfg, only), opts).await?;
+        Ok((
+            summaries.iter().map(ToString::to_string).collect(),
+            summaries.iter().all(RunSummary::succeeded),
+        ))
+    })
+    .await
+}
+
+/// Runs `work` for every instance at once over one database connection pool; prints each
+/// instance's lines (prefixed `[name]` when there are several); exit 0 only when every
+/// instance succeeded, and the failed ones are named.
+pub(super) async fn each_instance<F, Fut>(
+    cfg: &Config,
+    targets: Vec<(Config, JamfSettings)>,
+    work: F,
+) -> anyhow::Result<ExitCode>
+where
+    F: Fn(Arc<Config>, Arc<App>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<String>, bool)>>,
+{
+    let db = Arc::new(crate::app::connect(cfg).await?);
+    let several = targets.len() > 1;
+    let mut apps = Vec::with_capacity(targets.len());
+    for (icfg, settings) in targets {
+        let app = match App::start(&icfg, settings, db.clone()).await {
+            Ok(app) => app,
+            Err(e) => {
+                db.close().await;
+                return Err(e);
+            }
+        };
+        apps.push((Arc::new(icfg), Arc::new(app)));
     }
-    Ok(exit_code(summaries.iter().all(RunSummary::succeeded)))
+    let results = futures_util::future::join_all(
+        apps.iter()
+            .map(|(icfg, app)| work(icfg.clone(), app.clone())),
+    )
+    .await;
+    let mut failed = Vec::new();
+    let mut error = None;
+    for ((_, app), result) in apps.iter().zip(results) {
+        let name = app.client.instance().to_string();
+        match result {
+            Ok((lines, ok)) => {
+                for line in lines {
+                    if several {
+                        println!("[{name}] {line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
+                if !ok {
+                    failed.push(name);
+                }
+            }
+            Err(e) if several => {
+                eprintln!("error: instance {name}: {e:#}");
+                failed.push(name);
+            }
+            Err(e) => error = Some(e),
+        }
+        app.client.invalidate_token().await;
+    }
+    db.close().await;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if several && !failed.is_empty() {
+        eprintln!(
+            "error: {} of {} instances failed: {}",
+            failed.len(),
+            apps.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(exit_code(failed.is_empty()))
 }
 
 /// Runs each kind in turn; a failed run does not stop the next kind, unless the server was
@@ -60,59 +131,60 @@ pub(super) async fn sync_kinds(
 /// `jamf-sync reconcile`.
 pub(super) async fn reconcile(
     cfg: &Config,
-    settings: JamfSettings,
+    targets: Vec<(Config, JamfSettings)>,
     args: ReconcileArgs,
 ) -> anyhow::Result<ExitCode> {
-    let kinds = kinds_to_sync(cfg, args.only);
-    let app = App::open(cfg, settings).await?;
     let opts = ReconcileOptions {
         dry_run: args.dry_run,
         force: args.force,
         trigger: Trigger::Cli,
     };
-    let engine = &app.engine;
-    let result = per_kind(
-        kinds,
-        |kind| engine.reconcile(kind, opts),
-        |s| s.succeeded(),
-    )
-    .await;
-    app.close().await;
-    Ok(exit_code(result?))
+    let only = args.only;
+    each_instance(cfg, targets, move |icfg, app| async move {
+        let engine = &app.engine;
+        per_kind(
+            kinds_to_sync(&icfg, only),
+            |kind| engine.reconcile(kind, opts),
+            |s| s.succeeded(),
+        )
+        .await
+    })
+    .await
 }
 
 /// `jamf-sync groups`.
 pub(super) async fn groups(
     cfg: &Config,
-    settings: JamfSettings,
+    targets: Vec<(Config, JamfSettings)>,
     only: Option<OnlyKind>,
 ) -> anyhow::Result<ExitCode> {
-    let app = App::open(cfg, settings).await?;
-    let engine = &app.engine;
-    let result = per_kind(
-        kinds_to_sync(cfg, only),
-        |kind| engine.refresh_groups(kind, Trigger::Cli),
-        |s| s.succeeded(),
-    )
-    .await;
-    app.close().await;
-    Ok(exit_code(result?))
+    each_instance(cfg, targets, move |icfg, app| async move {
+        let engine = &app.engine;
+        per_kind(
+            kinds_to_sync(&icfg, only),
+            |kind| engine.refresh_groups(kind, Trigger::Cli),
+            |s| s.succeeded(),
+        )
+        .await
+    })
+    .await
 }
 
-/// Runs `op` for each kind in turn and prints its summary; whether every kind succeeded.
+/// Runs `op` for each kind in turn: each summary's line, and whether every kind succeeded.
 /// Stops at the first database error.
 async fn per_kind<T: std::fmt::Display, F: std::future::Future<Output = Result<T, StoreError>>>(
     kinds: Vec<Kind>,
     op: impl Fn(Kind) -> F,
     succeeded: impl Fn(&T) -> bool,
-) -> Result<bool, StoreError> {
+) -> anyhow::Result<(Vec<String>, bool)> {
     let mut ok = true;
+    let mut lines = Vec::new();
     for kind in kinds {
         let summary = op(kind).await?;
-        println!("{summary}");
+        lines.push(summary.to_string());
         ok &= succeeded(&summary);
     }
-    Ok(ok)
+    Ok((lines, ok))
 }
 
 pub(super) fn exit_code(ok: bool) -> ExitCode {
@@ -124,9 +196,21 @@ pub(super) fn exit_code(ok: bool) -> ExitCode {
 }
 
 pub(super) async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
-    if super::jamf_settings_or_report(&cfg).is_none() {
+    let Some(mut targets) = super::jamf_settings_or_report(&cfg, None) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if targets.len() > 1 {
+        eprintln!(
+            "error: instances: `jamf-sync run` serves one Jamf instance in this release; \
+             `jamf-sync sync` (and reconcile, groups) syncs several in parallel from one \
+             process: schedule it, or run one daemon per instance until the daemon learns them"
+        );
         return Ok(ExitCode::FAILURE);
     }
+    // One `[instances.NAME]` is that instance's configuration.
+    let Some((cfg, _)) = targets.pop() else {
+        return Ok(ExitCode::FAILURE);
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
@@ -223,11 +307,15 @@ pub(super) fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `jamf-sync views`: recreates both kinds' typed extension attribute views.
+/// `jamf-sync views`: recreates both kinds' typed extension attribute views of every instance.
 pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
     let db = crate::app::connect(cfg).await?;
-    for kind in Kind::ALL {
-        if let Some((view, columns)) = db.refresh_ea_view(&cfg.jamf.instance, kind, true).await? {
+    let pairs = cfg
+        .instances()
+        .into_iter()
+        .flat_map(|i| Kind::ALL.map(|kind| (i.name.clone(), kind)));
+    for (instance, kind) in pairs {
+        if let Some((view, columns)) = db.refresh_ea_view(&instance, kind, true).await? {
             let list: Vec<String> = columns
                 .iter()
                 .map(|c| {
@@ -251,47 +339,76 @@ pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `jamf-sync history DEVICE`: the device's changes, oldest first; exit 1 when none is found.
+/// `jamf-sync history DEVICE`: the device's changes, oldest first, in each chosen instance;
+/// exit 1 when none is found.
 pub(super) async fn history(
-    cfg: &Config,
+    targets: &[Config],
     device: &str,
     kind: Option<Kind>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let db = crate::app::connect(cfg).await?;
-    let rows = db.device_history(&cfg.jamf.instance, device, kind).await?;
-    if rows.is_empty() {
+    let Some(first) = targets.first() else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let db = crate::app::connect(first).await?;
+    let mut found = false;
+    for icfg in targets {
+        let rows = db.device_history(&icfg.jamf.instance, device, kind).await?;
+        found |= !rows.is_empty();
+        for r in &rows {
+            if json {
+                println!("{}", serde_json::to_string(r)?);
+            } else {
+                println!(
+                    "{:<20} {:<13} {:>7}  {:<24} {} → {}  (recorded {}{}{})",
+                    r.changed_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    r.device_type,
+                    r.jamf_id,
+                    r.field,
+                    r.old_value.as_deref().unwrap_or("∅"),
+                    r.new_value.as_deref().unwrap_or("∅"),
+                    r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.run_id.map(|id| format!(", run {id}")).unwrap_or_default(),
+                    if targets.len() > 1 {
+                        format!(", instance {}", r.instance)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    db.close().await;
+    if !found {
+        let names: Vec<&str> = targets.iter().map(|c| c.jamf.instance.as_str()).collect();
         eprintln!(
             "no recorded changes for {device:?} in instance {} (a device's first sync records none)",
-            cfg.jamf.instance
+            names.join(", ")
         );
         return Ok(ExitCode::FAILURE);
-    }
-    for r in &rows {
-        if json {
-            println!("{}", serde_json::to_string(r)?);
-        } else {
-            println!(
-                "{:<20} {:<13} {:>7}  {:<24} {} → {}  (recorded {}{})",
-                r.changed_at
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.device_type,
-                r.jamf_id,
-                r.field,
-                r.old_value.as_deref().unwrap_or("∅"),
-                r.new_value.as_deref().unwrap_or("∅"),
-                r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
-                r.run_id.map(|id| format!(", run {id}")).unwrap_or_default()
-            );
-        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode> {
+pub(super) async fn status(
+    cfg: &Config,
+    targets: &[Config],
+    limit: i64,
+) -> anyhow::Result<ExitCode> {
     let db = crate::app::connect(cfg).await?;
-    let instance = &cfg.jamf.instance;
+    for (i, icfg) in targets.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_status(&db, &icfg.jamf.instance, limit).await?;
+    }
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_status(db: &crate::store::Db, instance: &str, limit: i64) -> anyhow::Result<()> {
     let cursors = db.cursors(instance).await?;
     let runs = db.recent_runs(instance, limit).await?;
     let stored = db.count_devices(instance, Kind::Computers).await?;
@@ -339,6 +456,5 @@ pub(super) async fn status(cfg: &Config, limit: i64) -> anyhow::Result<ExitCode>
             r.error.as_deref().unwrap_or("")
         );
     }
-    db.close().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

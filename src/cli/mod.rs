@@ -47,6 +47,9 @@ pub enum Command {
         /// Only this kind.
         #[arg(long, value_enum)]
         only: Option<OnlyKind>,
+        /// Only this Jamf instance (default: every instance, in parallel).
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -60,6 +63,9 @@ pub enum Command {
         /// How many runs to show.
         #[arg(long, default_value_t = 10)]
         limit: i64,
+        /// Only this Jamf instance (default: every instance).
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// Print a device's change history (inventory_changes), oldest first.
     History {
@@ -71,6 +77,9 @@ pub enum Command {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only this Jamf instance (default: every instance).
+        #[arg(long)]
+        instance: Option<String>,
     },
     /// (Re)create the typed extension attribute views (computer_ea_<instance>,
     /// mobile_device_ea_<instance>): one column per attribute, typed by its data type.
@@ -106,6 +115,9 @@ pub struct SyncArgs {
     /// Sync only this kind.
     #[arg(long, value_enum)]
     pub only: Option<OnlyKind>,
+    /// Only this Jamf instance (default: every instance, in parallel).
+    #[arg(long)]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +131,9 @@ pub struct ReconcileArgs {
     /// Apply deletions even beyond reconcile.max_delete_fraction.
     #[arg(long)]
     pub force: bool,
+    /// Only this Jamf instance (default: every instance, in parallel).
+    #[arg(long)]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -150,7 +165,11 @@ fn kinds_to_sync(cfg: &Config, only: Option<OnlyKind>) -> Vec<Kind> {
 pub enum WebhooksCommand {
     /// Create or update, in Jamf, one webhook per inventory event jamf-sync acts on, posting to
     /// webhooks.public_url with webhooks.username/password (Basic).
-    Setup,
+    Setup {
+        /// Only this Jamf instance (default: every instance).
+        #[arg(long)]
+        instance: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,28 +271,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { limit } => commands::status(&cfg, limit).await,
+        Command::Status { limit, instance } => match instance_configs(&cfg, instance.as_deref()) {
+            Some(targets) => commands::status(&cfg, &targets, limit).await,
+            None => Ok(ExitCode::FAILURE),
+        },
         Command::Views => commands::views(&cfg).await,
-        Command::History { device, kind, json } => {
-            commands::history(&cfg, &device, kind.map(OnlyKind::kind), json).await
-        }
-        Command::Sync(args) => match jamf_settings_or_report(&cfg) {
-            Some(settings) => commands::sync(&cfg, settings, args).await,
+        Command::History {
+            device,
+            kind,
+            json,
+            instance,
+        } => match instance_configs(&cfg, instance.as_deref()) {
+            Some(targets) => {
+                commands::history(&targets, &device, kind.map(OnlyKind::kind), json).await
+            }
+            None => Ok(ExitCode::FAILURE),
+        },
+        Command::Sync(args) => match jamf_settings_or_report(&cfg, args.instance.as_deref()) {
+            Some(targets) => commands::sync(&cfg, targets, args).await,
             None => Ok(ExitCode::FAILURE),
         },
         Command::Run => commands::run_daemon(cfg).await,
-        Command::Reconcile(args) => match jamf_settings_or_report(&cfg) {
-            Some(settings) => commands::reconcile(&cfg, settings, args).await,
+        Command::Reconcile(args) => match jamf_settings_or_report(&cfg, args.instance.as_deref()) {
+            Some(targets) => commands::reconcile(&cfg, targets, args).await,
             None => Ok(ExitCode::FAILURE),
         },
-        Command::Groups { only } => match jamf_settings_or_report(&cfg) {
-            Some(settings) => commands::groups(&cfg, settings, only).await,
-            None => Ok(ExitCode::FAILURE),
-        },
+        Command::Groups { only, instance } => {
+            match jamf_settings_or_report(&cfg, instance.as_deref()) {
+                Some(targets) => commands::groups(&cfg, targets, only).await,
+                None => Ok(ExitCode::FAILURE),
+            }
+        }
         Command::Webhooks {
-            command: WebhooksCommand::Setup,
-        } => match jamf_settings_or_report(&cfg) {
-            Some(settings) => webhooks_setup::command(&cfg, settings).await,
+            command: WebhooksCommand::Setup { instance },
+        } => match jamf_settings_or_report(&cfg, instance.as_deref()) {
+            Some(targets) => {
+                let mut ok = true;
+                for (icfg, settings) in targets {
+                    ok &= webhooks_setup::command(&icfg, settings).await? == ExitCode::SUCCESS;
+                }
+                Ok(commands::exit_code(ok))
+            }
             None => Ok(ExitCode::FAILURE),
         },
         Command::Simulate(args) => demo::simulate(args).await,
@@ -297,14 +335,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The Jamf settings of a one-shot command (failing fast against a server it never reached),
-/// or `None` after printing the configuration error (naming its key).
-fn jamf_settings_or_report(cfg: &Config) -> Option<JamfSettings> {
-    cfg.jamf_settings()
-        .map(|settings| JamfSettings {
-            fail_fast: true,
-            ..settings
-        })
-        .map_err(|e| eprintln!("error: {e}"))
-        .ok()
+/// The configuration of each instance a command works on (`--instance NAME`, default every
+/// instance), or `None` after printing why not (an unknown name lists the known ones).
+pub(super) fn instance_configs(cfg: &Config, only: Option<&str>) -> Option<Vec<Config>> {
+    let all = cfg.instances();
+    let chosen: Vec<Config> = all
+        .iter()
+        .filter(|i| only.is_none_or(|name| i.name == name))
+        .map(|i| cfg.for_instance(i))
+        .collect();
+    if chosen.is_empty() {
+        let known: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
+        eprintln!(
+            "error: --instance: no instance named {:?} (configured: {})",
+            only.unwrap_or_default(),
+            known.join(", ")
+        );
+        return None;
+    }
+    Some(chosen)
+}
+
+/// Each chosen instance's configuration and Jamf settings for a one-shot command (failing fast
+/// against a server it never reached), or `None` after printing the error (naming its key).
+fn jamf_settings_or_report(
+    cfg: &Config,
+    only: Option<&str>,
+) -> Option<Vec<(Config, JamfSettings)>> {
+    let mut out = Vec::new();
+    for icfg in instance_configs(cfg, only)? {
+        match icfg.jamf_settings() {
+            Ok(settings) => out.push((
+                icfg,
+                JamfSettings {
+                    fail_fast: true,
+                    ..settings
+                },
+            )),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return None;
+            }
+        }
+    }
+    Some(out)
 }

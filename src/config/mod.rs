@@ -10,19 +10,21 @@
 //! - `max_concurrency` can never exceed Jamf's limit of five connections.
 
 mod database;
+mod instances;
 mod jamf;
 mod schedule;
 mod secrets;
 mod server;
 mod sync;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 pub use database::{DatabaseConfig, DatabaseUrl};
+pub use instances::InstanceConfig;
 pub use jamf::{ApiVersion, Credentials, JamfConfig, JamfSettings, PacingConfig, RetryConfig};
 pub use schedule::Schedule;
 pub use secrets::mask_url;
@@ -63,6 +65,9 @@ pub struct Config {
     pub history: HistoryConfig,
     pub webhooks: WebhooksConfig,
     pub log: LogConfig,
+    /// Several Jamf servers (`[instances.NAME]`), resolved; empty with a plain `[jamf]`.
+    #[serde(skip_deserializing, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, InstanceConfig>,
 }
 
 /// Where to find configuration.
@@ -99,19 +104,51 @@ impl Config {
             .add_source(env)
             .build()
             .map_err(|e| ConfigError::new(config_error_key(&e), e.to_string()))?;
-        let cfg: Config = serde_path_to_error::deserialize(raw).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let message = inner.to_string();
-            // serde_path_to_error's path already ends in an unknown key's own name.
-            let key = match unknown_field_name(&message) {
-                Some(field) if path == "." => field,
-                _ => path,
-            };
-            ConfigError::new(key, message)
-        })?;
+        // Raw tables first: `[instances.*]` are resolved over the top-level ones.
+        let mut top: config::Map<String, config::Value> = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::new(config_error_key(&e), e.to_string()))?;
+        let instances = top.remove("instances");
+        let mut cfg: Config = instances::typed(
+            config::Value::new(None, config::ValueKind::Table(top.clone())),
+            "",
+        )?;
         cfg.validate()?;
+        if let Some(instances) = instances {
+            cfg.instances = instances::resolve(&top, instances)?;
+        }
         Ok(cfg)
+    }
+
+    /// This configuration as one instance sees it: that instance's `[jamf]`, `sync`,
+    /// `mobile_devices`, `reconcile`, `webhooks` and `groups`, everything else shared.
+    pub fn for_instance(&self, instance: &InstanceConfig) -> Config {
+        let mut cfg = self.clone();
+        cfg.instances.clear();
+        cfg.jamf = instance.jamf.clone();
+        cfg.sync = instance.sync.clone();
+        cfg.mobile_devices = instance.mobile_devices.clone();
+        cfg.reconcile = instance.reconcile.clone();
+        cfg.webhooks = instance.webhooks.clone();
+        cfg.groups = instance.groups.clone();
+        cfg
+    }
+
+    /// Every configured Jamf instance: the `[instances.*]`, or the one `[jamf]` server named
+    /// by `jamf.instance`.
+    pub fn instances(&self) -> Vec<InstanceConfig> {
+        if !self.instances.is_empty() {
+            return self.instances.values().cloned().collect();
+        }
+        vec![InstanceConfig {
+            name: self.jamf.instance.clone(),
+            jamf: self.jamf.clone(),
+            sync: self.sync.clone(),
+            mobile_devices: self.mobile_devices.clone(),
+            reconcile: self.reconcile.clone(),
+            webhooks: self.webhooks.clone(),
+            groups: self.groups.clone(),
+        }]
     }
 
     /// Checks everything that does not need the Jamf server to be configured.
@@ -155,7 +192,17 @@ impl Config {
         if let Ok(url) = self.database_url() {
             shown.database.url = SecretString::from(url.expose().to_string());
         }
-        toml::to_string(&shown)
+        let shown = toml::Table::try_from(&shown).map(|mut t| {
+            // Next to `[instances.*]` the `[jamf]` table holds defaults only: no name.
+            if !self.instances.is_empty() {
+                if let Some(toml::Value::Table(jamf)) = t.get_mut("jamf") {
+                    jamf.remove("instance");
+                }
+            }
+            t
+        });
+        shown
+            .and_then(|t| toml::to_string(&t))
             .unwrap_or_else(|e| format!("# the configuration cannot be shown as TOML: {e}\n"))
     }
 }
@@ -236,5 +283,203 @@ mod tests {
             key(&[("JAMF_SYNC__SYNC__TIMEZONE", "Mars/Base")]).as_deref(),
             Some("sync.timezone")
         );
+    }
+
+    fn load_toml(text: &str, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::new("test", e.to_string()))?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).map_err(|e| ConfigError::new("test", e.to_string()))?;
+        Config::load(&Sources {
+            file: Some(path),
+            ..env(pairs)
+        })
+    }
+
+    const TWO: &str = r#"
+[jamf]
+request_timeout_secs = 30
+[sync]
+page_size = 200
+[instances.eu]
+url = "https://eu.example.jamfcloud.com"
+client_id = "eu-id"
+client_secret = "eu-secret"
+[instances.us_east]
+url = "https://us.example.jamfcloud.com"
+username = "api"
+password = "pw"
+max_concurrency = 3
+[instances.us_east.sync]
+schedule = "0 0 3 * * *"
+"#;
+
+    #[test]
+    fn instances_override_the_top_level_key_by_key() {
+        let c = load_toml(TWO, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let all = c.instances();
+        let names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eu", "us_east"]);
+        let (eu, us) = (&all[0], &all[1]);
+        assert_eq!(eu.jamf.instance, "eu");
+        // [jamf] keys without url are defaults for every instance.
+        assert_eq!(eu.jamf.request_timeout_secs, 30);
+        assert_eq!(us.jamf.request_timeout_secs, 30);
+        assert_eq!(us.jamf.max_concurrency, 3);
+        assert_eq!(eu.jamf.max_concurrency, 5);
+        // [sync] applies to every instance; an instance's sync table overrides key by key.
+        assert_eq!(us.sync.schedule, "0 0 3 * * *");
+        assert_eq!(us.sync.page_size, 200);
+        assert_eq!(eu.sync.page_size, 200);
+        assert_ne!(eu.sync.schedule, us.sync.schedule);
+        assert!(eu.jamf.settings().is_ok() && us.jamf.settings().is_ok());
+        // `config check` shows the instances, secrets masked, and reads back.
+        let shown = c.masked_summary();
+        assert!(shown.contains("[instances.eu]"), "{shown}");
+        assert!(
+            !shown.contains("eu-secret") && !shown.contains("\"pw\""),
+            "{shown}"
+        );
+        let again = load_toml(&shown, &[]).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+        let names: Vec<String> = again.instances().into_iter().map(|i| i.name).collect();
+        assert_eq!(names, ["eu", "us_east"]);
+        assert_eq!(again.instances()[1].sync.schedule, "0 0 3 * * *");
+    }
+
+    #[test]
+    fn instances_from_the_environment_convert_like_the_top_level() {
+        let c = Config::load(&env(&[
+            (
+                "JAMF_SYNC__INSTANCES__EU__URL",
+                "https://eu.example.jamfcloud.com",
+            ),
+            ("JAMF_SYNC__INSTANCES__EU__CLIENT_ID", "id"),
+            ("JAMF_SYNC__INSTANCES__EU__CLIENT_SECRET", "s"),
+            ("JAMF_SYNC__INSTANCES__EU__MAX_CONCURRENCY", "2"),
+            ("JAMF_SYNC__INSTANCES__EU__SYNC__PAGE_SIZE", "50"),
+            (
+                "JAMF_SYNC__INSTANCES__EU__SYNC__SECTIONS",
+                "GENERAL,HARDWARE",
+            ),
+            ("JAMF_SYNC__INSTANCES__EU__MOBILE_DEVICES__ENABLED", "false"),
+            ("JAMF_SYNC__INSTANCES__EU__PACING__INITIAL_LIMIT", "4"),
+            (
+                "JAMF_SYNC__INSTANCES__US_EAST__URL",
+                "https://us.example.jamfcloud.com",
+            ),
+            ("JAMF_SYNC__INSTANCES__US_EAST__CLIENT_ID", "id2"),
+            ("JAMF_SYNC__INSTANCES__US_EAST__CLIENT_SECRET", "s2"),
+            ("JAMF_SYNC__SYNC__RUN_DEADLINE_SECS", "600"),
+            ("JAMF_SYNC__JAMF__CONNECT_TIMEOUT_SECS", "7"),
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let all = c.instances();
+        assert_eq!(all.len(), 2);
+        let eu = &all[0];
+        assert_eq!(eu.name, "eu");
+        assert_eq!(eu.jamf.max_concurrency, 2);
+        assert_eq!(eu.jamf.pacing.initial_limit, 4);
+        assert_eq!(eu.jamf.connect_timeout_secs, 7);
+        assert_eq!(eu.sync.page_size, 50);
+        assert_eq!(eu.sync.sections, vec!["GENERAL", "HARDWARE"]);
+        assert_eq!(eu.sync.run_deadline_secs, 600);
+        assert!(!eu.mobile_devices.enabled);
+        let us = &all[1];
+        assert_eq!(us.name, "us_east");
+        assert_eq!(us.sync.run_deadline_secs, 600);
+        assert_eq!(us.jamf.connect_timeout_secs, 7);
+        assert!(us.mobile_devices.enabled);
+    }
+
+    #[test]
+    fn a_plain_jamf_section_is_one_instance() {
+        let c = Config::load(&env(&[
+            ("JAMF_SYNC__JAMF__URL", "https://x.jamfcloud.com"),
+            ("JAMF_SYNC__JAMF__INSTANCE", "prod"),
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let all = c.instances();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, "prod");
+        assert_eq!(all[0].jamf.url.as_deref(), Some("https://x.jamfcloud.com"));
+        assert!(!c.masked_summary().contains("[instances"));
+    }
+
+    #[test]
+    fn instance_errors_name_the_key_as_written() {
+        let key = |text: &str, pairs: &[(&str, &str)]| load_toml(text, pairs).err().map(|e| e.key);
+        let one = |extra: &str| {
+            format!(
+                "[instances.eu]\nurl = \"https://eu.example.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n{extra}"
+            )
+        };
+        assert_eq!(
+            key(&one("bogus = 1"), &[]).as_deref(),
+            Some("instances.eu.bogus")
+        );
+        assert_eq!(
+            key(&one("[instances.eu.sync]\nbogus = 1"), &[]).as_deref(),
+            Some("instances.eu.sync.bogus")
+        );
+        assert_eq!(
+            key(&one("max_concurrency = 9"), &[]).as_deref(),
+            Some("instances.eu.max_concurrency")
+        );
+        assert_eq!(
+            key(
+                &one(""),
+                &[("JAMF_SYNC__INSTANCES__EU__MAX_CONCURRENCY", "nine")]
+            )
+            .as_deref(),
+            Some("instances.eu.max_concurrency")
+        );
+        assert_eq!(
+            key(&one("[instances.eu.sync]\nschedule = \"often\""), &[]).as_deref(),
+            Some("instances.eu.sync.schedule")
+        );
+        assert_eq!(
+            key(&one("instance = \"other\""), &[]).as_deref(),
+            Some("instances.eu.instance")
+        );
+        assert_eq!(
+            key(
+                &format!("[jamf]\nurl = \"https://x.example.com\"\n{}", one("")),
+                &[]
+            )
+            .as_deref(),
+            Some("jamf.url")
+        );
+        assert_eq!(
+            key(
+                "[instances.eu]\nclient_id = \"i\"\nclient_secret = \"s\"",
+                &[]
+            )
+            .as_deref(),
+            Some("instances.eu.url")
+        );
+        assert_eq!(
+            key("[instances.eu]\nurl = \"https://eu.example.com\"", &[]).as_deref(),
+            Some("instances.eu.client_id")
+        );
+        assert_eq!(
+            key(&one("").replace("instances.eu", "instances.EU-west"), &[]).as_deref(),
+            Some("instances.EU-west")
+        );
+        let same = format!(
+            "{}[instances.copy]\nurl = \"https://eu.example.com/\"\nclient_id = \"i\"\nclient_secret = \"s\"\n",
+            one("")
+        );
+        let e = load_toml(&same, &[]).err();
+        assert_eq!(
+            e.as_ref().map(|e| e.key.as_str()),
+            Some("instances.eu.url"),
+            "{e:?}"
+        );
+        assert!(e.is_some_and(|e| e.message.contains("instances.copy.url")));
+        for bad in ["a__b", "_a", "a_", "", "é"] {
+            assert!(!instances::valid_name(bad), "{bad:?}");
+        }
+        for good in ["eu", "us_east_2", "t0"] {
+            assert!(instances::valid_name(good), "{good:?}");
+        }
     }
 }

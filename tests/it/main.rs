@@ -35,6 +35,7 @@ mod groups;
 mod hardening;
 mod helpers;
 mod history;
+mod instances;
 mod mobile;
 mod newer_wins;
 mod openapi;
