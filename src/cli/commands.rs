@@ -10,6 +10,7 @@ use super::{kinds_to_sync, OnlyKind, ReconcileArgs, SyncArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials, JamfSettings};
 use crate::domain::{Kind, Trigger};
+use crate::store::lock::{self, LockError, Wait, WriterLock};
 use crate::store::{Store, StoreError};
 use crate::sync::reconcile::ReconcileOptions;
 use crate::sync::{RunSummary, SyncOptions};
@@ -26,7 +27,7 @@ pub(super) async fn sync(
         overwrite: args.overwrite,
     };
     let only = args.only;
-    each_instance(cfg, targets, move |icfg, app| async move {
+    each_instance(cfg, targets, args.no_wait, move |icfg, app| async move {
         let summaries = sync_kinds(&app, &kinds_to_sync(&icfg, only), opts).await?;
         Ok((
             summaries.iter().map(ToString::to_string).collect(),
@@ -36,18 +37,45 @@ pub(super) async fn sync(
     .await
 }
 
+/// Exit code of a one-shot command that did not wait for the database's writer
+/// (`EX_TEMPFAIL`: try again later).
+pub(super) const EXIT_HELD: u8 = 75;
+
+/// Takes the SQLite writer lock (see [`crate::store::lock`]): `Err(exit code)` after saying
+/// who holds it, when `no_wait` or the daemon is starting.
+pub(super) async fn writer_lock(
+    cfg: &Config,
+    wait: Wait,
+    held_exit: u8,
+) -> anyhow::Result<Result<Option<WriterLock>, ExitCode>> {
+    match lock::acquire(&cfg.database_url()?, wait).await {
+        Ok(lock) => Ok(Ok(lock)),
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("error: {e}");
+            Ok(Err(ExitCode::from(held_exit)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs `work` for every instance at once over one database connection pool; prints each
 /// instance's lines (prefixed `[name]` when there are several); exit 0 only when every
 /// instance succeeded, and the failed ones are named.
 pub(super) async fn each_instance<F, Fut>(
     cfg: &Config,
     targets: Vec<(Config, JamfSettings)>,
+    no_wait: bool,
     work: F,
 ) -> anyhow::Result<ExitCode>
 where
     F: Fn(Arc<Config>, Arc<App>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(Vec<String>, bool)>>,
 {
+    let wait = if no_wait { Wait::NoWait } else { Wait::Block };
+    let _lock = match writer_lock(cfg, wait, EXIT_HELD).await? {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
+    };
     let db = Arc::new(crate::app::connect(cfg).await?);
     let several = targets.len() > 1;
     let mut apps = Vec::with_capacity(targets.len());
@@ -140,7 +168,7 @@ pub(super) async fn reconcile(
         trigger: Trigger::Cli,
     };
     let only = args.only;
-    each_instance(cfg, targets, move |icfg, app| async move {
+    each_instance(cfg, targets, args.no_wait, move |icfg, app| async move {
         let engine = &app.engine;
         per_kind(
             kinds_to_sync(&icfg, only),
@@ -157,8 +185,9 @@ pub(super) async fn groups(
     cfg: &Config,
     targets: Vec<(Config, JamfSettings)>,
     only: Option<OnlyKind>,
+    no_wait: bool,
 ) -> anyhow::Result<ExitCode> {
-    each_instance(cfg, targets, move |icfg, app| async move {
+    each_instance(cfg, targets, no_wait, move |icfg, app| async move {
         let engine = &app.engine;
         per_kind(
             kinds_to_sync(&icfg, only),
@@ -210,6 +239,11 @@ pub(super) async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
     // One `[instances.NAME]` is that instance's configuration.
     let Some((cfg, _)) = targets.pop() else {
         return Ok(ExitCode::FAILURE);
+    };
+    // Held until the daemon has shut down: a second daemon on this SQLite file refuses.
+    let _lock = match writer_lock(&cfg, Wait::NoWait, 1).await? {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
     };
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
@@ -309,6 +343,10 @@ pub(super) fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 /// `jamf-sync views`: recreates both kinds' typed extension attribute views of every instance.
 pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let _lock = match writer_lock(cfg, Wait::Block, EXIT_HELD).await? {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
+    };
     let db = crate::app::connect(cfg).await?;
     let pairs = cfg
         .instances()

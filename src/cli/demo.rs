@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::config::{Config, Credentials};
 use crate::domain::{Kind, Trigger};
 use crate::simulator::{SimConfig, Simulator};
+use crate::store::lock::Wait;
 use crate::store::Store;
 use crate::sync::{RunSummary, SyncOptions};
 
@@ -90,6 +91,11 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
         db_url.masked()
     );
     let kinds = [Kind::Computers, Kind::MobileDevices];
+    let _lock =
+        match super::commands::writer_lock(cfg, Wait::Block, super::commands::EXIT_HELD).await? {
+            Ok(lock) => lock,
+            Err(code) => return Ok(code),
+        };
     let app = App::open(cfg, settings).await?;
     let opts = SyncOptions::new(false, Trigger::Demo);
     let first = sync_kinds(&app, &kinds, opts).await?;

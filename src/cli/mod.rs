@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, JamfSettings, Sources};
 use crate::domain::Kind;
+use crate::store::lock::Wait;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +51,9 @@ pub enum Command {
         /// Only this Jamf instance (default: every instance, in parallel).
         #[arg(long)]
         instance: Option<String>,
+        /// Exit 75 at once when another process is writing to the SQLite database.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -118,6 +122,10 @@ pub struct SyncArgs {
     /// Only this Jamf instance (default: every instance, in parallel).
     #[arg(long)]
     pub instance: Option<String>,
+    /// Exit 75 at once when another process is writing to the SQLite database, instead of
+    /// waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +142,10 @@ pub struct ReconcileArgs {
     /// Only this Jamf instance (default: every instance, in parallel).
     #[arg(long)]
     pub instance: Option<String>,
+    /// Exit 75 at once when another process is writing to the SQLite database, instead of
+    /// waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -266,6 +278,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check,
         } => commands::config_check(&cfg),
         Command::Migrate => {
+            let _lock = match commands::writer_lock(&cfg, Wait::Block, commands::EXIT_HELD).await? {
+                Ok(lock) => lock,
+                Err(code) => return Ok(code),
+            };
             let db = crate::app::connect(&cfg).await?;
             println!("migrations applied ({})", db.backend());
             db.close().await;
@@ -296,12 +312,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(targets) => commands::reconcile(&cfg, targets, args).await,
             None => Ok(ExitCode::FAILURE),
         },
-        Command::Groups { only, instance } => {
-            match jamf_settings_or_report(&cfg, instance.as_deref()) {
-                Some(targets) => commands::groups(&cfg, targets, only).await,
-                None => Ok(ExitCode::FAILURE),
-            }
-        }
+        Command::Groups {
+            only,
+            instance,
+            no_wait,
+        } => match jamf_settings_or_report(&cfg, instance.as_deref()) {
+            Some(targets) => commands::groups(&cfg, targets, only, no_wait).await,
+            None => Ok(ExitCode::FAILURE),
+        },
         Command::Webhooks {
             command: WebhooksCommand::Setup { instance },
         } => match jamf_settings_or_report(&cfg, instance.as_deref()) {

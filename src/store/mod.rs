@@ -25,6 +25,7 @@
 
 mod backends;
 mod history;
+pub mod lock;
 mod views;
 mod writer;
 

@@ -47,3 +47,4 @@ mod resilience;
 mod sync_flow;
 mod webhook_requests;
 mod webhooks;
+mod writers;

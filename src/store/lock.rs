@@ -1,0 +1,161 @@
+//! One writing process per SQLite database: an OS file lock (`flock`) on `<database>.lock`,
+//! held for the life of the process that writes (`run`, `sync`, `reconcile`, `groups`, …).
+//! Read-only commands (`status`, `history`, `config check`) take none.
+//!
+//! Invariants: the lock is the kernel's, so a process killed with `kill -9` releases it and
+//! there is no stale lock to clean up (the pid written into the file only names the holder in
+//! messages; nothing trusts it). PostgreSQL databases take no file lock: several processes
+//! coordinate there. In-memory SQLite databases are private to their process and take none.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::config::DatabaseUrl;
+
+/// What to do when another process holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait until it is released (a one-shot command behind the daemon).
+    Block,
+    /// Fail at once with [`LockError::Held`].
+    NoWait,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another jamf-sync process ({}) is writing to the SQLite database {}; one writing \
+         process per SQLite file (PostgreSQL takes several)",
+        holder(*.pid),
+        .database.display()
+    )]
+    Held { pid: Option<u32>, database: PathBuf },
+    #[error("cannot lock {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid unknown".into(), |p| format!("pid {p}"))
+}
+
+/// The held lock; released when dropped (or when the process ends, however it ends).
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+/// The SQLite file behind a database URL, when it has one.
+fn database_file(url: &DatabaseUrl) -> Option<PathBuf> {
+    let DatabaseUrl::Sqlite(_) = url else {
+        return None;
+    };
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose()).ok()?;
+    let name = opts.get_filename();
+    let text = name.to_string_lossy();
+    if text.is_empty() || text.starts_with("file:") || text == ":memory:" {
+        return None;
+    }
+    Some(name.to_path_buf())
+}
+
+fn lock_path(database: &Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Takes the writer lock of the configured database (`None` for PostgreSQL and in-memory
+/// SQLite). With [`Wait::Block`] it waits, saying once whom for.
+pub async fn acquire(url: &DatabaseUrl, wait: Wait) -> Result<Option<WriterLock>, LockError> {
+    let Some(database) = database_file(url) else {
+        return Ok(None);
+    };
+    let path = lock_path(&database);
+    let io = |source| LockError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut open = OpenOptions::new();
+    open.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    let mut file = open.open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let pid = read_pid(&mut file);
+            if wait == Wait::NoWait {
+                return Err(LockError::Held { pid, database });
+            }
+            tracing::info!(
+                database = %database.display(),
+                holder = %holder(pid),
+                "waiting for the process writing to the SQLite database to finish (--no-wait exits 75 instead)"
+            );
+            file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(|e| io(std::io::Error::other(e)))?
+                .map_err(io)?;
+        }
+        Err(TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    file.flush().map_err(io)?;
+    Ok(Some(WriterLock { _file: file, path }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn url(s: &str) -> DatabaseUrl {
+        DatabaseUrl::parse(SecretString::from(s.to_string())).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused_naming_the_first_and_gets_it_once_released() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = url(&format!("sqlite://{}", dir.path().join("x.db").display()));
+        let first = acquire(&db, Wait::NoWait).await;
+        let first = first.unwrap_or_else(|e| panic!("{e}"));
+        assert!(first.is_some());
+        // flock locks belong to the open file: a second open in this process conflicts too.
+        match acquire(&db, Wait::NoWait).await {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        let waiter = tokio::spawn({
+            let db = db.clone();
+            async move { acquire(&db, Wait::Block).await.map(|l| l.is_some()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter waits while the lock is held"
+        );
+        drop(first);
+        assert!(matches!(waiter.await, Ok(Ok(true))));
+        for none in ["sqlite::memory:", "postgres://u@localhost/db"] {
+            assert!(
+                matches!(acquire(&url(none), Wait::NoWait).await, Ok(None)),
+                "{none}"
+            );
+        }
+    }
+}
