@@ -218,27 +218,28 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Zero series for the run, record and webhook counters of these kinds.
-pub fn init_series(kinds: &[Kind], webhooks: bool) {
+/// Zero series for the run, record and webhook counters of these kinds of this instance.
+pub fn init_series(instance: &str, kinds: &[Kind], webhooks: bool) {
+    let i = || instance.to_string();
     for kind in kinds.iter().map(|k| k.as_str()) {
         for result in ["succeeded", "failed", "interrupted"] {
-            metrics::counter!(metric::RUNS, "kind" => kind, "result" => result).increment(0);
+            metrics::counter!(metric::RUNS, "jamf_instance" => i(), "kind" => kind, "result" => result).increment(0);
         }
         for outcome in ["upserted", "unchanged", "stale", "failed", "missing"] {
-            metrics::counter!(metric::RECORDS, "kind" => kind, "outcome" => outcome).increment(0);
+            metrics::counter!(metric::RECORDS, "jamf_instance" => i(), "kind" => kind, "outcome" => outcome).increment(0);
         }
         for outcome in ["deleted", "kept", "refused", "missed_fetched", "revived"] {
-            metrics::counter!(metric::RECONCILE, "kind" => kind, "outcome" => outcome).increment(0);
+            metrics::counter!(metric::RECONCILE, "jamf_instance" => i(), "kind" => kind, "outcome" => outcome).increment(0);
         }
         for result in ["succeeded", "failed", "interrupted"] {
-            metrics::counter!(metric::GROUP_REFRESHES, "kind" => kind, "result" => result)
+            metrics::counter!(metric::GROUP_REFRESHES, "jamf_instance" => i(), "kind" => kind, "result" => result)
                 .increment(0);
         }
         for outcome in ["changed", "unchanged", "gone"] {
-            metrics::counter!(metric::GROUPS, "kind" => kind, "outcome" => outcome).increment(0);
+            metrics::counter!(metric::GROUPS, "jamf_instance" => i(), "kind" => kind, "outcome" => outcome).increment(0);
         }
         // Registered (at zero) by taking its handle.
-        let _ = metrics::histogram!(metric::RUN_DURATION, "kind" => kind);
+        let _ = metrics::histogram!(metric::RUN_DURATION, "jamf_instance" => i(), "kind" => kind);
         if webhooks {
             for outcome in [
                 "stored",
@@ -248,29 +249,29 @@ pub fn init_series(kinds: &[Kind], webhooks: bool) {
                 "retried",
                 "dropped",
             ] {
-                metrics::counter!(metric::WEBHOOK_DEVICES, "kind" => kind, "outcome" => outcome)
+                metrics::counter!(metric::WEBHOOK_DEVICES, "jamf_instance" => i(), "kind" => kind, "outcome" => outcome)
                     .increment(0);
             }
             // Registered (at zero) by taking its handle.
-            let _ = metrics::histogram!(metric::WEBHOOK_LATENCY, "kind" => kind);
+            let _ = metrics::histogram!(metric::WEBHOOK_LATENCY, "jamf_instance" => i(), "kind" => kind);
         }
     }
     if webhooks {
         for result in ["unauthorized", "malformed", "too_large"] {
-            metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => "unknown", "result" => result)
+            metrics::counter!(metric::WEBHOOK_REQUESTS, "jamf_instance" => i(), "event" => "unknown", "result" => result)
                 .increment(0);
         }
-        metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => "other", "result" => "ignored")
+        metrics::counter!(metric::WEBHOOK_REQUESTS, "jamf_instance" => i(), "event" => "other", "result" => "ignored")
             .increment(0);
         for (event, kind, _) in INVENTORY_EVENTS {
             if kinds.contains(kind) {
                 for result in ["queued", "unavailable"] {
-                    metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => *event, "result" => result)
+                    metrics::counter!(metric::WEBHOOK_REQUESTS, "jamf_instance" => i(), "event" => *event, "result" => result)
                         .increment(0);
                 }
             }
         }
-        metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH).set(0.0);
+        metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH, "jamf_instance" => i()).set(0.0);
     }
 }
 

@@ -93,7 +93,7 @@ pub async fn run(
         }));
     }
     // After the recorder is installed (AppState::new), or the zeros would go nowhere.
-    crate::telemetry::init_series(&kinds, cfg.webhooks.enabled);
+    crate::telemetry::init_series(&instance, &kinds, cfg.webhooks.enabled);
     let state = Arc::new(state);
     let addr = listener.local_addr()?;
     let limits = serve::Limits {
@@ -261,12 +261,13 @@ async fn init_run_gauges(db: &Db, instance: &str, kinds: &[Kind]) {
         let last = db.last_finished(instance, run_kind, false).await;
         let label = kind.as_str();
         match success {
-            Ok(at) => metrics::gauge!(metric::LAST_SUCCESS, "kind" => label)
+            Ok(at) => metrics::gauge!(metric::LAST_SUCCESS, "jamf_instance" => instance.to_string(), "kind" => label)
                 .set(at.map_or(started, |t| t.timestamp() as f64)),
             Err(e) => tracing::warn!(kind = label, error = %e, "cannot read the last success"),
         }
         if let Ok(Some(at)) = last {
-            metrics::gauge!(metric::LAST_RUN, "kind" => label).set(at.timestamp() as f64);
+            metrics::gauge!(metric::LAST_RUN, "jamf_instance" => instance.to_string(), "kind" => label)
+                .set(at.timestamp() as f64);
         }
     }
 }

@@ -137,6 +137,10 @@ pub trait Executes: Send + Sync + 'static {
     fn stopping(&self) -> bool;
     /// Resolves once shutdown was asked for.
     fn stopped(&self) -> impl Future<Output = ()> + Send;
+    /// The Jamf instance it runs for (the `jamf_instance` metrics label).
+    fn instance(&self) -> String {
+        String::new()
+    }
 }
 
 impl<S: Store> Executes for Engine<S> {
@@ -177,7 +181,7 @@ impl<S: Store> Executes for Engine<S> {
             }
         }
         if let Op::Sync { .. } = req.op {
-            metrics::counter!(metric::RUNS, "kind" => req.kind.as_str(), "result" => "failed")
+            metrics::counter!(metric::RUNS, "jamf_instance" => self.client().instance().to_string(), "kind" => req.kind.as_str(), "result" => "failed")
                 .increment(1);
         }
     }
@@ -188,6 +192,10 @@ impl<S: Store> Executes for Engine<S> {
 
     async fn stopped(&self) {
         Engine::stopped(self).await
+    }
+
+    fn instance(&self) -> String {
+        self.client().instance().to_string()
     }
 }
 
@@ -267,7 +275,7 @@ impl<E: Executes> Executor<E> {
             self.health.idle(EXECUTOR);
             if let Op::Sync { .. } = req.op {
                 // Syncs only: the alert comparing it with the last success is about syncs.
-                metrics::gauge!(metric::LAST_RUN, "kind" => req.kind.as_str())
+                metrics::gauge!(metric::LAST_RUN, "jamf_instance" => self.exec.instance(), "kind" => req.kind.as_str())
                     .set(Utc::now().timestamp() as f64);
             }
             self.after(req, ok);

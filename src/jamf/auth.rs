@@ -143,7 +143,7 @@ impl JamfClient {
                             endpoint,
                             message: e.to_string(),
                         })?;
-                    metrics::counter!(metric::TOKEN_REFRESHES, "method" => "oauth").increment(1);
+                    metrics::counter!(metric::TOKEN_REFRESHES, "jamf_instance" => self.instance().to_string(), "method" => "oauth").increment(1);
                     let lifetime = Duration::from_secs(t.expires_in.max(1).unsigned_abs());
                     return Ok(Token::new(t.access_token, lifetime));
                 }
@@ -152,7 +152,7 @@ impl JamfClient {
                     legacy = true;
                     self.legacy_oauth_path.store(true, Ordering::Relaxed);
                 }
-                Err(e) => return Err(auth_failure(e, endpoint)),
+                Err(e) => return Err(auth_failure(e, endpoint, self.instance())),
             }
         }
     }
@@ -167,8 +167,9 @@ impl JamfClient {
         let answer = self
             .execute(&req)
             .await
-            .map_err(|e| auth_failure(e, endpoint))?;
-        metrics::counter!(metric::TOKEN_REFRESHES, "method" => "user").increment(1);
+            .map_err(|e| auth_failure(e, endpoint, self.instance()))?;
+        metrics::counter!(metric::TOKEN_REFRESHES, "jamf_instance" => self.instance().to_string(), "method" => "user")
+            .increment(1);
         user_token_from(endpoint, &answer.body)
     }
 
@@ -180,7 +181,8 @@ impl JamfClient {
             AuthMode::Bearer(current),
         );
         let answer = self.execute(&req).await?;
-        metrics::counter!(metric::TOKEN_REFRESHES, "method" => "keep_alive").increment(1);
+        metrics::counter!(metric::TOKEN_REFRESHES, "jamf_instance" => self.instance().to_string(), "method" => "keep_alive")
+            .increment(1);
         user_token_from(endpoint, &answer.body)
     }
 
@@ -218,12 +220,12 @@ fn user_token_from(endpoint: &'static str, body: &[u8]) -> Result<Token, JamfErr
     Ok(Token::new(t.token, lifetime))
 }
 
-fn auth_failure(e: JamfError, endpoint: &'static str) -> JamfError {
+fn auth_failure(e: JamfError, endpoint: &'static str, instance: &str) -> JamfError {
     let status = match e {
         JamfError::Unauthorized { .. } => 401,
         JamfError::BadRequest { .. } => 400,
         other => return other,
     };
-    metrics::counter!(metric::AUTH_FAILURES).increment(1);
+    metrics::counter!(metric::AUTH_FAILURES, "jamf_instance" => instance.to_string()).increment(1);
     JamfError::AuthFailed { status, endpoint }
 }

@@ -39,6 +39,8 @@ use crate::telemetry::metric;
 #[derive(Debug)]
 pub struct Limiter {
     max: u32,
+    /// The `jamf_instance` label of the metrics.
+    instance: String,
     in_flight: Arc<AtomicI64>,
     conns: Arc<ConnState>,
     pacing: Controller,
@@ -83,17 +85,20 @@ impl ConnState {
 pub struct Permit {
     conns: Arc<ConnState>,
     wake: Arc<Notify>,
+    instance: String,
 }
 
 impl Limiter {
     /// `max` is clamped to 1..=5: Jamf's limit is not ours to raise.
     /// `idle_timeout` must match the HTTP pool's idle timeout.
-    pub fn new(max: u32, idle_timeout: Duration, pacing: PacingConfig) -> Self {
+    /// `instance` labels the metrics (`jamf_instance`).
+    pub fn new(max: u32, idle_timeout: Duration, pacing: PacingConfig, instance: &str) -> Self {
         let max = max.clamp(1, crate::domain::facts::JAMF_MAX_CONCURRENCY);
         let in_flight = Arc::new(AtomicI64::new(0));
         Self {
             max,
-            pacing: Controller::new(pacing, max),
+            instance: instance.to_string(),
+            pacing: Controller::new(pacing, max).named(instance),
             wake: Arc::new(Notify::new()),
             next_start: Mutex::new(Instant::now()),
             conns: Arc::new(ConnState {
@@ -176,10 +181,12 @@ impl Limiter {
                 self.conns.live.store(0, Ordering::SeqCst);
             }
         }
-        metrics::gauge!(metric::IN_FLIGHT).set(self.in_flight.load(Ordering::SeqCst) as f64);
+        metrics::gauge!(metric::IN_FLIGHT, "jamf_instance" => self.instance.clone())
+            .set(self.in_flight.load(Ordering::SeqCst) as f64);
         let permit = Permit {
             conns: self.conns.clone(),
             wake: self.wake.clone(),
+            instance: self.instance.clone(),
         };
         let gap = self.pacing.delay();
         if !gap.is_zero() {
@@ -204,7 +211,8 @@ impl Drop for Permit {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let now = self.conns.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge!(metric::IN_FLIGHT).set(now as f64);
+        metrics::gauge!(metric::IN_FLIGHT, "jamf_instance" => self.instance.clone())
+            .set(now as f64);
         self.wake.notify_waiters();
     }
 }
@@ -288,6 +296,7 @@ mod tests {
                 adaptive: false,
                 ..PacingConfig::default()
             },
+            "test",
         );
         assert_eq!(l.max(), 5);
         let mut held = Vec::new();

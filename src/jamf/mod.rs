@@ -108,11 +108,12 @@ impl std::fmt::Debug for JamfClient {
 impl JamfClient {
     pub fn new(settings: JamfSettings) -> Result<Self, JamfError> {
         crate::tls::install_crypto_provider();
-        transport::init_metrics();
+        transport::init_metrics(&settings.instance);
         let limiter = Arc::new(Limiter::new(
             settings.max_concurrency,
             POOL_IDLE_TIMEOUT,
             settings.pacing.clone(),
+            &settings.instance,
         ));
         let mut builder = reqwest::Client::builder();
         if let Some(path) = &settings.ca_file {

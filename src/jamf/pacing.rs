@@ -77,6 +77,8 @@ pub struct Controller {
     cfg: PacingConfig,
     max: u32,
     state: Mutex<State>,
+    /// The `jamf_instance` label of the metrics.
+    instance: String,
 }
 
 /// Endpoint classes with their own latency baseline.
@@ -103,8 +105,8 @@ impl Controller {
         } else {
             max
         };
-        metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(limit));
         Controller {
+            instance: String::new(),
             cfg,
             max,
             state: Mutex::new(State {
@@ -116,6 +118,20 @@ impl Controller {
                 slow_start: true,
             }),
         }
+    }
+
+    /// Names the instance whose server this paces (the `jamf_instance` metrics label) and
+    /// publishes the starting limit.
+    pub fn named(mut self, instance: &str) -> Self {
+        self.instance = instance.to_string();
+        let limit = self.state.lock().unwrap_or_else(|p| p.into_inner()).limit;
+        self.publish_limit(limit);
+        self
+    }
+
+    fn publish_limit(&self, limit: u32) {
+        metrics::gauge!(metric::CONCURRENCY_LIMIT, "jamf_instance" => self.instance.clone())
+            .set(f64::from(limit));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -183,7 +199,8 @@ impl Controller {
                 n: c.samples,
             };
             st.classes.insert(class, b);
-            metrics::gauge!(metric::LATENCY_BASELINE, "class" => *class).set(b.mean);
+            metrics::gauge!(metric::LATENCY_BASELINE, "jamf_instance" => self.instance.clone(), "class" => *class)
+                .set(b.mean);
         }
         if st.classes.is_empty() {
             return false;
@@ -191,7 +208,7 @@ impl Controller {
         st.limit = memory.limit.clamp(1, self.max);
         st.slow_start = memory.slow_start;
         st.healthy = 0;
-        metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(st.limit));
+        self.publish_limit(st.limit);
         true
     }
 
@@ -232,7 +249,8 @@ impl Controller {
                         }
                     };
                     st.classes.insert(class, nb);
-                    metrics::gauge!(metric::LATENCY_BASELINE, "class" => class).set(nb.mean);
+                    metrics::gauge!(metric::LATENCY_BASELINE, "jamf_instance" => self.instance.clone(), "class" => class)
+                        .set(nb.mean);
                     // Only answers judged against an established baseline count as healthy:
                     // growing while the baseline is still being learned would let it learn
                     // an overloaded server's latency as normal.
@@ -255,7 +273,7 @@ impl Controller {
             }
         }
         (st.limit != before).then(|| {
-            metrics::gauge!(metric::CONCURRENCY_LIMIT).set(f64::from(st.limit));
+            self.publish_limit(st.limit);
             st.limit
         })
     }

@@ -113,7 +113,7 @@ impl JamfClient {
         for raw in &page.results {
             let empty = null_sections(raw.get(), sections);
             if !empty.is_empty() {
-                metrics::counter!(crate::telemetry::metric::RECORDS, "kind" => "mobile_devices", "outcome" => "partial")
+                metrics::counter!(crate::telemetry::metric::RECORDS, "jamf_instance" => self.instance().to_string(), "kind" => "mobile_devices", "outcome" => "partial")
                     .increment(1);
                 tracing::warn!(
                     id = ?super::decode::numeric_id(raw.get(), "mobileDeviceId"),

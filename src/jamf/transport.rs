@@ -168,11 +168,12 @@ impl JamfClient {
             }
             spent += delay;
             let reason = err.reason();
-            metrics::counter!(metric::HTTP_RETRIES, "endpoint" => req.endpoint, "reason" => reason)
+            let instance = self.instance().to_string();
+            metrics::counter!(metric::HTTP_RETRIES, "jamf_instance" => instance.clone(), "endpoint" => req.endpoint, "reason" => reason)
                 .increment(1);
-            metrics::histogram!(metric::BACKOFF_SECONDS, "reason" => reason)
+            metrics::histogram!(metric::BACKOFF_SECONDS, "jamf_instance" => instance.clone(), "reason" => reason)
                 .record(delay.as_secs_f64());
-            metrics::counter!(metric::BACKOFF_SECONDS_TOTAL, "reason" => reason)
+            metrics::counter!(metric::BACKOFF_SECONDS_TOTAL, "jamf_instance" => instance, "reason" => reason)
                 .increment(delay.as_secs());
             if attempt == 1 {
                 tracing::warn!(endpoint = req.endpoint, error = %err, next_attempt_in = ?delay, "Jamf request failed; retrying with backoff");
@@ -313,7 +314,7 @@ impl JamfClient {
                 }
             }
         };
-        metrics::histogram!(metric::HTTP_REQUEST_DURATION, "endpoint" => req.endpoint, "method" => method, "status" => class)
+        metrics::histogram!(metric::HTTP_REQUEST_DURATION, "jamf_instance" => self.instance().to_string(), "endpoint" => req.endpoint, "method" => method, "status" => class)
             .record(latency.as_secs_f64());
         let signal = match &outcome {
             Ok(_) => Signal::Ok,
@@ -331,7 +332,7 @@ impl JamfClient {
             Err(_) => Signal::Ok,
         };
         self.limiter.observe(req.endpoint, latency, signal);
-        metrics::counter!(metric::HTTP_REQUESTS, "endpoint" => req.endpoint, "method" => method, "status" => class)
+        metrics::counter!(metric::HTTP_REQUESTS, "jamf_instance" => self.instance().to_string(), "endpoint" => req.endpoint, "method" => method, "status" => class)
             .increment(1);
         Some(Attempt {
             outcome,
@@ -431,17 +432,18 @@ const RETRY_REASONS: &[&str] = &[
 /// Zero series for the client's counters, so the first retry or auth failure is seen by
 /// `rate()` and `increase()`. Every client does it (cheap, idempotent): a process may install
 /// its recorder after building its first client.
-pub(super) fn init_metrics() {
-    metrics::counter!(metric::AUTH_FAILURES).increment(0);
+pub(super) fn init_metrics(instance: &str) {
+    metrics::counter!(metric::AUTH_FAILURES, "jamf_instance" => instance.to_string()).increment(0);
     for method in ["oauth", "user", "keep_alive"] {
-        metrics::counter!(metric::TOKEN_REFRESHES, "method" => method).increment(0);
+        metrics::counter!(metric::TOKEN_REFRESHES, "jamf_instance" => instance.to_string(), "method" => method).increment(0);
     }
     for reason in RETRY_REASONS {
-        metrics::counter!(metric::BACKOFF_SECONDS_TOTAL, "reason" => *reason).increment(0);
+        metrics::counter!(metric::BACKOFF_SECONDS_TOTAL, "jamf_instance" => instance.to_string(), "reason" => *reason)
+            .increment(0);
         // Registered (at zero) by taking its handle.
-        let _ = metrics::histogram!(metric::BACKOFF_SECONDS, "reason" => *reason);
+        let _ = metrics::histogram!(metric::BACKOFF_SECONDS, "jamf_instance" => instance.to_string(), "reason" => *reason);
         for endpoint in ENDPOINTS {
-            metrics::counter!(metric::HTTP_RETRIES, "endpoint" => *endpoint, "reason" => *reason)
+            metrics::counter!(metric::HTTP_RETRIES, "jamf_instance" => instance.to_string(), "endpoint" => *endpoint, "reason" => *reason)
                 .increment(0);
         }
     }

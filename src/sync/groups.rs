@@ -157,14 +157,15 @@ impl<S: Store> Engine<S> {
             .await?;
         self.remember_pacing().await;
         let result = summary.status.as_str();
-        metrics::counter!(metric::GROUP_REFRESHES, "kind" => kind.as_str(), "result" => result)
+        let instance = self.client.instance().to_string();
+        metrics::counter!(metric::GROUP_REFRESHES, "jamf_instance" => instance.clone(), "kind" => kind.as_str(), "result" => result)
             .increment(1);
         for (outcome, n) in [
             ("changed", summary.changed),
             ("unchanged", summary.unchanged),
             ("gone", summary.gone),
         ] {
-            metrics::counter!(metric::GROUPS, "kind" => kind.as_str(), "outcome" => outcome)
+            metrics::counter!(metric::GROUPS, "jamf_instance" => instance.clone(), "kind" => kind.as_str(), "outcome" => outcome)
                 .increment(n.max(0) as u64);
         }
         if summary.succeeded() {

@@ -243,6 +243,7 @@ impl<S: Store> Engine<S> {
         Run::new(
             id,
             kind,
+            self.client.instance(),
             self.cfg.run_deadline_secs,
             PageSizes {
                 max: self.cfg.page_size,
@@ -256,15 +257,17 @@ impl<S: Store> Engine<S> {
     pub async fn refresh_gauges(&self, kind: Kind) {
         let instance = self.client.instance();
         if let Ok(n) = self.store.count_devices(instance, kind).await {
-            metrics::gauge!(metric::DEVICES_STORED, "kind" => kind.as_str()).set(n as f64);
+            metrics::gauge!(metric::DEVICES_STORED, "jamf_instance" => instance.to_string(), "kind" => kind.as_str())
+                .set(n as f64);
         }
         if let Ok(failing) = self.store.sync_failures(instance, kind).await {
-            metrics::gauge!(metric::FAILING_DEVICES, "kind" => kind.as_str())
+            metrics::gauge!(metric::FAILING_DEVICES, "jamf_instance" => instance.to_string(), "kind" => kind.as_str())
                 .set(failing.len() as f64);
         }
         if let Ok(Some(cursor)) = self.store.cursor(instance, kind).await {
             let lag = (Utc::now() - cursor).num_milliseconds() as f64 / 1000.0;
-            metrics::gauge!(metric::CURSOR_LAG, "kind" => kind.as_str()).set(lag);
+            metrics::gauge!(metric::CURSOR_LAG, "jamf_instance" => instance.to_string(), "kind" => kind.as_str())
+                .set(lag);
         }
     }
 
@@ -366,7 +369,8 @@ impl<S: Store> Engine<S> {
         let Some(offset) = offset else {
             return chrono::Duration::zero();
         };
-        metrics::gauge!(metric::CLOCK_OFFSET).set(offset.num_milliseconds() as f64 / 1000.0);
+        metrics::gauge!(metric::CLOCK_OFFSET, "jamf_instance" => instance.to_string())
+            .set(offset.num_milliseconds() as f64 / 1000.0);
         let threshold = chrono::Duration::seconds(
             i64::try_from(self.cfg.clock_skew_warn_secs).unwrap_or(i64::MAX),
         );
@@ -520,7 +524,7 @@ impl<S: Store> Engine<S> {
             cursor_after,
             error,
         };
-        record_run_metrics(&summary);
+        record_run_metrics(self.client.instance(), &summary);
         // After the metrics: a scrape that sees the run finished in the database sees it
         // counted.
         if status == RunStatus::Succeeded {
@@ -573,21 +577,26 @@ impl<S: Store> Engine<S> {
     }
 }
 
-fn record_run_metrics(s: &RunSummary) {
+fn record_run_metrics(instance: &str, s: &RunSummary) {
     let kind = s.kind.as_str();
     let c = &s.counts;
+    let i = || instance.to_string();
     for (outcome, n) in [
         ("upserted", c.upserted),
         ("unchanged", c.unchanged),
         ("stale", c.stale),
+        ("failed", c.failed),
         ("missing", c.missing),
     ] {
-        metrics::counter!(metric::RECORDS, "kind" => kind, "outcome" => outcome)
+        metrics::counter!(metric::RECORDS, "jamf_instance" => i(), "kind" => kind, "outcome" => outcome)
             .increment(n.max(0) as u64);
     }
-    metrics::counter!(metric::RUNS, "kind" => kind, "result" => s.status.as_str()).increment(1);
-    metrics::histogram!(metric::RUN_DURATION, "kind" => kind).record(s.elapsed.as_secs_f64());
+    metrics::counter!(metric::RUNS, "jamf_instance" => i(), "kind" => kind, "result" => s.status.as_str())
+        .increment(1);
+    metrics::histogram!(metric::RUN_DURATION, "jamf_instance" => i(), "kind" => kind)
+        .record(s.elapsed.as_secs_f64());
     if s.succeeded() {
-        metrics::gauge!(metric::LAST_SUCCESS, "kind" => kind).set(Utc::now().timestamp() as f64);
+        metrics::gauge!(metric::LAST_SUCCESS, "jamf_instance" => i(), "kind" => kind)
+            .set(Utc::now().timestamp() as f64);
     }
 }

@@ -35,7 +35,6 @@ use crate::domain::{DeviceRecord, Kind, RunCounts};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::{JamfError, RecordError};
 use crate::store::{Progress, Store, StoreError, Write};
-use crate::telemetry::metric;
 
 /// Records the writer commits together at most when batches are queued.
 const MERGE_UP_TO: usize = 1000;
@@ -523,14 +522,13 @@ fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {
     );
 }
 
-/// A failure of one device alone: logged, counted `failed`, recorded for the next run.
+/// A failure of one device alone: logged, counted `failed` (in the run's counts, exported
+/// when the run ends), recorded for the next run.
 pub(crate) fn log_isolated(kind: Kind, id: i64, e: &JamfError) {
-    metrics::counter!(metric::RECORDS, "kind" => kind.as_str(), "outcome" => "failed").increment(1);
     tracing::warn!(kind = kind.as_str(), id, error = %e, "Jamf failed this device; recorded in sync_failures, retried next run");
 }
 
 pub(crate) fn log_bad_record(kind: Kind, e: &RecordError) {
-    metrics::counter!(metric::RECORDS, "kind" => kind.as_str(), "outcome" => "failed").increment(1);
     tracing::warn!(kind = kind.as_str(), id = %e.id, error = %e.message, "skipping a record that does not decode");
 }
 

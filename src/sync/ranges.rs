@@ -424,6 +424,7 @@ mod tests {
         let mut run = Run::new(
             Some(1),
             RunKind::Sync(Kind::Computers),
+            "test",
             60,
             PageSizes { max: 100, min: 10 },
             Arc::new(StopSignal::default()),

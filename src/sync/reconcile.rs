@@ -226,7 +226,7 @@ impl<S: Store> Engine<S> {
                 ("missed_fetched", summary.missed_fetched),
                 ("revived", summary.revived),
             ] {
-                metrics::counter!(metric::RECONCILE, "kind" => kind.as_str(), "outcome" => outcome)
+                metrics::counter!(metric::RECONCILE, "jamf_instance" => instance.clone(), "kind" => kind.as_str(), "outcome" => outcome)
                     .increment(n.max(0) as u64);
             }
         }

@@ -55,6 +55,8 @@ pub(crate) struct Run {
     /// The `sync_runs` row; `None` for a dry run.
     pub id: Option<i64>,
     pub kind: RunKind,
+    /// The instance the run is for (the `jamf_instance` metrics label).
+    pub instance: String,
     /// Write what Jamf says even over a newer stored copy (`sync --full --overwrite`).
     pub overwrite: bool,
     /// How many matches the listing will likely have (the stored fleet, the last delta's
@@ -72,6 +74,7 @@ impl Run {
     pub fn new(
         id: Option<i64>,
         kind: RunKind,
+        instance: &str,
         deadline_secs: u64,
         sizes: PageSizes,
         stop: Arc<StopSignal>,
@@ -79,6 +82,7 @@ impl Run {
         let run = Run {
             id,
             kind,
+            instance: instance.to_string(),
             overwrite: false,
             likely: 0,
             deadline: Instant::now() + Duration::from_secs(deadline_secs),
@@ -153,7 +157,8 @@ impl Run {
 
     fn publish_page_size(&self, size: u32) {
         if let RunKind::Sync(kind) = self.kind {
-            metrics::gauge!(metric::PAGE_SIZE, "kind" => kind.as_str()).set(f64::from(size));
+            metrics::gauge!(metric::PAGE_SIZE, "jamf_instance" => self.instance.clone(), "kind" => kind.as_str())
+                .set(f64::from(size));
         }
     }
 }
@@ -167,6 +172,7 @@ mod tests {
         Run::new(
             Some(1),
             RunKind::Sync(Kind::Computers),
+            "test",
             deadline_secs,
             PageSizes { max: 100, min: 10 },
             Arc::new(StopSignal::default()),

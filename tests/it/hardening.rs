@@ -243,7 +243,7 @@ async fn retries_are_logged_at_the_default_level() {
 
 /// A gauge's value in a Prometheus exposition.
 fn gauge(text: &str, name: &str, kind: &str) -> Option<f64> {
-    let needle = format!("{name}{{kind=\"{kind}\"}} ");
+    let needle = format!("{name}{{jamf_instance=\"default\",kind=\"{kind}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .and_then(|v| v.trim().parse().ok())

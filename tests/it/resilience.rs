@@ -401,13 +401,13 @@ async fn requests_latency_and_backoff_are_recorded_as_metrics(db: &TestDb) {
     assert!(summary.succeeded(), "{summary}");
     let text = handle.render();
     for needle in [
-        "jamf_sync_http_request_duration_seconds_bucket{endpoint=\"/api/v4/computers-inventory\",method=\"GET\",status=\"2xx\"",
-        "jamf_sync_http_requests_total{endpoint=\"/api/v4/computers-inventory\",method=\"GET\",status=\"5xx\"}",
-        "jamf_sync_http_retries_total{endpoint=\"/api/v4/computers-inventory\",reason=\"server_503\"}",
-        "jamf_sync_backoff_seconds_count{reason=\"server_503\"}",
-        "jamf_sync_token_refreshes_total{method=\"oauth\"}",
-        "jamf_sync_runs_total{kind=\"computers\",result=\"succeeded\"}",
-        "jamf_sync_records_total{kind=\"computers\",outcome=\"upserted\"}",
+        "jamf_sync_http_request_duration_seconds_bucket{jamf_instance=\"test\",endpoint=\"/api/v4/computers-inventory\",method=\"GET\",status=\"2xx\"",
+        "jamf_sync_http_requests_total{jamf_instance=\"test\",endpoint=\"/api/v4/computers-inventory\",method=\"GET\",status=\"5xx\"}",
+        "jamf_sync_http_retries_total{jamf_instance=\"test\",endpoint=\"/api/v4/computers-inventory\",reason=\"server_503\"}",
+        "jamf_sync_backoff_seconds_count{jamf_instance=\"test\",reason=\"server_503\"}",
+        "jamf_sync_token_refreshes_total{jamf_instance=\"test\",method=\"oauth\"}",
+        "jamf_sync_runs_total{jamf_instance=\"test\",kind=\"computers\",result=\"succeeded\"}",
+        "jamf_sync_records_total{jamf_instance=\"test\",kind=\"computers\",outcome=\"upserted\"}",
         "# HELP jamf_sync_http_request_duration_seconds",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");

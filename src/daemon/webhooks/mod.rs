@@ -91,8 +91,8 @@ impl Receiver {
     }
 }
 
-fn count(event: &str, result: &'static str) {
-    metrics::counter!(metric::WEBHOOK_REQUESTS, "event" => event.to_string(), "result" => result)
+fn count(instance: &str, event: &str, result: &'static str) {
+    metrics::counter!(metric::WEBHOOK_REQUESTS, "jamf_instance" => instance.to_string(), "event" => event.to_string(), "result" => result)
         .increment(1);
 }
 
@@ -116,7 +116,7 @@ fn is_length_limit(e: &axum::Error) -> bool {
 /// `POST /webhooks/jamf`.
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
     if !r.authenticated(&headers) {
-        count("unknown", "unauthorized");
+        count(&r.instance, "unknown", "unauthorized");
         tracing::warn!("webhook refused: missing or wrong credentials");
         let mut resp = answer(
             StatusCode::UNAUTHORIZED,
@@ -131,7 +131,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         return resp;
     }
     let too_large = || {
-        count("unknown", "too_large");
+        count(&r.instance, "unknown", "too_large");
         answer(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"error": format!("body larger than {} bytes (webhooks.max_body_bytes)", r.max_body_bytes)}),
@@ -149,7 +149,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         Err(e) if is_length_limit(&e) => return too_large(),
         Err(e) => {
             // The sender went away or the body broke off: nothing to queue, and not "too large".
-            count("unknown", "malformed");
+            count(&r.instance, "unknown", "malformed");
             tracing::warn!(error = %e, "webhook body could not be read");
             return answer(
                 StatusCode::BAD_REQUEST,
@@ -163,7 +163,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
     let device = match event::parse(&bytes, content_type) {
         Ok(Parsed::Device(d)) => d,
         Ok(Parsed::Other { name }) => {
-            count("other", "ignored");
+            count(&r.instance, "other", "ignored");
             tracing::debug!(event = %name, "webhook event acknowledged, not acted on");
             return answer(
                 StatusCode::ACCEPTED,
@@ -171,13 +171,13 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             );
         }
         Err(why) => {
-            count("unknown", "malformed");
+            count(&r.instance, "unknown", "malformed");
             tracing::warn!(error = %why, "malformed webhook refused");
             return answer(StatusCode::BAD_REQUEST, json!({"error": why}));
         }
     };
     let Some(store) = r.store.get() else {
-        count(device.event, "unavailable");
+        count(&r.instance, device.event, "unavailable");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "not ready: database not connected yet"}),
@@ -199,7 +199,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         .await;
     match queued {
         Ok(None) => {
-            count(device.event, "queue_full");
+            count(&r.instance, device.event, "queue_full");
             tracing::warn!(
                 max_queued = r.max_queued,
                 "webhook queue full; event refused (the next delta sync covers the device)"
@@ -210,7 +210,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             )
         }
         Ok(Some(id)) => {
-            count(device.event, "queued");
+            count(&r.instance, device.event, "queued");
             r.queued.notify_one();
             tracing::debug!(
                 event = device.event,
@@ -224,7 +224,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
             )
         }
         Err(e) => {
-            count(device.event, "unavailable");
+            count(&r.instance, device.event, "unavailable");
             tracing::error!(error = %e, "could not queue a webhook event");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,

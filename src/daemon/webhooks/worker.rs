@@ -220,7 +220,8 @@ async fn pass<S: Store>(
     } else {
         store.webhook_queue_depth(&instance).await?
     };
-    metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH).set(depth as f64);
+    metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH, "jamf_instance" => instance.to_string())
+        .set(depth as f64);
     let plan = plan(&events, now, timing);
     if !plan.unreadable.is_empty() {
         tracing::warn!(
@@ -242,7 +243,8 @@ async fn pass<S: Store>(
         handle_kind(engine, cfg, &instance, kind, &due).await?;
     }
     let left = store.webhook_queue_depth(&instance).await?;
-    metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH).set(left as f64);
+    metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH, "jamf_instance" => instance.to_string())
+        .set(left as f64);
     // Events that arrived while fetching, or deferred ones: the next pass works out when.
     Ok((left > 0).then(Utc::now))
 }
@@ -280,7 +282,7 @@ async fn handle_kind<S: Store>(
     if !skip.is_empty() {
         let ids: Vec<i64> = skip.iter().flat_map(|d| d.event_ids.clone()).collect();
         store.delete_webhook_events(instance, &ids).await?;
-        metrics::counter!(metric::WEBHOOK_DEVICES, "kind" => label, "outcome" => "skipped_fresh")
+        metrics::counter!(metric::WEBHOOK_DEVICES, "jamf_instance" => instance.to_string(), "kind" => label, "outcome" => "skipped_fresh")
             .increment(skip.len() as u64);
     }
     let chunk = engine.refresh_chunk();
@@ -296,7 +298,7 @@ async fn handle_kind<S: Store>(
                     for received in &d.received {
                         let secs =
                             (stored_at - *received).num_milliseconds().max(0) as f64 / 1000.0;
-                        metrics::histogram!(metric::WEBHOOK_LATENCY, "kind" => label).record(secs);
+                        metrics::histogram!(metric::WEBHOOK_LATENCY, "jamf_instance" => instance.to_string(), "kind" => label).record(secs);
                     }
                 }
                 for (outcome, n) in [
@@ -304,7 +306,7 @@ async fn handle_kind<S: Store>(
                     ("missing", done.missing.len()),
                     ("failed", done.failed.len()),
                 ] {
-                    metrics::counter!(metric::WEBHOOK_DEVICES, "kind" => label, "outcome" => outcome)
+                    metrics::counter!(metric::WEBHOOK_DEVICES, "jamf_instance" => instance.to_string(), "kind" => label, "outcome" => outcome)
                         .increment(n as u64);
                 }
                 tracing::info!(
@@ -327,7 +329,7 @@ async fn handle_kind<S: Store>(
                 if !drop.is_empty() {
                     let ids: Vec<i64> = drop.iter().flat_map(|d| d.event_ids.clone()).collect();
                     store.delete_webhook_events(instance, &ids).await?;
-                    metrics::counter!(metric::WEBHOOK_DEVICES, "kind" => label, "outcome" => "dropped")
+                    metrics::counter!(metric::WEBHOOK_DEVICES, "jamf_instance" => instance.to_string(), "kind" => label, "outcome" => "dropped")
                         .increment(drop.len() as u64);
                     tracing::error!(
                         kind = label,
@@ -343,7 +345,7 @@ async fn handle_kind<S: Store>(
                     store
                         .defer_webhook_events(instance, &d.event_ids, not_before, &error)
                         .await?;
-                    metrics::counter!(metric::WEBHOOK_DEVICES, "kind" => label, "outcome" => "retried")
+                    metrics::counter!(metric::WEBHOOK_DEVICES, "jamf_instance" => instance.to_string(), "kind" => label, "outcome" => "retried")
                         .increment(1);
                 }
                 tracing::warn!(kind = label, devices = ids.len(), error = %error, "webhook refresh failed; will retry");
