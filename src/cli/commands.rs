@@ -225,21 +225,9 @@ pub(super) fn exit_code(ok: bool) -> ExitCode {
 }
 
 pub(super) async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
-    let Some(mut targets) = super::jamf_settings_or_report(&cfg, None) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    if targets.len() > 1 {
-        eprintln!(
-            "error: instances: `jamf-sync run` serves one Jamf instance in this release; \
-             `jamf-sync sync` (and reconcile, groups) syncs several in parallel from one \
-             process: schedule it, or run one daemon per instance until the daemon learns them"
-        );
+    if super::jamf_settings_or_report(&cfg, None).is_none() {
         return Ok(ExitCode::FAILURE);
     }
-    // One `[instances.NAME]` is that instance's configuration.
-    let Some((cfg, _)) = targets.pop() else {
-        return Ok(ExitCode::FAILURE);
-    };
     // Held until the daemon has shut down: a second daemon on this SQLite file refuses.
     let _lock = match writer_lock(&cfg, Wait::NoWait, 1).await? {
         Ok(lock) => lock,

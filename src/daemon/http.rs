@@ -1,5 +1,6 @@
 //! The daemon's HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /sync`,
-//! and `POST /webhooks/jamf` when webhooks are on (see [`super::webhooks`]).
+//! and `POST /webhooks/jamf[/NAME]` when webhooks are on (see [`super::webhooks`]), over every
+//! Jamf instance the daemon serves.
 //!
 //! Invariants: handlers only read state or *request* runs through the [`Runner`]; `POST /sync`
 //! is off unless an admin token is configured, and the token is compared in constant time;
@@ -34,50 +35,65 @@ pub struct Readiness {
     pub database: Result<(), String>,
 }
 
-/// Shared by the handlers; parts are filled in as the daemon starts.
-pub struct AppState {
+/// One Jamf instance's part of the daemon, as the handlers see it; filled in as it starts.
+pub struct InstanceState {
     pub instance: String,
     pub kinds: Vec<Kind>,
-    pub prometheus: Option<PrometheusHandle>,
-    pub admin_token: Option<SecretString>,
-    pub readiness: Mutex<Readiness>,
     pub engine: OnceLock<Arc<Engine<Db>>>,
     pub runner: OnceLock<Runner>,
     pub next_runs: NextRuns,
     pub next_retries: OnceLock<NextRetries>,
-    pub health: Arc<Health>,
-    /// Set when webhooks are enabled.
+    /// Set when the instance's webhooks are enabled.
     pub webhooks: Option<Arc<webhooks::Receiver>>,
+}
+
+impl InstanceState {
+    pub fn new(instance: String, kinds: Vec<Kind>) -> Self {
+        InstanceState {
+            instance,
+            kinds,
+            engine: OnceLock::new(),
+            runner: OnceLock::new(),
+            next_runs: Arc::new(Mutex::new(HashMap::new())),
+            next_retries: OnceLock::new(),
+            webhooks: None,
+        }
+    }
+
+    /// Enables `POST /webhooks/jamf[/NAME]` for this instance.
+    pub fn with_webhooks(mut self, receiver: Arc<webhooks::Receiver>) -> Self {
+        self.webhooks = Some(receiver);
+        self
+    }
+}
+
+/// Shared by the handlers; parts are filled in as the daemon starts.
+pub struct AppState {
+    pub instances: Vec<Arc<InstanceState>>,
+    pub prometheus: Option<PrometheusHandle>,
+    pub admin_token: Option<SecretString>,
+    pub readiness: Mutex<Readiness>,
+    /// The database, once connected.
+    pub db: OnceLock<Arc<Db>>,
+    pub health: Arc<Health>,
 }
 
 impl AppState {
     pub fn new(
-        instance: String,
-        kinds: Vec<Kind>,
+        instances: Vec<Arc<InstanceState>>,
         prometheus: Option<PrometheusHandle>,
         admin_token: Option<SecretString>,
     ) -> Self {
         AppState {
-            instance,
-            kinds,
+            instances,
             prometheus,
             admin_token,
             readiness: Mutex::new(Readiness {
                 database: Err("connecting".into()),
             }),
-            engine: OnceLock::new(),
-            runner: OnceLock::new(),
-            next_runs: Arc::new(Mutex::new(HashMap::new())),
-            next_retries: OnceLock::new(),
+            db: OnceLock::new(),
             health: Arc::new(Health::default()),
-            webhooks: None,
         }
-    }
-
-    /// Enables `POST /webhooks/jamf`.
-    pub fn with_webhooks(mut self, receiver: Arc<webhooks::Receiver>) -> Self {
-        self.webhooks = Some(receiver);
-        self
     }
 
     pub fn set_database(&self, r: Result<(), String>) {
@@ -85,10 +101,21 @@ impl AppState {
             g.database = r;
         }
     }
+
+    fn receivers(&self) -> Vec<Arc<webhooks::Receiver>> {
+        self.instances
+            .iter()
+            .filter_map(|i| i.webhooks.clone())
+            .collect()
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let hooks = state.webhooks.clone().filter(|w| !w.own_listener);
+    let hooks: Vec<_> = state
+        .receivers()
+        .into_iter()
+        .filter(|w| !w.own_listener)
+        .collect();
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -96,18 +123,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/status", get(status))
         .route("/sync", post(trigger))
         .with_state(state);
-    if let Some(receiver) = hooks {
-        app = app.merge(webhooks::routes(receiver));
+    if !hooks.is_empty() {
+        app = app.merge(webhooks::routes(&hooks));
     }
     app
 }
 
-/// The webhook endpoint alone, for `webhooks.listen` (plus `/healthz` for load balancers).
-pub fn webhook_router(receiver: Arc<webhooks::Receiver>, state: Arc<AppState>) -> Router {
+/// The webhook endpoints alone, for `webhooks.listen` (plus `/healthz` for load balancers).
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    let hooks = state.receivers();
     Router::new()
         .route("/healthz", get(healthz))
         .with_state(state)
-        .merge(webhooks::routes(receiver))
+        .merge(webhooks::routes(&hooks))
 }
 
 /// How late a scheduled run may be before the scheduler counts as stuck.
@@ -118,16 +146,18 @@ const SCHEDULE_SLACK: chrono::Duration = chrono::Duration::minutes(5);
 async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     let (mut healthy, tasks) = s.health.report();
     let now = chrono::Utc::now();
-    let overdue: Vec<String> = s
-        .next_runs
-        .lock()
-        .map(|m| {
-            m.iter()
-                .filter(|(_, at)| **at + SCHEDULE_SLACK < now)
-                .map(|(what, _)| what.clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let several = s.instances.len() > 1;
+    let mut overdue: Vec<String> = Vec::new();
+    for i in &s.instances {
+        if let Ok(m) = i.next_runs.lock() {
+            overdue.extend(m.iter().filter(|(_, at)| **at + SCHEDULE_SLACK < now).map(
+                |(what, _)| match several {
+                    true => format!("{} {what}", i.instance),
+                    false => what.clone(),
+                },
+            ));
+        }
+    }
     healthy &= overdue.is_empty();
     let code = if healthy {
         StatusCode::OK
@@ -138,20 +168,23 @@ async fn healthz(State(s): State<Arc<AppState>>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// Ready: this process serves (the database answers, its tasks are alive). Jamf being up is
+/// not part of it (one instance's bad credentials must not take the others' webhooks out of
+/// a load balancer); each instance's Jamf state is in the body, in `/status` and in metrics.
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     // Unauthenticated: says what is not ready, never where it is (user, host, database); the
     // log has the details.
-    let mut database = s
+    let connected = s
         .readiness
         .lock()
         .map(|r| r.database.is_ok())
         .unwrap_or(false);
-    let mut jamf = Err("not started");
-    if let Some(engine) = s.engine.get() {
+    let mut database = false;
+    if let (true, Some(db), Some(first)) = (connected, s.db.get(), s.instances.first()) {
         // Reachable and migrated: a query on a table the migrations create.
         let probe = tokio::time::timeout(
             Duration::from_secs(2),
-            engine.store().count_devices(&s.instance, Kind::Computers),
+            db.count_devices(&first.instance, Kind::Computers),
         )
         .await;
         database = match probe {
@@ -165,18 +198,33 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
                 false
             }
         };
-        jamf = if engine.client().has_authenticated() {
-            Ok(())
-        } else {
-            Err("authentication has not succeeded yet")
-        };
     }
-    let ready = database && jamf.is_ok();
-    let body = json!({
+    // Every instance started (engine and runner in place): requests can be taken.
+    let started = s
+        .instances
+        .iter()
+        .all(|i| i.runner.get().is_some() && i.engine.get().is_some());
+    let (alive, _) = s.health.report();
+    let tasks = alive && started;
+    let jamf: serde_json::Map<String, serde_json::Value> = s
+        .instances
+        .iter()
+        .map(|i| (i.instance.clone(), json!(jamf_state(i))))
+        .collect();
+    let ready = database && tasks;
+    let mut body = json!({
         "ready": ready,
         "database": if database { "ok" } else { "unreachable" },
-        "jamf": jamf.map(|_| "ok").unwrap_or_else(|e| e),
+        "tasks": match (started, alive) {
+            (false, _) => "starting",
+            (true, false) => "not all alive",
+            (true, true) => "ok",
+        },
+        "jamf": jamf,
     });
+    if let [only] = s.instances.as_slice() {
+        body["jamf"] = json!(jamf_state(only));
+    }
     let code = if ready {
         StatusCode::OK
     } else {
@@ -185,10 +233,21 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// `ok`, or why an instance's Jamf is not usable yet.
+fn jamf_state(i: &InstanceState) -> &'static str {
+    match i.engine.get() {
+        None => "not started",
+        Some(e) if e.client().has_authenticated() => "ok",
+        Some(_) => "authentication has not succeeded yet",
+    }
+}
+
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    if let Some(engine) = s.engine.get() {
-        for kind in &s.kinds {
-            engine.refresh_gauges(*kind).await;
+    for i in &s.instances {
+        if let Some(engine) = i.engine.get() {
+            for kind in &i.kinds {
+                engine.refresh_gauges(*kind).await;
+            }
         }
     }
     match &s.prometheus {
@@ -206,6 +265,25 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Response {
+    let mut instances = Vec::new();
+    for i in &s.instances {
+        instances.push(instance_status(i).await);
+    }
+    let mut body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "tasks": s.health.report().1,
+    });
+    // The first instance also at the top level: what a one-instance deployment always saw.
+    if let Some(first) = instances.first() {
+        for key in ["instance", "kinds", "webhooks", "jamf"] {
+            body[key] = first[key].clone();
+        }
+    }
+    body["instances"] = json!(instances);
+    Json(body).into_response()
+}
+
+async fn instance_status(s: &InstanceState) -> serde_json::Value {
     let next = s.next_runs.lock().map(|m| m.clone()).unwrap_or_default();
     let retries = s
         .next_retries
@@ -262,20 +340,20 @@ async fn status(State(s): State<Arc<AppState>>) -> Response {
         (Some(_), None) => json!({"enabled": true, "queue_depth": null}),
         (None, _) => json!({"enabled": false}),
     };
-    Json(json!({
+    json!({
         "instance": s.instance,
-        "version": env!("CARGO_PKG_VERSION"),
+        "jamf": jamf_state(s),
         "kinds": kinds,
         "webhooks": webhooks,
-        "tasks": s.health.report().1,
-    }))
-    .into_response()
+    })
 }
 
 #[derive(Debug, Deserialize)]
 struct TriggerQuery {
     /// `computers` or `mobile-devices`; both when absent.
     kind: Option<String>,
+    /// One instance; every instance when absent.
+    instance: Option<String>,
     #[serde(default)]
     full: bool,
 }
@@ -300,17 +378,23 @@ async fn trigger(
     if !secret_eq(given.as_bytes(), expected.expose_secret().as_bytes()) {
         return (StatusCode::UNAUTHORIZED, "bad or missing bearer token\n").into_response();
     }
-    let Some(runner) = s.runner.get() else {
+    let chosen: Vec<&Arc<InstanceState>> = s
+        .instances
+        .iter()
+        .filter(|i| q.instance.as_deref().is_none_or(|n| n == i.instance))
+        .collect();
+    if chosen.is_empty() {
+        let known: Vec<&str> = s.instances.iter().map(|i| i.instance.as_str()).collect();
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: database not connected yet\n",
+            StatusCode::BAD_REQUEST,
+            format!("unknown instance; configured: {}\n", known.join(", ")),
         )
             .into_response();
-    };
-    let kinds: Vec<Kind> = match q.kind.as_deref() {
-        None => s.kinds.clone(),
-        Some("computers") => vec![Kind::Computers],
-        Some("mobile-devices") | Some("mobile_devices") => vec![Kind::MobileDevices],
+    }
+    let only: Option<Kind> = match q.kind.as_deref() {
+        None => None,
+        Some("computers") => Some(Kind::Computers),
+        Some("mobile-devices") | Some("mobile_devices") => Some(Kind::MobileDevices),
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -319,13 +403,28 @@ async fn trigger(
                 .into_response()
         }
     };
+    let several = s.instances.len() > 1;
     let mut accepted = Vec::new();
     let mut coalesced = Vec::new();
-    for kind in kinds {
-        if runner.request(kind, q.full, Trigger::Api) {
-            accepted.push(kind.as_str());
-        } else {
-            coalesced.push(kind.as_str());
+    for i in chosen {
+        let Some(runner) = i.runner.get() else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: database not connected yet\n",
+            )
+                .into_response();
+        };
+        let kinds = i.kinds.iter().filter(|k| only.is_none_or(|o| o == **k));
+        for kind in kinds {
+            let name = match several {
+                true => format!("{} {}", i.instance, kind.as_str()),
+                false => kind.as_str().to_string(),
+            };
+            if runner.request(*kind, q.full, Trigger::Api) {
+                accepted.push(name);
+            } else {
+                coalesced.push(name);
+            }
         }
     }
     let code = if accepted.is_empty() {

@@ -1,4 +1,8 @@
-//! `jamf-sync run`: the long-running daemon.
+//! `jamf-sync run`: the long-running daemon, for every configured Jamf instance.
+//!
+//! Each instance has its own engine (client, limiter, pacing), runner and executor, schedules,
+//! retries and webhook worker; instances run in parallel and one that fails never stops the
+//! others. The HTTP server, the database and the supervision health are shared.
 //!
 //! Start-up order: the HTTP server first (so `/healthz` and `/readyz` answer while the rest
 //! starts), then the database with retry and backoff (`/readyz` says why it is not ready),
@@ -7,13 +11,14 @@
 //! `webhooks.enabled`) the webhook queue worker, which first drains what a previous process
 //! left queued.
 //!
-//! Shutdown (first SIGTERM/SIGINT): stop scheduling, ask the engine to stop taking new work,
+//! Shutdown (first SIGTERM/SIGINT): stop scheduling, ask every engine to stop taking new work,
 //! wait up to `sync.shutdown_grace_secs` for requests on the wire to finish and completed pages
 //! to commit (the run ends `interrupted`, cursor untouched), invalidate the Jamf token, exit 0.
 //! If the grace period runs out, the run is abandoned and marked `interrupted` all the same.
 //!
 //! Layout: the triggers ([`scheduler`], [`http`]'s `POST /sync`, start-up catch-up) only
-//! *request* runs from the [`runner`], the one executor of syncs and reconciles; the
+//! *request* runs from the instance's [`runner`], the one executor of its syncs, reconciles and
+//! group refreshes; the
 //! [`webhooks`] receiver only queues events, and its worker refreshes devices beside the runner
 //! (the store's newer-wins writes make that safe; see the sync engine's notes).
 
@@ -34,11 +39,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, JamfSettings};
 use crate::domain::{Kind, RunKind, Trigger};
 use crate::store::{Db, Store};
+use crate::sync::Engine;
 use crate::telemetry::metric;
-use http::{router, AppState};
+use http::{router, AppState, InstanceState};
 use runner::{Executor, Op, Runner, EXECUTOR};
 use supervise::supervise;
 
@@ -61,39 +67,92 @@ async fn until_shutdown(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// One instance's part of the daemon, planned before the database is there.
+struct Planned {
+    /// The configuration as this instance sees it ([`Config::for_instance`]).
+    cfg: Config,
+    settings: JamfSettings,
+    state: Arc<InstanceState>,
+    queued: Arc<tokio::sync::Notify>,
+    /// Health names of its tasks (plain with one instance, suffixed with several).
+    executor_name: &'static str,
+    worker_name: &'static str,
+}
+
+/// One instance's running part.
+struct Started {
+    instance: String,
+    engine: Arc<Engine<Db>>,
+    client: Arc<crate::jamf::JamfClient>,
+    sched: tokio_cron_scheduler::JobScheduler,
+    executor: tokio::task::JoinHandle<()>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// A task name that lives as long as the process (a few, once, at start-up).
+fn task_name(base: &'static str, instance: &str, several: bool) -> &'static str {
+    if several {
+        Box::leak(format!("{base} {instance}").into_boxed_str())
+    } else {
+        base
+    }
+}
+
+fn plan(cfg: &Config, queue_store: &Arc<OnceLock<Arc<Db>>>) -> anyhow::Result<Vec<Planned>> {
+    let instances = cfg.instances();
+    let several = instances.len() > 1;
+    let mut out = Vec::with_capacity(instances.len());
+    for i in &instances {
+        let icfg = cfg.for_instance(i);
+        let settings = icfg.jamf_settings()?;
+        let mut kinds = vec![Kind::Computers];
+        if icfg.mobile_devices.enabled {
+            kinds.push(Kind::MobileDevices);
+        }
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let mut state = InstanceState::new(i.name.clone(), kinds);
+        if icfg.webhooks.enabled {
+            state = state.with_webhooks(Arc::new(webhooks::Receiver {
+                instance: i.name.clone(),
+                auth: icfg.webhook_auth()?,
+                max_body_bytes: icfg.webhooks.max_body_bytes,
+                max_queued: i64::try_from(icfg.webhooks.max_queued).unwrap_or(i64::MAX),
+                queued: queued.clone(),
+                // One webhook listener for the process: the top-level `webhooks.listen`.
+                own_listener: cfg.webhooks.listen.is_some(),
+                store: queue_store.clone(),
+            }));
+        }
+        out.push(Planned {
+            executor_name: task_name(EXECUTOR, &i.name, several),
+            worker_name: task_name(WEBHOOK_WORKER, &i.name, several),
+            cfg: icfg,
+            settings,
+            state: Arc::new(state),
+            queued,
+        });
+    }
+    Ok(out)
+}
+
 /// Runs the daemon until `shutdown` turns true.
 pub async fn run(
     cfg: Config,
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let settings = cfg.jamf_settings()?;
-    let instance = settings.instance.clone();
-    let mut kinds = vec![Kind::Computers];
-    if cfg.mobile_devices.enabled {
-        kinds.push(Kind::MobileDevices);
-    }
-    let mut state = AppState::new(
-        instance.clone(),
-        kinds.clone(),
+    let queue_store: Arc<OnceLock<Arc<Db>>> = Arc::new(OnceLock::new());
+    let planned = plan(&cfg, &queue_store)?;
+    let state = AppState::new(
+        planned.iter().map(|p| p.state.clone()).collect(),
         crate::telemetry::install_metrics(),
         cfg.admin_token()?,
     );
-    let queued = Arc::new(tokio::sync::Notify::new());
-    let queue_store: Arc<OnceLock<Arc<Db>>> = Arc::new(OnceLock::new());
-    if cfg.webhooks.enabled {
-        state = state.with_webhooks(Arc::new(webhooks::Receiver {
-            instance: instance.clone(),
-            auth: cfg.webhook_auth()?,
-            max_body_bytes: cfg.webhooks.max_body_bytes,
-            max_queued: i64::try_from(cfg.webhooks.max_queued).unwrap_or(i64::MAX),
-            queued: queued.clone(),
-            own_listener: cfg.webhooks.listen.is_some(),
-            store: queue_store.clone(),
-        }));
-    }
     // After the recorder is installed (AppState::new), or the zeros would go nowhere.
-    crate::telemetry::init_series(&instance, &kinds, cfg.webhooks.enabled);
+    for p in &planned {
+        crate::telemetry::init_series(&p.state.instance, &p.state.kinds, p.cfg.webhooks.enabled);
+    }
     let state = Arc::new(state);
     let addr = listener.local_addr()?;
     let limits = serve::Limits {
@@ -106,21 +165,23 @@ pub async fn run(
         limits,
         shutdown.clone(),
     ));
-    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "jamf-sync daemon listening");
-    let webhook_http = match (cfg.webhooks.listen.as_deref(), &state.webhooks) {
-        (Some(listen), Some(receiver)) => {
+    let names: Vec<&str> = planned.iter().map(|p| p.state.instance.as_str()).collect();
+    tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), instances = ?names, "jamf-sync daemon listening");
+    let any_webhooks = planned.iter().any(|p| p.state.webhooks.is_some());
+    let webhook_http = match cfg.webhooks.listen.as_deref().filter(|_| any_webhooks) {
+        Some(listen) => {
             let l = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("config key `webhooks.listen`: cannot bind {listen}"))?;
             tracing::info!(addr = %l.local_addr()?, "webhook endpoint listening");
             Some(tokio::spawn(serve::serve(
                 l,
-                http::webhook_router(receiver.clone(), state.clone()),
+                http::webhook_router(state.clone()),
                 limits,
                 shutdown.clone(),
             )))
         }
-        _ => None,
+        None => None,
     };
 
     let Some(db) = connect_with_retry(&cfg, &state, shutdown.clone()).await? else {
@@ -128,48 +189,105 @@ pub async fn run(
         return Ok(());
     };
     let db = Arc::new(db);
-    let app = App::start(&cfg, settings, db.clone()).await?;
-    let (client, engine) = (app.client.clone(), app.engine.clone());
-    init_run_gauges(&db, &instance, &kinds).await;
-    // The runner before the engine: once `/readyz` can say ready (it needs the engine),
-    // `POST /sync` must find someone to take the request.
-    let (runner, rx) = Runner::new();
-    let _ = state.runner.set(runner.clone());
+    let _ = state.db.set(db.clone());
     let _ = queue_store.set(db.clone());
-    let _ = state.engine.set(engine.clone());
+    let mut started = Vec::with_capacity(planned.len());
+    for p in &planned {
+        started.push(start_instance(p, &db, &state, shutdown.clone()).await?);
+    }
+
+    until_shutdown(shutdown).await;
+    tracing::info!("shutting down: no new runs; letting requests in flight finish");
+    // Every instance stops taking work at once; then each gets its grace period.
+    for s in &mut started {
+        if let Err(e) = s.sched.shutdown().await {
+            tracing::warn!(instance = %s.instance, error = %e, "scheduler shutdown");
+        }
+        s.engine.stop();
+    }
+    for s in started {
+        let work = async {
+            let _ = s.executor.await;
+            if let Some(worker) = s.worker {
+                let _ = worker.await;
+            }
+        };
+        if tokio::time::timeout(s.grace, work).await.is_err() {
+            tracing::warn!(instance = %s.instance, grace = ?s.grace, "grace period over; abandoning the run in progress");
+            let n = db.interrupt_stale_runs(&s.instance).await.unwrap_or(0);
+            tracing::warn!(instance = %s.instance, marked = n, "runs marked interrupted");
+        }
+        s.client.invalidate_token().await;
+    }
+    db.close().await;
+    let _ = http.await;
+    if let Some(h) = webhook_http {
+        let _ = h.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts one instance over the connected database: its engine, runner and executor, its
+/// webhook worker, its schedules and its start-up catch-up.
+async fn start_instance(
+    p: &Planned,
+    db: &Arc<Db>,
+    state: &AppState,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Started> {
+    let cfg = &p.cfg;
+    let instance = p.state.instance.clone();
+    let kinds = p.state.kinds.clone();
+    let app = App::start(cfg, p.settings.clone(), db.clone()).await?;
+    let (client, engine) = (app.client.clone(), app.engine.clone());
+    init_run_gauges(db, &instance, &kinds).await;
+    // The runner before the engine: once `/status` shows the engine, `POST /sync` must find
+    // someone to take the request.
+    let (runner, rx) = Runner::new();
+    let _ = p.state.runner.set(runner.clone());
+    let _ = p.state.engine.set(engine.clone());
     {
-        // Authenticate once up front so /readyz can report a bad credential at once.
+        // Authenticate once up front so /readyz and /status can report a bad credential.
         let client = client.clone();
+        let instance = instance.clone();
         tokio::spawn(async move {
             if let Err(e) = client.server_version().await {
-                tracing::error!(error = %e, "Jamf check failed; the next run retries");
+                tracing::error!(%instance, error = %e, "Jamf check failed; the next run retries");
             }
         });
     }
 
     let health = state.health.clone();
-    let executor = Arc::new(Executor::new(
+    let mut executor = Executor::new(
         engine.clone(),
         runner.clone(),
         rx,
         health.clone(),
         &cfg.sync,
-        state.next_runs.clone(),
+        p.state.next_runs.clone(),
+    );
+    executor.name = p.executor_name;
+    let executor = Arc::new(executor);
+    let _ = p.state.next_retries.set(executor.next_retries.clone());
+    let executor = tokio::spawn(supervise(
+        p.executor_name,
+        health.clone(),
+        shutdown.clone(),
+        {
+            let executor = executor.clone();
+            move || executor.clone().run()
+        },
     ));
-    let _ = state.next_retries.set(executor.next_retries.clone());
-    let executor = tokio::spawn(supervise(EXECUTOR, health.clone(), shutdown.clone(), {
-        let executor = executor.clone();
-        move || executor.clone().run()
-    }));
-    let webhook_worker = cfg.webhooks.enabled.then(|| {
+    let worker = cfg.webhooks.enabled.then(|| {
         let (engine, hooks, queued, stop) = (
             engine.clone(),
             cfg.webhooks.clone(),
-            queued.clone(),
+            p.queued.clone(),
             shutdown.clone(),
         );
         tokio::spawn(supervise(
-            WEBHOOK_WORKER,
+            p.worker_name,
             health.clone(),
             shutdown.clone(),
             move || {
@@ -200,7 +318,7 @@ pub async fn run(
             schedules.push((*kind, Op::Groups, cfg.groups.schedule(&cfg.sync)?));
         }
     }
-    let mut sched = scheduler::start(schedules.clone(), runner.clone(), state.next_runs.clone())
+    let sched = scheduler::start(schedules.clone(), runner.clone(), p.state.next_runs.clone())
         .await
         .context("starting the scheduler")?;
     for kind in &kinds {
@@ -213,41 +331,20 @@ pub async fn run(
             let cursor = db.cursor(&instance, *kind).await?;
             let interval = schedule.interval(now).unwrap_or(chrono::Duration::days(1));
             if cursor.is_none_or(|c| now - c > interval) {
-                tracing::info!(kind = kind.as_str(), last_success = ?cursor, "catching up at start-up");
+                tracing::info!(%instance, kind = kind.as_str(), last_success = ?cursor, "catching up at start-up");
                 runner.request(*kind, false, Trigger::Startup);
             }
         }
     }
-
-    until_shutdown(shutdown).await;
-    tracing::info!("shutting down: no new runs; letting requests in flight finish");
-    if let Err(e) = sched.shutdown().await {
-        tracing::warn!(error = %e, "scheduler shutdown");
-    }
-    engine.stop();
-    let grace = Duration::from_secs(cfg.sync.shutdown_grace_secs);
-    let work = async {
-        let _ = executor.await;
-        if let Some(worker) = webhook_worker {
-            let _ = worker.await;
-        }
-    };
-    match tokio::time::timeout(grace, work).await {
-        Ok(_) => {}
-        Err(_) => {
-            tracing::warn!(?grace, "grace period over; abandoning the run in progress");
-            let n = db.interrupt_stale_runs(&instance).await.unwrap_or(0);
-            tracing::warn!(marked = n, "runs marked interrupted");
-        }
-    }
-    client.invalidate_token().await;
-    db.close().await;
-    let _ = http.await;
-    if let Some(h) = webhook_http {
-        let _ = h.await;
-    }
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Started {
+        instance,
+        engine,
+        client,
+        sched,
+        executor,
+        worker,
+        grace: Duration::from_secs(cfg.sync.shutdown_grace_secs),
+    })
 }
 
 /// Sets the last-success and last-run gauges from the database, so an alert on a stale copy

@@ -216,6 +216,8 @@ pub struct Executor<E> {
     /// Scheduled runs: a retry that would come after the next scheduled run is left to it.
     pub next_runs: NextRuns,
     pub next_retries: NextRetries,
+    /// The task's name in health reports (`executor`, or `executor NAME` per instance).
+    pub name: &'static str,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -242,6 +244,7 @@ impl<E: Executes> Executor<E> {
             retry_max: Duration::from_secs(cfg.retry_max_secs),
             next_runs,
             next_retries: Arc::new(Mutex::new(HashMap::new())),
+            name: EXECUTOR,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -258,7 +261,7 @@ impl<E: Executes> Executor<E> {
                     None => break,
                 },
             };
-            self.health.busy(EXECUTOR, self.stuck_after);
+            self.health.busy(self.name, self.stuck_after);
             let exec = self.exec.clone();
             let ok = match tokio::spawn(async move { exec.execute(req).await }).await {
                 Ok(Ok(ok)) => ok,
@@ -272,7 +275,7 @@ impl<E: Executes> Executor<E> {
                 }
             };
             self.runner.done(&req);
-            self.health.idle(EXECUTOR);
+            self.health.idle(self.name);
             if let Op::Sync { .. } = req.op {
                 // Syncs only: the alert comparing it with the last success is about syncs.
                 metrics::gauge!(metric::LAST_RUN, "jamf_instance" => self.exec.instance(), "kind" => req.kind.as_str())

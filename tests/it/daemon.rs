@@ -36,6 +36,11 @@ impl std::ops::Deref for Daemon {
 
 impl Daemon {
     pub(crate) fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(daemon_env(sim, db_url, extra))
+    }
+
+    /// `jamf-sync run` with exactly this environment (plus a free `server.listen`).
+    pub(crate) fn start_with(env: Vec<(String, String)>) -> Daemon {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
         cmd.arg("run")
@@ -48,9 +53,8 @@ impl Daemon {
             }
         }
         let listen = format!("127.0.0.1:{port}");
-        let mut extra = extra.to_vec();
-        extra.insert(0, ("JAMF_SYNC__SERVER__LISTEN", listen.as_str()));
-        for (k, v) in daemon_env(sim, db_url, &extra) {
+        cmd.env("JAMF_SYNC__SERVER__LISTEN", &listen);
+        for (k, v) in env {
             cmd.env(k, v);
         }
         Daemon {
@@ -526,8 +530,10 @@ async fn database_down_at_start_then_up() {
     sim.stop().await;
 }
 
-both_backends!(readyz_stays_unready_while_jamf_refuses_the_credentials);
-async fn readyz_stays_unready_while_jamf_refuses_the_credentials(db: &helpers::TestDb) {
+// Ready is about this process serving (issue 17): a Jamf that refuses the credentials is
+// reported, in /readyz's body and in /status, but does not take the process out of service.
+both_backends!(readyz_reports_jamf_refusing_the_credentials_without_going_unready);
+async fn readyz_reports_jamf_refusing_the_credentials_without_going_unready(db: &helpers::TestDb) {
     let sim = helpers::sim(SimConfig {
         computers: 5,
         mobile_devices: 0,
@@ -553,8 +559,13 @@ async fn readyz_stays_unready_while_jamf_refuses_the_credentials(db: &helpers::T
     // Give the start-up check and catch-up run time to fail.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (code, body) = d.get("/readyz").await.expect("readyz");
-    assert_eq!(code, 503, "{body}");
+    assert_eq!(code, 200, "{body}");
     assert!(body.contains("authentication has not succeeded"), "{body}");
     assert_eq!(d.get("/healthz").await.map(|r| r.0), Some(200));
+    let (_, status) = d.get("/status").await.expect("status");
+    assert!(
+        status.contains("authentication has not succeeded"),
+        "{status}"
+    );
     sim.stop().await;
 }

@@ -126,13 +126,178 @@ async fn several_instances_sync_in_parallel_and_a_bad_one_is_named() {
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }
-    // The daemon does not serve several instances yet, and says so.
-    let o = jamf_sync_async(&["run"], &env, dir.path()).await;
-    assert!(!o.status.success());
+    store.close().await;
+    for s in [eu, us, lab] {
+        s.stop().await;
+    }
+}
+
+/// A sample's value in a scrape: the first line of `name` carrying every label.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_serves_three_instances_and_reports_the_bad_one() {
+    use crate::daemon::Daemon;
+    use crate::webhooks::{computer_event, PASSWORD, USER};
+    use jamf_sync::simulator::webhooks::{envelope, WebhookFormat};
+    let (eu, us, lab) = (sim(30, 5).await, sim(20, 0).await, sim(10, 0).await);
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let env: Vec<(String, String)> = [
+        ("JAMF_SYNC__DATABASE__URL", db.as_str()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__JAMF__RETRY__INITIAL_BACKOFF_MS", "5"),
+        ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+        ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
+        ("JAMF_SYNC__SERVER__ADMIN_TOKEN", crate::app::TOKEN),
+        ("JAMF_SYNC__WEBHOOKS__USERNAME", USER),
+        ("JAMF_SYNC__WEBHOOKS__PASSWORD", PASSWORD),
+        ("JAMF_SYNC__INSTANCES__EU__URL", eu.url().as_str()),
+        ("JAMF_SYNC__INSTANCES__EU__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__INSTANCES__US__URL", us.url().as_str()),
+        ("JAMF_SYNC__INSTANCES__US__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__INSTANCES__US__MOBILE_DEVICES__ENABLED", "false"),
+        ("JAMF_SYNC__INSTANCES__LAB__URL", lab.url().as_str()),
+        ("JAMF_SYNC__INSTANCES__LAB__CLIENT_SECRET", "wrong"),
+        (
+            "JAMF_SYNC__INSTANCES__LAB__MOBILE_DEVICES__ENABLED",
+            "false",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let d = Daemon::start_with(env);
+    d.wait_ready(20).await;
+    let status = || async {
+        match d.get("/status").await {
+            Some((200, body)) => {
+                serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()
+            }
+            _ => serde_json::Value::Null,
+        }
+    };
+    // The start-up catch-up syncs every instance; the bad one fails on its own.
+    d.wait_for(60, "eu and us synced, lab failed", || async {
+        let s = status().await;
+        let inst = |i: usize| s["instances"][i].clone();
+        // Instances are listed by name: eu, lab, us.
+        inst(0)["kinds"][0]["last_success"]["status"] == "succeeded"
+            && inst(0)["kinds"][1]["last_success"]["status"] == "succeeded"
+            && inst(2)["kinds"][0]["last_success"]["status"] == "succeeded"
+            && inst(1)["kinds"][0]["last_run"]["status"] == "failed"
+    })
+    .await;
+    let s = status().await;
+    assert_eq!(s["instances"][0]["instance"], "eu", "{s}");
+    assert_eq!(
+        s["instances"][1]["jamf"], "authentication has not succeeded yet",
+        "{s}"
+    );
+    assert_eq!(s["instances"][0]["jamf"], "ok", "{s}");
+    assert_eq!(
+        s["instances"][2]["kinds"].as_array().map(Vec::len),
+        Some(1),
+        "{s}"
+    );
+    let (code, _) = d.get("/readyz").await.expect("readyz");
+    assert_eq!(
+        code, 200,
+        "one bad instance does not take the process out of service"
+    );
+
+    // Metrics per instance.
+    let (_, scrape) = d.get("/metrics").await.expect("metrics");
+    let stored = |i: &str| {
+        sample(
+            &scrape,
+            "jamf_sync_devices_stored",
+            &[("jamf_instance", i), ("kind", "computers")],
+        )
+    };
+    assert_eq!(stored("eu"), Some(30.0));
+    assert_eq!(stored("us"), Some(20.0));
+    assert_eq!(stored("lab"), Some(0.0));
+    let failed = sample(
+        &scrape,
+        "jamf_sync_runs_total",
+        &[
+            ("jamf_instance", "lab"),
+            ("kind", "computers"),
+            ("result", "failed"),
+        ],
+    );
+    assert!(failed >= Some(1.0), "{failed:?}");
     assert!(
-        text(&o).contains("serves one Jamf instance"),
-        "{}",
-        text(&o)
+        sample(
+            &scrape,
+            "jamf_sync_auth_failures_total",
+            &[("jamf_instance", "lab")]
+        ) >= Some(1.0)
+    );
+    // Each Jamf server saw at most five connections.
+    for s in [&eu, &us] {
+        assert!(s.stats().peak_connections <= 5, "{:?}", s.stats());
+    }
+
+    // Webhooks: each instance at its own path; the plain path names them.
+    assert!(eu.edit_computer(4, |c| c.username = "moved".into()));
+    let (body, ct) = envelope(
+        &computer_event(&eu, "ComputerInventoryCompleted", 4),
+        WebhookFormat::Json,
+        7,
+    );
+    let post = |path: &'static str, body: String| {
+        d.http
+            .post(format!("{}{path}", d.base))
+            .basic_auth(USER, Some(PASSWORD))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let plain = post("/webhooks/jamf", body.clone()).await.expect("post");
+    assert_eq!(plain.status().as_u16(), 404);
+    let text = plain.text().await.unwrap_or_default();
+    assert!(
+        text.contains("/webhooks/jamf/eu") && text.contains("/webhooks/jamf/lab"),
+        "{text}"
+    );
+    let own = post("/webhooks/jamf/eu", body).await.expect("post");
+    assert_eq!(own.status().as_u16(), 202);
+    let store = crate::daemon::open(&db).await;
+    d.wait_for(20, "the webhook's device stored for eu", || async {
+        store
+            .devices("eu", Kind::Computers)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|dev| dev.jamf_id == 4 && dev.info.username.as_deref() == Some("moved"))
+    })
+    .await;
+    // POST /sync by instance.
+    let r = d
+        .http
+        .post(format!("{}/sync?instance=us&kind=computers", d.base))
+        .bearer_auth(crate::app::TOKEN)
+        .send()
+        .await
+        .expect("post /sync");
+    assert_eq!(r.status().as_u16(), 202);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        body["accepted"],
+        serde_json::json!(["us computers"]),
+        "{body}"
     );
     store.close().await;
     for s in [eu, us, lab] {

@@ -1,7 +1,7 @@
 //! Webhooks: near-real-time updates from Jamf, with the daily delta as the safety net.
 //!
 //! # Flow
-//! `POST /webhooks/jamf` → authenticate (Basic and/or a configured header, compared in
+//! `POST /webhooks/jamf` (`/webhooks/jamf/NAME` per instance) → authenticate (Basic and/or a configured header, compared in
 //! constant time) → read at most `webhooks.max_body_bytes` → parse the envelope ([`event`]) →
 //! **write the event to the `webhook_events` table** → answer 202. Only then is the event
 //! acknowledged, so a crash after the answer loses nothing: the [`worker`] drains whatever the
@@ -59,10 +59,45 @@ pub struct Receiver {
 }
 
 /// `POST /webhooks/jamf`, for mounting on the daemon's server or a listener of its own.
-pub fn routes(receiver: Arc<Receiver>) -> Router {
-    Router::new()
-        .route(PATH, post(receive))
-        .with_state(receiver)
+/// With several instances each has `POST /webhooks/jamf/NAME`; plain `/webhooks/jamf` serves
+/// the only instance, and with several answers 404 naming the per-instance paths.
+pub fn routes(receivers: &[Arc<Receiver>]) -> Router {
+    let mut app = Router::new();
+    for r in receivers {
+        app = app.merge(
+            Router::new()
+                .route(&format!("{PATH}/{}", r.instance), post(receive))
+                .with_state(r.clone()),
+        );
+    }
+    match receivers {
+        [only] => app.merge(
+            Router::new()
+                .route(PATH, post(receive))
+                .with_state(only.clone()),
+        ),
+        several => {
+            let paths: Vec<String> = several
+                .iter()
+                .map(|r| format!("{PATH}/{}", r.instance))
+                .collect();
+            app.route(
+                PATH,
+                post(move || {
+                    let paths = paths.clone();
+                    async move {
+                        answer(
+                            StatusCode::NOT_FOUND,
+                            json!({
+                                "error": "several Jamf instances: post to the instance's own path",
+                                "paths": paths,
+                            }),
+                        )
+                    }
+                }),
+            )
+        }
+    }
 }
 
 impl Receiver {
