@@ -782,6 +782,81 @@ async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
     })
 }
 
+/// Several instances in one `jamf-sync sync` process, each against its own simulated Jamf
+/// server (a process of its own) at `latency_ms`: wall time, records/s, peak RSS, and the
+/// most connections any one server saw (must stay within five).
+async fn instances_row(
+    backend: &Backend,
+    instances: usize,
+    devices: usize,
+    latency_ms: u64,
+    http: &reqwest::Client,
+) -> anyhow::Result<Row> {
+    let sims = (0..instances)
+        .map(|_| SimChild::start(devices, 0, latency_ms, 0))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["sync", "--only", "computers"])
+        .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
+        .env("JAMF_SYNC__DATABASE__URL", &backend.url)
+        .env("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false")
+        .env("JAMF_SYNC_REPORT_PEAK_RSS", "1")
+        .env("RUST_LOG", "warn");
+    for (i, sim) in sims.iter().enumerate() {
+        cmd.env(format!("JAMF_SYNC__INSTANCES__I{i:02}__URL"), &sim.url)
+            .env(
+                format!("JAMF_SYNC__INSTANCES__I{i:02}__CLIENT_SECRET"),
+                "sim-secret",
+            );
+    }
+    let t0 = Instant::now();
+    let out = cmd.output()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let succeeded = stdout.lines().filter(|l| l.contains(" succeeded")).count();
+    if !out.status.success() || succeeded != instances {
+        return Err(anyhow!(
+            "{succeeded} of {instances} instances succeeded: {stdout}{stderr}"
+        ));
+    }
+    let kb: f64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no peak RSS reported: {stderr}"))?;
+    let mut requests = 0;
+    let mut peak_connections = 0;
+    for sim in &sims {
+        requests += sim.requests(http).await?;
+        peak_connections = peak_connections.max(sim.stat(http, "peak_connections").await?);
+    }
+    if peak_connections > 5 {
+        return Err(anyhow!(
+            "a Jamf server saw {peak_connections} connections at once"
+        ));
+    }
+    let total = instances * devices;
+    Ok(Row {
+        scenario: "instances".into(),
+        backend: backend.name.into(),
+        devices: total,
+        latency_ms,
+        wall_secs: wall,
+        requests,
+        bound_secs: None,
+        bound_ratio: None,
+        records_per_sec: Some(total as f64 / wall),
+        cpu_secs_per_1000: None,
+        peak_rss_mb: Some(kb / 1024.0),
+        note: format!(
+            "{instances} instances × {devices} computers in one `sync` process, in parallel; \
+             at most {peak_connections} connections to any one server"
+        ),
+    })
+}
+
 /// Runs the chosen scenarios; rows come back in run order.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
     crate::tls::install_crypto_provider();
@@ -909,6 +984,15 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
                     );
                 }
             }
+        }
+    }
+    if wants("instances") {
+        for name in &backends {
+            let backend = fresh_backend(name, opts.postgres.as_deref()).await?;
+            push(
+                instances_row(&backend, 20, 2000, 20, &http).await,
+                &format!("instances 20x2000 {name}"),
+            );
         }
     }
     if wants("memory") {

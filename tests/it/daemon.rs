@@ -259,7 +259,12 @@ async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
         ),
         vec![0.0]
     );
-    assert!(value("jamf_sync_concurrency_limit", None) == Some(5.0));
+    // Adaptive pacing moves it (a slow answer on a busy machine halves it); never above five.
+    let limit = value(
+        "jamf_sync_concurrency_limit",
+        Some(("jamf_instance", "default")),
+    );
+    assert!(limit.is_some_and(|l| (1.0..=5.0).contains(&l)), "{limit:?}");
     for family in [
         "jamf_sync_http_request_duration_seconds",
         "jamf_sync_run_duration_seconds",
