@@ -324,8 +324,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: WebhooksCommand::Setup { instance },
         } => match jamf_settings_or_report(&cfg, instance.as_deref()) {
             Some(targets) => {
+                let several = cfg.instances().len() > 1;
                 let mut ok = true;
-                for (icfg, settings) in targets {
+                for (mut icfg, settings) in targets {
+                    if several {
+                        icfg.webhooks.public_url = icfg
+                            .webhooks
+                            .public_url
+                            .as_deref()
+                            .map(|u| webhooks_setup::instance_url(u, &icfg.jamf.instance));
+                    }
                     ok &= webhooks_setup::command(&icfg, settings).await? == ExitCode::SUCCESS;
                 }
                 Ok(commands::exit_code(ok))

@@ -42,6 +42,18 @@ pub fn webhook_xml(event: &str, url: &str, username: &str, password: &str) -> St
 }
 
 /// Where Jamf should post, and the Basic credentials it should send.
+/// With several instances the daemon takes each one's events at `/webhooks/jamf/NAME`: a
+/// public URL ending in the shared path gets the instance's name appended (one set for the
+/// instance alone is left as given).
+pub fn instance_url(url: &str, instance: &str) -> String {
+    let trimmed = url.trim_end_matches('/');
+    if trimmed.ends_with("/webhooks/jamf") {
+        format!("{trimmed}/{instance}")
+    } else {
+        url.to_string()
+    }
+}
+
 pub struct Target {
     pub url: String,
     pub username: String,

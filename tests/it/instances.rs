@@ -304,3 +304,47 @@ async fn one_daemon_serves_three_instances_and_reports_the_bad_one() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_setup_points_each_instance_at_its_own_path() {
+    let (eu, us) = (sim(5, 0).await, sim(5, 0).await);
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    let urls = (eu.url(), us.url());
+    let env: Vec<(&str, &str)> = vec![
+        ("JAMF_SYNC__DATABASE__URL", db.as_str()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        (
+            "JAMF_SYNC__WEBHOOKS__PUBLIC_URL",
+            "https://hooks.example.com/webhooks/jamf",
+        ),
+        ("JAMF_SYNC__WEBHOOKS__USERNAME", "jamf-hooks"),
+        ("JAMF_SYNC__WEBHOOKS__PASSWORD", "hook-password-long-enough"),
+        ("JAMF_SYNC__INSTANCES__EU__URL", urls.0.as_str()),
+        ("JAMF_SYNC__INSTANCES__EU__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__INSTANCES__US__URL", urls.1.as_str()),
+        ("JAMF_SYNC__INSTANCES__US__CLIENT_SECRET", "sim-secret"),
+        (
+            "JAMF_SYNC__INSTANCES__US__WEBHOOKS__PUBLIC_URL",
+            "https://us-hooks.example.com/in",
+        ),
+    ];
+    let o = jamf_sync_async(&["webhooks", "setup"], &env, dir.path()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let eu_hooks = eu.webhooks();
+    assert!(!eu_hooks.is_empty());
+    assert!(
+        eu_hooks
+            .iter()
+            .all(|h| h.url == "https://hooks.example.com/webhooks/jamf/eu"),
+        "{eu_hooks:?}"
+    );
+    // An instance's own public URL is used as given.
+    assert!(us
+        .webhooks()
+        .iter()
+        .all(|h| h.url == "https://us-hooks.example.com/in"));
+    for s in [eu, us] {
+        s.stop().await;
+    }
+}
