@@ -329,6 +329,42 @@ pub(super) fn config_check(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `jamf-sync purge --instance NAME [--yes]`: everything stored for an instance that is no
+/// longer configured; a dry run without `--yes`.
+pub(super) async fn purge(cfg: &Config, instance: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    if cfg.instances().iter().any(|i| i.name == instance) {
+        eprintln!(
+            "error: --instance: {instance:?} is still configured (the next run would fill it \
+             again); remove it from the configuration first"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let _lock = match writer_lock(cfg, Wait::Block, EXIT_HELD).await? {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
+    };
+    let db = crate::app::connect(cfg).await?;
+    let removed = db.purge_instance(instance, yes).await;
+    db.close().await;
+    let removed = removed?;
+    let total: u64 = removed.iter().map(|(_, n)| n).sum();
+    let detail: Vec<String> = removed
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(table, n)| format!("{table} {n}"))
+        .collect();
+    let verb = if yes { "removed" } else { "would remove" };
+    println!(
+        "instance {instance}: {verb} {total} rows{}{}",
+        if detail.is_empty() { "" } else { ": " },
+        detail.join(", ")
+    );
+    if !yes && total > 0 {
+        println!("nothing removed yet: run again with --yes");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `jamf-sync views`: recreates both kinds' typed extension attribute views of every instance.
 pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
     let _lock = match writer_lock(cfg, Wait::Block, EXIT_HELD).await? {

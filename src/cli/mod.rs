@@ -55,6 +55,16 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Remove everything stored for an instance that is no longer configured (devices, child
+    /// rows, history, runs, cursors, queued webhooks, its views). Without --yes it only counts.
+    Purge {
+        /// The instance to remove.
+        #[arg(long)]
+        instance: String,
+        /// Really remove (otherwise a dry run that prints what would go).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Configuration commands.
@@ -277,6 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config {
             command: ConfigCommand::Check,
         } => commands::config_check(&cfg),
+        Command::Purge { instance, yes } => commands::purge(&cfg, &instance, yes).await,
         Command::Migrate => {
             let _lock = match commands::writer_lock(&cfg, Wait::Block, commands::EXIT_HELD).await? {
                 Ok(lock) => lock,

@@ -661,6 +661,51 @@ macro_rules! store_impl {
                 Ok(n)
             }
 
+            async fn purge_instance(
+                &self,
+                instance: &str,
+                apply: bool,
+            ) -> Result<Vec<(&'static str, u64)>> {
+                const TABLES: &[&str] = &[
+                    "child_hashes",
+                    "extension_attributes",
+                    "inventory_changes",
+                    "computers",
+                    "mobile_devices",
+                    "sync_failures",
+                    "sync_cursors",
+                    "sync_runs",
+                    "webhook_events",
+                    "pacing_memory",
+                    "ea_views",
+                ];
+                let mut tx = self.begin_write().await?;
+                for kind in Kind::ALL {
+                    let view = views::view_name(instance, kind);
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP VIEW IF EXISTS {view}")))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let tables = children::ALL.iter().map(|t| t.name).chain(TABLES.iter().copied());
+                let mut removed = Vec::new();
+                for table in tables {
+                    let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE instance = $1"
+                    )))
+                    .bind(instance)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    removed.push((table, n));
+                }
+                if apply {
+                    tx.commit().await?;
+                } else {
+                    tx.rollback().await?;
+                }
+                Ok(removed)
+            }
+
             async fn group_rows(
                 &self,
                 instance: &str,

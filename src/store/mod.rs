@@ -405,6 +405,10 @@ store_api! {
     /// Removes the membership rows of every group not in `keep` (gone from Jamf); returns
     /// how many.
     fn drop_groups_except(instance: &str, kind: Kind, keep: &[String]) -> u64;
+    /// Everything stored for an instance (devices, child rows, history, runs, cursors,
+    /// failures, webhook events, pacing memory, its typed views), in one transaction that
+    /// commits only with `apply` (a dry run counts and rolls back); rows removed per table.
+    fn purge_instance(instance: &str, apply: bool) -> Vec<(&'static str, u64)>;
     /// `(jamf_id, synced_at)` of those of these devices that are stored and not deleted.
     fn synced_at(instance: &str, kind: Kind, ids: &[i64]) -> Vec<(i64, DateTime<Utc>)>;
     /// Appends a webhook event to the durable queue unless this instance already has

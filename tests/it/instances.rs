@@ -126,10 +126,103 @@ async fn several_instances_sync_in_parallel_and_a_bad_one_is_named() {
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }
+    // An instance removed from the configuration keeps its rows until purged.
+    let without_us: Vec<(&str, &str)> = env
+        .iter()
+        .copied()
+        .filter(|(k, _)| !k.contains("US_EAST"))
+        .collect();
+    let o = jamf_sync_async(&["purge", "--instance", "eu"], &without_us, dir.path()).await;
+    assert!(!o.status.success());
+    assert!(text(&o).contains("still configured"), "{}", text(&o));
+    let o = jamf_sync_async(&["purge", "--instance", "us_east"], &without_us, dir.path()).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("would remove") && text(&o).contains("computers 25"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        store
+            .count_devices("us_east", Kind::Computers)
+            .await
+            .expect("count"),
+        25
+    );
+    let o = jamf_sync_async(
+        &["purge", "--instance", "us_east", "--yes"],
+        &without_us,
+        dir.path(),
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("removed"), "{}", text(&o));
+    assert_eq!(
+        store
+            .count_devices("us_east", Kind::Computers)
+            .await
+            .expect("count"),
+        0
+    );
+    assert!(store
+        .recent_runs("us_east", 10)
+        .await
+        .expect("runs")
+        .is_empty());
+    assert_eq!(
+        store
+            .count_devices("eu", Kind::Computers)
+            .await
+            .expect("count"),
+        40
+    );
     store.close().await;
     for s in [eu, us, lab] {
         s.stop().await;
     }
+}
+
+both_backends!(purging_an_instance_removes_all_it_stored);
+async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
+    use jamf_sync::domain::children::ALL;
+    let (sim, engine) = helpers::fleet(db, 12, 4).await;
+    assert!(helpers::run(&engine, true).await.succeeded());
+    assert!(helpers::run_mobile(&engine, true).await.succeeded());
+    assert!(sim.edit_computer(2, |c| c.username = "changed".into()));
+    assert!(helpers::run(&engine, false).await.succeeded());
+    let dry = db.db.purge_instance("test", false).await.expect("dry run");
+    let count = |rows: &[(&str, u64)], t: &str| rows.iter().find(|r| r.0 == t).map(|r| r.1);
+    assert_eq!(count(&dry, "computers"), Some(12));
+    assert_eq!(count(&dry, "mobile_devices"), Some(4));
+    assert!(count(&dry, "inventory_changes") >= Some(1), "{dry:?}");
+    assert!(count(&dry, "sync_runs") >= Some(3), "{dry:?}");
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::Computers)
+            .await
+            .expect("count"),
+        12
+    );
+    let done = db.db.purge_instance("test", true).await.expect("purge");
+    assert_eq!(done, dry, "the dry run counted what the purge removed");
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::Computers)
+            .await
+            .expect("count"),
+        0
+    );
+    for table in ALL {
+        assert!(db
+            .db
+            .child_rows("test", table)
+            .await
+            .expect("rows")
+            .is_empty());
+    }
+    let again = db.db.purge_instance("test", true).await.expect("purge");
+    assert!(again.iter().all(|(_, n)| *n == 0), "{again:?}");
+    sim.stop().await;
 }
 
 /// A sample's value in a scrape: the first line of `name` carrying every label.
