@@ -178,6 +178,7 @@ fn settings(url: &str, max: u32, adaptive: bool) -> anyhow::Result<JamfSettings>
         ca_file: None,
         max_response_bytes: 256 << 20,
         fail_fast: false,
+        secret_file: None,
     })
 }
 

@@ -140,6 +140,7 @@ impl JamfConfig {
             ca_file: self.ca_file.clone(),
             max_response_bytes: self.max_response_mb.saturating_mul(1 << 20) as usize,
             fail_fast: false,
+            secret_file: None,
         }
     }
 
@@ -155,7 +156,13 @@ impl JamfConfig {
                 ))
             }
         };
-        Ok(self.settings_for(url, self.credentials()?))
+        Ok(JamfSettings {
+            secret_file: self
+                .client_secret_file
+                .clone()
+                .or_else(|| self.password_file.clone()),
+            ..self.settings_for(url, self.credentials()?)
+        })
     }
 
     fn credentials(&self) -> Result<Credentials, ConfigError> {
@@ -414,6 +421,9 @@ pub struct JamfSettings {
     /// Give up at once when the server was never reached (connection refused, DNS, TLS) instead
     /// of retrying for the whole budget: the one-shot CLI, where a typo should fail in seconds.
     pub fail_fast: bool,
+    /// The file the secret (client secret or password) came from, read again when Jamf
+    /// refuses the credentials: a rotated secret is picked up without a restart.
+    pub secret_file: Option<PathBuf>,
 }
 
 fn parse_jamf_url(raw: &str) -> Result<Url, ConfigError> {

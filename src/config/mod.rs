@@ -28,6 +28,7 @@ pub use instances::InstanceConfig;
 pub use jamf::{ApiVersion, Credentials, JamfConfig, JamfSettings, PacingConfig, RetryConfig};
 pub use schedule::Schedule;
 pub use secrets::mask_url;
+pub(crate) use secrets::read_secret_file;
 pub use server::{LogConfig, LogFormat, ServerConfig, WebhookAuth, WebhooksConfig};
 pub use sync::{
     FetchStrategy, GroupsConfig, HistoryConfig, MobileDevicesConfig, MobileSource, OnMissing,

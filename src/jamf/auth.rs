@@ -81,7 +81,14 @@ impl JamfClient {
             }
         }
         let previous = st.current.take();
-        let token = self.obtain_token(previous).await?;
+        let token = match self.obtain_token(previous).await {
+            // A rotated secret: the file holds a new one; one more try with it.
+            Err(e @ JamfError::AuthFailed { .. }) => match self.reread_secret() {
+                true => self.obtain_token(None).await?,
+                false => return Err(e),
+            },
+            other => other?,
+        };
         self.authenticated.store(true, Ordering::Relaxed);
         st.generation += 1;
         let session = SessionToken {
@@ -101,8 +108,54 @@ impl JamfClient {
         }
     }
 
+    /// The credentials in effect: the configured ones, with the secret re-read from its file
+    /// once Jamf refused the configured one.
+    fn credentials(&self) -> Credentials {
+        let mut c = self.settings.credentials.clone();
+        let rotated = self
+            .rotated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(fresh) = rotated {
+            match &mut c {
+                Credentials::ApiClient { client_secret, .. } => *client_secret = fresh,
+                Credentials::User { password, .. } => *password = fresh,
+            }
+        }
+        c
+    }
+
+    /// After Jamf refused the credentials: reads the secret's file again; `true` when it now
+    /// holds a different secret (rotated without a restart), which is used from then on.
+    fn reread_secret(&self) -> bool {
+        let Some(path) = &self.settings.secret_file else {
+            return false;
+        };
+        let fresh = match crate::config::read_secret_file("secret file", path) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the secret file again");
+                return false;
+            }
+        };
+        let current = match self.credentials() {
+            Credentials::ApiClient { client_secret, .. } => client_secret,
+            Credentials::User { password, .. } => password,
+        };
+        if fresh.expose_secret() == current.expose_secret() {
+            return false;
+        }
+        *self.rotated.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        tracing::info!(
+            instance = self.instance(),
+            "Jamf refused the credentials and the secret file holds a new secret: using it"
+        );
+        true
+    }
+
     async fn obtain_token(&self, previous: Option<Token>) -> Result<Token, JamfError> {
-        match &self.settings.credentials {
+        match &self.credentials() {
             Credentials::ApiClient {
                 client_id,
                 client_secret,

@@ -86,6 +86,8 @@ pub struct JamfClient {
     inventory_version: Mutex<Option<ApiVersion>>,
     /// Set once Jamf accepted our credentials (for `/readyz`).
     authenticated: AtomicBool,
+    /// The secret re-read from `settings.secret_file` after Jamf refused the configured one.
+    rotated: std::sync::Mutex<Option<secrecy::SecretString>>,
     /// Set once any answer came back from the server (see [`JamfSettings::fail_fast`]).
     reached: AtomicBool,
     /// Jamf's clock minus ours in milliseconds, from the last answer's `Date` header
@@ -163,6 +165,7 @@ impl JamfClient {
             token: Mutex::new(auth::TokenState::default()),
             legacy_oauth_path: AtomicBool::new(false),
             inventory_version: Mutex::new(None),
+            rotated: std::sync::Mutex::new(None),
             authenticated: AtomicBool::new(false),
             reached: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(NO_OFFSET),

@@ -162,6 +162,7 @@ pub fn settings_with_url(url: &str) -> JamfSettings {
         ca_file: None,
         max_response_bytes: 256 << 20,
         fail_fast: false,
+        secret_file: None,
     }
 }
 

@@ -441,3 +441,59 @@ async fn webhooks_setup_points_each_instance_at_its_own_path() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_file_is_read_again_after_jamf_refuses_the_old_secret() {
+    use jamf_sync::config::{Credentials, FetchStrategy};
+    use secrecy::SecretString;
+    let sim = sim(15, 0).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("client_secret");
+    let with = |memory: &str| {
+        let mut s = helpers::settings(&sim);
+        s.credentials = Credentials::ApiClient {
+            client_id: "jamf-sync-sim".into(),
+            client_secret: SecretString::from(memory.to_string()),
+        };
+        s.secret_file = Some(file.clone());
+        s
+    };
+    let db = helpers::sqlite().await;
+    // Started with the old secret; the file was rotated since: the refusal reads it again.
+    std::fs::write(&file, "sim-secret\n").expect("write");
+    let engine = helpers::engine(
+        &db,
+        with("old-secret"),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+    let run = helpers::run(&engine, true).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::Computers)
+            .await
+            .expect("count"),
+        15
+    );
+    assert!(
+        sim.requests_to("/api/v1/oauth/token") >= 2,
+        "the old secret was tried first"
+    );
+    // A file that holds a wrong secret too: one more try, then the refusal stands.
+    std::fs::write(&file, "also-wrong\n").expect("write");
+    let engine = helpers::engine(
+        &db,
+        with("old-secret"),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+    let before = sim.requests_to("/api/v1/oauth/token");
+    let run = helpers::run(&engine, true).await;
+    assert!(!run.succeeded(), "{run}");
+    assert_eq!(
+        sim.requests_to("/api/v1/oauth/token") - before,
+        2,
+        "one retry, no loop"
+    );
+    db.cleanup().await;
+    sim.stop().await;
+}
