@@ -706,6 +706,15 @@ enum MemoryJob {
     ComputersApps,
 }
 
+/// The peak RSS a `jamf-sync` process reported on stderr (`JAMF_SYNC_REPORT_PEAK_RSS`).
+fn reported_peak_rss_kb(stderr: &str) -> anyhow::Result<f64> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_kb="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no peak RSS reported: {stderr}"))
+}
+
 /// Peak RSS of a separate `jamf-sync` process (it reports `VmHWM` when asked).
 async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
     let (computers, mobiles, args, note): (usize, usize, &[&str], &str) = match job {
@@ -756,11 +765,7 @@ async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
         .output()?;
     let wall = t0.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let kb: f64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("peak_rss_kb="))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow!("no peak RSS reported: {stderr}"))?;
+    let kb = reported_peak_rss_kb(&stderr)?;
     if !out.status.success() {
         return Err(anyhow!(
             "{args:?} failed: {}",
@@ -822,11 +827,7 @@ async fn instances_row(
             "{succeeded} of {instances} instances succeeded: {stdout}{stderr}"
         ));
     }
-    let kb: f64 = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("peak_rss_kb="))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow!("no peak RSS reported: {stderr}"))?;
+    let kb = reported_peak_rss_kb(&stderr)?;
     let mut requests = 0;
     let mut peak_connections = 0;
     for sim in &sims {

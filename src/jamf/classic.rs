@@ -164,52 +164,79 @@ impl JamfClient {
 }
 
 /// A computer or mobile device group as Jamf lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupRef {
     pub id: String,
     pub name: String,
     pub smart: bool,
 }
 
-/// The Classic paths of one kind's groups.
-fn group_paths(kind: Kind) -> (&'static str, &'static str) {
+/// Where one kind's groups are in the Classic API, and the elements their records use.
+struct GroupApi {
+    /// `JSSResource/<path>` lists them, `JSSResource/<path>/id/{id}` is one group.
+    path: &'static str,
+    list_endpoint: &'static str,
+    record_endpoint: &'static str,
+    /// A group's element (in the list and as a record's root).
+    item: &'static str,
+    /// A record's member list and member elements.
+    members: &'static str,
+    member: &'static str,
+}
+
+fn group_api(kind: Kind) -> &'static GroupApi {
+    static COMPUTERS: GroupApi = GroupApi {
+        path: "computergroups",
+        list_endpoint: "/JSSResource/computergroups",
+        record_endpoint: "/JSSResource/computergroups/id/{id}",
+        item: "computer_group",
+        members: "computers",
+        member: "computer",
+    };
+    static MOBILE_DEVICES: GroupApi = GroupApi {
+        path: "mobiledevicegroups",
+        list_endpoint: "/JSSResource/mobiledevicegroups",
+        record_endpoint: "/JSSResource/mobiledevicegroups/id/{id}",
+        item: "mobile_device_group",
+        members: "mobile_devices",
+        member: "mobile_device",
+    };
     match kind {
-        Kind::Computers => ("computergroups", "computer_group"),
-        Kind::MobileDevices => ("mobiledevicegroups", "mobile_device_group"),
+        Kind::Computers => &COMPUTERS,
+        Kind::MobileDevices => &MOBILE_DEVICES,
     }
+}
+
+/// Group ids are Jamf's numbers; anything else must not reach a path.
+fn numeric(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_digit())
 }
 
 impl JamfClient {
     /// Every group of a kind (`GET /JSSResource/computergroups` or `/mobiledevicegroups`).
     pub async fn groups(&self, kind: Kind) -> Result<Vec<GroupRef>, JamfError> {
-        let (path, item) = group_paths(kind);
-        let endpoint = match kind {
-            Kind::Computers => "/JSSResource/computergroups",
-            Kind::MobileDevices => "/JSSResource/mobiledevicegroups",
-        };
-        self.classic_get(endpoint, format!("JSSResource/{path}"), |xml| {
-            parse_group_list(xml, &format!("{item}s"), item)
-        })
+        let api = group_api(kind);
+        self.classic_get(
+            api.list_endpoint,
+            format!("JSSResource/{}", api.path),
+            |xml| parse_group_list(xml, &format!("{}s", api.item), api.item),
+        )
         .await
     }
 
     /// The ids of a group's members; `None` when the group is gone (404).
     pub async fn group_members(&self, kind: Kind, id: &str) -> Result<Option<Vec<i64>>, JamfError> {
-        let (path, root) = group_paths(kind);
-        let endpoint = match kind {
-            Kind::Computers => "/JSSResource/computergroups/id/{id}",
-            Kind::MobileDevices => "/JSSResource/mobiledevicegroups/id/{id}",
-        };
-        // Ids come from Jamf's own list; anything else must not reach the path.
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        let api = group_api(kind);
+        if !numeric(id) {
             return Err(JamfError::Decode {
-                endpoint,
+                endpoint: api.record_endpoint,
                 message: format!("group id {id:?} is not a number"),
             });
         }
+        let path = format!("JSSResource/{}/id/{id}", api.path);
         match self
-            .classic_get(endpoint, format!("JSSResource/{path}/id/{id}"), |xml| {
-                parse_group_members(xml, root, kind)
+            .classic_get(api.record_endpoint, path, |xml| {
+                parse_group_members(xml, api.item, kind)
             })
             .await
         {
@@ -226,11 +253,7 @@ pub fn parse_group_list(xml: &str, root: &str, item: &str) -> Result<Vec<GroupRe
     let mut current: Option<GroupRef> = None;
     let found = walk(xml, |parents, name, text| {
         if parents.len() == 2 && parents[1] == item {
-            let g = current.get_or_insert_with(|| GroupRef {
-                id: String::new(),
-                name: String::new(),
-                smart: false,
-            });
+            let g = current.get_or_insert_with(GroupRef::default);
             match name {
                 "id" => g.id = text.trim().to_string(),
                 "name" => g.name = text.to_string(),
@@ -238,12 +261,8 @@ pub fn parse_group_list(xml: &str, root: &str, item: &str) -> Result<Vec<GroupRe
                 _ => {}
             }
         } else if parents.len() == 1 && name == item {
-            let g = current.take().unwrap_or_else(|| GroupRef {
-                id: String::new(),
-                name: String::new(),
-                smart: false,
-            });
-            if g.id.is_empty() || !g.id.chars().all(|c| c.is_ascii_digit()) {
+            let g = current.take().unwrap_or_default();
+            if !numeric(&g.id) {
                 return Err(format!("a listed group has no numeric <id> ({:?})", g.name));
             }
             groups.push(g);
@@ -260,10 +279,8 @@ pub fn parse_group_list(xml: &str, root: &str, item: &str) -> Result<Vec<GroupRe
 /// `<mobile_devices><mobile_device><id>`) count; the group's own id, its site and its criteria
 /// have `<id>`s too.
 pub fn parse_group_members(xml: &str, root: &str, kind: Kind) -> Result<Vec<i64>, String> {
-    let (list, member) = match kind {
-        Kind::Computers => ("computers", "computer"),
-        Kind::MobileDevices => ("mobile_devices", "mobile_device"),
-    };
+    let api = group_api(kind);
+    let (list, member) = (api.members, api.member);
     let mut ids = Vec::new();
     let found = walk(xml, |parents, name, text| {
         if name == "id" && parents.len() == 3 && parents[1] == list && parents[2] == member {

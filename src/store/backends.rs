@@ -161,19 +161,23 @@ macro_rules! store_impl {
                 Ok(n)
             }
 
-            /// Forgets these devices' hash of a child table: rows changed from another side
-            /// (a group's member list), so the device's next record rewrites its own rows.
+            /// Forgets these devices' hash of one child table (`table`), or of all of them:
+            /// their rows changed from another side (a group's member list), so the device's
+            /// next record rewrites its own rows; or the devices are purged.
             async fn forget_child_hashes(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 instance: &str,
                 kind: Kind,
-                table: &'static str,
+                table: Option<&'static str>,
                 ids: &[i64],
             ) -> Result<u64> {
                 Self::execute_in_chunks(tx, ids, |q| {
                     q.push("DELETE FROM child_hashes WHERE device_type = ");
-                    q.push_bind(kind.device_type()).push(" AND child = ");
-                    q.push_bind(table).push(" AND instance = ");
+                    q.push_bind(kind.device_type());
+                    if let Some(table) = table {
+                        q.push(" AND child = ").push_bind(table);
+                    }
+                    q.push(" AND instance = ");
                     q.push_bind(instance.to_string()).push(" AND jamf_id");
                 })
                 .await
@@ -639,12 +643,7 @@ macro_rules! store_impl {
                     })
                     .await?;
                 }
-                Self::execute_in_chunks(&mut tx, ids, |q| {
-                    q.push("DELETE FROM child_hashes WHERE device_type = ");
-                    q.push_bind(kind.device_type()).push(" AND instance = ");
-                    q.push_bind(instance.to_string()).push(" AND jamf_id");
-                })
-                .await?;
+                Self::forget_child_hashes(&mut tx, instance, kind, None, ids).await?;
                 Self::execute_in_chunks(&mut tx, ids, |q| {
                     q.push("DELETE FROM extension_attributes WHERE device_type = ");
                     q.push_bind(kind.device_type()).push(" AND instance = ");
@@ -754,7 +753,7 @@ macro_rules! store_impl {
                 let mut touched: Vec<i64> = old.into_iter().chain(group.members.iter().copied()).collect();
                 touched.sort_unstable();
                 touched.dedup();
-                Self::forget_child_hashes(&mut tx, instance, kind, table, &touched).await?;
+                Self::forget_child_hashes(&mut tx, instance, kind, Some(table), &touched).await?;
                 tx.commit().await?;
                 Ok(group.members.len() as u64)
             }
@@ -783,7 +782,7 @@ macro_rules! store_impl {
                 let n = touched.len() as u64;
                 touched.sort_unstable();
                 touched.dedup();
-                Self::forget_child_hashes(&mut tx, instance, kind, table, &touched).await?;
+                Self::forget_child_hashes(&mut tx, instance, kind, Some(table), &touched).await?;
                 tx.commit().await?;
                 Ok(n)
             }
