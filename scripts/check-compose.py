@@ -19,7 +19,7 @@ compose_dir = root / "deploy" / "compose"
 doc = yaml.safe_load((compose_dir / "docker-compose.yml").read_text())
 problems = []
 services = doc["services"]
-for name in ("jamf-sync", "postgres", "prometheus", "grafana", "simulator"):
+for name in ("jamf-sync", "jamf-sync-2", "postgres", "prometheus", "grafana", "simulator"):
     if name not in services:
         problems.append(f"service {name} missing")
 
@@ -41,9 +41,25 @@ if any(k.endswith("SECRET") or k.endswith("PASSWORD") for k in env):
     problems.append("a secret is passed as a value; use *_FILE")
 listen_port = env["JAMF_SYNC__SERVER__LISTEN"].rsplit(":", 1)[1]
 prom = yaml.safe_load((compose_dir / "prometheus.yml").read_text())
-targets = [t for sc in prom["scrape_configs"] for s in sc["static_configs"] for t in s["targets"]]
-if f"jamf-sync:{listen_port}" not in targets:
-    problems.append(f"prometheus does not scrape jamf-sync:{listen_port}: {targets}")
+targets = [f"{n}:{d['port']}" for sc in prom["scrape_configs"] for d in sc.get("dns_sd_configs", [])
+           for n in d["names"]]
+targets += [t for sc in prom["scrape_configs"] for s in sc.get("static_configs", []) for t in s["targets"]]
+replicas = [n for n, svc in services.items() if n.startswith("jamf-sync")]
+for name in replicas:
+    if f"{name}:{listen_port}" not in targets:
+        problems.append(f"prometheus does not scrape {name}:{listen_port}: {targets}")
+# The second replica: the same service (image, environment, secrets) on PostgreSQL.
+second = services.get("jamf-sync-2")
+if second is None:
+    problems.append("service jamf-sync-2 (the second replica) missing")
+else:
+    for key in ("image", "environment", "secrets", "depends_on"):
+        if second.get(key) != services["jamf-sync"].get(key):
+            problems.append(f"jamf-sync-2 differs from jamf-sync in {key}")
+    if "DATABASE__URL_FILE" not in " ".join(second["environment"]):
+        problems.append("the replicas must share the PostgreSQL database")
+    if second["ports"] == services["jamf-sync"]["ports"]:
+        problems.append("the two replicas publish the same host port")
 if services["simulator"].get("network_mode") != "service:jamf-sync":
     problems.append("the simulator must share jamf-sync's network (plain http is localhost-only)")
 

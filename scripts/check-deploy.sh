@@ -37,6 +37,24 @@ echo "hadolint: ok"
 # cross-checks them.
 k8s_out="$("$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes/*.yaml 2>&1)" \
   || { echo "$k8s_out" >&2; exit 1; }
+# The PostgreSQL overlay: its whole manifests, and (with kubectl at hand) the rendered result.
+k8s_out="$("$venv/bin/kubernetes-validate" --strict --quiet deploy/kubernetes-postgres/pdb.yaml deploy/kubernetes-postgres/networkpolicy.yaml 2>&1)" \
+  || { echo "$k8s_out" >&2; exit 1; }
+if command -v kubectl >/dev/null 2>&1; then
+  rendered="$(mktemp -d)"
+  kubectl kustomize deploy/kubernetes-postgres > "$rendered/postgres.yaml"
+  kubectl kustomize deploy/kubernetes > "$rendered/sqlite.yaml"
+  k8s_out="$("$venv/bin/kubernetes-validate" --strict --quiet "$rendered/postgres.yaml" "$rendered/sqlite.yaml" 2>&1)" \
+    || { echo "$k8s_out" >&2; exit 1; }
+  grep -q 'replicas: 2' "$rendered/postgres.yaml" || { echo "overlay: not two replicas" >&2; exit 1; }
+  if grep -q 'kind: PersistentVolumeClaim' "$rendered/postgres.yaml"; then
+    echo "overlay: the SQLite volume claim is still there" >&2; exit 1
+  fi
+  rm -rf "$rendered"
+  echo "kubectl kustomize (base and PostgreSQL overlay): ok"
+else
+  echo "kubectl not found: the rendered overlay is not checked (its own manifests are)" >&2
+fi
 echo "kubernetes-validate: ok"
 
 promtool check rules deploy/prometheus/alerts.yml

@@ -119,7 +119,63 @@ with tempfile.TemporaryDirectory() as tmp:
     if secret_value in out.stdout + out.stderr:
         problems.append("config check printed the secret")
 
+# The PostgreSQL overlay (deploy/kubernetes-postgres): two replicas, a PodDisruptionBudget and
+# a NetworkPolicy that select the Deployment's pods, no SQLite volume, and a config.toml the
+# binary accepts with the database URL read from the Secret.
+overlay = root / "deploy" / "kubernetes-postgres"
+odocs = {}
+for path in sorted(overlay.glob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if isinstance(doc, dict):
+            odocs[doc["kind"]] = (path.name, doc)
+ok = odocs["Kustomization"][1]
+listed = {r for r in ok["resources"] if r.endswith(".yaml")} | {p["path"] for p in ok["patches"] if "path" in p}
+present = {p.name for p in overlay.glob("*.yaml")} - {"kustomization.yaml"}
+if listed != present:
+    problems.append(f"overlay kustomization lists {sorted(listed)}, files are {sorted(present)}")
+labels = pod["metadata"]["labels"]
+pdb = odocs["PodDisruptionBudget"][1]
+if not pdb["spec"]["selector"]["matchLabels"].items() <= labels.items():
+    problems.append("the PodDisruptionBudget selects no jamf-sync pod")
+if pdb["spec"].get("minAvailable") != 1:
+    problems.append("the PodDisruptionBudget must keep one replica available")
+netpol = odocs["NetworkPolicy"][1]
+if not netpol["spec"]["podSelector"]["matchLabels"].items() <= labels.items():
+    problems.append("the NetworkPolicy selects no jamf-sync pod")
+allowed_in = {p["port"] for rule in netpol["spec"]["ingress"] for p in rule.get("ports", [])}
+if container["ports"][0]["containerPort"] not in allowed_in:
+    problems.append("the NetworkPolicy blocks the HTTP port")
+allowed_out = {p["port"] for rule in netpol["spec"]["egress"] for p in rule.get("ports", [])}
+for needed in (53, 443, 5432):
+    if needed not in allowed_out:
+        problems.append(f"the NetworkPolicy blocks egress to port {needed}")
+ops = yaml.safe_load((overlay / "deployment-patch.yaml").read_text())
+replicas = [o["value"] for o in ops if o["path"] == "/spec/replicas"]
+if replicas != [2]:
+    problems.append("the PostgreSQL overlay must run two replicas")
+overlay_cfg = odocs["ConfigMap"][1]["data"]["config.toml"]
+overlay_secret = odocs["Secret"][1]["stringData"]
+ocfg = tomllib.loads(overlay_cfg)
+url_file = pathlib.PurePosixPath(ocfg["database"]["url_file"])
+if str(url_file.parent) != mounts["secrets"] or url_file.name not in overlay_secret:
+    problems.append(f"database.url_file {url_file} is not a key of the overlay's Secret")
+with tempfile.TemporaryDirectory() as tmp:
+    cfg_file = pathlib.Path(tmp) / "config.toml"
+    cfg_file.write_text(overlay_cfg)
+    (pathlib.Path(tmp) / "jamf_client_secret").write_text("x")
+    (pathlib.Path(tmp) / url_file.name).write_text(overlay_secret[url_file.name])
+    run_env = dict(os.environ,
+                   JAMF_SYNC__JAMF__CLIENT_SECRET_FILE=str(pathlib.Path(tmp) / "jamf_client_secret"),
+                   JAMF_SYNC__DATABASE__URL_FILE=str(pathlib.Path(tmp) / url_file.name))
+    out = subprocess.run([binary, "-c", str(cfg_file), "config", "check"], env=run_env,
+                         capture_output=True, text=True, cwd=tmp)
+    if out.returncode != 0:
+        problems.append(f"jamf-sync config check refused the overlay's ConfigMap: {out.stderr.strip()}")
+    elif "postgres" not in out.stdout:
+        problems.append("the overlay's configuration does not use PostgreSQL")
+
 if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)
-print(f"kubernetes manifests: ok ({len(manifests)} manifests, config accepted by jamf-sync)")
+print(f"kubernetes manifests: ok ({len(manifests)} manifests, config accepted by jamf-sync; "
+      "PostgreSQL overlay: 2 replicas, PDB, NetworkPolicy)")

@@ -39,7 +39,9 @@ impl App {
     }
 
     /// Marks runs a stopped process left `running` as interrupted (their windows are redone),
-    /// and builds the engine over `db`.
+    /// and builds the engine over `db`. A coordinated database ([`crate::store::lease`])
+    /// leaves that to whoever takes the instance's lease: a running run there may be another
+    /// live process's.
     pub async fn start(cfg: &Config, settings: JamfSettings, db: Arc<Db>) -> anyhow::Result<App> {
         let mut cfg = cfg.clone();
         if cfg.mobile_devices.search_id.is_none() {
@@ -50,7 +52,10 @@ impl App {
             );
         }
         let cfg = &cfg;
-        let stale = db.interrupt_stale_runs(&settings.instance).await?;
+        let stale = match db.fence() {
+            Some(_) => 0,
+            None => db.interrupt_stale_runs(&settings.instance).await?,
+        };
         if stale > 0 {
             tracing::warn!(
                 stale,

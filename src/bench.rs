@@ -120,6 +120,13 @@ impl SimChild {
         Ok(SimChild { child, url })
     }
 
+    /// `n` simulated servers of `computers` each (one instance's Jamf each).
+    fn fleet(n: usize, computers: usize, latency_ms: u64) -> anyhow::Result<Vec<SimChild>> {
+        (0..n)
+            .map(|_| SimChild::start(computers, 0, latency_ms, 0))
+            .collect()
+    }
+
     async fn requests(&self, http: &reqwest::Client) -> anyhow::Result<u64> {
         self.stat(http, "requests").await
     }
@@ -788,6 +795,53 @@ async fn memory_row(devices: usize, job: MemoryJob) -> anyhow::Result<Row> {
     })
 }
 
+/// Requests the simulators served in all, and the most connections any one of them saw at
+/// once: an error when that is more than Jamf's five.
+async fn sims_load(sims: &[SimChild], http: &reqwest::Client) -> anyhow::Result<(u64, u64)> {
+    let mut requests = 0;
+    let mut peak_connections = 0;
+    for sim in sims {
+        requests += sim.requests(http).await?;
+        peak_connections = peak_connections.max(sim.stat(http, "peak_connections").await?);
+    }
+    if peak_connections > 5 {
+        return Err(anyhow!(
+            "a Jamf server saw {peak_connections} connections at once"
+        ));
+    }
+    Ok((requests, peak_connections))
+}
+
+/// A row of a whole-fleet scenario run by separate processes.
+struct FleetRun {
+    scenario: &'static str,
+    backend: &'static str,
+    devices: usize,
+    latency_ms: u64,
+    wall_secs: f64,
+    requests: u64,
+    peak_rss_kb: f64,
+}
+
+impl FleetRun {
+    fn row(self, note: String) -> Row {
+        Row {
+            scenario: self.scenario.into(),
+            backend: self.backend.into(),
+            devices: self.devices,
+            latency_ms: self.latency_ms,
+            wall_secs: self.wall_secs,
+            requests: self.requests,
+            bound_secs: None,
+            bound_ratio: None,
+            records_per_sec: Some(self.devices as f64 / self.wall_secs),
+            cpu_secs_per_1000: None,
+            peak_rss_mb: Some(self.peak_rss_kb / 1024.0),
+            note,
+        }
+    }
+}
+
 /// Several instances in one `jamf-sync sync` process, each against its own simulated Jamf
 /// server (a process of its own) at `latency_ms`: wall time, records/s, peak RSS, and the
 /// most connections any one server saw (must stay within five).
@@ -798,9 +852,7 @@ async fn instances_row(
     latency_ms: u64,
     http: &reqwest::Client,
 ) -> anyhow::Result<Row> {
-    let sims = (0..instances)
-        .map(|_| SimChild::start(devices, 0, latency_ms, 0))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sims = SimChild::fleet(instances, devices, latency_ms)?;
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(["sync", "--only", "computers"])
@@ -828,35 +880,124 @@ async fn instances_row(
         ));
     }
     let kb = reported_peak_rss_kb(&stderr)?;
-    let mut requests = 0;
-    let mut peak_connections = 0;
-    for sim in &sims {
-        requests += sim.requests(http).await?;
-        peak_connections = peak_connections.max(sim.stat(http, "peak_connections").await?);
+    let (requests, peak_connections) = sims_load(&sims, http).await?;
+    let run = FleetRun {
+        scenario: "instances",
+        backend: backend.name,
+        devices: instances * devices,
+        latency_ms,
+        wall_secs: wall,
+        requests,
+        peak_rss_kb: kb,
+    };
+    Ok(run.row(format!(
+        "{instances} instances × {devices} computers in one `sync` process, in parallel; \
+         at most {peak_connections} connections to any one server"
+    )))
+}
+
+/// Several `jamf-sync run` processes on one PostgreSQL database, each configured with every
+/// instance (each against its own simulated Jamf server): from starting the processes until
+/// every instance's catch-up sync succeeded; the largest peak RSS of a process; how the
+/// instances spread; the most connections any one server saw (must stay within five).
+async fn replicas_row(
+    backend: &Backend,
+    processes: usize,
+    instances: usize,
+    devices: usize,
+    latency_ms: u64,
+    http: &reqwest::Client,
+) -> anyhow::Result<Row> {
+    let sims = SimChild::fleet(instances, devices, latency_ms)?;
+    let db = crate::store::Db::connect(
+        &crate::config::DatabaseUrl::parse(secrecy::SecretString::from(backend.url.clone()))?,
+        2,
+    )
+    .await?;
+    let pool = db
+        .postgres()
+        .ok_or_else(|| anyhow!("the replicas scenario needs PostgreSQL"))?
+        .clone();
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("run")
+            .env("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim")
+            .env("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret")
+            .env("JAMF_SYNC__DATABASE__URL", &backend.url)
+            .env("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false")
+            .env("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *")
+            .env("JAMF_SYNC__SERVER__LISTEN", "127.0.0.1:0")
+            .env("JAMF_SYNC__HA__FAILOVER_SECS", "10")
+            .env("JAMF_SYNC_REPORT_PEAK_RSS", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (i, sim) in sims.iter().enumerate() {
+            cmd.env(format!("JAMF_SYNC__INSTANCES__I{i:02}__URL"), &sim.url);
+        }
+        children.push(cmd.spawn().context("starting jamf-sync run")?);
     }
-    if peak_connections > 5 {
-        return Err(anyhow!(
-            "a Jamf server saw {peak_connections} connections at once"
-        ));
+    let deadline = t0 + Duration::from_secs(600);
+    let wall = loop {
+        let (synced,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(DISTINCT instance) FROM sync_runs              WHERE kind = 'computers' AND status = 'succeeded'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if synced as usize == instances {
+            break t0.elapsed().as_secs_f64();
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("{synced} of {instances} instances synced in 600 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (stored,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM computers WHERE deleted_at IS NULL")
+            .fetch_one(&pool)
+            .await?;
+    let spread: Vec<(i64,)> = sqlx::query_as(
+        "SELECT COUNT(*) FROM instance_leases WHERE expires_at > now() GROUP BY holder ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let mut peak_kb: f64 = 0.0;
+    for mut child in children {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+        }
+        child.wait()?;
+        peak_kb = peak_kb.max(reported_peak_rss_kb(&stderr)?);
     }
+    db.close().await;
     let total = instances * devices;
-    Ok(Row {
-        scenario: "instances".into(),
-        backend: backend.name.into(),
+    if stored as usize != total {
+        return Err(anyhow!("{stored} of {total} computers stored"));
+    }
+    let (requests, peak_connections) = sims_load(&sims, http).await?;
+    let spread: Vec<String> = spread.iter().map(|(n,)| n.to_string()).collect();
+    let run = FleetRun {
+        scenario: "replicas",
+        backend: backend.name,
         devices: total,
         latency_ms,
         wall_secs: wall,
         requests,
-        bound_secs: None,
-        bound_ratio: None,
-        records_per_sec: Some(total as f64 / wall),
-        cpu_secs_per_1000: None,
-        peak_rss_mb: Some(kb / 1024.0),
-        note: format!(
-            "{instances} instances × {devices} computers in one `sync` process, in parallel; \
-             at most {peak_connections} connections to any one server"
-        ),
-    })
+        peak_rss_kb: peak_kb,
+    };
+    Ok(run.row(format!(
+        "{processes} `run` processes × {instances} instances of {devices} computers; \
+         instances held per process {}; at most {peak_connections} connections to any one \
+         server; peak RSS of the largest process",
+        spread.join("/")
+    )))
 }
 
 /// Runs the chosen scenarios; rows come back in run order.
@@ -995,6 +1136,18 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
                 instances_row(&backend, 20, 2000, 20, &http).await,
                 &format!("instances 20x2000 {name}"),
             );
+        }
+    }
+    if wants("replicas") {
+        match opts.postgres.as_deref() {
+            Some(pg) => {
+                let backend = fresh_backend("postgres", Some(pg)).await?;
+                push(
+                    replicas_row(&backend, 3, 20, 2000, 20, &http).await,
+                    "replicas 3 processes 20x2000 postgres",
+                );
+            }
+            None => eprintln!("bench: replicas skipped: it needs --postgres"),
         }
     }
     if wants("memory") {

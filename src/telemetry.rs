@@ -46,6 +46,9 @@ pub mod metric {
     pub const TASK_RESTARTS: &str = "jamf_sync_task_restarts_total";
     pub const CLOCK_OFFSET: &str = "jamf_sync_clock_offset_seconds";
     pub const FAILING_DEVICES: &str = "jamf_sync_failing_devices";
+    pub const INSTANCE_HELD: &str = "jamf_sync_instance_held";
+    pub const LEASE_EPOCH: &str = "jamf_sync_lease_epoch";
+    pub const LEASE_CHANGES: &str = "jamf_sync_lease_changes_total";
 
     /// Every metric name above (dashboards and alert rules are checked against it).
     pub const ALL: &[&str] = &[
@@ -78,6 +81,9 @@ pub mod metric {
         TASK_RESTARTS,
         CLOCK_OFFSET,
         FAILING_DEVICES,
+        INSTANCE_HELD,
+        LEASE_EPOCH,
+        LEASE_CHANGES,
     ];
 }
 
@@ -122,6 +128,18 @@ pub fn describe_metrics() {
     describe_gauge!(
         metric::FAILING_DEVICES,
         "Devices Jamf would not give (recorded in sync_failures, retried every run), by kind"
+    );
+    describe_gauge!(
+        metric::INSTANCE_HELD,
+        "1 while this process holds the instance (runs its syncs, drains its webhook queue); PostgreSQL deployments"
+    );
+    describe_gauge!(
+        metric::LEASE_EPOCH,
+        "Epoch of the instance's lease while this process holds it (grows at every change of holder)"
+    );
+    describe_counter!(
+        metric::LEASE_CHANGES,
+        "Instances this process took (acquired) or gave up (lost, released)"
     );
     describe_gauge!(
         metric::CLOCK_OFFSET,

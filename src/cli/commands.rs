@@ -10,8 +10,9 @@ use super::{kinds_to_sync, OnlyKind, ReconcileArgs, SyncArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials, JamfSettings};
 use crate::domain::{Kind, Trigger};
+use crate::store::lease::{self, Coordinator, Fence, Role};
 use crate::store::lock::{self, LockError, Wait, WriterLock};
-use crate::store::{Store, StoreError};
+use crate::store::{Db, Store, StoreError};
 use crate::sync::reconcile::ReconcileOptions;
 use crate::sync::{RunSummary, SyncOptions};
 
@@ -58,6 +59,78 @@ pub(super) async fn writer_lock(
     }
 }
 
+/// The leases a one-shot command holds on a shared PostgreSQL database, renewed in the
+/// background until [`HeldLeases::release`].
+pub(super) struct HeldLeases {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLeases {
+    pub(super) async fn release(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// On PostgreSQL, takes the lease of every instance in `names` ([`crate::store::lease`]):
+/// waits while another process (a daemon) holds one, or with `no_wait` returns
+/// `Err(exit code)` after naming the holder. `None` on SQLite (its file lock is the guard).
+pub(super) async fn hold_instances(
+    cfg: &Config,
+    db: &Db,
+    names: &[String],
+    no_wait: bool,
+) -> anyhow::Result<Result<Option<HeldLeases>, ExitCode>> {
+    let Some(pool) = db.postgres() else {
+        return Ok(Ok(None));
+    };
+    let fence = Arc::new(Fence::new(lease::holder_name("cli"), cfg.ha.failover()));
+    db.coordinate(fence.clone());
+    let url = cfg.database_url()?;
+    let mut coordinator = Coordinator::new(
+        fence.clone(),
+        url.expose(),
+        cfg.ha.failover(),
+        Role::Command,
+        names,
+    )?;
+    let mut said = Vec::new();
+    loop {
+        coordinator
+            .beat()
+            .await
+            .context("cannot take the instance's lease")?;
+        let missing: Vec<&String> = names.iter().filter(|n| fence.epoch(n).is_none()).collect();
+        if missing.is_empty() {
+            break;
+        }
+        let leases = lease::leases(pool).await?;
+        for name in missing {
+            let holder = leases
+                .iter()
+                .find(|l| l.instance == *name)
+                .map_or_else(|| "another process".into(), |l| l.holder.clone());
+            if no_wait {
+                eprintln!(
+                    "error: instance {name} is held by {holder} (a jamf-sync process writing \
+                     for it); try again later, or without --no-wait to wait for it"
+                );
+                coordinator.release_all().await;
+                return Ok(Err(ExitCode::from(EXIT_HELD)));
+            }
+            if !said.contains(name) {
+                eprintln!("waiting for instance {name}: held by {holder}");
+                said.push(name.clone());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(coordinator.run(stopped));
+    Ok(Ok(Some(HeldLeases { stop, task })))
+}
+
 /// Runs `work` for every instance at once over one database connection pool; prints each
 /// instance's lines (prefixed `[name]` when there are several); exit 0 only when every
 /// instance succeeded, and the failed ones are named.
@@ -77,12 +150,27 @@ where
         Err(code) => return Ok(code),
     };
     let db = Arc::new(crate::app::connect(cfg).await?);
+    let names: Vec<String> = targets.iter().map(|(_, s)| s.instance.clone()).collect();
+    let leases = match hold_instances(cfg, &db, &names, no_wait).await {
+        Ok(Ok(leases)) => leases,
+        Ok(Err(code)) => {
+            db.close().await;
+            return Ok(code);
+        }
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
     let several = targets.len() > 1;
     let mut apps = Vec::with_capacity(targets.len());
     for (icfg, settings) in targets {
         let app = match App::start(&icfg, settings, db.clone()).await {
             Ok(app) => app,
             Err(e) => {
+                if let Some(leases) = leases {
+                    leases.release().await;
+                }
                 db.close().await;
                 return Err(e);
             }
@@ -118,6 +206,9 @@ where
             Err(e) => error = Some(e),
         }
         app.client.invalidate_token().await;
+    }
+    if let Some(leases) = leases {
+        leases.release().await;
     }
     db.close().await;
     if let Some(e) = error {

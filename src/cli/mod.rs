@@ -237,8 +237,8 @@ pub struct SimulateArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run (latency, sequential, cpu, apps, delta, memory, busy, mixed); all when
-    /// absent.
+    /// Scenarios to run (latency, sequential, cpu, apps, delta, memory, busy, mixed,
+    /// instances, replicas: the last needs --postgres); all when absent.
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Also run on PostgreSQL at this admin URL (a database is created per scenario).

@@ -112,3 +112,34 @@ impl fmt::Debug for DatabaseUrl {
         f.write_str(&self.masked())
     }
 }
+
+/// `[ha]`: how processes sharing a PostgreSQL database hand instances over.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// How long an instance stays with a holder that stopped renewing its lease (killed, cut
+    /// off from the database, paused): the longest failover takes. Heartbeats come every third.
+    pub failover_secs: u64,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        Self { failover_secs: 30 }
+    }
+}
+
+impl HaConfig {
+    pub fn failover(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.failover_secs)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if !(3..=3600).contains(&self.failover_secs) {
+            return Err(ConfigError::new(
+                "ha.failover_secs",
+                "must be between 3 and 3600 seconds",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-pub use database::{DatabaseConfig, DatabaseUrl};
+pub use database::{DatabaseConfig, DatabaseUrl, HaConfig};
 pub use instances::InstanceConfig;
 pub use jamf::{ApiVersion, Credentials, JamfConfig, JamfSettings, PacingConfig, RetryConfig};
 pub use schedule::Schedule;
@@ -66,6 +66,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub webhooks: WebhooksConfig,
     pub log: LogConfig,
+    pub ha: HaConfig,
     /// Several Jamf servers (`[instances.NAME]`), resolved; empty with a plain `[jamf]`.
     #[serde(skip_deserializing, skip_serializing_if = "BTreeMap::is_empty")]
     pub instances: BTreeMap<String, InstanceConfig>,
@@ -162,6 +163,7 @@ impl Config {
         self.history.validate()?;
         self.server.validate()?;
         self.webhooks.validate()?;
+        self.ha.validate()?;
         self.database.validate()
     }
 

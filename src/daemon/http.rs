@@ -2,7 +2,8 @@
 //! and `POST /webhooks/jamf[/NAME]` when webhooks are on (see [`super::webhooks`]), over every
 //! Jamf instance the daemon serves.
 //!
-//! Invariants: handlers only read state or *request* runs through the [`Runner`]; `POST /sync`
+//! Invariants: handlers only read state or *request* runs through the [`Runner`] (on a shared
+//! PostgreSQL database: through `run_requests`, for the instance's holder); `POST /sync`
 //! is off unless an admin token is configured, and the token is compared in constant time;
 //! nothing secret is ever rendered.
 
@@ -21,13 +22,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::credentials::secret_eq;
-use super::runner::{NextRetries, Runner};
+use super::runner::{NextRetries, Op, Runner};
 use super::scheduler::NextRuns;
 use super::supervise::Health;
 use super::webhooks;
 use crate::domain::{Kind, Trigger};
+use crate::store::lease::{self, LeaseRow};
 use crate::store::{Db, Store};
 use crate::sync::Engine;
+use crate::telemetry::metric;
 
 /// What `/readyz` reports until each part is ready.
 #[derive(Debug, Clone)]
@@ -45,6 +48,8 @@ pub struct InstanceState {
     pub next_retries: OnceLock<NextRetries>,
     /// Set when the instance's webhooks are enabled.
     pub webhooks: Option<Arc<webhooks::Receiver>>,
+    /// On a shared database: the instance's lease epoch while this process holds it.
+    pub lease: OnceLock<tokio::sync::watch::Receiver<Option<i64>>>,
 }
 
 impl InstanceState {
@@ -57,6 +62,7 @@ impl InstanceState {
             next_runs: Arc::new(Mutex::new(HashMap::new())),
             next_retries: OnceLock::new(),
             webhooks: None,
+            lease: OnceLock::new(),
         }
     }
 
@@ -235,18 +241,32 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 
 /// `ok`, or why an instance's Jamf is not usable yet.
 fn jamf_state(i: &InstanceState) -> &'static str {
+    let elsewhere = i.lease.get().is_some_and(|l| l.borrow().is_none());
     match i.engine.get() {
         None => "not started",
         Some(e) if e.client().has_authenticated() => "ok",
+        // Only the holder talks to Jamf.
+        Some(_) if elsewhere => "not held by this process",
         Some(_) => "authentication has not succeeded yet",
     }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let shared = s.db.get().is_some_and(|db| db.fence().is_some());
     for i in &s.instances {
         if let Some(engine) = i.engine.get() {
             for kind in &i.kinds {
                 engine.refresh_gauges(*kind).await;
+            }
+            // Another process may be the one running it: the last success is in the database.
+            if shared {
+                super::last_runs_from_db(engine.store(), &i.instance, &i.kinds, None).await;
+                if i.webhooks.is_some() {
+                    if let Ok(n) = engine.store().webhook_queue_depth(&i.instance).await {
+                        metrics::gauge!(metric::WEBHOOK_QUEUE_DEPTH, "jamf_instance" => i.instance.clone())
+                            .set(n as f64);
+                    }
+                }
             }
         }
     }
@@ -265,22 +285,71 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Response {
+    let (holder, leases) = match s.db.get() {
+        Some(db) => match (db.postgres(), db.fence()) {
+            (Some(pool), Some(fence)) => (
+                Some(fence.holder().to_string()),
+                lease::leases(pool).await.ok(),
+            ),
+            _ => (None, None),
+        },
+        None => (None, None),
+    };
     let mut instances = Vec::new();
     for i in &s.instances {
-        instances.push(instance_status(i).await);
+        let mut one = instance_status(i).await;
+        if let Some(holder) = &holder {
+            let row = leases
+                .as_ref()
+                .and_then(|l| l.iter().find(|r| r.instance == i.instance));
+            one["lease"] = lease_status(row, holder);
+        }
+        instances.push(one);
     }
     let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "tasks": s.health.report().1,
     });
+    if let Some(holder) = holder {
+        body["holder"] = json!(holder);
+    }
     // The first instance also at the top level: what a one-instance deployment always saw.
     if let Some(first) = instances.first() {
-        for key in ["instance", "kinds", "webhooks", "jamf"] {
+        for key in ["instance", "kinds", "webhooks", "jamf", "lease"] {
             body[key] = first[key].clone();
         }
     }
     body["instances"] = json!(instances);
     Json(body).into_response()
+}
+
+/// Who holds an instance: `held_here` when this process does.
+fn lease_status(row: Option<&LeaseRow>, holder: &str) -> serde_json::Value {
+    match row {
+        Some(r) => json!({
+            "holder": if r.live { Some(&r.holder) } else { None },
+            "epoch": r.epoch,
+            "expires_at": r.expires_at,
+            "held_here": r.live && r.holder == holder,
+        }),
+        None => json!({"holder": null, "epoch": null, "expires_at": null, "held_here": false}),
+    }
+}
+
+/// Records a requested run in `run_requests`; `false` when the same one is already waiting.
+async fn record_request(db: &Db, instance: &str, kind: Kind, op: Op) -> crate::store::Result<bool> {
+    let (Some(pool), Some(fence)) = (db.postgres(), db.fence()) else {
+        return Ok(false);
+    };
+    lease::request_run(
+        pool,
+        instance,
+        kind.as_str(),
+        op.request_name(),
+        Trigger::Api.as_str(),
+        fence.holder(),
+    )
+    .await
 }
 
 async fn instance_status(s: &InstanceState) -> serde_json::Value {
@@ -420,7 +489,23 @@ async fn trigger(
                 true => format!("{} {}", i.instance, kind.as_str()),
                 false => kind.as_str().to_string(),
             };
-            if runner.request(*kind, q.full, Trigger::Api) {
+            let op = Op::Sync { full: q.full };
+            let queued = match s.db.get().filter(|db| db.fence().is_some()) {
+                // Shared database: recorded for whichever process holds the instance.
+                Some(db) => match record_request(db, &i.instance, *kind, op).await {
+                    Ok(queued) => queued,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record a run request");
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cannot record the request: database unreachable\n",
+                        )
+                            .into_response();
+                    }
+                },
+                None => runner.request_op(*kind, op, Trigger::Api),
+            };
+            if queued {
                 accepted.push(name);
             } else {
                 coalesced.push(name);

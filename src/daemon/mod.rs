@@ -16,6 +16,11 @@
 //! to commit (the run ends `interrupted`, cursor untouched), invalidate the Jamf token, exit 0.
 //! If the grace period runs out, the run is abandoned and marked `interrupted` all the same.
 //!
+//! On PostgreSQL other processes may share the database: every instance is then held by one
+//! process at a time through a lease ([`crate::store::lease`]); this process runs an
+//! instance's work only while it holds it (see [`ha`]), and serves every instance's HTTP
+//! endpoints regardless.
+//!
 //! Layout: the triggers ([`scheduler`], [`http`]'s `POST /sync`, start-up catch-up) only
 //! *request* runs from the instance's [`runner`], the one executor of its syncs, reconciles and
 //! group refreshes; the
@@ -23,6 +28,7 @@
 //! (the store's newer-wins writes make that safe; see the sync engine's notes).
 
 mod credentials;
+pub mod ha;
 pub mod http;
 pub mod runner;
 pub mod scheduler;
@@ -40,7 +46,8 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::{Config, JamfSettings};
-use crate::domain::{Kind, RunKind, Trigger};
+use crate::domain::{Kind, RunKind};
+use crate::store::lease::{self, Coordinator, Fence, Role};
 use crate::store::{Db, Store};
 use crate::sync::Engine;
 use crate::telemetry::metric;
@@ -82,6 +89,7 @@ struct Planned {
 /// One instance's running part.
 struct Started {
     instance: String,
+    runner: Runner,
     engine: Arc<Engine<Db>>,
     client: Arc<crate::jamf::JamfClient>,
     sched: tokio_cron_scheduler::JobScheduler,
@@ -191,12 +199,83 @@ pub async fn run(
     let db = Arc::new(db);
     let _ = state.db.set(db.clone());
     let _ = queue_store.set(db.clone());
+    // PostgreSQL: other processes may share the database; every write proves its lease.
+    let mut coordinator = match db.postgres() {
+        Some(_) => {
+            let fence = Arc::new(Fence::new(lease::holder_name("run"), cfg.ha.failover()));
+            db.coordinate(fence.clone());
+            tracing::info!(
+                holder = fence.holder(),
+                failover_secs = cfg.ha.failover_secs,
+                "PostgreSQL: instances are held by lease"
+            );
+            let names: Vec<String> = planned.iter().map(|p| p.state.instance.clone()).collect();
+            let url = cfg.database_url()?;
+            Some((
+                Coordinator::new(
+                    fence.clone(),
+                    url.expose(),
+                    cfg.ha.failover(),
+                    Role::Daemon,
+                    &names,
+                )?,
+                fence,
+            ))
+        }
+        None => None,
+    };
     let mut started = Vec::with_capacity(planned.len());
     for p in &planned {
-        started.push(start_instance(p, &db, &state, shutdown.clone()).await?);
+        let lease = coordinator
+            .as_ref()
+            .and_then(|(c, _)| c.watch(&p.state.instance));
+        let s = start_instance(p, &db, &state, shutdown.clone(), lease).await?;
+        if let Some((c, _)) = coordinator.as_mut() {
+            let runner = s.runner.clone();
+            c.set_idle(&s.instance, move || runner.is_idle());
+        }
+        started.push(s);
     }
+    let (coord_stop, coord_stopped) = watch::channel(false);
+    let mut coordination = match coordinator {
+        Some((c, fence)) => {
+            let runners = started
+                .iter()
+                .map(|s| (s.instance.clone(), s.runner.clone()))
+                .collect::<Vec<_>>();
+            let db = db.clone();
+            let stop = shutdown.clone();
+            let requests = tokio::spawn(supervise(
+                "run_requests",
+                state.health.clone(),
+                shutdown.clone(),
+                move || ha::take_requests(db.clone(), fence.clone(), runners.clone(), stop.clone()),
+            ));
+            Some((tokio::spawn(c.run(coord_stopped)), requests))
+        }
+        None => None,
+    };
 
-    until_shutdown(shutdown).await;
+    // The coordinator is not restarted: if it ends, every lease is given up (its watchers see
+    // the instances lost) and the process exits non-zero for its supervisor to restart it.
+    let died = match coordination.as_mut() {
+        Some((coord, _)) => tokio::select! {
+            _ = until_shutdown(shutdown.clone()) => None,
+            r = coord => Some(match r {
+                Ok(()) => "the lease coordinator stopped".to_string(),
+                Err(e) => format!("the lease coordinator died: {}", supervise::panic_message(e)),
+            }),
+        },
+        None => {
+            until_shutdown(shutdown.clone()).await;
+            None
+        }
+    };
+    if let Some(why) = died {
+        // Its watchers already saw every instance lost: runs were abandoned, workers paused.
+        tracing::error!(error = %why, "exiting");
+        return Err(anyhow::anyhow!(why));
+    }
     tracing::info!("shutting down: no new runs; letting requests in flight finish");
     // Every instance stops taking work at once; then each gets its grace period.
     for s in &mut started {
@@ -219,6 +298,12 @@ pub async fn run(
         }
         s.client.invalidate_token().await;
     }
+    // Leases go last: runs finished (or were marked interrupted) under them.
+    let _ = coord_stop.send(true);
+    if let Some((coord, requests)) = coordination {
+        let _ = coord.await;
+        let _ = requests.await;
+    }
     db.close().await;
     let _ = http.await;
     if let Some(h) = webhook_http {
@@ -235,27 +320,26 @@ async fn start_instance(
     db: &Arc<Db>,
     state: &AppState,
     shutdown: watch::Receiver<bool>,
+    lease: Option<watch::Receiver<Option<i64>>>,
 ) -> anyhow::Result<Started> {
     let cfg = &p.cfg;
     let instance = p.state.instance.clone();
     let kinds = p.state.kinds.clone();
     let app = App::start(cfg, p.settings.clone(), db.clone()).await?;
     let (client, engine) = (app.client.clone(), app.engine.clone());
-    init_run_gauges(db, &instance, &kinds).await;
+    last_runs_from_db(db, &instance, &kinds, Some(Utc::now().timestamp() as f64)).await;
     // The runner before the engine: once `/status` shows the engine, `POST /sync` must find
     // someone to take the request.
     let (runner, rx) = Runner::new();
     let _ = p.state.runner.set(runner.clone());
     let _ = p.state.engine.set(engine.clone());
-    {
+    if let Some(lease) = &lease {
+        let _ = p.state.lease.set(lease.clone());
+    } else {
         // Authenticate once up front so /readyz and /status can report a bad credential.
-        let client = client.clone();
-        let instance = instance.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client.server_version().await {
-                tracing::error!(%instance, error = %e, "Jamf check failed; the next run retries");
-            }
-        });
+        // With a lease the holder does it when it takes the instance: a process that does
+        // not hold it keeps no connection to Jamf.
+        check_jamf(client.clone());
     }
 
     let health = state.health.clone();
@@ -268,6 +352,7 @@ async fn start_instance(
         p.state.next_runs.clone(),
     );
     executor.name = p.executor_name;
+    executor.lease = lease.clone();
     let executor = Arc::new(executor);
     let _ = p.state.next_retries.set(executor.next_retries.clone());
     let executor = tokio::spawn(supervise(
@@ -280,18 +365,25 @@ async fn start_instance(
         },
     ));
     let worker = cfg.webhooks.enabled.then(|| {
-        let (engine, hooks, queued, stop) = (
+        let (engine, hooks, queued, stop, lease) = (
             engine.clone(),
             cfg.webhooks.clone(),
             p.queued.clone(),
             shutdown.clone(),
+            lease.clone(),
         );
         tokio::spawn(supervise(
             p.worker_name,
             health.clone(),
             shutdown.clone(),
             move || {
-                webhooks::worker::run(engine.clone(), hooks.clone(), queued.clone(), stop.clone())
+                held_worker(
+                    engine.clone(),
+                    hooks.clone(),
+                    queued.clone(),
+                    stop.clone(),
+                    lease.clone(),
+                )
             },
         ))
     });
@@ -324,20 +416,26 @@ async fn start_instance(
     for kind in &kinds {
         engine.refresh_gauges(*kind).await;
     }
-    if cfg.sync.on_start {
-        let now = Utc::now();
-        let syncs = schedules.iter().filter(|s| matches!(s.1, Op::Sync { .. }));
-        for (kind, _, schedule) in syncs {
-            let cursor = db.cursor(&instance, *kind).await?;
-            let interval = schedule.interval(now).unwrap_or(chrono::Duration::days(1));
-            if cursor.is_none_or(|c| now - c > interval) {
-                tracing::info!(%instance, kind = kind.as_str(), last_success = ?cursor, "catching up at start-up");
-                runner.request(*kind, false, Trigger::Startup);
-            }
+    let catch_up = ha::CatchUp {
+        instance: instance.clone(),
+        runner: runner.clone(),
+        syncs: schedules
+            .iter()
+            .filter(|s| matches!(s.1, Op::Sync { .. }))
+            .map(|(kind, _, schedule)| (*kind, schedule.clone()))
+            .collect(),
+        on_start: cfg.sync.on_start,
+    };
+    match lease {
+        // At start-up; with a lease, every time this process takes the instance.
+        None => catch_up.run(db).await,
+        Some(lease) => {
+            tokio::spawn(ha::follow(db.clone(), client.clone(), lease, catch_up));
         }
     }
     Ok(Started {
         instance,
+        runner,
         engine,
         client,
         sched,
@@ -347,19 +445,65 @@ async fn start_instance(
     })
 }
 
+/// Checks the credentials in the background (`/status` reports the outcome).
+pub(crate) fn check_jamf(client: Arc<crate::jamf::JamfClient>) {
+    tokio::spawn(async move {
+        if let Err(e) = client.server_version().await {
+            tracing::error!(instance = %client.instance(), error = %e, "Jamf check failed; the next run retries");
+        }
+    });
+}
+
+/// The webhook worker, draining the queue only while this process holds the instance (when
+/// the database is shared: `lease`), stopping at shutdown.
+async fn held_worker(
+    engine: Arc<Engine<Db>>,
+    hooks: crate::config::WebhooksConfig,
+    queued: Arc<tokio::sync::Notify>,
+    shutdown: watch::Receiver<bool>,
+    lease: Option<watch::Receiver<Option<i64>>>,
+) {
+    let Some(mut lease) = lease else {
+        return webhooks::worker::run(engine, hooks, queued, shutdown).await;
+    };
+    loop {
+        tokio::select! {
+            _ = until_shutdown(shutdown.clone()) => return,
+            r = lease.wait_for(|held| held.is_some()) => if r.is_err() { return },
+        }
+        let (stop, stopped) = watch::channel(false);
+        let worker = webhooks::worker::run(engine.clone(), hooks.clone(), queued.clone(), stopped);
+        tokio::pin!(worker);
+        let shutting_down = tokio::select! {
+            _ = &mut worker => return,
+            s = ha::lost_or_shutdown(&mut lease, shutdown.clone()) => s,
+        };
+        let _ = stop.send(true);
+        worker.await;
+        if shutting_down {
+            return;
+        }
+        tracing::info!(instance = %engine.client().instance(), "webhook worker paused: another process holds the instance");
+    }
+}
+
 /// Sets the last-success and last-run gauges from the database, so an alert on a stale copy
-/// can fire after a restart too. A kind that never succeeded counts from this start: the
-/// alert fires once it has gone as long without a success.
-async fn init_run_gauges(db: &Db, instance: &str, kinds: &[Kind]) {
-    let started = Utc::now().timestamp() as f64;
+/// can fire after a restart too (and on a process that does not hold the instance). A kind
+/// that never succeeded counts from `never` when given: the alert fires once it has gone as
+/// long without a success.
+pub(crate) async fn last_runs_from_db(db: &Db, instance: &str, kinds: &[Kind], never: Option<f64>) {
     for kind in kinds {
         let run_kind = RunKind::Sync(*kind);
         let success = db.last_finished(instance, run_kind, true).await;
         let last = db.last_finished(instance, run_kind, false).await;
         let label = kind.as_str();
         match success {
-            Ok(at) => metrics::gauge!(metric::LAST_SUCCESS, "jamf_instance" => instance.to_string(), "kind" => label)
-                .set(at.map_or(started, |t| t.timestamp() as f64)),
+            Ok(at) => {
+                if let Some(t) = at.map(|t| t.timestamp() as f64).or(never) {
+                    metrics::gauge!(metric::LAST_SUCCESS, "jamf_instance" => instance.to_string(), "kind" => label)
+                        .set(t);
+                }
+            }
             Err(e) => tracing::warn!(kind = label, error = %e, "cannot read the last success"),
         }
         if let Ok(Some(at)) = last {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::scheduler::NextRuns;
 use super::supervise::{panic_message, Health};
@@ -60,6 +60,28 @@ impl Op {
             Op::Reconcile => format!("reconcile {}", kind.as_str()),
             Op::Groups => format!("groups {}", kind.as_str()),
         }
+    }
+
+    /// The operation's name in `run_requests.op` (a request recorded for the holder).
+    pub fn request_name(self) -> &'static str {
+        match self {
+            Op::Sync { full: false } => "sync",
+            Op::Sync { full: true } => "full",
+            Op::Reconcile => "reconcile",
+            Op::Groups => "groups",
+        }
+    }
+
+    /// The operation a recorded request names.
+    pub fn from_request_name(name: &str) -> Option<Op> {
+        [
+            Op::Sync { full: false },
+            Op::Sync { full: true },
+            Op::Reconcile,
+            Op::Groups,
+        ]
+        .into_iter()
+        .find(|op| op.request_name() == name)
     }
 
     fn run_kind(self, kind: Kind) -> RunKind {
@@ -120,6 +142,14 @@ impl Runner {
     /// Whether a sync of this kind is queued or running.
     pub fn is_busy(&self, kind: Kind) -> bool {
         self.busy[0][kind.index()].load(Ordering::SeqCst)
+    }
+
+    /// Whether nothing is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.busy
+            .iter()
+            .flatten()
+            .all(|flag| !flag.load(Ordering::SeqCst))
     }
 
     fn done(&self, req: &RunRequest) {
@@ -218,6 +248,10 @@ pub struct Executor<E> {
     pub next_retries: NextRetries,
     /// The task's name in health reports (`executor`, or `executor NAME` per instance).
     pub name: &'static str,
+    /// With several processes on one database: the instance's lease epoch while this process
+    /// holds it. Requests are run only while it is held, and a run is abandoned the moment it
+    /// is lost (its next holder marks it interrupted).
+    pub lease: Option<watch::Receiver<Option<i64>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -245,6 +279,7 @@ impl<E: Executes> Executor<E> {
             next_runs,
             next_retries: Arc::new(Mutex::new(HashMap::new())),
             name: EXECUTOR,
+            lease: None,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -261,9 +296,29 @@ impl<E: Executes> Executor<E> {
                     None => break,
                 },
             };
+            if self.lease.as_ref().is_some_and(|l| l.borrow().is_none()) {
+                tracing::debug!(what = %req.op.label(req.kind), "not holding the instance: its holder runs it");
+                self.runner.done(&req);
+                continue;
+            }
             self.health.busy(self.name, self.stuck_after);
             let exec = self.exec.clone();
-            let ok = match tokio::spawn(async move { exec.execute(req).await }).await {
+            let mut task = tokio::spawn(async move { exec.execute(req).await });
+            let result = match self.lease.clone() {
+                None => (&mut task).await,
+                Some(mut lease) => tokio::select! {
+                    r = &mut task => r,
+                    _ = lease.wait_for(|held| held.is_none()) => {
+                        // Stop talking to Jamf at once: the next holder may start any moment.
+                        task.abort();
+                        tracing::warn!(what = %req.op.label(req.kind), "lost the instance: the run in progress was abandoned");
+                        self.runner.done(&req);
+                        self.health.idle(self.name);
+                        continue;
+                    }
+                },
+            };
+            let ok = match result {
                 Ok(Ok(ok)) => ok,
                 Ok(Err(e)) => {
                     tracing::error!(kind = req.kind.as_str(), error = %e, "run could not be recorded: database error");

@@ -76,7 +76,9 @@ impl<'a> Call<'a> {
 
 /// The Jamf Pro API client shared by all workers of a run.
 pub struct JamfClient {
-    http: reqwest::Client,
+    /// Rebuilt by [`JamfClient::drop_connections`]: dropping the old one closes its idle
+    /// connections.
+    http: std::sync::RwLock<reqwest::Client>,
     base: Url,
     settings: JamfSettings,
     limiter: Arc<Limiter>,
@@ -117,48 +119,14 @@ impl JamfClient {
             settings.pacing.clone(),
             &settings.instance,
         ));
-        let mut builder = reqwest::Client::builder();
-        if let Some(path) = &settings.ca_file {
-            let setup = |message: String| JamfError::Transport {
-                endpoint: "(client setup)",
-                message,
-            };
-            let pem = std::fs::read(path)
-                .map_err(|e| setup(format!("jamf.ca_file {}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| setup(format!("jamf.ca_file {}: {e}", path.display())))?;
-            if certs.is_empty() {
-                return Err(setup(format!(
-                    "jamf.ca_file {}: no PEM certificate in it",
-                    path.display()
-                )));
-            }
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .user_agent(USER_AGENT)
-            .redirect(transport::redirect_policy())
-            .cookie_store(true)
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.request_timeout)
-            // With at most `max` requests in flight, more idle connections are never needed;
-            // capping them keeps the open-connection count within Jamf's limit too.
-            .pool_max_idle_per_host(limiter.max() as usize)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .connector_layer(limiter.connection_gate())
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| JamfError::Transport {
-                endpoint: "(client setup)",
-                message: error_chain(&e),
-            })?;
+        let http = build_http(&settings, &limiter)?;
         let mut base = settings.url.clone();
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
         Ok(Self {
-            http,
+            http: std::sync::RwLock::new(http),
             base,
             settings,
             limiter,
@@ -174,6 +142,28 @@ impl JamfClient {
 
     pub fn instance(&self) -> &str {
         &self.settings.instance
+    }
+
+    /// The HTTP client (a cheap handle on the shared connection pool).
+    pub(crate) fn http(&self) -> reqwest::Client {
+        match self.http.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Closes the idle keep-alive connections to Jamf (requests in flight keep theirs until
+    /// they end): a process that gave an instance up must not keep connections another
+    /// process's five would add to.
+    pub fn drop_connections(&self) {
+        match build_http(&self.settings, &self.limiter) {
+            Ok(fresh) => {
+                if let Ok(mut h) = self.http.write() {
+                    *h = fresh;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot rebuild the HTTP client"),
+        }
     }
 
     /// Whether Jamf has accepted our credentials at least once.
@@ -275,4 +265,44 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = inner.source();
     }
     s
+}
+
+/// The HTTP client for one Jamf server: TLS roots, timeouts, and a connection pool gated by
+/// the limiter.
+fn build_http(settings: &JamfSettings, limiter: &Limiter) -> Result<reqwest::Client, JamfError> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &settings.ca_file {
+        let setup = |message: String| JamfError::Transport {
+            endpoint: "(client setup)",
+            message,
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| setup(format!("jamf.ca_file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| setup(format!("jamf.ca_file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(setup(format!(
+                "jamf.ca_file {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .user_agent(USER_AGENT)
+        .redirect(transport::redirect_policy())
+        .cookie_store(true)
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        // With at most `max` requests in flight, more idle connections are never needed;
+        // capping them keeps the open-connection count within Jamf's limit too.
+        .pool_max_idle_per_host(limiter.max() as usize)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .connector_layer(limiter.connection_gate())
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| JamfError::Transport {
+            endpoint: "(client setup)",
+            message: error_chain(&e),
+        })
 }

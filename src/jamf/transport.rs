@@ -202,7 +202,7 @@ impl JamfClient {
             }
         };
         let mut rb = self
-            .http
+            .http()
             .request(req.method.clone(), url)
             .header(ACCEPT, req.accept);
         if let Some((content_type, body)) = req.body {

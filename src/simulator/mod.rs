@@ -282,10 +282,13 @@ impl Simulator {
         lock(&self.state.inner).stats.clone()
     }
 
+    /// Starts the counters afresh. Requests and connections open now stay counted (they are
+    /// live, not history): the peaks start from them.
     pub fn reset_stats(&self) {
         let mut inner = lock(&self.state.inner);
         inner.stats = SimStats::default();
-        self.state.in_flight.store(0, Ordering::SeqCst);
+        inner.stats.peak_in_flight = self.state.in_flight.load(Ordering::SeqCst);
+        inner.stats.peak_connections = self.state.connections.load(Ordering::SeqCst);
     }
 
     /// Requests served for one endpoint template.

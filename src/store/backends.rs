@@ -7,6 +7,7 @@
 //! page at a handful of round trips whatever the page size.
 
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +18,7 @@ use sqlx::sqlite::{
 use sqlx::QueryBuilder;
 
 use super::history::{Change, ChangeRow};
+use super::lease::Fence;
 use super::views::{self, EaColumn};
 use super::writer::{self, push_ids, writer_impl, Tx, CHUNK};
 use super::{
@@ -35,6 +37,8 @@ pub struct SqliteStore {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Set when several processes may share the database ([`super::lease`]).
+    fence: Arc<OnceLock<Arc<Fence>>>,
 }
 
 impl SqliteStore {
@@ -60,7 +64,10 @@ impl SqliteStore {
 
     /// A write transaction that holds SQLite's write lock from the start: a deferred one that
     /// read first could not upgrade once another writer committed (`SQLITE_BUSY_SNAPSHOT`).
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    async fn begin_write(
+        &self,
+        _instance: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
@@ -69,8 +76,9 @@ impl SqliteStore {
     async fn begin_memberships(
         &self,
         _table: &str,
+        instance: &str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.begin_write().await
+        self.begin_write(instance).await
     }
 }
 
@@ -102,15 +110,36 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            fence: Arc::new(OnceLock::new()),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(self.pool.begin().await?)
+    /// Fences every write from now on; `false` if already fenced.
+    pub fn coordinate(&self, fence: Arc<Fence>) -> bool {
+        self.fence.set(fence).is_ok()
+    }
+
+    pub fn fence(&self) -> Option<&Arc<Fence>> {
+        self.fence.get()
+    }
+
+    /// A write transaction for `instance`; when coordinated, it first proves this process
+    /// holds the instance ([`Fence::check`]).
+    async fn begin_write(
+        &self,
+        instance: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = self.fence.get() {
+            fence.check(&mut tx, instance).await?;
+        }
+        Ok(tx)
     }
 
     /// A write transaction that keeps other writers of a group membership table out until it
@@ -120,8 +149,9 @@ impl PgStore {
     async fn begin_memberships(
         &self,
         table: &str,
+        instance: &str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write(instance).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
         )))
@@ -201,10 +231,11 @@ macro_rules! store_impl {
             /// [`Self::execute_in_chunks`] in a write transaction of its own.
             async fn chunked_in_own_tx(
                 &self,
+                instance: &str,
                 ids: &[i64],
                 head: impl Fn(&mut QueryBuilder<$db>),
             ) -> Result<u64> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(instance).await?;
                 let n = Self::execute_in_chunks(&mut tx, ids, head).await?;
                 tx.commit().await?;
                 Ok(n)
@@ -229,6 +260,7 @@ macro_rules! store_impl {
             }
 
             async fn start_run(&self, run: &NewRun<'_>) -> Result<i64> {
+                let mut tx = self.begin_write(run.instance).await?;
                 let (id,): (i64,) = sqlx::query_as(
                     "INSERT INTO sync_runs (instance, kind, \"trigger\", mode, status, started_at, cursor_before) \
                      VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
@@ -239,8 +271,9 @@ macro_rules! store_impl {
                 .bind(run.mode)
                 .bind(run.started_at)
                 .bind(run.cursor_before)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(id)
             }
 
@@ -257,7 +290,7 @@ macro_rules! store_impl {
                 history: &HistoryConfig,
             ) -> Result<u64> {
                 let now = Utc::now();
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(instance).await?;
                 // The devices this marks (live until now) are the history's deletions.
                 let mut live: Vec<i64> = Vec::new();
                 if history.enabled && !history.excludes("deleted") {
@@ -298,7 +331,7 @@ macro_rules! store_impl {
             }
 
             async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(end.instance).await?;
                 let c = &end.counts;
                 let cursor_after = if end.status == RunStatus::Succeeded {
                     end.cursor_after
@@ -347,6 +380,7 @@ macro_rules! store_impl {
             }
 
             async fn interrupt_stale_runs(&self, instance: &str) -> Result<u64> {
+                let mut tx = self.begin_write(instance).await?;
                 let r = sqlx::query(
                     "UPDATE sync_runs SET status = 'interrupted', finished_at = $1, \
                      error = COALESCE(error, 'process stopped while the run was in progress') \
@@ -354,8 +388,9 @@ macro_rules! store_impl {
                 )
                 .bind(Utc::now())
                 .bind(instance)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(r.rows_affected())
             }
 
@@ -381,6 +416,7 @@ macro_rules! store_impl {
                 kind: RunKind,
                 error: &str,
             ) -> Result<u64> {
+                let mut tx = self.begin_write(instance).await?;
                 let r = sqlx::query(
                     "UPDATE sync_runs SET status = 'failed', finished_at = $1, error = $2 \
                      WHERE instance = $3 AND kind = $4 AND status = 'running'",
@@ -389,8 +425,9 @@ macro_rules! store_impl {
                 .bind(error)
                 .bind(instance)
                 .bind(kind.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(r.rows_affected())
             }
 
@@ -576,7 +613,7 @@ macro_rules! store_impl {
                 .map(|(name, data_type)| EaColumn { name, data_type })
                 .collect();
                 let signature = views::signature(&columns);
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(instance).await?;
                 let stored: Option<(String,)> = sqlx::query_as(
                     "SELECT signature FROM ea_views WHERE instance = $1 AND device_type = $2",
                 )
@@ -632,7 +669,7 @@ macro_rules! store_impl {
 
             async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
                 // Attributes, child rows and devices go together or not at all.
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(instance).await?;
                 let tables = crate::domain::children::ALL
                     .iter()
                     .filter(|t| t.device_type == kind.device_type());
@@ -678,7 +715,7 @@ macro_rules! store_impl {
                     "pacing_memory",
                     "ea_views",
                 ];
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(instance).await?;
                 for kind in Kind::ALL {
                     let view = views::view_name(instance, kind);
                     sqlx::query(sqlx::AssertSqlSafe(format!("DROP VIEW IF EXISTS {view}")))
@@ -729,7 +766,7 @@ macro_rules! store_impl {
                 group: &GroupMembers<'_>,
             ) -> Result<u64> {
                 let table = children::memberships(kind).name;
-                let mut tx = self.begin_memberships(table).await?;
+                let mut tx = self.begin_memberships(table, instance).await?;
                 let old: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE instance = $1 AND group_id = $2 RETURNING jamf_id"
                 )))
@@ -765,7 +802,7 @@ macro_rules! store_impl {
                 keep: &[String],
             ) -> Result<u64> {
                 let table = children::memberships(kind).name;
-                let mut tx = self.begin_memberships(table).await?;
+                let mut tx = self.begin_memberships(table, instance).await?;
                 let mut q: QueryBuilder<$db> =
                     QueryBuilder::new(format!("DELETE FROM {table} WHERE instance = "));
                 q.push_bind(instance.to_string());
@@ -849,7 +886,7 @@ macro_rules! store_impl {
             }
 
             async fn delete_webhook_events(&self, instance: &str, ids: &[i64]) -> Result<u64> {
-                self.chunked_in_own_tx(ids, |q| {
+                self.chunked_in_own_tx(instance, ids, |q| {
                     q.push("DELETE FROM webhook_events WHERE instance = ");
                     q.push_bind(instance.to_string()).push(" AND id");
                 })
@@ -863,7 +900,7 @@ macro_rules! store_impl {
                 not_before: DateTime<Utc>,
                 error: &str,
             ) -> Result<u64> {
-                self.chunked_in_own_tx(ids, |q| {
+                self.chunked_in_own_tx(instance, ids, |q| {
                     q.push("UPDATE webhook_events SET attempts = attempts + 1, not_before = ");
                     q.push_bind(not_before).push(", last_error = ").push_bind(error.to_string());
                     q.push(" WHERE instance = ").push_bind(instance.to_string()).push(" AND id");
@@ -905,6 +942,7 @@ macro_rules! store_impl {
             ) -> Result<()> {
                 let text = serde_json::to_string(memory)
                     .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                let mut tx = self.begin_write(instance).await?;
                 sqlx::query(
                     "INSERT INTO pacing_memory (instance, server, memory, saved_at) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (instance) DO UPDATE SET \
@@ -914,8 +952,9 @@ macro_rules! store_impl {
                 .bind(server)
                 .bind(text)
                 .bind(saved_at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -25,11 +25,13 @@
 
 mod backends;
 mod history;
+pub mod lease;
 pub mod lock;
 mod views;
 mod writer;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -50,6 +52,12 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A coordinated write for an instance this process does not hold (any more).
+    #[error(
+        "this process does not hold Jamf instance `{instance}` (its lease expired or another \
+         process took it over): write refused"
+    )]
+    NotHolder { instance: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -468,6 +476,31 @@ impl Db {
         match self {
             Db::Sqlite(_) => "sqlite",
             Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Makes every write transaction prove that this process holds its instance
+    /// ([`lease::Fence`]); PostgreSQL only (a SQLite file has one writing process).
+    pub fn coordinate(&self, fence: Arc<lease::Fence>) -> bool {
+        match self {
+            Db::Sqlite(_) => false,
+            Db::Postgres(s) => s.coordinate(fence),
+        }
+    }
+
+    /// The fence when writes are coordinated.
+    pub fn fence(&self) -> Option<&Arc<lease::Fence>> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(s) => s.fence(),
+        }
+    }
+
+    /// The PostgreSQL pool, for coordination.
+    pub fn postgres(&self) -> Option<&sqlx::PgPool> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(s) => Some(s.pool()),
         }
     }
 

@@ -129,7 +129,7 @@ macro_rules! writer_impl {
                     history,
                     now,
                 } = w;
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_write(instance).await?;
                 let mut outcome = PageOutcome::default();
                 let run_id = progress.map(|p| p.run_id);
                 for chunk in records.chunks(CHUNK) {

@@ -561,8 +561,13 @@ async fn readyz_reports_jamf_refusing_the_credentials_without_going_unready(db: 
             .is_some_and(|(_, b)| b.contains("\"database\":\"ok\""))
     })
     .await;
-    // Give the start-up check and catch-up run time to fail.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The start-up check fails (on PostgreSQL once the process holds the instance).
+    d.wait_for(20, "the refused credentials in /readyz", || async {
+        d.get("/readyz")
+            .await
+            .is_some_and(|(_, b)| b.contains("authentication has not succeeded"))
+    })
+    .await;
     let (code, body) = d.get("/readyz").await.expect("readyz");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("authentication has not succeeded"), "{body}");

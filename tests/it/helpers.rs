@@ -314,7 +314,12 @@ pub async fn cursor(db: &TestDb) -> Option<chrono::DateTime<chrono::Utc>> {
 
 /// Every simulated computer is stored with the simulator's current values, and nothing else is.
 pub async fn assert_matches_sim(db: &TestDb, sim: &Simulator) {
-    let rows = stored(db).await;
+    assert_instance_matches_sim(db, "test", sim).await
+}
+
+/// [`assert_matches_sim`] for one instance.
+pub async fn assert_instance_matches_sim(db: &TestDb, instance: &str, sim: &Simulator) {
+    let rows = stored_instance(db, instance).await;
     let ids = sim.computer_ids();
     assert_eq!(
         rows.iter().map(|r| r.jamf_id).collect::<Vec<_>>(),

@@ -226,7 +226,7 @@ async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
 }
 
 /// A sample's value in a scrape: the first line of `name` carrying every label.
-fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))

@@ -43,6 +43,7 @@ mod pacing;
 mod queries;
 mod ranges;
 mod reconcile;
+mod replicas;
 mod resilience;
 mod sync_flow;
 mod webhook_requests;

@@ -1,0 +1,556 @@
+//! Several processes on one PostgreSQL database: one writer per Jamf instance by lease.
+//!
+//! In-process: the database refuses the writes of a holder whose lease expired and was taken
+//! over while it still believed it held it (a paused VM), and a new holder marks the old
+//! holder's running run interrupted. With real processes: two daemons with one configuration
+//! share the work (one holds, the other serves), the simulator never sees more than five
+//! connections, runs never overlap, webhooks and `POST /sync` sent to either process are
+//! applied once by the holder, `sync --no-wait` names the holder; `kill -9` of the holder hands
+//! the instance over within `ha.failover_secs`; a holder cut off from the database (a TCP proxy
+//! that stops forwarding) gives the instance up and the other process takes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jamf_sync::domain::{Kind, RunKind, Trigger};
+use jamf_sync::simulator::webhooks::{envelope, WebhookFormat};
+use jamf_sync::simulator::{SimConfig, Simulator};
+use jamf_sync::store::lease::{Coordinator, Fence, Role};
+use jamf_sync::store::{NewRun, Store, StoreError};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::app::daemon_env;
+use crate::cli::{jamf_sync_async, text};
+use crate::daemon::{open, Daemon};
+use crate::helpers::{self, TestDb};
+use crate::webhooks::{computer_event, PASSWORD, USER};
+
+const FAILOVER_SECS: u64 = 3;
+
+fn new_run(instance: &str) -> NewRun<'_> {
+    NewRun {
+        instance,
+        kind: RunKind::Sync(Kind::Computers),
+        trigger: Trigger::Cli,
+        mode: "delta",
+        started_at: chrono::Utc::now(),
+        cursor_before: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holder_cannot_write_and_its_run_is_marked_interrupted() {
+    let t = helpers::postgres().await;
+    let ttl = Duration::from_secs(FAILOVER_SECS);
+    let names = vec!["x".to_string()];
+    let (a, b) = (open(t.url()).await, open(t.url()).await);
+    let fence_a = Arc::new(Fence::new("a".into(), ttl));
+    let fence_b = Arc::new(Fence::new("b".into(), ttl));
+    assert!(a.coordinate(fence_a.clone()) && b.coordinate(fence_b.clone()));
+    let mut coord_a = Coordinator::new(fence_a.clone(), t.url(), ttl, Role::Command, &names)
+        .expect("coordinator");
+    let mut coord_b = Coordinator::new(fence_b.clone(), t.url(), ttl, Role::Command, &names)
+        .expect("coordinator");
+    let watch_a = coord_a.watch("x").expect("watch");
+
+    coord_a.beat().await.expect("beat");
+    assert_eq!(fence_a.epoch("x"), Some(1));
+    assert_eq!(*watch_a.borrow(), Some(1));
+    let run = a.start_run(&new_run("x")).await.expect("the holder writes");
+    // B does not hold x: its writes are refused, and it cannot take a live lease.
+    assert!(matches!(
+        b.start_run(&new_run("x")).await,
+        Err(StoreError::NotHolder { .. })
+    ));
+    coord_b.beat().await.expect("beat");
+    assert_eq!(fence_b.epoch("x"), None);
+
+    // A "pauses" past its lease (it still believes it holds x); B takes x over.
+    sqlx::query("UPDATE instance_leases SET expires_at = now() WHERE instance = 'x'")
+        .execute(a.postgres().expect("pg"))
+        .await
+        .expect("expire");
+    coord_b.beat().await.expect("beat");
+    assert_eq!(fence_b.epoch("x"), Some(2));
+    assert_eq!(
+        fence_a.epoch("x"),
+        Some(1),
+        "A has not noticed yet (paused)"
+    );
+    let err = a.start_run(&new_run("x")).await;
+    assert!(
+        matches!(err, Err(StoreError::NotHolder { .. })),
+        "the database fences A off: {err:?}"
+    );
+    let runs = b.recent_runs("x", 10).await.expect("runs");
+    let old = runs.iter().find(|r| r.id == run).expect("A's run");
+    assert_eq!(old.status, "interrupted", "the new holder marked it");
+    b.start_run(&new_run("x"))
+        .await
+        .expect("the new holder writes");
+
+    // A wakes up: its renewal fails and it gives x up.
+    coord_a.beat().await.expect("beat");
+    assert_eq!(fence_a.epoch("x"), None);
+    assert_eq!(*watch_a.borrow(), None);
+    a.close().await;
+    b.close().await;
+}
+
+fn stats_ok(sim: &Simulator) {
+    let s = sim.stats();
+    assert!(
+        s.peak_in_flight <= 5 && s.peak_connections <= 5,
+        "Jamf saw more than five connections: {s:?}"
+    );
+}
+
+fn env(sim: &Simulator, db: &str) -> Vec<(String, String)> {
+    daemon_env(
+        sim,
+        db,
+        &[
+            ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
+            ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
+            ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+            ("JAMF_SYNC__SYNC__PAGE_SIZE", "20"),
+            ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
+            ("JAMF_SYNC__WEBHOOKS__USERNAME", USER),
+            ("JAMF_SYNC__WEBHOOKS__PASSWORD", PASSWORD),
+        ],
+    )
+}
+
+/// The process's view of the (only) instance's lease.
+async fn lease(d: &Daemon) -> Value {
+    d.status().await["lease"].clone()
+}
+
+async fn held_here(d: &Daemon) -> bool {
+    lease(d).await["held_here"] == true
+}
+
+/// `sync_runs` of computers, oldest first: (status, trigger, started, finished).
+async fn runs(
+    t: &TestDb,
+) -> Vec<(
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+)> {
+    sqlx::query_as(
+        "SELECT status, \"trigger\", started_at, finished_at FROM sync_runs \
+         WHERE kind = 'computers' ORDER BY started_at",
+    )
+    .fetch_all(t.db.postgres().expect("pg"))
+    .await
+    .expect("runs")
+}
+
+async fn succeeded(t: &TestDb, trigger: &str) -> usize {
+    runs(t)
+        .await
+        .iter()
+        .filter(|r| r.0 == "succeeded" && r.1 == trigger)
+        .count()
+}
+
+/// A sample's value, 0 when absent.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    crate::instances::sample(scrape, name, labels).unwrap_or(0.0)
+}
+
+async fn scrape(d: &Daemon) -> String {
+    d.get("/metrics").await.map(|(_, b)| b).unwrap_or_default()
+}
+
+async fn post_webhook(d: &Daemon, sim: &Simulator, id: i64, seq: i64) -> u16 {
+    let (body, ct) = envelope(
+        &computer_event(sim, "ComputerInventoryCompleted", id),
+        WebhookFormat::Json,
+        seq,
+    );
+    d.http
+        .post(format!("{}/webhooks/jamf", d.base))
+        .basic_auth(USER, Some(PASSWORD))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_an_instance_and_kill_9_hands_it_over() {
+    let sim = helpers::sim(SimConfig {
+        computers: 150,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_latency(5);
+    let t = helpers::postgres().await;
+    let first = Daemon::start_with(env(&sim, t.url()));
+    let second = Daemon::start_with(env(&sim, t.url()));
+    first.wait_ready(30).await;
+    second.wait_ready(30).await;
+    // One of them takes the instance and runs the start-up catch-up; the other does not.
+    first
+        .wait_for(30, "one holder, one catch-up sync", || async {
+            (held_here(&first).await ^ held_here(&second).await)
+                && succeeded(&t, "startup").await == 1
+        })
+        .await;
+    let (holder, other) = if held_here(&first).await {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let l = lease(&other).await;
+    assert_eq!(l["holder"], lease(&holder).await["holder"], "{l}");
+    assert_eq!(l["held_here"], false);
+    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+
+    // Requests sent to the process that does not hold the instance are run by the holder.
+    let (code, body) = other.trigger("?kind=computers").await;
+    assert_eq!(code, 202, "{body}");
+    other
+        .wait_for(30, "the requested sync run by the holder", || async {
+            succeeded(&t, "api").await == 1
+        })
+        .await;
+    // Webhooks to either process: queued in the database, applied once by the holder.
+    assert!(sim.edit_computer(4, |c| c.username = "via-other".into()));
+    assert!(sim.edit_computer(5, |c| c.username = "via-holder".into()));
+    assert_eq!(post_webhook(&other, &sim, 4, 1).await, 202);
+    assert_eq!(post_webhook(&holder, &sim, 5, 2).await, 202);
+    holder
+        .wait_for(30, "both webhooks applied", || async {
+            let rows = helpers::stored_instance(&t, "default").await;
+            let user = |id: i64| {
+                rows.iter()
+                    .find(|d| d.jamf_id == id)
+                    .and_then(|d| d.info.username.clone())
+            };
+            user(4).as_deref() == Some("via-other") && user(5).as_deref() == Some("via-holder")
+        })
+        .await;
+    let stored = |scrape: String| {
+        sample(
+            &scrape,
+            "jamf_sync_webhook_devices_total",
+            &[("kind", "computers"), ("outcome", "stored")],
+        )
+    };
+    let (h, o) = (scrape(&holder).await, scrape(&other).await);
+    assert_eq!(
+        stored(h.clone()) + stored(o.clone()),
+        2.0,
+        "each event once"
+    );
+    assert_eq!(stored(o.clone()), 0.0, "the other process drains nothing");
+    assert_eq!(sample(&h, "jamf_sync_instance_held", &[]), 1.0);
+    assert_eq!(sample(&o, "jamf_sync_instance_held", &[]), 0.0);
+    // Sync health from the database on both: the same last success.
+    let last = |s: &str| {
+        sample(
+            s,
+            "jamf_sync_last_success_timestamp_seconds",
+            &[("kind", "computers")],
+        )
+    };
+    assert_eq!(last(&h), last(&o));
+    // A one-shot command against the held instance names the holder.
+    let env_owned = env(&sim, t.url());
+    let cli_env: Vec<(&str, &str)> = env_owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    let o = jamf_sync_async(&["sync", "--no-wait"], &cli_env, dir.path()).await;
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    let holder_name = lease(&holder).await["holder"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text(&o).contains(&holder_name), "{}", text(&o));
+
+    // kill -9 of the holder: the other takes over within failover and runs what is asked.
+    let epoch = lease(&holder).await["epoch"].as_i64().unwrap_or_default();
+    holder.signal("-KILL");
+    let killed = Instant::now();
+    let (code, body) = other.trigger("?kind=computers&full=true").await;
+    assert_eq!(code, 202, "{body}");
+    other
+        .wait_for(
+            FAILOVER_SECS + 30,
+            "the survivor ran the requested sync",
+            || async { succeeded(&t, "api").await == 2 },
+        )
+        .await;
+    let took = killed.elapsed();
+    let l = lease(&other).await;
+    assert_eq!(l["held_here"], true, "{l}");
+    assert_eq!(l["epoch"].as_i64(), Some(epoch + 1), "{l}");
+    eprintln!("kill -9 to the requested sync done on the survivor: {took:?}");
+
+    // Runs never overlapped; the copy is exact; Jamf never saw more than five connections.
+    let all = runs(&t).await;
+    for pair in all.windows(2) {
+        let end = pair[0].3.expect("finished");
+        assert!(pair[1].2 >= end, "runs overlapped: {all:?}");
+    }
+    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    stats_ok(&sim);
+    drop(holder);
+    drop(other);
+    sim.stop().await;
+}
+
+/// A TCP proxy that can stop forwarding (a partition: connections stay open, nothing passes).
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+async fn proxy(target: std::net::SocketAddr) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (ri, wi) = inbound.into_split();
+            let (ro, wo) = outbound.into_split();
+            tokio::spawn(pump(ri, wo, flag.clone()));
+            tokio::spawn(pump(ro, wi, flag.clone()));
+        }
+    });
+    Proxy { port, cut }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // Cut: nothing read, nothing written, the connection stays open.
+        while cut.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while cut.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_from_the_database_loses_the_instance() {
+    let sim = helpers::sim(SimConfig {
+        computers: 400,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let t = helpers::postgres().await;
+    let mut direct = url::Url::parse(t.url()).expect("url");
+    let target = tokio::net::lookup_host((
+        direct.host_str().unwrap_or("127.0.0.1").to_string(),
+        direct.port().unwrap_or(5432),
+    ))
+    .await
+    .expect("resolve")
+    .next()
+    .expect("address");
+    let p = proxy(target).await;
+    direct.set_host(Some("127.0.0.1")).expect("host");
+    direct.set_port(Some(p.port)).expect("port");
+    let via_proxy = direct.to_string();
+
+    let first = Daemon::start_with(env(&sim, &via_proxy));
+    first
+        .wait_for(30, "the first daemon holds and synced", || async {
+            held_here(&first).await && succeeded(&t, "startup").await == 1
+        })
+        .await;
+    let second = Daemon::start_with(env(&sim, t.url()));
+    second.wait_ready(30).await;
+    assert!(!held_here(&second).await);
+    let epoch = lease(&second).await["epoch"].as_i64().unwrap_or_default();
+
+    // A slow full sync on the first daemon; cut its database off in the middle of it.
+    sim.set_latency(40);
+    let (code, _) = first.trigger("?kind=computers&full=true").await;
+    assert_eq!(code, 202);
+    first
+        .wait_for(30, "the full sync running", || async {
+            runs(&t).await.iter().any(|r| r.0 == "running")
+        })
+        .await;
+    sim.reset_stats();
+    p.cut.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    second
+        .wait_for(
+            FAILOVER_SECS + 20,
+            "the second daemon takes over",
+            || async { held_here(&second).await },
+        )
+        .await;
+    let took = cut.elapsed();
+    eprintln!("cut to takeover: {took:?}");
+    assert!(
+        took <= Duration::from_secs(FAILOVER_SECS * 3 + 2),
+        "takeover took {took:?}"
+    );
+    assert_eq!(lease(&second).await["epoch"].as_i64(), Some(epoch + 1));
+    // The cut-off holder's run was marked interrupted by the new holder.
+    let all = runs(&t).await;
+    assert!(all.iter().any(|r| r.0 == "interrupted"), "{all:?}");
+    assert!(!all.iter().any(|r| r.0 == "running"), "{all:?}");
+
+    // The new holder finishes the job; the old one, reconnected, holds nothing.
+    sim.set_latency(1);
+    let (code, _) = second.trigger("?kind=computers&full=true").await;
+    assert_eq!(code, 202);
+    second
+        .wait_for(60, "the new holder's full sync", || async {
+            succeeded(&t, "api").await == 1
+        })
+        .await;
+    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    stats_ok(&sim);
+    p.cut.store(false, Ordering::SeqCst);
+    first
+        .wait_for(
+            30,
+            "the old holder reports it gave the instance up",
+            || async {
+                let scrape = first
+                    .get("/metrics")
+                    .await
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                scrape.contains("jamf_sync_instance_held")
+                    && sample(&scrape, "jamf_sync_instance_held", &[]) == 0.0
+                    && sample(
+                        &scrape,
+                        "jamf_sync_lease_changes_total",
+                        &[("change", "given_up")],
+                    ) >= 1.0
+            },
+        )
+        .await;
+    assert!(!held_here(&first).await);
+    drop(first);
+    drop(second);
+    sim.stop().await;
+}
+
+/// The instances a daemon holds, by name.
+async fn held_instances(d: &Daemon) -> Vec<String> {
+    let s = d.status().await;
+    s["instances"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|i| i["lease"]["held_here"] == true)
+                .filter_map(|i| i["instance"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_once() {
+    let mut sims = Vec::new();
+    for _ in 0..4 {
+        sims.push(
+            helpers::sim(SimConfig {
+                computers: 20,
+                mobile_devices: 0,
+                ..SimConfig::default()
+            })
+            .await,
+        );
+    }
+    let t = helpers::postgres().await;
+    let mut env: Vec<(String, String)> = [
+        ("JAMF_SYNC__DATABASE__URL", t.url()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
+        ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
+        ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
+        ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let names = ["a", "b", "c", "d"];
+    for (name, sim) in names.iter().zip(&sims) {
+        env.push((
+            format!("JAMF_SYNC__INSTANCES__{}__URL", name.to_uppercase()),
+            sim.url(),
+        ));
+    }
+    let first = Daemon::start_with(env.clone());
+    let mut second = Daemon::start_with(env);
+    first.wait_ready(30).await;
+    second.wait_ready(30).await;
+    first
+        .wait_for(40, "two instances each, all synced", || async {
+            let (one, two) = (held_instances(&first).await, held_instances(&second).await);
+            let mut synced = 0;
+            for name in names {
+                let runs = t.db.recent_runs(name, 5).await.unwrap_or_default();
+                synced += usize::from(runs.iter().any(|r| r.status == "succeeded"));
+            }
+            one.len() == 2 && two.len() == 2 && synced == 4
+        })
+        .await;
+    let (one, two) = (held_instances(&first).await, held_instances(&second).await);
+    assert!(one.iter().all(|i| !two.contains(i)), "{one:?} {two:?}");
+    for (name, sim) in names.iter().zip(&sims) {
+        helpers::assert_instance_matches_sim(&t, name, sim).await;
+        stats_ok(sim);
+    }
+
+    // SIGTERM: the stopping daemon releases its leases; the other takes them without
+    // waiting for them to expire.
+    second.signal("-TERM");
+    let stopped = Instant::now();
+    assert_eq!(second.wait_exit(30), Some(0));
+    first
+        .wait_for(20, "the remaining daemon holds all four", || async {
+            held_instances(&first).await.len() == 4
+        })
+        .await;
+    let took = stopped.elapsed();
+    eprintln!("SIGTERM to all instances held by the other daemon: {took:?}");
+    assert!(
+        took < Duration::from_secs(FAILOVER_SECS + 1),
+        "released leases are taken at the next heartbeat, not after expiry: {took:?}"
+    );
+    drop(first);
+    for sim in sims {
+        sim.stop().await;
+    }
+}
