@@ -322,6 +322,9 @@ struct Held {
     epoch: i64,
     /// Past this (monotonic) instant without a renewal, the instance is given up locally.
     valid_until: Instant,
+    /// When this process took it: an instance is not given up to spread instances within a
+    /// heartbeat of being taken (its catch-up may be about to start).
+    taken: Instant,
 }
 
 /// Takes, renews and gives up instance leases on a heartbeat, publishing each instance's
@@ -429,8 +432,10 @@ impl Coordinator {
         if self.held.len() > target {
             let spare: Vec<String> = self
                 .held
-                .keys()
-                .filter(|i| self.idle.get(*i).is_some_and(|idle| idle()))
+                .iter()
+                .filter(|(_, h)| sent.duration_since(h.taken) >= self.heartbeat())
+                .filter(|(i, _)| self.idle.get(*i).is_some_and(|idle| idle()))
+                .map(|(i, _)| i)
                 .take(self.held.len() - target)
                 .cloned()
                 .collect();
@@ -459,8 +464,14 @@ impl Coordinator {
             }
             if let Some(epoch) = try_acquire(conn, &instance, &holder, self.ttl).await? {
                 tracing::info!(%instance, epoch, "holding the instance");
-                self.held
-                    .insert(instance.clone(), Held { epoch, valid_until });
+                self.held.insert(
+                    instance.clone(),
+                    Held {
+                        epoch,
+                        valid_until,
+                        taken: sent,
+                    },
+                );
                 self.fence.hold(&instance, epoch);
                 if let Some(tx) = self.instances.get(&instance) {
                     tx.send_replace(Some(epoch));
