@@ -7,7 +7,9 @@
 //! connections, runs never overlap, webhooks and `POST /sync` sent to either process are
 //! applied once by the holder, `sync --no-wait` names the holder; `kill -9` of the holder hands
 //! the instance over within `ha.failover_secs`; a holder cut off from the database (a TCP proxy
-//! that stops forwarding) gives the instance up and the other process takes it.
+//! that stops forwarding) gives the instance up and the other process takes it; instances
+//! spread over daemons and a stopping daemon hands them over at once; a one-shot `sync` waits
+//! while a daemon holds its instance.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -293,6 +295,10 @@ async fn two_daemons_share_an_instance_and_kill_9_hands_it_over() {
         )
         .await;
     let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(FAILOVER_SECS + 10),
+        "failover plus a 150-computer sync took {took:?}"
+    );
     let l = lease(&other).await;
     assert_eq!(l["held_here"], true, "{l}");
     assert_eq!(l["epoch"].as_i64(), Some(epoch + 1), "{l}");
@@ -553,4 +559,50 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
     for sim in sims {
         sim.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_sync_waits_while_a_daemon_holds_the_instance() {
+    let sim = helpers::sim(SimConfig {
+        computers: 30,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let t = helpers::postgres().await;
+    let env_owned = env(&sim, t.url());
+    let mut daemon = Daemon::start_with(env_owned.clone());
+    daemon
+        .wait_for(30, "the daemon holds and synced", || async {
+            held_here(&daemon).await && succeeded(&t, "startup").await == 1
+        })
+        .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().to_path_buf();
+    let waiting = tokio::spawn(async move {
+        let env: Vec<(&str, &str)> = env_owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        jamf_sync_async(&["sync", "--full"], &env, &path).await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "sync must wait for the holder");
+    assert_eq!(succeeded(&t, "cli").await, 0);
+    // The daemon stops and releases its lease; the waiting sync takes it and runs.
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(30), Some(0));
+    let out = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("sync went on once the daemon let go")
+        .expect("join");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("waiting for instance default: held by"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(succeeded(&t, "cli").await, 1);
+    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    sim.stop().await;
 }
