@@ -126,13 +126,13 @@ impl<S: Store> Engine<S> {
             elapsed: Duration::ZERO,
         };
         let result = self.refresh_groups_inner(kind, run_id, &mut summary).await;
-        if let Err(RunError::Store(e)) = result {
-            return Err(e);
-        }
         summary.status = RunError::status(&result);
-        summary.error = result.err().map(|e| e.to_string());
+        summary.error = result.as_ref().err().map(|e| e.to_string());
         summary.elapsed = t0.elapsed();
-        self.store
+        // Recorded as failed even when the database failed it (if the database takes that
+        // write): the run is not left `running` until the next start.
+        let finished = self
+            .store
             .finish_run(&RunEnd {
                 run_id,
                 instance: &instance,
@@ -154,7 +154,11 @@ impl<S: Store> Engine<S> {
                 cursor_after: None,
                 finished_at: Utc::now(),
             })
-            .await?;
+            .await;
+        if let Err(RunError::Store(e)) = result {
+            return Err(e);
+        }
+        finished?;
         self.remember_pacing().await;
         let result = summary.status.as_str();
         let instance = self.client.instance().to_string();
