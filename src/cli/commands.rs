@@ -567,6 +567,28 @@ async fn print_status(db: &crate::store::Db, instance: &str, limit: i64) -> anyh
     let stored = db.count_devices(instance, Kind::Computers).await?;
     let mobile = db.count_devices(instance, Kind::MobileDevices).await?;
     println!("instance {instance}: {stored} computers and {mobile} mobile devices stored");
+    if let Some(pool) = db.postgres() {
+        // Several processes may share the database: who writes for this instance.
+        let lease = lease::leases(pool)
+            .await?
+            .into_iter()
+            .find(|l| l.instance == instance);
+        match lease {
+            Some(l) if l.live => println!(
+                "held by {} (epoch {}, lease until {})",
+                l.holder,
+                l.epoch,
+                l.expires_at.to_rfc3339()
+            ),
+            Some(l) => println!(
+                "held by no process (last holder {}, epoch {}, lease ended {})",
+                l.holder,
+                l.epoch,
+                l.expires_at.to_rfc3339()
+            ),
+            None => println!("held by no process yet"),
+        }
+    }
     if cursors.is_empty() {
         println!("cursors: none yet (the next run is a full sync)");
     }
