@@ -714,6 +714,8 @@ macro_rules! store_impl {
                     "webhook_events",
                     "pacing_memory",
                     "ea_views",
+                    "run_requests",
+                    "instance_leases",
                 ];
                 let mut tx = self.begin_write(instance).await?;
                 for kind in Kind::ALL {

@@ -182,6 +182,11 @@ async fn several_instances_sync_in_parallel_and_a_bad_one_is_named() {
     }
 }
 
+/// Rows a purge counted in one table.
+fn count_of(rows: &[(&str, u64)], table: &str) -> Option<u64> {
+    rows.iter().find(|r| r.0 == table).map(|r| r.1)
+}
+
 both_backends!(purging_an_instance_removes_all_it_stored);
 async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
     use jamf_sync::domain::children::ALL;
@@ -190,8 +195,33 @@ async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
     assert!(helpers::run_mobile(&engine, true).await.succeeded());
     assert!(sim.edit_computer(2, |c| c.username = "changed".into()));
     assert!(helpers::run(&engine, false).await.succeeded());
+    // A lease and a waiting run request, as a PostgreSQL deployment leaves them.
+    let rows = [
+        "INSERT INTO instance_leases (instance, holder, epoch, acquired_at, renewed_at, expires_at) \
+         VALUES ('test', 'gone:1:run:0', 3, $1, $1, $1)",
+        "INSERT INTO run_requests (instance, kind, op, \"trigger\", requested_at, requested_by) \
+         VALUES ('test', 'computers', 'sync', 'api', $1, 'gone:1:run:0')",
+    ];
+    let now = chrono::Utc::now();
+    for sql in rows {
+        match db.db.as_ref() {
+            jamf_sync::store::Db::Sqlite(s) => sqlx::query(sql)
+                .bind(now)
+                .execute(s.pool())
+                .await
+                .map(|_| ()),
+            jamf_sync::store::Db::Postgres(p) => sqlx::query(sql)
+                .bind(now)
+                .execute(p.pool())
+                .await
+                .map(|_| ()),
+        }
+        .expect("insert");
+    }
     let dry = db.db.purge_instance("test", false).await.expect("dry run");
-    let count = |rows: &[(&str, u64)], t: &str| rows.iter().find(|r| r.0 == t).map(|r| r.1);
+    assert_eq!(count_of(&dry, "instance_leases"), Some(1), "{dry:?}");
+    assert_eq!(count_of(&dry, "run_requests"), Some(1), "{dry:?}");
+    let count = count_of;
     assert_eq!(count(&dry, "computers"), Some(12));
     assert_eq!(count(&dry, "mobile_devices"), Some(4));
     assert!(count(&dry, "inventory_changes") >= Some(1), "{dry:?}");
