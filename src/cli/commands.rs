@@ -10,7 +10,7 @@ use super::{kinds_to_sync, OnlyKind, ReconcileArgs, SyncArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials, JamfSettings};
 use crate::domain::{Kind, Trigger};
-use crate::store::lease::{self, Coordinator, Fence, Role};
+use crate::store::lease::{self, Coordinator, Role};
 use crate::store::lock::{self, LockError, Wait, WriterLock};
 use crate::store::{Db, Store, StoreError};
 use crate::sync::reconcile::ReconcileOptions;
@@ -42,18 +42,24 @@ pub(super) async fn sync(
 /// (`EX_TEMPFAIL`: try again later).
 pub(super) const EXIT_HELD: u8 = 75;
 
-/// Takes the SQLite writer lock (see [`crate::store::lock`]): `Err(exit code)` after saying
-/// who holds it, when `no_wait` or the daemon is starting.
+/// A command that stopped early with this exit status, after saying why on stderr (another
+/// process holds the database or an instance); [`super::run`] turns it into the status.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped with exit status {0}")]
+pub(super) struct Stopped(pub u8);
+
+/// Takes the SQLite writer lock (see [`crate::store::lock`]); [`Stopped`] with `held_exit`
+/// after saying who holds it, when it may not wait or the daemon is starting.
 pub(super) async fn writer_lock(
     cfg: &Config,
     wait: Wait,
     held_exit: u8,
-) -> anyhow::Result<Result<Option<WriterLock>, ExitCode>> {
+) -> anyhow::Result<Option<WriterLock>> {
     match lock::acquire(&cfg.database_url()?, wait).await {
-        Ok(lock) => Ok(Ok(lock)),
+        Ok(lock) => Ok(lock),
         Err(e @ LockError::Held { .. }) => {
             eprintln!("error: {e}");
-            Ok(Err(ExitCode::from(held_exit)))
+            Err(Stopped(held_exit).into())
         }
         Err(e) => Err(e.into()),
     }
@@ -74,27 +80,24 @@ impl HeldLeases {
 }
 
 /// On PostgreSQL, takes the lease of every instance in `names` ([`crate::store::lease`]):
-/// waits while another process (a daemon) holds one, or with `no_wait` returns
-/// `Err(exit code)` after naming the holder. `None` on SQLite (its file lock is the guard).
+/// waits while another process (a daemon) holds one, or with `no_wait` returns [`Stopped`]
+/// after naming the holder. `None` on SQLite (its file lock is the guard).
 pub(super) async fn hold_instances(
     cfg: &Config,
     db: &Db,
     names: &[String],
     no_wait: bool,
-) -> anyhow::Result<Result<Option<HeldLeases>, ExitCode>> {
-    let Some(pool) = db.postgres() else {
-        return Ok(Ok(None));
-    };
-    let fence = Arc::new(Fence::new(lease::holder_name("cli"), cfg.ha.failover()));
-    db.coordinate(fence.clone());
-    let url = cfg.database_url()?;
-    let mut coordinator = Coordinator::new(
-        fence.clone(),
-        url.expose(),
+) -> anyhow::Result<Option<HeldLeases>> {
+    let started = Coordinator::start(
+        db,
+        cfg.database_url()?.expose(),
         cfg.ha.failover(),
         Role::Command,
         names,
     )?;
+    let (Some(mut coordinator), Some((pool, fence))) = (started, db.shared()) else {
+        return Ok(None);
+    };
     let mut said = Vec::new();
     loop {
         coordinator
@@ -117,7 +120,7 @@ pub(super) async fn hold_instances(
                      for it); try again later, or without --no-wait to wait for it"
                 );
                 coordinator.release_all().await;
-                return Ok(Err(ExitCode::from(EXIT_HELD)));
+                return Err(Stopped(EXIT_HELD).into());
             }
             if !said.contains(name) {
                 eprintln!("waiting for instance {name}: held by {holder}");
@@ -128,7 +131,7 @@ pub(super) async fn hold_instances(
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(coordinator.run(stopped));
-    Ok(Ok(Some(HeldLeases { stop, task })))
+    Ok(Some(HeldLeases { stop, task }))
 }
 
 /// Runs `work` for every instance at once over one database connection pool; prints each
@@ -145,18 +148,11 @@ where
     Fut: std::future::Future<Output = anyhow::Result<(Vec<String>, bool)>>,
 {
     let wait = if no_wait { Wait::NoWait } else { Wait::Block };
-    let _lock = match writer_lock(cfg, wait, EXIT_HELD).await? {
-        Ok(lock) => lock,
-        Err(code) => return Ok(code),
-    };
+    let _lock = writer_lock(cfg, wait, EXIT_HELD).await?;
     let db = Arc::new(crate::app::connect(cfg).await?);
     let names: Vec<String> = targets.iter().map(|(_, s)| s.instance.clone()).collect();
     let leases = match hold_instances(cfg, &db, &names, no_wait).await {
-        Ok(Ok(leases)) => leases,
-        Ok(Err(code)) => {
-            db.close().await;
-            return Ok(code);
-        }
+        Ok(leases) => leases,
         Err(e) => {
             db.close().await;
             return Err(e);
@@ -320,10 +316,7 @@ pub(super) async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     // Held until the daemon has shut down: a second daemon on this SQLite file refuses.
-    let _lock = match writer_lock(&cfg, Wait::NoWait, 1).await? {
-        Ok(lock) => lock,
-        Err(code) => return Ok(code),
-    };
+    let _lock = writer_lock(&cfg, Wait::NoWait, 1).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
@@ -430,10 +423,7 @@ pub(super) async fn purge(cfg: &Config, instance: &str, yes: bool) -> anyhow::Re
         );
         return Ok(ExitCode::FAILURE);
     }
-    let _lock = match writer_lock(cfg, Wait::Block, EXIT_HELD).await? {
-        Ok(lock) => lock,
-        Err(code) => return Ok(code),
-    };
+    let _lock = writer_lock(cfg, Wait::Block, EXIT_HELD).await?;
     let db = crate::app::connect(cfg).await?;
     let removed = db.purge_instance(instance, yes).await;
     db.close().await;
@@ -458,10 +448,7 @@ pub(super) async fn purge(cfg: &Config, instance: &str, yes: bool) -> anyhow::Re
 
 /// `jamf-sync views`: recreates both kinds' typed extension attribute views of every instance.
 pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let _lock = match writer_lock(cfg, Wait::Block, EXIT_HELD).await? {
-        Ok(lock) => lock,
-        Err(code) => return Ok(code),
-    };
+    let _lock = writer_lock(cfg, Wait::Block, EXIT_HELD).await?;
     let db = crate::app::connect(cfg).await?;
     let pairs = cfg
         .instances()

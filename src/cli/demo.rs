@@ -91,11 +91,7 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
         db_url.masked()
     );
     let kinds = [Kind::Computers, Kind::MobileDevices];
-    let _lock =
-        match super::commands::writer_lock(cfg, Wait::Block, super::commands::EXIT_HELD).await? {
-            Ok(lock) => lock,
-            Err(code) => return Ok(code),
-        };
+    let _lock = super::commands::writer_lock(cfg, Wait::Block, super::commands::EXIT_HELD).await?;
     let app = App::open(cfg, settings).await?;
     let opts = SyncOptions::new(false, Trigger::Demo);
     let first = sync_kinds(&app, &kinds, opts).await?;

@@ -283,16 +283,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     crate::telemetry::init_logging(&cfg.log);
     crate::telemetry::install_metrics();
-    match cli.command {
+    let result = match cli.command {
         Command::Config {
             command: ConfigCommand::Check,
         } => commands::config_check(&cfg),
         Command::Purge { instance, yes } => commands::purge(&cfg, &instance, yes).await,
         Command::Migrate => {
-            let _lock = match commands::writer_lock(&cfg, Wait::Block, commands::EXIT_HELD).await? {
-                Ok(lock) => lock,
-                Err(code) => return Ok(code),
-            };
+            let _lock = commands::writer_lock(&cfg, Wait::Block, commands::EXIT_HELD).await?;
             let db = crate::app::connect(&cfg).await?;
             println!("migrations applied ({})", db.backend());
             db.close().await;
@@ -369,6 +366,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    };
+    // A command that stopped early (another process holds the database or an instance) has
+    // said why; its exit status is all that is left to give.
+    match result {
+        Err(e) => match e.downcast_ref::<commands::Stopped>() {
+            Some(stopped) => Ok(ExitCode::from(stopped.0)),
+            None => Err(e),
+        },
+        ok => ok,
     }
 }
 

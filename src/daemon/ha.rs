@@ -18,7 +18,7 @@ use super::runner::{Op, Runner};
 use crate::config::Schedule;
 use crate::domain::{Kind, Trigger};
 use crate::jamf::JamfClient;
-use crate::store::lease::{self, Fence};
+use crate::store::lease;
 use crate::store::{Db, Store};
 use crate::telemetry::metric;
 
@@ -98,15 +98,14 @@ pub async fn follow(
 /// runners, until `stop` turns true.
 pub async fn take_requests(
     db: Arc<Db>,
-    fence: Arc<Fence>,
     runners: Vec<(String, Runner)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(pool) = db.postgres().cloned() else {
+    let Some((pool, fence)) = db.shared() else {
         return;
     };
     loop {
-        match lease::pending_requests(&pool, &fence).await {
+        match lease::pending_requests(pool, fence).await {
             Ok(rows) => {
                 for row in rows {
                     let runner = runners.iter().find(|(i, _)| *i == row.instance);
@@ -116,13 +115,13 @@ pub async fn take_requests(
                         Op::from_request_name(&row.op),
                     ) else {
                         tracing::warn!(request = row.id, instance = %row.instance, kind = %row.kind, op = %row.op, "dropping a run request this process cannot run");
-                        let _ = lease::take_request(&pool, row.id).await;
+                        let _ = lease::take_request(pool, row.id).await;
                         continue;
                     };
                     // A kind busy here keeps its request waiting: it runs after the current run.
                     if runner.request_op(kind, op, Trigger::Api) {
                         tracing::info!(instance = %row.instance, what = %op.label(kind), trigger = %row.trigger, "running a requested run");
-                        if let Err(e) = lease::take_request(&pool, row.id).await {
+                        if let Err(e) = lease::take_request(pool, row.id).await {
                             tracing::warn!(error = %e, "cannot remove a queued run request; it may run twice");
                         }
                     }

@@ -252,7 +252,7 @@ fn jamf_state(i: &InstanceState) -> &'static str {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    let shared = s.db.get().is_some_and(|db| db.fence().is_some());
+    let shared = s.db.get().is_some_and(|db| db.shared().is_some());
     for i in &s.instances {
         if let Some(engine) = i.engine.get() {
             for kind in &i.kinds {
@@ -285,14 +285,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<AppState>>) -> Response {
-    let (holder, leases) = match s.db.get() {
-        Some(db) => match (db.postgres(), db.fence()) {
-            (Some(pool), Some(fence)) => (
-                Some(fence.holder().to_string()),
-                lease::leases(pool).await.ok(),
-            ),
-            _ => (None, None),
-        },
+    let (holder, leases) = match s.db.get().and_then(|db| db.shared()) {
+        Some((pool, fence)) => (
+            Some(fence.holder().to_string()),
+            lease::leases(pool).await.ok(),
+        ),
         None => (None, None),
     };
     let mut instances = Vec::new();
@@ -334,22 +331,6 @@ fn lease_status(row: Option<&LeaseRow>, holder: &str) -> serde_json::Value {
         }),
         None => json!({"holder": null, "epoch": null, "expires_at": null, "held_here": false}),
     }
-}
-
-/// Records a requested run in `run_requests`; `false` when the same one is already waiting.
-async fn record_request(db: &Db, instance: &str, kind: Kind, op: Op) -> crate::store::Result<bool> {
-    let (Some(pool), Some(fence)) = (db.postgres(), db.fence()) else {
-        return Ok(false);
-    };
-    lease::request_run(
-        pool,
-        instance,
-        kind.as_str(),
-        op.request_name(),
-        Trigger::Api.as_str(),
-        fence.holder(),
-    )
-    .await
 }
 
 async fn instance_status(s: &InstanceState) -> serde_json::Value {
@@ -490,9 +471,18 @@ async fn trigger(
                 false => kind.as_str().to_string(),
             };
             let op = Op::Sync { full: q.full };
-            let queued = match s.db.get().filter(|db| db.fence().is_some()) {
+            let queued = match s.db.get().and_then(|db| db.shared()) {
                 // Shared database: recorded for whichever process holds the instance.
-                Some(db) => match record_request(db, &i.instance, *kind, op).await {
+                Some((pool, fence)) => match lease::request_run(
+                    pool,
+                    &i.instance,
+                    kind.as_str(),
+                    op.request_name(),
+                    Trigger::Api.as_str(),
+                    fence.holder(),
+                )
+                .await
+                {
                     Ok(queued) => queued,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot record a run request");

@@ -47,7 +47,7 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::config::{Config, JamfSettings};
 use crate::domain::{Kind, RunKind};
-use crate::store::lease::{self, Coordinator, Fence, Role};
+use crate::store::lease::{Coordinator, Role};
 use crate::store::{Db, Store};
 use crate::sync::Engine;
 use crate::telemetry::metric;
@@ -200,37 +200,28 @@ pub async fn run(
     let _ = state.db.set(db.clone());
     let _ = queue_store.set(db.clone());
     // PostgreSQL: other processes may share the database; every write proves its lease.
-    let mut coordinator = match db.postgres() {
-        Some(_) => {
-            let fence = Arc::new(Fence::new(lease::holder_name("run"), cfg.ha.failover()));
-            db.coordinate(fence.clone());
-            tracing::info!(
-                holder = fence.holder(),
-                failover_secs = cfg.ha.failover_secs,
-                "PostgreSQL: instances are held by lease"
-            );
-            let names: Vec<String> = planned.iter().map(|p| p.state.instance.clone()).collect();
-            let url = cfg.database_url()?;
-            Some((
-                Coordinator::new(
-                    fence.clone(),
-                    url.expose(),
-                    cfg.ha.failover(),
-                    Role::Daemon,
-                    &names,
-                )?,
-                fence,
-            ))
-        }
-        None => None,
-    };
+    let names: Vec<String> = planned.iter().map(|p| p.state.instance.clone()).collect();
+    let mut coordinator = Coordinator::start(
+        &db,
+        cfg.database_url()?.expose(),
+        cfg.ha.failover(),
+        Role::Daemon,
+        &names,
+    )?;
+    if let Some(c) = &coordinator {
+        tracing::info!(
+            holder = c.fence().holder(),
+            failover_secs = cfg.ha.failover_secs,
+            "PostgreSQL: instances are held by lease"
+        );
+    }
     let mut started = Vec::with_capacity(planned.len());
     for p in &planned {
         let lease = coordinator
             .as_ref()
-            .and_then(|(c, _)| c.watch(&p.state.instance));
+            .and_then(|c| c.watch(&p.state.instance));
         let s = start_instance(p, &db, &state, shutdown.clone(), lease).await?;
-        if let Some((c, _)) = coordinator.as_mut() {
+        if let Some(c) = coordinator.as_mut() {
             let runner = s.runner.clone();
             c.set_idle(&s.instance, move || runner.is_idle());
         }
@@ -238,7 +229,7 @@ pub async fn run(
     }
     let (coord_stop, coord_stopped) = watch::channel(false);
     let mut coordination = match coordinator {
-        Some((c, fence)) => {
+        Some(c) => {
             let runners = started
                 .iter()
                 .map(|s| (s.instance.clone(), s.runner.clone()))
@@ -249,7 +240,7 @@ pub async fn run(
                 "run_requests",
                 state.health.clone(),
                 shutdown.clone(),
-                move || ha::take_requests(db.clone(), fence.clone(), runners.clone(), stop.clone()),
+                move || ha::take_requests(db.clone(), runners.clone(), stop.clone()),
             ));
             Some((tokio::spawn(c.run(coord_stopped)), requests))
         }

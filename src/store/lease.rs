@@ -35,7 +35,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Result, StoreError};
+use super::{Db, Result, StoreError};
 
 /// How long a daemon holding nothing waits between rounds at most: the first round only
 /// registers it, so this is its start-up delay before it takes instances.
@@ -367,6 +367,33 @@ impl Coordinator {
             conn: None,
             joined: false,
         })
+    }
+
+    /// On PostgreSQL: fences every write of `db` from now on (with a holder name for this
+    /// process) and returns the coordinator taking its leases; `None` on SQLite, which has
+    /// one writing process (its file lock).
+    pub fn start(
+        db: &Db,
+        url: &str,
+        ttl: Duration,
+        role: Role,
+        instances: &[String],
+    ) -> Result<Option<Self>> {
+        if db.postgres().is_none() {
+            return Ok(None);
+        }
+        let name = match role {
+            Role::Daemon => "run",
+            Role::Command => "cli",
+        };
+        let fence = Arc::new(Fence::new(holder_name(name), ttl));
+        db.coordinate(fence.clone());
+        Self::new(fence, url, ttl, role, instances).map(Some)
+    }
+
+    /// The fence this coordinator keeps (this process's holder name, the held epochs).
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
     }
 
     /// The instance's epoch while held, `None` otherwise.

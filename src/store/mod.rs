@@ -496,6 +496,12 @@ impl Db {
         }
     }
 
+    /// The PostgreSQL pool and the fence, when other processes may share the database
+    /// (a daemon or command coordinates through it).
+    pub fn shared(&self) -> Option<(&sqlx::PgPool, &Arc<lease::Fence>)> {
+        Some((self.postgres()?, self.fence()?))
+    }
+
     /// The PostgreSQL pool, for coordination.
     pub fn postgres(&self) -> Option<&sqlx::PgPool> {
         match self {

@@ -175,15 +175,7 @@ async fn post_webhook(d: &Daemon, sim: &Simulator, id: i64, seq: i64) -> u16 {
         WebhookFormat::Json,
         seq,
     );
-    d.http
-        .post(format!("{}/webhooks/jamf", d.base))
-        .basic_auth(USER, Some(PASSWORD))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    crate::webhooks::post(d, body, ct).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
