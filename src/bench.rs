@@ -186,6 +186,7 @@ fn settings(url: &str, max: u32, adaptive: bool) -> anyhow::Result<JamfSettings>
         max_response_bytes: 256 << 20,
         fail_fast: false,
         secret_file: None,
+        version_ttl: crate::config::VERSION_TTL,
     })
 }
 

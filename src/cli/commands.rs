@@ -9,7 +9,8 @@ use anyhow::Context;
 use super::{kinds_to_sync, OnlyKind, ReconcileArgs, SyncArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials, JamfSettings};
-use crate::domain::{Kind, Trigger};
+use crate::daemon::runner::Op;
+use crate::domain::{Kind, RunStatus, Trigger};
 use crate::store::lease::{self, Coordinator, Role};
 use crate::store::lock::{self, LockError, Wait, WriterLock};
 use crate::store::{Db, Store, StoreError};
@@ -28,13 +29,21 @@ pub(super) async fn sync(
         overwrite: args.overwrite,
     };
     let only = args.only;
-    each_instance(cfg, targets, args.no_wait, move |icfg, app| async move {
-        let summaries = sync_kinds(&app, &kinds_to_sync(&icfg, only), opts).await?;
-        Ok((
-            summaries.iter().map(ToString::to_string).collect(),
-            summaries.iter().all(RunSummary::succeeded),
-        ))
-    })
+    // `--overwrite` has no equivalent in a daemon's run: that waits for the lease instead.
+    let handover = (!args.overwrite).then_some((Op::Sync { full: args.full }, only));
+    each_instance(
+        cfg,
+        targets,
+        args.no_wait,
+        handover,
+        move |icfg, app| async move {
+            let summaries = sync_kinds(&app, &kinds_to_sync(&icfg, only), opts).await?;
+            Ok((
+                summaries.iter().map(ToString::to_string).collect(),
+                summaries.iter().all(RunSummary::succeeded),
+            ))
+        },
+    )
     .await
 }
 
@@ -123,7 +132,10 @@ pub(super) async fn hold_instances(
                 return Err(Stopped(EXIT_HELD).into());
             }
             if !said.contains(name) {
-                eprintln!("waiting for instance {name}: held by {holder}");
+                eprintln!(
+                    "waiting for instance {name}: held by {holder} (a running daemon syncs on \
+                     request: POST /sync on any replica)"
+                );
                 said.push(name.clone());
             }
         }
@@ -134,13 +146,20 @@ pub(super) async fn hold_instances(
     Ok(Some(HeldLeases { stop, task }))
 }
 
+/// What a command hands to the daemon holding an instance instead of waiting for its lease
+/// (PostgreSQL): the operation, run for each kind `only` selects. `None` where the daemon's
+/// run would not be the same (flags it has no equivalent for).
+pub(super) type Handover = Option<(Op, Option<OnlyKind>)>;
+
 /// Runs `work` for every instance at once over one database connection pool; prints each
 /// instance's lines (prefixed `[name]` when there are several); exit 0 only when every
-/// instance succeeded, and the failed ones are named.
+/// instance succeeded, and the failed ones are named. On PostgreSQL an instance a daemon holds
+/// gets its runs from that daemon ([`handed_over`]) when `handover` says how.
 pub(super) async fn each_instance<F, Fut>(
     cfg: &Config,
     targets: Vec<(Config, JamfSettings)>,
     no_wait: bool,
+    handover: Handover,
     work: F,
 ) -> anyhow::Result<ExitCode>
 where
@@ -150,17 +169,38 @@ where
     let wait = if no_wait { Wait::NoWait } else { Wait::Block };
     let _lock = writer_lock(cfg, wait, EXIT_HELD).await?;
     let db = Arc::new(crate::app::connect(cfg).await?);
-    let names: Vec<String> = targets.iter().map(|(_, s)| s.instance.clone()).collect();
-    let leases = match hold_instances(cfg, &db, &names, no_wait).await {
-        Ok(leases) => leases,
-        Err(e) => {
-            db.close().await;
-            return Err(e);
+    let mut handed = Vec::new();
+    if let (Some(_), false, Some(pool)) = (handover, no_wait, db.postgres()) {
+        for (icfg, _) in &targets {
+            let name = &icfg.jamf.instance;
+            match lease::daemon_holder(pool, name).await {
+                Ok(Some(holder)) => handed.push((name.clone(), holder)),
+                Ok(None) => {}
+                Err(e) => {
+                    db.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    let (remote, local): (Vec<_>, Vec<_>) = targets
+        .into_iter()
+        .partition(|(icfg, _)| handed.iter().any(|(n, _)| *n == icfg.jamf.instance));
+    let names: Vec<String> = local.iter().map(|(_, s)| s.instance.clone()).collect();
+    let leases = if names.is_empty() {
+        None
+    } else {
+        match hold_instances(cfg, &db, &names, no_wait).await {
+            Ok(leases) => leases,
+            Err(e) => {
+                db.close().await;
+                return Err(e);
+            }
         }
     };
-    let several = targets.len() > 1;
-    let mut apps = Vec::with_capacity(targets.len());
-    for (icfg, settings) in targets {
+    let several = local.len() + remote.len() > 1;
+    let mut apps = Vec::with_capacity(local.len());
+    for (icfg, settings) in local {
         let app = match App::start(&icfg, settings, db.clone()).await {
             Ok(app) => app,
             Err(e) => {
@@ -173,15 +213,32 @@ where
         };
         apps.push((Arc::new(icfg), Arc::new(app)));
     }
-    let results = futures_util::future::join_all(
-        apps.iter()
-            .map(|(icfg, app)| work(icfg.clone(), app.clone())),
-    )
-    .await;
+    let mut runs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>> = Vec::new();
+    for (icfg, app) in &apps {
+        let name = app.client.instance().to_string();
+        let fut = work(icfg.clone(), app.clone());
+        runs.push(Box::pin(async move { (name, fut.await) }));
+    }
+    if let (Some((op, only)), Some(pool)) = (handover, db.postgres()) {
+        for (icfg, _) in &remote {
+            let name = icfg.jamf.instance.clone();
+            let holder = handed
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or_else(String::new, |(_, h)| h.clone());
+            let kinds = kinds_to_sync(icfg, only);
+            let failover = cfg.ha.failover();
+            runs.push(Box::pin(async move {
+                let result = handed_over(pool, &name, &holder, op, &kinds, failover).await;
+                (name, result)
+            }));
+        }
+    }
+    let results = futures_util::future::join_all(runs).await;
     let mut failed = Vec::new();
     let mut error = None;
-    for ((_, app), result) in apps.iter().zip(results) {
-        let name = app.client.instance().to_string();
+    let total = results.len();
+    for (name, result) in results {
         match result {
             Ok((lines, ok)) => {
                 for line in lines {
@@ -195,12 +252,14 @@ where
                     failed.push(name);
                 }
             }
-            Err(e) if several => {
+            Err(e) if several && e.downcast_ref::<Stopped>().is_none() => {
                 eprintln!("error: instance {name}: {e:#}");
                 failed.push(name);
             }
             Err(e) => error = Some(e),
         }
+    }
+    for (_, app) in &apps {
         app.client.invalidate_token().await;
     }
     if let Some(leases) = leases {
@@ -214,11 +273,128 @@ where
         eprintln!(
             "error: {} of {} instances failed: {}",
             failed.len(),
-            apps.len(),
+            total,
             failed.join(", ")
         );
     }
     Ok(exit_code(failed.is_empty()))
+}
+
+/// Hands `op` for each of `kinds` to the daemon holding `instance` (through `run_requests`; the
+/// holder takes them within a second) and waits for the runs that answer them: their lines,
+/// and whether all succeeded. When no daemon holds the instance for twice `failover` (it
+/// stopped, and no other took over), waiting requests are taken back and the command stops
+/// with [`EXIT_HELD`]: run it again.
+async fn handed_over(
+    pool: &sqlx::PgPool,
+    instance: &str,
+    holder: &str,
+    op: Op,
+    kinds: &[Kind],
+    failover: std::time::Duration,
+) -> anyhow::Result<(Vec<String>, bool)> {
+    let wanted: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|k| (k.as_str(), op.request_name()))
+        .collect();
+    let by = lease::holder_name("cli");
+    let ids = lease::hand_over(pool, instance, &wanted, &by).await?;
+    let what: Vec<String> = kinds
+        .iter()
+        .map(|k| match op {
+            Op::Sync { full: true } => format!("full {} sync", k.as_str()),
+            Op::Sync { full: false } => format!("{} sync", k.as_str()),
+            Op::Reconcile => format!("{} reconcile", k.as_str()),
+            Op::Groups => format!("{} group refresh", k.as_str()),
+        })
+        .collect();
+    eprintln!(
+        "instance {instance} is held by the daemon {holder}: handing it the {}; waiting for the result",
+        what.join(" and ")
+    );
+    let poll = std::time::Duration::from_millis(500);
+    let mut unheld_since: Option<std::time::Instant> = None;
+    let mut lost_since: Option<std::time::Instant> = None;
+    loop {
+        let state = lease::handover_state(pool, instance, &ids).await?;
+        let finished = |id: i64| {
+            state
+                .runs
+                .iter()
+                .any(|r| r.request_id == Some(id) && r.status != RunStatus::Running.as_str())
+        };
+        if ids.iter().all(|id| finished(*id)) {
+            let ok = state
+                .runs
+                .iter()
+                .all(|r| r.status == RunStatus::Succeeded.as_str());
+            return Ok((state.runs.iter().map(handed_line).collect(), ok));
+        }
+        // Nobody holds the instance: the daemon stopped (or died mid-run) and no other daemon
+        // took it over (a takeover would have ended its run as interrupted).
+        if state.holder.is_none() {
+            if unheld_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                > failover * 2
+            {
+                lease::withdraw(pool, &state.waiting).await?;
+                eprintln!(
+                    "error: no daemon holds instance {instance} any more to run it; run the \
+                     command again"
+                );
+                return Err(Stopped(EXIT_HELD).into());
+            }
+        } else {
+            unheld_since = None;
+        }
+        // Taken, yet no run answers it: its holder died between taking and starting it.
+        let lost = ids.iter().any(|id| {
+            !state.waiting.contains(id) && !state.runs.iter().any(|r| r.request_id == Some(*id))
+        });
+        if lost {
+            if lost_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                > failover
+            {
+                anyhow::bail!(
+                    "the daemon took the request for instance {instance} but started no run \
+                     (see its log)"
+                );
+            }
+        } else {
+            lost_since = None;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// A run's line as the daemon that ran it recorded it.
+fn handed_line(r: &crate::store::RunRow) -> String {
+    let c = &r.counts;
+    let mut line = format!(
+        "{} {} {} (run {}, by the daemon): listed {}, fetched {}, upserted {}, unchanged {}, \
+         failed {}, missing {}",
+        r.kind,
+        r.mode,
+        r.status,
+        r.id,
+        c.listed,
+        c.fetched,
+        c.upserted,
+        c.unchanged,
+        c.failed,
+        c.missing
+    );
+    if let Some(end) = r.finished_at {
+        let secs = (end - r.started_at).num_milliseconds() as f64 / 1000.0;
+        line.push_str(&format!(" in {secs:.1}s"));
+    }
+    if let Some(e) = &r.error {
+        line.push_str(&format!("; error: {e}"));
+    }
+    line
 }
 
 /// Runs each kind in turn; a failed run does not stop the next kind, unless the server was
@@ -255,15 +431,22 @@ pub(super) async fn reconcile(
         trigger: Trigger::Cli,
     };
     let only = args.only;
-    each_instance(cfg, targets, args.no_wait, move |icfg, app| async move {
-        let engine = &app.engine;
-        per_kind(
-            kinds_to_sync(&icfg, only),
-            |kind| engine.reconcile(kind, opts),
-            |s| s.succeeded(),
-        )
-        .await
-    })
+    let handover = (!args.dry_run && !args.force).then_some((Op::Reconcile, only));
+    each_instance(
+        cfg,
+        targets,
+        args.no_wait,
+        handover,
+        move |icfg, app| async move {
+            let engine = &app.engine;
+            per_kind(
+                kinds_to_sync(&icfg, only),
+                |kind| engine.reconcile(kind, opts),
+                |s| s.succeeded(),
+            )
+            .await
+        },
+    )
     .await
 }
 
@@ -274,15 +457,21 @@ pub(super) async fn groups(
     only: Option<OnlyKind>,
     no_wait: bool,
 ) -> anyhow::Result<ExitCode> {
-    each_instance(cfg, targets, no_wait, move |icfg, app| async move {
-        let engine = &app.engine;
-        per_kind(
-            kinds_to_sync(&icfg, only),
-            |kind| engine.refresh_groups(kind, Trigger::Cli),
-            |s| s.succeeded(),
-        )
-        .await
-    })
+    each_instance(
+        cfg,
+        targets,
+        no_wait,
+        Some((Op::Groups, only)),
+        move |icfg, app| async move {
+            let engine = &app.engine;
+            per_kind(
+                kinds_to_sync(&icfg, only),
+                |kind| engine.refresh_groups(kind, Trigger::Cli),
+                |s| s.succeeded(),
+            )
+            .await
+        },
+    )
     .await
 }
 

@@ -141,6 +141,7 @@ impl JamfConfig {
             max_response_bytes: self.max_response_mb.saturating_mul(1 << 20) as usize,
             fail_fast: false,
             secret_file: None,
+            version_ttl: VERSION_TTL,
         }
     }
 
@@ -424,7 +425,13 @@ pub struct JamfSettings {
     /// The file the secret (client secret or password) came from, read again when Jamf
     /// refuses the credentials: a rotated secret is picked up without a restart.
     pub secret_file: Option<PathBuf>,
+    /// How long a detected computers-inventory API version is used before the server version
+    /// is asked again (a Jamf upgrade changes it; a long-running daemon must notice).
+    pub version_ttl: Duration,
 }
+
+/// [`JamfSettings::version_ttl`] outside tests.
+pub const VERSION_TTL: Duration = Duration::from_secs(3600);
 
 fn parse_jamf_url(raw: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(raw.trim())

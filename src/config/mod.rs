@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 pub use database::{DatabaseConfig, DatabaseUrl, HaConfig};
 pub use instances::InstanceConfig;
-pub use jamf::{ApiVersion, Credentials, JamfConfig, JamfSettings, PacingConfig, RetryConfig};
+pub use jamf::{
+    ApiVersion, Credentials, JamfConfig, JamfSettings, PacingConfig, RetryConfig, VERSION_TTL,
+};
 pub use schedule::Schedule;
 pub use secrets::mask_url;
 pub(crate) use secrets::read_secret_file;

@@ -119,7 +119,11 @@ pub async fn take_requests(
                         continue;
                     };
                     // A kind busy here keeps its request waiting: it runs after the current run.
-                    if runner.request_op(kind, op, Trigger::Api) {
+                    let trigger = Trigger::Request {
+                        id: row.id,
+                        cli: row.trigger == Trigger::Cli.as_str(),
+                    };
+                    if runner.request_op(kind, op, trigger) {
                         tracing::info!(instance = %row.instance, what = %op.label(kind), trigger = %row.trigger, "running a requested run");
                         if let Err(e) = lease::take_request(pool, row.id).await {
                             tracing::warn!(error = %e, "cannot remove a queued run request; it may run twice");

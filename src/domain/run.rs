@@ -66,6 +66,13 @@ pub enum Trigger {
     Api,
     /// The daemon retrying a failed run.
     Retry,
+    /// A run recorded in `run_requests` (on a shared database) and taken by the instance's
+    /// holder: `sync_runs.request_id` names the request, so whoever asked finds its result.
+    /// `cli` for a one-shot command that handed its run to the holder, else `POST /sync`.
+    Request {
+        id: i64,
+        cli: bool,
+    },
 }
 
 impl Trigger {
@@ -77,6 +84,16 @@ impl Trigger {
             Trigger::Startup => "startup",
             Trigger::Api => "api",
             Trigger::Retry => "retry",
+            Trigger::Request { cli: true, .. } => "cli",
+            Trigger::Request { cli: false, .. } => "api",
+        }
+    }
+
+    /// The `run_requests` id this run answers.
+    pub fn request_id(self) -> Option<i64> {
+        match self {
+            Trigger::Request { id, .. } => Some(id),
+            _ => None,
         }
     }
 }

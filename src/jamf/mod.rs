@@ -33,7 +33,7 @@ use reqwest::Method;
 use tokio::sync::Mutex;
 use url::Url;
 
-use crate::config::{ApiVersion, JamfSettings};
+use crate::config::JamfSettings;
 pub use decode::RecordError;
 pub use error::JamfError;
 use limiter::Limiter;
@@ -85,7 +85,7 @@ pub struct JamfClient {
     token: Mutex<auth::TokenState>,
     /// Older servers have only `/api/oauth/token`; remembered after the first 404.
     legacy_oauth_path: AtomicBool,
-    inventory_version: Mutex<Option<ApiVersion>>,
+    inventory_version: Mutex<Option<pro::Detected>>,
     /// Set once Jamf accepted our credentials (for `/readyz`).
     authenticated: AtomicBool,
     /// The secret re-read from `settings.secret_file` after Jamf refused the configured one.

@@ -4,12 +4,22 @@
 //!
 //! List calls always sort by id and use page 0: callers page with a keyset in the filter.
 
+use std::time::Instant;
+
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
 use super::models::{InventoryPage, JamfProVersion};
 use super::{Call, JamfClient, JamfError};
 use crate::config::ApiVersion;
+
+/// The computers-inventory version picked for a server version, and when it was asked.
+#[derive(Debug, Clone)]
+pub(super) struct Detected {
+    api: ApiVersion,
+    server: Option<String>,
+    at: Instant,
+}
 
 /// One keyset page request.
 #[derive(Debug, Clone, Copy)]
@@ -38,22 +48,45 @@ impl JamfClient {
     }
 
     /// The computers-inventory version to use: configured, or detected from the server version.
+    ///
+    /// A detected choice is used for [`JamfSettings::version_ttl`]; then the server version is
+    /// asked again, and only a different answer (an upgrade) replaces the choice, so a version
+    /// stepped down after a 404 stays stepped down on the same server.
+    ///
+    /// [`JamfSettings::version_ttl`]: crate::config::JamfSettings::version_ttl
     pub async fn inventory_version(&self) -> Result<ApiVersion, JamfError> {
-        let mut cached = self.inventory_version.lock().await;
-        if let Some(v) = *cached {
-            return Ok(v);
+        if self.settings.api_version != ApiVersion::Auto {
+            return Ok(self.settings.api_version);
         }
-        let v = match self.settings.api_version {
-            ApiVersion::Auto => {
-                let version = self.server_version().await?;
-                let picked = version_for(version.as_deref());
-                tracing::info!(server_version = ?version, api = ?picked, "detected Jamf Pro version");
+        let mut cached = self.inventory_version.lock().await;
+        if let Some(d) = cached
+            .as_ref()
+            .filter(|d| d.at.elapsed() < self.settings.version_ttl)
+        {
+            return Ok(d.api);
+        }
+        let server = self.server_version().await?;
+        let api = match cached.as_ref() {
+            Some(d) if d.server == server => d.api,
+            previous => {
+                let picked = version_for(server.as_deref());
+                match previous {
+                    None => {
+                        tracing::info!(server_version = ?server, api = ?picked, "detected Jamf Pro version")
+                    }
+                    Some(d) => {
+                        tracing::info!(was = ?d.server, server_version = ?server, api = ?picked, "Jamf Pro version changed")
+                    }
+                }
                 picked
             }
-            fixed => fixed,
         };
-        *cached = Some(v);
-        Ok(v)
+        *cached = Some(Detected {
+            api,
+            server,
+            at: Instant::now(),
+        });
+        Ok(api)
     }
 
     /// After a 404 on the inventory endpoint, step down to the next older version (auto only).
@@ -62,13 +95,14 @@ impl JamfClient {
             return None;
         }
         let mut cached = self.inventory_version.lock().await;
-        let next = match *cached {
-            Some(ApiVersion::V4) => ApiVersion::V3,
-            Some(ApiVersion::V3) => ApiVersion::V1,
+        let detected = cached.as_mut()?;
+        let next = match detected.api {
+            ApiVersion::V4 => ApiVersion::V3,
+            ApiVersion::V3 => ApiVersion::V1,
             _ => return None,
         };
         tracing::warn!(?next, "inventory endpoint not found; stepping down");
-        *cached = Some(next);
+        detected.api = next;
         Some(next)
     }
 

@@ -355,6 +355,11 @@ impl Simulator {
         lock(&self.state.inner).started.elapsed()
     }
 
+    /// What `/api/v1/jamf-pro-version` reports from now on (an upgrade or downgrade).
+    pub fn set_version(&self, version: &str) {
+        lock(&self.state.cfg).version = version.to_string();
+    }
+
     pub fn set_latency(&self, ms: u64) {
         lock(&self.state.cfg).latency_ms = ms;
     }

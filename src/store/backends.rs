@@ -161,14 +161,6 @@ impl PgStore {
     }
 }
 
-macro_rules! run_columns {
-    () => {
-        "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
-         upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error, \
-         clock_offset_ms, child_rows"
-    };
-}
-
 macro_rules! store_impl {
     ($store:ty, $db:ty, $migrations:expr, $raw_text:literal) => {
         writer_impl!($store);
@@ -262,8 +254,8 @@ macro_rules! store_impl {
             async fn start_run(&self, run: &NewRun<'_>) -> Result<i64> {
                 let mut tx = self.begin_write(run.instance).await?;
                 let (id,): (i64,) = sqlx::query_as(
-                    "INSERT INTO sync_runs (instance, kind, \"trigger\", mode, status, started_at, cursor_before) \
-                     VALUES ($1, $2, $3, $4, 'running', $5, $6) RETURNING id",
+                    "INSERT INTO sync_runs (instance, kind, \"trigger\", mode, status, started_at, cursor_before, request_id) \
+                     VALUES ($1, $2, $3, $4, 'running', $5, $6, $7) RETURNING id",
                 )
                 .bind(run.instance)
                 .bind(run.kind.as_str())
@@ -271,6 +263,7 @@ macro_rules! store_impl {
                 .bind(run.mode)
                 .bind(run.started_at)
                 .bind(run.cursor_before)
+                .bind(run.trigger.request_id())
                 .fetch_one(&mut *tx)
                 .await?;
                 tx.commit().await?;

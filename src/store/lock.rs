@@ -103,7 +103,7 @@ pub async fn acquire(url: &DatabaseUrl, wait: Wait) -> Result<Option<WriterLock>
             tracing::info!(
                 database = %database.display(),
                 holder = %holder(pid),
-                "waiting for the process writing to the SQLite database to finish (--no-wait exits 75 instead)"
+                "waiting for the process writing to the SQLite database to finish (--no-wait exits 75 instead; a running daemon syncs on request: POST /sync)"
             );
             file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
                 .await

@@ -23,6 +23,15 @@
 //! SQL differs only in how a JSON parameter is cast and how a write transaction begins; the
 //! schemas live in `migrations/<backend>`.
 
+/// The columns of [`RunRow`], for every query that reads one.
+macro_rules! run_columns {
+    () => {
+        "id, instance, kind, \"trigger\", mode, status, started_at, finished_at, listed, fetched, \
+         upserted, unchanged, stale, failed, missing, cursor_before, cursor_after, error, \
+         clock_offset_ms, child_rows, request_id"
+    };
+}
+
 mod backends;
 mod history;
 pub mod lease;
@@ -154,6 +163,8 @@ pub struct RunRow {
     pub error: Option<String>,
     /// Jamf's clock minus ours (ms) as the run measured it.
     pub clock_offset_ms: Option<i64>,
+    /// The `run_requests` id this run answered (a run handed to the instance's holder).
+    pub request_id: Option<i64>,
 }
 
 /// One row of `sync_failures`: a device Jamf would not give, retried by every run until it

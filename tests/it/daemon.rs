@@ -46,7 +46,11 @@ impl Daemon {
         cmd.arg("run")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(if std::env::var_os("JAMF_SYNC_TEST_DAEMON_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         for (k, _) in std::env::vars() {
             if k.starts_with("JAMF_SYNC__") {
                 cmd.env_remove(k);

@@ -163,6 +163,7 @@ pub fn settings_with_url(url: &str) -> JamfSettings {
         max_response_bytes: 256 << 20,
         fail_fast: false,
         secret_file: None,
+        version_ttl: jamf_sync::config::VERSION_TTL,
     }
 }
 

@@ -8,8 +8,9 @@
 //! applied once by the holder, `sync --no-wait` names the holder; `kill -9` of the holder hands
 //! the instance over within `ha.failover_secs`; a holder cut off from the database (a TCP proxy
 //! that stops forwarding) gives the instance up and the other process takes it; instances
-//! spread over daemons and a stopping daemon hands them over at once; a one-shot `sync` waits
-//! while a daemon holds its instance.
+//! spread over daemons and a stopping daemon hands them over at once; a one-shot `sync` or
+//! `groups` is run by the daemon holding its instance (`--overwrite` waits for the lease), and
+//! handed-over runs stop with exit 75 when no daemon is left to run them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -158,6 +159,59 @@ async fn succeeded(t: &TestDb, trigger: &str) -> usize {
         .iter()
         .filter(|r| r.0 == "succeeded" && r.1 == trigger)
         .count()
+}
+
+/// A simulator of 30 computers, a PostgreSQL database, and a daemon that holds the instance
+/// and finished its start-up sync.
+async fn one_holding_daemon() -> (Simulator, TestDb, Vec<(String, String)>, Daemon) {
+    let sim = helpers::sim(SimConfig {
+        computers: 30,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let t = helpers::postgres().await;
+    let env_owned = env(&sim, t.url());
+    let daemon = Daemon::start_with(env_owned.clone());
+    daemon
+        .wait_for(30, "the daemon holds and synced", || async {
+            held_here(&daemon).await && succeeded(&t, "startup").await == 1
+        })
+        .await;
+    (sim, t, env_owned, daemon)
+}
+
+/// `jamf-sync ARGS` in the background, with the daemons' environment.
+fn spawn_cli(
+    env: &[(String, String)],
+    dir: &std::path::Path,
+    args: &'static [&'static str],
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let env = env.to_vec();
+    let dir = dir.to_path_buf();
+    tokio::spawn(async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        jamf_sync_async(args, &env, &dir).await
+    })
+}
+
+/// What a command said, once it exited 0 within 30 s.
+async fn succeeds(task: tokio::task::JoinHandle<std::process::Output>) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("done within 30 s")
+        .expect("join");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    said
+}
+
+async fn last_run_id(t: &TestDb) -> i64 {
+    let (id,): (i64,) = sqlx::query_as("SELECT MAX(id) FROM sync_runs")
+        .fetch_one(t.db.postgres().expect("pg"))
+        .await
+        .expect("max");
+    id
 }
 
 /// A sample's value, 0 when absent.
@@ -554,33 +608,59 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_shot_sync_waits_while_a_daemon_holds_the_instance() {
-    let sim = helpers::sim(SimConfig {
-        computers: 30,
-        mobile_devices: 0,
-        ..SimConfig::default()
-    })
-    .await;
-    let t = helpers::postgres().await;
-    let env_owned = env(&sim, t.url());
-    let mut daemon = Daemon::start_with(env_owned.clone());
-    daemon
-        .wait_for(30, "the daemon holds and synced", || async {
-            held_here(&daemon).await && succeeded(&t, "startup").await == 1
-        })
-        .await;
+async fn a_one_shot_sync_is_run_by_the_daemon_holding_the_instance() {
+    let (sim, t, env_owned, mut daemon) = one_holding_daemon().await;
     let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().to_path_buf();
-    let waiting = tokio::spawn(async move {
-        let env: Vec<(&str, &str)> = env_owned
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        jamf_sync_async(&["sync", "--full"], &env, &path).await
-    });
+    let cli = |args: &'static [&'static str]| spawn_cli(&env_owned, dir.path(), args);
+
+    // Handed over: the daemon runs it, the command reports the daemon's run.
+    sim.touch_ids(&[3, 4]);
+    let said = succeeds(cli(&["sync", "--full"])).await;
+    assert!(
+        said.contains("is held by the daemon ")
+            && said.contains(":run:")
+            && said.contains("handing it the full computers sync"),
+        "{said}"
+    );
+    assert!(
+        said.contains("computers full succeeded (run ") && said.contains(", by the daemon)"),
+        "{said}"
+    );
+    let (trigger, request, status): (String, Option<i64>, String) = sqlx::query_as(
+        "SELECT \"trigger\", request_id, status FROM sync_runs ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(t.db.postgres().expect("pg"))
+    .await
+    .expect("run");
+    assert_eq!((trigger.as_str(), status.as_str()), ("cli", "succeeded"));
+    assert!(request.is_some());
+    let (waiting,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_requests")
+        .fetch_one(t.db.postgres().expect("pg"))
+        .await
+        .expect("count");
+    assert_eq!(waiting, 0, "taken");
+    assert!(
+        said.contains(&format!("(run {}", last_run_id(&t).await)),
+        "{said}"
+    );
+    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    // A group refresh is handed over the same way.
+    let said = succeeds(cli(&["groups"])).await;
+    assert!(
+        said.contains("handing it the computers group refresh")
+            && said.contains("groups computers succeeded (run ")
+            && said.contains(", by the daemon)"),
+        "{said}"
+    );
+
+    // `--overwrite` has no equivalent in a daemon's run: it waits for the lease.
+    let waiting = cli(&["sync", "--full", "--overwrite"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!waiting.is_finished(), "sync must wait for the holder");
-    assert_eq!(succeeded(&t, "cli").await, 0);
+    assert!(
+        !waiting.is_finished(),
+        "sync --overwrite must wait for the holder"
+    );
+    assert_eq!(succeeded(&t, "cli").await, 1);
     // The daemon stops and releases its lease; the waiting sync takes it and runs.
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(30), Some(0));
@@ -594,7 +674,62 @@ async fn a_one_shot_sync_waits_while_a_daemon_holds_the_instance() {
         "{}",
         text(&out)
     );
-    assert_eq!(succeeded(&t, "cli").await, 1);
+    assert_eq!(succeeded(&t, "cli").await, 2);
     helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    sim.stop().await;
+}
+
+/// A daemon killed while runs handed to it wait (one running, one queued behind it): with no
+/// daemon left to take the instance over, both commands stop with exit 75 and take their
+/// waiting request back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_over_runs_stop_when_no_daemon_is_left() {
+    let (sim, t, env_owned, mut daemon) = one_holding_daemon().await;
+    // Slow enough that the first handed-over sync is still running when the daemon dies.
+    sim.set_latency(3000);
+    let dir = tempfile::tempdir().expect("dir");
+    let cli = |args: &'static [&'static str]| spawn_cli(&env_owned, dir.path(), args);
+    let running = cli(&["sync", "--full"]);
+    let pg = t.db.postgres().expect("pg");
+    daemon
+        .wait_for(30, "the handed-over run started", || async {
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM sync_runs WHERE request_id IS NOT NULL AND status = 'running'",
+            )
+            .fetch_one(pg)
+            .await
+            .expect("count");
+            n == 1
+        })
+        .await;
+    let queued = cli(&["sync"]);
+    daemon
+        .wait_for(30, "the second request waits", || async {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_requests")
+                .fetch_one(pg)
+                .await
+                .expect("count");
+            n == 1
+        })
+        .await;
+    daemon.signal("-KILL");
+    daemon.wait_exit(10);
+    for (what, task) in [("running", running), ("queued", queued)] {
+        let out = tokio::time::timeout(Duration::from_secs(40), task)
+            .await
+            .expect("the command gave up waiting")
+            .expect("join");
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(75), "{what}: {said}");
+        assert!(
+            said.contains("no daemon holds instance default any more"),
+            "{what}: {said}"
+        );
+    }
+    let (waiting,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM run_requests")
+        .fetch_one(pg)
+        .await
+        .expect("count");
+    assert_eq!(waiting, 0, "the waiting request was taken back");
     sim.stop().await;
 }

@@ -199,6 +199,44 @@ async fn legacy_oauth_path_and_older_server_versions(db: &TestDb) {
     sim.stop().await;
 }
 
+/// A long-running daemon's client notices a Jamf upgrade: the detected API version is used for
+/// `version_ttl`, then the server version is asked again.
+#[tokio::test]
+async fn a_jamf_upgrade_is_noticed_without_a_restart() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 120,
+        version: "11.20.0-t1".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let mut settings = helpers::settings(&sim);
+    settings.version_ttl = Duration::from_secs(5);
+    let engine = helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Inline));
+    assert!(helpers::run(&engine, false).await.succeeded());
+    assert!(helpers::run(&engine, true).await.succeeded());
+    assert_eq!(sim.requests_to("/api/v1/jamf-pro-version"), 1, "asked once");
+    assert_eq!(sim.requests_to("/api/v4/computers-inventory"), 0);
+    let v3 = sim.requests_to("/api/v3/computers-inventory");
+    assert_eq!(v3, 4);
+
+    sim.set_version("11.30.1-t1784555528405");
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    sim.touch_ids(&[7]);
+    let delta = helpers::run(&engine, false).await;
+    assert!(delta.succeeded(), "{delta}");
+    assert_eq!(sim.requests_to("/api/v1/jamf-pro-version"), 2);
+    assert_eq!(
+        sim.requests_to("/api/v3/computers-inventory"),
+        v3,
+        "v3 no more"
+    );
+    assert!(sim.requests_to("/api/v4/computers-inventory") >= 1);
+    assert_eq!(delta.counts.upserted, 1, "{delta}");
+    helpers::assert_matches_sim(&db, &sim).await;
+    sim.stop().await;
+}
+
 both_backends!(malformed_record_is_counted_and_skipped);
 async fn malformed_record_is_counted_and_skipped(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
