@@ -57,14 +57,23 @@ pub(super) const EXIT_HELD: u8 = 75;
 #[error("stopped with exit status {0}")]
 pub(super) struct Stopped(pub u8);
 
-/// Takes the SQLite writer lock (see [`crate::store::lock`]); [`Stopped`] with `held_exit`
-/// after saying who holds it, when it may not wait or the daemon is starting.
+/// Takes the SQLite writer lock (see [`crate::store::lock`]) for a one-shot command;
+/// [`Stopped`] with `held_exit` after saying who holds it, when it may not wait.
 pub(super) async fn writer_lock(
     cfg: &Config,
     wait: Wait,
     held_exit: u8,
 ) -> anyhow::Result<Option<WriterLock>> {
-    match lock::acquire(&cfg.database_url()?, wait).await {
+    locked(cfg, wait, held_exit, "cli").await
+}
+
+async fn locked(
+    cfg: &Config,
+    wait: Wait,
+    held_exit: u8,
+    role: &str,
+) -> anyhow::Result<Option<WriterLock>> {
+    match lock::acquire(&cfg.database_url()?, wait, role).await {
         Ok(lock) => Ok(lock),
         Err(e @ LockError::Held { .. }) => {
             eprintln!("error: {e}");
@@ -166,20 +175,34 @@ where
     F: Fn(Arc<Config>, Arc<App>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(Vec<String>, bool)>>,
 {
-    let wait = if no_wait { Wait::NoWait } else { Wait::Block };
-    let _lock = writer_lock(cfg, wait, EXIT_HELD).await?;
+    let wait = match (no_wait, handover) {
+        (true, _) => Wait::NoWait,
+        (false, Some(_)) => Wait::BlockUnlessDaemon,
+        (false, None) => Wait::Block,
+    };
+    // On SQLite, a daemon holding the file runs every instance's runs for us.
+    let (_lock, file_daemon) = match writer_lock(cfg, wait, EXIT_HELD).await {
+        Ok(lock) => (lock, None),
+        Err(e) => match e.downcast_ref::<LockError>() {
+            Some(LockError::Daemon { pid }) => (None, Some(*pid)),
+            _ => return Err(e),
+        },
+    };
     let db = Arc::new(crate::app::connect(cfg).await?);
+    let holders = match (file_daemon, db.postgres()) {
+        (Some(pid), _) => Holders::Process(pid),
+        (None, Some(pool)) if handover.is_some() && !no_wait => Holders::Leases(pool.clone()),
+        _ => Holders::None,
+    };
     let mut handed = Vec::new();
-    if let (Some(_), false, Some(pool)) = (handover, no_wait, db.postgres()) {
-        for (icfg, _) in &targets {
-            let name = &icfg.jamf.instance;
-            match lease::daemon_holder(pool, name).await {
-                Ok(Some(holder)) => handed.push((name.clone(), holder)),
-                Ok(None) => {}
-                Err(e) => {
-                    db.close().await;
-                    return Err(e.into());
-                }
+    for (icfg, _) in &targets {
+        let name = &icfg.jamf.instance;
+        match holders.daemon(name).await {
+            Ok(Some(holder)) => handed.push((name.clone(), holder)),
+            Ok(None) => {}
+            Err(e) => {
+                db.close().await;
+                return Err(e);
             }
         }
     }
@@ -219,7 +242,7 @@ where
         let fut = work(icfg.clone(), app.clone());
         runs.push(Box::pin(async move { (name, fut.await) }));
     }
-    if let (Some((op, only)), Some(pool)) = (handover, db.postgres()) {
+    if let Some((op, only)) = handover {
         for (icfg, _) in &remote {
             let name = icfg.jamf.instance.clone();
             let holder = handed
@@ -228,8 +251,9 @@ where
                 .map_or_else(String::new, |(_, h)| h.clone());
             let kinds = kinds_to_sync(icfg, only);
             let failover = cfg.ha.failover();
+            let (db, holders) = (&db, &holders);
             runs.push(Box::pin(async move {
-                let result = handed_over(pool, &name, &holder, op, &kinds, failover).await;
+                let result = handed_over(db, holders, &name, &holder, op, &kinds, failover).await;
                 (name, result)
             }));
         }
@@ -286,7 +310,8 @@ where
 /// stopped, and no other took over), waiting requests are taken back and the command stops
 /// with [`EXIT_HELD`]: run it again.
 async fn handed_over(
-    pool: &sqlx::PgPool,
+    db: &Db,
+    holders: &Holders,
     instance: &str,
     holder: &str,
     op: Op,
@@ -298,7 +323,7 @@ async fn handed_over(
         .map(|k| (k.as_str(), op.request_name()))
         .collect();
     let by = lease::holder_name("cli");
-    let ids = lease::hand_over(pool, instance, &wanted, &by).await?;
+    let ids = db.hand_over_runs(instance, &wanted, &by).await?;
     let what: Vec<String> = kinds
         .iter()
         .map(|k| match op {
@@ -316,29 +341,27 @@ async fn handed_over(
     let mut unheld_since: Option<std::time::Instant> = None;
     let mut lost_since: Option<std::time::Instant> = None;
     loop {
-        let state = lease::handover_state(pool, instance, &ids).await?;
+        let (waiting, answers) = db.handed_over(instance, &ids).await?;
         let finished = |id: i64| {
-            state
-                .runs
+            answers
                 .iter()
                 .any(|r| r.request_id == Some(id) && r.status != RunStatus::Running.as_str())
         };
         if ids.iter().all(|id| finished(*id)) {
-            let ok = state
-                .runs
+            let ok = answers
                 .iter()
                 .all(|r| r.status == RunStatus::Succeeded.as_str());
-            return Ok((state.runs.iter().map(handed_line).collect(), ok));
+            return Ok((answers.iter().map(handed_line).collect(), ok));
         }
         // Nobody holds the instance: the daemon stopped (or died mid-run) and no other daemon
         // took it over (a takeover would have ended its run as interrupted).
-        if state.holder.is_none() {
+        if holders.daemon(instance).await?.is_none() {
             if unheld_since
                 .get_or_insert_with(std::time::Instant::now)
                 .elapsed()
                 > failover * 2
             {
-                lease::withdraw(pool, &state.waiting).await?;
+                db.withdraw_requests(&waiting).await?;
                 eprintln!(
                     "error: no daemon holds instance {instance} any more to run it; run the \
                      command again"
@@ -349,9 +372,9 @@ async fn handed_over(
             unheld_since = None;
         }
         // Taken, yet no run answers it: its holder died between taking and starting it.
-        let lost = ids.iter().any(|id| {
-            !state.waiting.contains(id) && !state.runs.iter().any(|r| r.request_id == Some(*id))
-        });
+        let lost = ids
+            .iter()
+            .any(|id| !waiting.contains(id) && !answers.iter().any(|r| r.request_id == Some(*id)));
         if lost {
             if lost_since
                 .get_or_insert_with(std::time::Instant::now)
@@ -367,6 +390,28 @@ async fn handed_over(
             lost_since = None;
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+/// Who runs an instance for a one-shot command that hands its runs over.
+enum Holders {
+    /// Nothing is handed over.
+    None,
+    /// PostgreSQL: the live daemon holding the instance's lease.
+    Leases(sqlx::PgPool),
+    /// SQLite: the daemon holding the file's writer lock (its pid), for every instance.
+    Process(Option<u32>),
+}
+
+impl Holders {
+    /// The daemon running `instance` now, by name.
+    async fn daemon(&self, instance: &str) -> anyhow::Result<Option<String>> {
+        Ok(match self {
+            Holders::None => None,
+            Holders::Leases(pool) => lease::daemon_holder(pool, instance).await?,
+            Holders::Process(Some(pid)) => lock::process_alive(*pid).then(|| format!("pid {pid}")),
+            Holders::Process(None) => Some("pid unknown".into()),
+        })
     }
 }
 
@@ -505,7 +550,7 @@ pub(super) async fn run_daemon(cfg: Config) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     // Held until the daemon has shut down: a second daemon on this SQLite file refuses.
-    let _lock = writer_lock(&cfg, Wait::NoWait, 1).await?;
+    let _lock = locked(&cfg, Wait::NoWait, 1, lock::DAEMON_ROLE).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;

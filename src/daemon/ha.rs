@@ -18,7 +18,6 @@ use super::runner::{Op, Runner};
 use crate::config::Schedule;
 use crate::domain::{Kind, Trigger};
 use crate::jamf::JamfClient;
-use crate::store::lease;
 use crate::store::{Db, Store};
 use crate::telemetry::metric;
 
@@ -94,18 +93,22 @@ pub async fn follow(
     }
 }
 
-/// Hands runs recorded in `run_requests` for the instances this process holds to their
-/// runners, until `stop` turns true.
+/// Hands runs recorded in `run_requests` to the runners of the instances this process runs
+/// (on PostgreSQL those it holds; on SQLite, whose file has one writing process, all of
+/// them), until `stop` turns true. A run started for a request carries its id
+/// (`sync_runs.request_id`), so whoever asked finds the answer.
 pub async fn take_requests(
     db: Arc<Db>,
     runners: Vec<(String, Runner)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some((pool, fence)) = db.shared() else {
-        return;
-    };
     loop {
-        match lease::pending_requests(pool, fence).await {
+        let instances = match db.shared() {
+            Some((_, fence)) => fence.held_instances(),
+            None if db.postgres().is_some() => Vec::new(),
+            None => runners.iter().map(|(i, _)| i.clone()).collect(),
+        };
+        match db.waiting_requests(&instances).await {
             Ok(rows) => {
                 for row in rows {
                     let runner = runners.iter().find(|(i, _)| *i == row.instance);
@@ -115,17 +118,17 @@ pub async fn take_requests(
                         Op::from_request_name(&row.op),
                     ) else {
                         tracing::warn!(request = row.id, instance = %row.instance, kind = %row.kind, op = %row.op, "dropping a run request this process cannot run");
-                        let _ = lease::take_request(pool, row.id).await;
+                        let _ = db.take_request(row.id).await;
                         continue;
                     };
-                    // A kind busy here keeps its request waiting: it runs after the current run.
                     let trigger = Trigger::Request {
                         id: row.id,
                         cli: row.trigger == Trigger::Cli.as_str(),
                     };
+                    // A kind busy here keeps its request waiting: it runs after the current run.
                     if runner.request_op(kind, op, trigger) {
                         tracing::info!(instance = %row.instance, what = %op.label(kind), trigger = %row.trigger, "running a requested run");
-                        if let Err(e) = lease::take_request(pool, row.id).await {
+                        if let Err(e) = db.take_request(row.id).await {
                             tracing::warn!(error = %e, "cannot remove a queued run request; it may run twice");
                         }
                     }

@@ -228,29 +228,26 @@ pub async fn run(
         started.push(s);
     }
     let (coord_stop, coord_stopped) = watch::channel(false);
-    let mut coordination = match coordinator {
-        Some(c) => {
-            let runners = started
-                .iter()
-                .map(|s| (s.instance.clone(), s.runner.clone()))
-                .collect::<Vec<_>>();
-            let db = db.clone();
-            let stop = shutdown.clone();
-            let requests = tokio::spawn(supervise(
-                "run_requests",
-                state.health.clone(),
-                shutdown.clone(),
-                move || ha::take_requests(db.clone(), runners.clone(), stop.clone()),
-            ));
-            Some((tokio::spawn(c.run(coord_stopped)), requests))
-        }
-        None => None,
+    let requests = {
+        let runners = started
+            .iter()
+            .map(|s| (s.instance.clone(), s.runner.clone()))
+            .collect::<Vec<_>>();
+        let db = db.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(supervise(
+            "run_requests",
+            state.health.clone(),
+            shutdown.clone(),
+            move || ha::take_requests(db.clone(), runners.clone(), stop.clone()),
+        ))
     };
+    let mut coordination = coordinator.map(|c| tokio::spawn(c.run(coord_stopped)));
 
     // The coordinator is not restarted: if it ends, every lease is given up (its watchers see
     // the instances lost) and the process exits non-zero for its supervisor to restart it.
     let died = match coordination.as_mut() {
-        Some((coord, _)) => tokio::select! {
+        Some(coord) => tokio::select! {
             _ = until_shutdown(shutdown.clone()) => None,
             r = coord => Some(match r {
                 Ok(()) => "the lease coordinator stopped".to_string(),
@@ -291,10 +288,10 @@ pub async fn run(
     }
     // Leases go last: runs finished (or were marked interrupted) under them.
     let _ = coord_stop.send(true);
-    if let Some((coord, requests)) = coordination {
+    if let Some(coord) = coordination {
         let _ = coord.await;
-        let _ = requests.await;
     }
+    let _ = requests.await;
     db.close().await;
     let _ = http.await;
     if let Some(h) = webhook_http {

@@ -23,7 +23,7 @@ use super::views::{self, EaColumn};
 use super::writer::{self, push_ids, writer_impl, Tx, CHUNK};
 use super::{
     partition_changed, CursorRow, GroupMembers, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent,
-    Result, RunEnd, RunRow, Store, StoredDevice, SyncFailure, Write,
+    Result, RunEnd, RunRequestRow, RunRow, Store, StoredDevice, SyncFailure, Write,
 };
 use crate::config::HistoryConfig;
 use crate::domain::children;
@@ -950,6 +950,96 @@ macro_rules! store_impl {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn hand_over_runs(
+                &self,
+                instance: &str,
+                runs: &[(&str, &str)],
+                by: &str,
+            ) -> Result<Vec<i64>> {
+                let mut ids = Vec::with_capacity(runs.len());
+                for (kind, op) in runs {
+                    // The no-op update makes RETURNING name the waiting request if there is one.
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO run_requests (instance, kind, op, \"trigger\", requested_at, requested_by) \
+                         VALUES ($1, $2, $3, 'cli', $4, $5) ON CONFLICT (instance, kind, op) \
+                         DO UPDATE SET requested_at = run_requests.requested_at RETURNING id",
+                    )
+                    .bind(instance)
+                    .bind(kind)
+                    .bind(op)
+                    .bind(Utc::now())
+                    .bind(by)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    ids.push(id);
+                }
+                Ok(ids)
+            }
+
+            async fn handed_over(
+                &self,
+                instance: &str,
+                ids: &[i64],
+            ) -> Result<(Vec<i64>, Vec<RunRow>)> {
+                let mut waiting = Vec::new();
+                let mut runs = Vec::new();
+                for id in ids {
+                    let row: Option<(i64,)> =
+                        sqlx::query_as("SELECT id FROM run_requests WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    waiting.extend(row.map(|r| r.0));
+                    let answers: Vec<RunRow> = sqlx::query_as(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM sync_runs WHERE instance = $1 AND request_id = $2 ORDER BY id"
+                    ))
+                    .bind(instance)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    runs.extend(answers);
+                }
+                Ok((waiting, runs))
+            }
+
+            async fn withdraw_requests(&self, ids: &[i64]) -> Result<u64> {
+                let mut n = 0;
+                for id in ids {
+                    n += sqlx::query("DELETE FROM run_requests WHERE id = $1")
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(n)
+            }
+
+            async fn waiting_requests(&self, instances: &[String]) -> Result<Vec<RunRequestRow>> {
+                let mut rows: Vec<RunRequestRow> = Vec::new();
+                for instance in instances {
+                    let more: Vec<RunRequestRow> = sqlx::query_as(
+                        "SELECT id, instance, kind, op, \"trigger\" FROM run_requests \
+                         WHERE instance = $1 ORDER BY id",
+                    )
+                    .bind(instance)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.extend(more);
+                }
+                rows.sort_by_key(|r| r.id);
+                Ok(rows)
+            }
+
+            async fn take_request(&self, id: i64) -> Result<()> {
+                sqlx::query("DELETE FROM run_requests WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 

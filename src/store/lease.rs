@@ -35,7 +35,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Db, Result, RunRow, StoreError};
+use super::{Db, Result, StoreError};
 
 /// How long a daemon holding nothing waits between rounds at most: the first round only
 /// registers it, so this is its start-up delay before it takes instances.
@@ -65,6 +65,14 @@ impl Fence {
     /// This process's name in `instance_leases.holder`.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// The instances this process holds.
+    pub fn held_instances(&self) -> Vec<String> {
+        self.held
+            .read()
+            .map(|h| h.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn epoch(&self, instance: &str) -> Option<i64> {
@@ -247,16 +255,6 @@ async fn beat_member(conn: &mut PgConnection, holder: &str, ttl: Duration) -> Re
     Ok(n.max(1))
 }
 
-/// A run asked for on any process, waiting for the instance's holder.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RunRequestRow {
-    pub id: i64,
-    pub instance: String,
-    pub kind: String,
-    pub op: String,
-    pub trigger: String,
-}
-
 /// Records a requested run; `false` when the same one is already waiting (coalesced).
 pub async fn request_run(
     pool: &PgPool,
@@ -280,81 +278,6 @@ pub async fn request_run(
     Ok(row.is_some())
 }
 
-/// The waiting requests of the instances this process holds, oldest first.
-pub async fn pending_requests(pool: &PgPool, fence: &Fence) -> Result<Vec<RunRequestRow>> {
-    let held: Vec<String> = match fence.held.read() {
-        Ok(h) => h.keys().cloned().collect(),
-        Err(_) => return Ok(Vec::new()),
-    };
-    if held.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_as(
-        "SELECT id, instance, kind, op, \"trigger\" FROM run_requests \
-         WHERE instance = ANY($1) ORDER BY id",
-    )
-    .bind(held)
-    .fetch_all(pool)
-    .await?)
-}
-
-/// Records the runs a one-shot command hands to `instance`'s holder, one per `(kind, op)`,
-/// joining a request already waiting for the same run; their ids.
-pub async fn hand_over(
-    pool: &PgPool,
-    instance: &str,
-    runs: &[(&str, &str)],
-    by: &str,
-) -> Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(runs.len());
-    for (kind, op) in runs {
-        // The no-op update makes RETURNING name the waiting request when there is one.
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO run_requests AS r (instance, kind, op, \"trigger\", requested_at, requested_by) \
-             VALUES ($1, $2, $3, 'cli', now(), $4) \
-             ON CONFLICT (instance, kind, op) DO UPDATE SET requested_at = r.requested_at RETURNING id",
-        )
-        .bind(instance)
-        .bind(kind)
-        .bind(op)
-        .bind(by)
-        .fetch_one(pool)
-        .await?;
-        ids.push(id);
-    }
-    Ok(ids)
-}
-
-/// Where handed-over runs are: the requests still waiting, the runs answering them (running
-/// or finished), and the instance's live holder.
-#[derive(Debug, Default)]
-pub struct HandoverState {
-    pub waiting: Vec<i64>,
-    pub runs: Vec<RunRow>,
-    pub holder: Option<String>,
-}
-
-pub async fn handover_state(pool: &PgPool, instance: &str, ids: &[i64]) -> Result<HandoverState> {
-    let waiting: Vec<(i64,)> = sqlx::query_as("SELECT id FROM run_requests WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_all(pool)
-        .await?;
-    let runs: Vec<RunRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        run_columns!(),
-        " FROM sync_runs WHERE instance = $1 AND request_id = ANY($2) ORDER BY id"
-    ))
-    .bind(instance)
-    .bind(ids)
-    .fetch_all(pool)
-    .await?;
-    Ok(HandoverState {
-        waiting: waiting.into_iter().map(|r| r.0).collect(),
-        runs,
-        holder: daemon_holder(pool, instance).await?,
-    })
-}
-
 /// The live daemon holding `instance`, if a daemon holds it (not a one-shot command).
 pub async fn daemon_holder(pool: &PgPool, instance: &str) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as(
@@ -365,24 +288,6 @@ pub async fn daemon_holder(pool: &PgPool, instance: &str) -> Result<Option<Strin
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|r| r.0))
-}
-
-/// Takes back requests no holder took.
-pub async fn withdraw(pool: &PgPool, ids: &[i64]) -> Result<()> {
-    sqlx::query("DELETE FROM run_requests WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Removes a request its holder has queued.
-pub async fn take_request(pool: &PgPool, id: i64) -> Result<()> {
-    sqlx::query("DELETE FROM run_requests WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(())
 }
 
 /// Whether this process may take more instances than its share, and give idle ones up.

@@ -3,8 +3,10 @@
 //! Read-only commands (`status`, `history`, `config check`) take none.
 //!
 //! Invariants: the lock is the kernel's, so a process killed with `kill -9` releases it and
-//! there is no stale lock to clean up (the pid written into the file only names the holder in
-//! messages; nothing trusts it). PostgreSQL databases take no file lock: several processes
+//! there is no stale lock to clean up. The holder writes its pid and role (`run` for the
+//! daemon) into the file: they name it in messages, and a one-shot command behind the daemon
+//! hands its runs to it instead of waiting ([`Wait::BlockUnlessDaemon`]); nothing else trusts
+//! them. PostgreSQL databases take no file lock: several processes
 //! coordinate there. In-memory SQLite databases are private to their process and take none.
 
 use std::fs::{File, OpenOptions, TryLockError};
@@ -21,7 +23,13 @@ pub enum Wait {
     Block,
     /// Fail at once with [`LockError::Held`].
     NoWait,
+    /// [`LockError::Daemon`] when the holder is the daemon (the command hands its runs to it);
+    /// wait for any other holder.
+    BlockUnlessDaemon,
 }
+
+/// The role a daemon writes into the lock file.
+pub const DAEMON_ROLE: &str = "run";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -32,6 +40,8 @@ pub enum LockError {
         .database.display()
     )]
     Held { pid: Option<u32>, database: PathBuf },
+    #[error("the jamf-sync daemon ({}) is writing to the SQLite database", holder(*.pid))]
+    Daemon { pid: Option<u32> },
     #[error("cannot lock {}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -70,16 +80,33 @@ fn lock_path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn read_pid(file: &mut File) -> Option<u32> {
+/// The holder's pid and role, as it wrote them.
+fn read_holder(file: &mut File) -> (Option<u32>, String) {
     let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    file.take(32).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    if file.seek(SeekFrom::Start(0)).is_err() || file.take(64).read_to_string(&mut text).is_err() {
+        return (None, String::new());
+    }
+    let mut words = text.split_whitespace();
+    let pid = words.next().and_then(|p| p.parse().ok());
+    (pid, words.next().unwrap_or_default().to_string())
+}
+
+/// Whether a process with this pid exists (Linux `/proc`; elsewhere assumed alive).
+pub fn process_alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// Takes the writer lock of the configured database (`None` for PostgreSQL and in-memory
-/// SQLite). With [`Wait::Block`] it waits, saying once whom for.
-pub async fn acquire(url: &DatabaseUrl, wait: Wait) -> Result<Option<WriterLock>, LockError> {
+/// SQLite) for a process in `role` ([`DAEMON_ROLE`] for the daemon). With [`Wait::Block`] it
+/// waits, saying once whom for.
+pub async fn acquire(
+    url: &DatabaseUrl,
+    wait: Wait,
+    role: &str,
+) -> Result<Option<WriterLock>, LockError> {
     let Some(database) = database_file(url) else {
         return Ok(None);
     };
@@ -96,9 +123,12 @@ pub async fn acquire(url: &DatabaseUrl, wait: Wait) -> Result<Option<WriterLock>
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let pid = read_pid(&mut file);
+            let (pid, holder_role) = read_holder(&mut file);
             if wait == Wait::NoWait {
                 return Err(LockError::Held { pid, database });
+            }
+            if wait == Wait::BlockUnlessDaemon && holder_role == DAEMON_ROLE {
+                return Err(LockError::Daemon { pid });
             }
             tracing::info!(
                 database = %database.display(),
@@ -114,7 +144,7 @@ pub async fn acquire(url: &DatabaseUrl, wait: Wait) -> Result<Option<WriterLock>
     }
     file.set_len(0).map_err(io)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    writeln!(file, "{} {role}", std::process::id()).map_err(io)?;
     file.flush().map_err(io)?;
     Ok(Some(WriterLock { _file: file, path }))
 }
@@ -132,17 +162,17 @@ mod tests {
     async fn a_second_writer_is_refused_naming_the_first_and_gets_it_once_released() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let db = url(&format!("sqlite://{}", dir.path().join("x.db").display()));
-        let first = acquire(&db, Wait::NoWait).await;
+        let first = acquire(&db, Wait::NoWait, "cli").await;
         let first = first.unwrap_or_else(|e| panic!("{e}"));
         assert!(first.is_some());
         // flock locks belong to the open file: a second open in this process conflicts too.
-        match acquire(&db, Wait::NoWait).await {
+        match acquire(&db, Wait::NoWait, "cli").await {
             Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("expected Held, got {other:?}"),
         }
         let waiter = tokio::spawn({
             let db = db.clone();
-            async move { acquire(&db, Wait::Block).await.map(|l| l.is_some()) }
+            async move { acquire(&db, Wait::Block, "cli").await.map(|l| l.is_some()) }
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert!(
@@ -151,9 +181,36 @@ mod tests {
         );
         drop(first);
         assert!(matches!(waiter.await, Ok(Ok(true))));
+        // A daemon's lock: a command that hands its runs over is told so instead of waiting;
+        // another command's lock is waited for.
+        let daemon = acquire(&db, Wait::NoWait, DAEMON_ROLE).await;
+        let daemon = daemon.unwrap_or_else(|e| panic!("{e}"));
+        match acquire(&db, Wait::BlockUnlessDaemon, "cli").await {
+            Err(LockError::Daemon { pid }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Daemon, got {other:?}"),
+        }
+        drop(daemon);
+        let cli = acquire(&db, Wait::NoWait, "cli").await;
+        let cli = cli.unwrap_or_else(|e| panic!("{e}"));
+        let waiter = tokio::spawn({
+            let db = db.clone();
+            async move {
+                acquire(&db, Wait::BlockUnlessDaemon, "cli")
+                    .await
+                    .map(|l| l.is_some())
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !waiter.is_finished(),
+            "another command's lock is waited for"
+        );
+        drop(cli);
+        assert!(matches!(waiter.await, Ok(Ok(true))));
+        assert!(process_alive(std::process::id()));
         for none in ["sqlite::memory:", "postgres://u@localhost/db"] {
             assert!(
-                matches!(acquire(&url(none), Wait::NoWait).await, Ok(None)),
+                matches!(acquire(&url(none), Wait::NoWait, "cli").await, Ok(None)),
                 "{none}"
             );
         }

@@ -167,6 +167,17 @@ pub struct RunRow {
     pub request_id: Option<i64>,
 }
 
+/// A run asked for by another process (`POST /sync` on a replica, a one-shot command),
+/// waiting in `run_requests` for the process that runs its instance.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRequestRow {
+    pub id: i64,
+    pub instance: String,
+    pub kind: String,
+    pub op: String,
+    pub trigger: String,
+}
+
 /// One row of `sync_failures`: a device Jamf would not give, retried by every run until it
 /// is written.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, PartialEq)]
@@ -448,6 +459,19 @@ store_api! {
     ) -> u64;
     /// Events waiting in the queue.
     fn webhook_queue_depth(instance: &str) -> i64;
+    /// Records the runs a one-shot command hands to the process that runs `instance` (the
+    /// daemon holding it), one per `(kind, op)`, joining a request already waiting for the
+    /// same run; their `run_requests` ids.
+    fn hand_over_runs(instance: &str, runs: &[(&str, &str)], by: &str) -> Vec<i64>;
+    /// Of these handed-over requests: the ids still waiting, and the runs answering them
+    /// (`sync_runs.request_id`; running or finished).
+    fn handed_over(instance: &str, ids: &[i64]) -> (Vec<i64>, Vec<RunRow>);
+    /// Takes back requests nobody took; how many were still waiting.
+    fn withdraw_requests(ids: &[i64]) -> u64;
+    /// The waiting requests of these instances, oldest first.
+    fn waiting_requests(instances: &[String]) -> Vec<RunRequestRow>;
+    /// Removes a request its runner has queued.
+    fn take_request(id: i64) -> ();
     /// What pacing learned about this instance's server (`server`, its origin), and when it
     /// was saved; `None` when nothing was, it was for another server, or it does not parse.
     fn pacing_memory(instance: &str, server: &str) -> Option<(PacingMemory, DateTime<Utc>)>;

@@ -1,20 +1,22 @@
 //! One writing process per SQLite database, with real processes: a second daemon refuses to
-//! start naming the first's pid, `sync --no-wait` exits 75, `sync` waits and goes on once the
-//! holder is killed with `kill -9` (the kernel releases the lock), read-only commands take no
-//! lock.
+//! start naming the first's pid, `sync --no-wait` exits 75, `sync` is handed to the daemon
+//! (which runs it and the command reports its run), `sync --overwrite` waits and goes on once
+//! the holder is killed with `kill -9` (the kernel releases the lock), read-only commands take
+//! no lock.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jamf_sync::simulator::SimConfig;
+use jamf_sync::store::Store;
 
 use crate::app::daemon_env;
 use crate::cli::{jamf_sync_async, text};
 use crate::daemon::Daemon;
 use crate::helpers;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
+/// A simulator of 30 computers and a SQLite database URL in a fresh directory.
+async fn fleet_and_file() -> (jamf_sync::simulator::Simulator, tempfile::TempDir, String) {
     let sim = helpers::sim(SimConfig {
         computers: 30,
         mobile_devices: 0,
@@ -23,6 +25,12 @@ async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
     .await;
     let dir = tempfile::tempdir().expect("dir");
     let db = format!("sqlite://{}", dir.path().join("x.db").display());
+    (sim, dir, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
+    let (sim, dir, db) = fleet_and_file().await;
     let extra = [("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false")];
     let first = Daemon::start(&sim, &db, &extra);
     first.wait_ready(20).await;
@@ -47,9 +55,39 @@ async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
     let o = jamf_sync_async(&["status"], &env, dir.path()).await;
     assert!(o.status.success(), "{}", text(&o));
 
-    // A sync that waits: blocked while the daemon lives, done once it is killed with -9.
+    // A one-shot sync behind the daemon is handed to it: the daemon runs it, the command
+    // reports the daemon's run.
+    let o = tokio::time::timeout(
+        Duration::from_secs(30),
+        jamf_sync_async(&["sync", "--full"], &env, dir.path()),
+    )
+    .await
+    .expect("the daemon ran it");
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "is held by the daemon pid {pid}: handing it the full computers sync"
+        )) && said.contains("computers full succeeded (run ")
+            && said.contains(", by the daemon)"),
+        "{said}"
+    );
+    let store = crate::daemon::open(&db).await;
+    let last = store.recent_runs("default", 1).await.expect("runs");
+    assert_eq!(last[0].trigger, "cli");
+    assert!(last[0].request_id.is_some(), "{:?}", last[0]);
+    assert!(said.contains(&format!("(run {},", last[0].id)), "{said}");
+    assert!(store
+        .waiting_requests(&["default".into()])
+        .await
+        .expect("requests")
+        .is_empty());
+    store.close().await;
+
+    // `--full --overwrite` (no equivalent in a daemon's run) waits: blocked while the daemon lives,
+    // done once it is killed with -9.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
-    cmd.arg("sync")
+    cmd.args(["sync", "--full", "--overwrite"])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -84,5 +122,60 @@ async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
         "{}",
         text(&out)
     );
+    sim.stop().await;
+}
+
+/// The SQLite daemon killed while it runs a handed-over sync: the command notices the
+/// process is gone and stops with exit 75 (after twice `ha.failover_secs`) instead of
+/// waiting for an answer that cannot come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_sync_stops_when_the_sqlite_daemon_dies() {
+    let (sim, dir, db) = fleet_and_file().await;
+    let extra = [
+        ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
+        ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
+    ];
+    let mut daemon = Daemon::start(&sim, &db, &extra);
+    daemon.wait_ready(20).await;
+    let store = crate::daemon::open(&db).await;
+    daemon
+        .wait_for(30, "the start-up sync finished", || async {
+            store
+                .recent_runs("default", 1)
+                .await
+                .is_ok_and(|r| r.first().is_some_and(|r| r.status == "succeeded"))
+        })
+        .await;
+    sim.set_latency(3000);
+    let env_owned = daemon_env(&sim, &db, &extra);
+    let path = dir.path().to_path_buf();
+    let handed = tokio::spawn(async move {
+        let env: Vec<(&str, &str)> = env_owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        jamf_sync_async(&["sync", "--full"], &env, &path).await
+    });
+    daemon
+        .wait_for(30, "the daemon runs the handed-over sync", || async {
+            store
+                .recent_runs("default", 1)
+                .await
+                .is_ok_and(|r| r.first().is_some_and(|r| r.request_id.is_some()))
+        })
+        .await;
+    daemon.signal("-KILL");
+    daemon.wait_exit(10);
+    let o = tokio::time::timeout(Duration::from_secs(30), handed)
+        .await
+        .expect("the command gave up")
+        .expect("join");
+    assert_eq!(o.status.code(), Some(75), "{}", text(&o));
+    assert!(
+        text(&o).contains("no daemon holds instance default any more"),
+        "{}",
+        text(&o)
+    );
+    store.close().await;
     sim.stop().await;
 }
