@@ -382,8 +382,8 @@ async fn handed_over(
                 > failover
             {
                 anyhow::bail!(
-                    "the daemon took the request for instance {instance} but started no run \
-                     (see its log)"
+                    "the daemon took the request for instance {instance} away without running \
+                     it (does its configuration have this instance? see its log)"
                 );
             }
         } else {

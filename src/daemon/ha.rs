@@ -103,12 +103,16 @@ pub async fn take_requests(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let instances = match db.shared() {
-            Some((_, fence)) => fence.held_instances(),
-            None if db.postgres().is_some() => Vec::new(),
-            None => runners.iter().map(|(i, _)| i.clone()).collect(),
+        // On SQLite this process is the file's only writer: every request is for it, and one
+        // for an instance it does not run is dropped (the command that asked then says so)
+        // instead of waiting for as long as this process lives.
+        let held = db.shared().map(|(_, fence)| fence.held_instances());
+        let instances = match (&held, db.postgres()) {
+            (Some(held), _) => Some(held.as_slice()),
+            (None, Some(_)) => Some(&[][..]),
+            (None, None) => None,
         };
-        match db.waiting_requests(&instances).await {
+        match db.waiting_requests(instances).await {
             Ok(rows) => {
                 for row in rows {
                     let runner = runners.iter().find(|(i, _)| *i == row.instance);

@@ -1019,7 +1019,17 @@ macro_rules! store_impl {
                 Ok(n)
             }
 
-            async fn waiting_requests(&self, instances: &[String]) -> Result<Vec<RunRequestRow>> {
+            async fn waiting_requests(
+                &self,
+                instances: Option<&[String]>,
+            ) -> Result<Vec<RunRequestRow>> {
+                let Some(instances) = instances else {
+                    return Ok(sqlx::query_as(
+                        "SELECT id, instance, kind, op, \"trigger\" FROM run_requests ORDER BY id",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?);
+                };
                 let mut rows: Vec<RunRequestRow> = Vec::new();
                 for instance in instances {
                     let more: Vec<RunRequestRow> = sqlx::query_as(

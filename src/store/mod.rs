@@ -468,8 +468,8 @@ store_api! {
     fn handed_over(instance: &str, ids: &[i64]) -> (Vec<i64>, Vec<RunRow>);
     /// Takes back requests nobody took; how many were still waiting.
     fn withdraw_requests(ids: &[i64]) -> u64;
-    /// The waiting requests of these instances, oldest first.
-    fn waiting_requests(instances: &[String]) -> Vec<RunRequestRow>;
+    /// The waiting requests of these instances (of every instance with `None`), oldest first.
+    fn waiting_requests(instances: Option<&[String]>) -> Vec<RunRequestRow>;
     /// Removes a request its runner has queued.
     fn take_request(id: i64) -> ();
     /// What pacing learned about this instance's server (`server`, its origin), and when it

@@ -78,7 +78,7 @@ async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
     assert!(last[0].request_id.is_some(), "{:?}", last[0]);
     assert!(said.contains(&format!("(run {},", last[0].id)), "{said}");
     assert!(store
-        .waiting_requests(&["default".into()])
+        .waiting_requests(None)
         .await
         .expect("requests")
         .is_empty());
@@ -125,11 +125,12 @@ async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
     sim.stop().await;
 }
 
-/// The SQLite daemon killed while it runs a handed-over sync: the command notices the
-/// process is gone and stops with exit 75 (after twice `ha.failover_secs`) instead of
-/// waiting for an answer that cannot come.
+/// Handed-over runs the SQLite daemon cannot run do not keep the command waiting: an
+/// instance the daemon's configuration lacks is dropped by it (the command exits 1 saying
+/// so); the daemon killed while it runs a handed-over sync is noticed (exit 75 after twice
+/// `ha.failover_secs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handed_over_sync_stops_when_the_sqlite_daemon_dies() {
+async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
     let (sim, dir, db) = fleet_and_file().await;
     let extra = [
         ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
@@ -146,6 +147,49 @@ async fn a_handed_over_sync_stops_when_the_sqlite_daemon_dies() {
                 .is_ok_and(|r| r.first().is_some_and(|r| r.status == "succeeded"))
         })
         .await;
+    // A command configured with an instance the daemon does not have.
+    let lab = helpers::sim(SimConfig {
+        computers: 5,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut lab_env: Vec<(String, String)> = daemon_env(&sim, &db, &extra)
+        .into_iter()
+        .filter(|(k, _)| k != "JAMF_SYNC__JAMF__URL")
+        .collect();
+    lab_env.push((
+        "JAMF_SYNC__INSTANCES__LAB__URL".into(),
+        lab.url().to_string(),
+    ));
+    let env: Vec<(&str, &str)> = lab_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let o = tokio::time::timeout(
+        Duration::from_secs(30),
+        jamf_sync_async(&["sync"], &env, dir.path()),
+    )
+    .await
+    .expect("the command stopped waiting");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("does its configuration have this instance?"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        lab.stats().requests,
+        0,
+        "the command itself never asked Jamf"
+    );
+    assert!(store
+        .waiting_requests(None)
+        .await
+        .expect("requests")
+        .is_empty());
+    lab.stop().await;
+
     sim.set_latency(3000);
     let env_owned = daemon_env(&sim, &db, &extra);
     let path = dir.path().to_path_buf();
