@@ -162,8 +162,9 @@ pub(super) type Handover = Option<(Op, Option<OnlyKind>)>;
 
 /// Runs `work` for every instance at once over one database connection pool; prints each
 /// instance's lines (prefixed `[name]` when there are several); exit 0 only when every
-/// instance succeeded, and the failed ones are named. On PostgreSQL an instance a daemon holds
-/// gets its runs from that daemon ([`handed_over`]) when `handover` says how.
+/// instance succeeded, and the failed ones are named. An instance a daemon runs (PostgreSQL:
+/// it holds the instance's lease; SQLite: it holds the file) gets its runs from that daemon
+/// ([`handed_over`]) when `handover` says how.
 pub(super) async fn each_instance<F, Fut>(
     cfg: &Config,
     targets: Vec<(Config, JamfSettings)>,
@@ -304,11 +305,11 @@ where
     Ok(exit_code(failed.is_empty()))
 }
 
-/// Hands `op` for each of `kinds` to the daemon holding `instance` (through `run_requests`; the
-/// holder takes them within a second) and waits for the runs that answer them: their lines,
-/// and whether all succeeded. When no daemon holds the instance for twice `failover` (it
-/// stopped, and no other took over), waiting requests are taken back and the command stops
-/// with [`EXIT_HELD`]: run it again.
+/// Hands `op` for each of `kinds` to the daemon running `instance` (through `run_requests`; it
+/// takes them within a second) and waits for the runs that answer them: their lines, and
+/// whether all succeeded. When no daemon runs the instance for twice `failover` (it stopped,
+/// and no other took over), waiting requests are taken back and the command stops with
+/// [`EXIT_HELD`]: run it again.
 async fn handed_over(
     db: &Db,
     holders: &Holders,
@@ -371,7 +372,8 @@ async fn handed_over(
         } else {
             unheld_since = None;
         }
-        // Taken, yet no run answers it: its holder died between taking and starting it.
+        // Taken, yet no run answers it: the daemon dropped it (an instance or kind it does not
+        // run) or died between taking and starting it.
         let lost = ids
             .iter()
             .any(|id| !waiting.contains(id) && !answers.iter().any(|r| r.request_id == Some(*id)));
