@@ -191,7 +191,7 @@ where
     };
     let db = Arc::new(crate::app::connect(cfg).await?);
     let holders = match (file_daemon, db.postgres()) {
-        (Some(pid), _) => Holders::Process(pid),
+        (Some(_), _) => Holders::File(cfg.database_url()?),
         (None, Some(pool)) if handover.is_some() && !no_wait => Holders::Leases(pool.clone()),
         _ => Holders::None,
     };
@@ -401,8 +401,8 @@ enum Holders {
     None,
     /// PostgreSQL: the live daemon holding the instance's lease.
     Leases(sqlx::PgPool),
-    /// SQLite: the daemon holding the file's writer lock (its pid), for every instance.
-    Process(Option<u32>),
+    /// SQLite: the daemon holding the database file's writer lock, for every instance.
+    File(crate::config::DatabaseUrl),
 }
 
 impl Holders {
@@ -411,8 +411,8 @@ impl Holders {
         Ok(match self {
             Holders::None => None,
             Holders::Leases(pool) => lease::daemon_holder(pool, instance).await?,
-            Holders::Process(Some(pid)) => lock::process_alive(*pid).then(|| format!("pid {pid}")),
-            Holders::Process(None) => Some("pid unknown".into()),
+            Holders::File(url) => lock::file_daemon(url)
+                .map(|pid| pid.map_or_else(|| "pid unknown".into(), |p| format!("pid {p}"))),
         })
     }
 }

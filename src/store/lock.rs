@@ -91,6 +91,18 @@ fn read_holder(file: &mut File) -> (Option<u32>, String) {
     (pid, words.next().unwrap_or_default().to_string())
 }
 
+/// The daemon holding the configured SQLite database's lock, as its lock file names it:
+/// `Some(pid)` while a process with that pid exists (`Some(None)` when the file names no pid).
+/// Read without locking, so a daemon restarted meanwhile is seen under its new pid.
+pub fn file_daemon(url: &DatabaseUrl) -> Option<Option<u32>> {
+    let mut file = File::open(lock_path(&database_file(url)?)).ok()?;
+    match read_holder(&mut file) {
+        (Some(pid), role) if role == DAEMON_ROLE => process_alive(pid).then_some(Some(pid)),
+        (None, role) if role == DAEMON_ROLE => Some(None),
+        _ => None,
+    }
+}
+
 /// Whether a process with this pid exists (Linux `/proc`; elsewhere assumed alive).
 pub fn process_alive(pid: u32) -> bool {
     if !Path::new("/proc/self").exists() {
@@ -189,6 +201,7 @@ mod tests {
             Err(LockError::Daemon { pid }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("expected Daemon, got {other:?}"),
         }
+        assert_eq!(file_daemon(&db), Some(Some(std::process::id())));
         drop(daemon);
         let cli = acquire(&db, Wait::NoWait, "cli").await;
         let cli = cli.unwrap_or_else(|e| panic!("{e}"));
@@ -205,6 +218,7 @@ mod tests {
             !waiter.is_finished(),
             "another command's lock is waited for"
         );
+        assert_eq!(file_daemon(&db), None, "a command is not the daemon");
         drop(cli);
         assert!(matches!(waiter.await, Ok(Ok(true))));
         assert!(process_alive(std::process::id()));

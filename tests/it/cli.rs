@@ -40,6 +40,20 @@ pub(crate) async fn jamf_sync_async(
     .expect("join")
 }
 
+/// `jamf-sync ARGS` in the background, with this environment.
+pub(crate) fn spawn_cli(
+    env: &[(String, String)],
+    dir: &std::path::Path,
+    args: &'static [&'static str],
+) -> tokio::task::JoinHandle<Output> {
+    let env = env.to_vec();
+    let dir = dir.to_path_buf();
+    tokio::spawn(async move {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        jamf_sync_async(args, &env, &dir).await
+    })
+}
+
 pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",

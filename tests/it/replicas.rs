@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::app::daemon_env;
-use crate::cli::{jamf_sync_async, text};
+use crate::cli::{jamf_sync_async, spawn_cli, text};
 use crate::daemon::{open, Daemon};
 use crate::helpers::{self, TestDb};
 use crate::webhooks::{computer_event, PASSWORD, USER};
@@ -179,20 +179,6 @@ async fn one_holding_daemon() -> (Simulator, TestDb, Vec<(String, String)>, Daem
         })
         .await;
     (sim, t, env_owned, daemon)
-}
-
-/// `jamf-sync ARGS` in the background, with the daemons' environment.
-fn spawn_cli(
-    env: &[(String, String)],
-    dir: &std::path::Path,
-    args: &'static [&'static str],
-) -> tokio::task::JoinHandle<std::process::Output> {
-    let env = env.to_vec();
-    let dir = dir.to_path_buf();
-    tokio::spawn(async move {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        jamf_sync_async(args, &env, &dir).await
-    })
 }
 
 /// What a command said, once it exited 0 within 30 s.
@@ -590,16 +576,23 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
     second.signal("-TERM");
     let stopped = Instant::now();
     assert_eq!(second.wait_exit(30), Some(0));
+    // Leases are released last, as the process exits: measured from there, a busy machine's
+    // slower shutdown does not count.
+    let exited = Instant::now();
     first
         .wait_for(20, "the remaining daemon holds all four", || async {
             held_instances(&first).await.len() == 4
         })
         .await;
     let took = stopped.elapsed();
-    eprintln!("SIGTERM to all instances held by the other daemon: {took:?}");
+    eprintln!(
+        "SIGTERM to all instances held by the other daemon: {took:?} ({:?} after it exited)",
+        exited.elapsed()
+    );
     assert!(
-        took < Duration::from_secs(FAILOVER_SECS + 1),
-        "released leases are taken at the next heartbeat, not after expiry: {took:?}"
+        exited.elapsed() < Duration::from_secs(FAILOVER_SECS),
+        "released leases are taken at the next heartbeat, not after expiry: {:?}",
+        exited.elapsed()
     );
     drop(first);
     for sim in sims {

@@ -11,7 +11,7 @@ use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::Store;
 
 use crate::app::daemon_env;
-use crate::cli::{jamf_sync_async, text};
+use crate::cli::{jamf_sync_async, spawn_cli, text};
 use crate::daemon::Daemon;
 use crate::helpers;
 
@@ -191,15 +191,11 @@ async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
     lab.stop().await;
 
     sim.set_latency(3000);
-    let env_owned = daemon_env(&sim, &db, &extra);
-    let path = dir.path().to_path_buf();
-    let handed = tokio::spawn(async move {
-        let env: Vec<(&str, &str)> = env_owned
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        jamf_sync_async(&["sync", "--full"], &env, &path).await
-    });
+    let handed = spawn_cli(
+        &daemon_env(&sim, &db, &extra),
+        dir.path(),
+        &["sync", "--full"],
+    );
     daemon
         .wait_for(30, "the daemon runs the handed-over sync", || async {
             store
@@ -220,6 +216,89 @@ async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
         "{}",
         text(&o)
     );
+    store.close().await;
+    sim.stop().await;
+}
+
+/// The SQLite daemon restarted while handed-over runs wait: the run it was running is
+/// reported interrupted (its grace period ran out), and the request queued behind it is run by
+/// the new daemon process, which the waiting command follows by the lock file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sqlite_daemon_runs_what_waited_for_its_predecessor() {
+    let (sim, dir, db) = fleet_and_file().await;
+    let extra = [
+        ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
+        ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
+        ("JAMF_SYNC__SYNC__SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut daemon = Daemon::start(&sim, &db, &extra);
+    daemon.wait_ready(20).await;
+    let store = crate::daemon::open(&db).await;
+    let last_run = || async {
+        store
+            .recent_runs("default", 1)
+            .await
+            .ok()
+            .and_then(|r| r.into_iter().next())
+    };
+    daemon
+        .wait_for(30, "the start-up sync finished", || async {
+            last_run().await.is_some_and(|r| r.status == "succeeded")
+        })
+        .await;
+    sim.set_latency(3000);
+    let env = daemon_env(&sim, &db, &extra);
+    let running = spawn_cli(&env, dir.path(), &["sync", "--full"]);
+    daemon
+        .wait_for(30, "the daemon runs the handed-over sync", || async {
+            last_run().await.is_some_and(|r| r.request_id.is_some())
+        })
+        .await;
+    let queued = spawn_cli(&env, dir.path(), &["sync"]);
+    daemon
+        .wait_for(30, "the second request waits", || async {
+            store
+                .waiting_requests(None)
+                .await
+                .is_ok_and(|w| w.len() == 1)
+        })
+        .await;
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(30), Some(0));
+    // Still slow: the new daemon's runs outlast twice the failover time, so a command that
+    // watched only the old pid would have given up.
+    let mut restarted = Daemon::start(&sim, &db, &extra);
+    restarted.wait_ready(20).await;
+
+    let o = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the first command ended")
+        .expect("join");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("computers full interrupted (run "),
+        "{}",
+        text(&o)
+    );
+    let o = tokio::time::timeout(Duration::from_secs(90), queued)
+        .await
+        .expect("the second command ended")
+        .expect("join");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("computers delta succeeded (run ") && text(&o).contains("by the daemon"),
+        "{}",
+        text(&o)
+    );
+    sim.set_latency(0);
+    helpers::assert_instance_matches_sim(
+        &helpers::TestDb::wrap(crate::daemon::open(&db).await),
+        "default",
+        &sim,
+    )
+    .await;
+    restarted.signal("-TERM");
+    assert_eq!(restarted.wait_exit(30), Some(0));
     store.close().await;
     sim.stop().await;
 }
