@@ -195,21 +195,18 @@ where
         (None, Some(pool)) if handover.is_some() && !no_wait => Holders::Leases(pool.clone()),
         _ => Holders::None,
     };
-    let mut handed = Vec::new();
-    for (icfg, _) in &targets {
-        let name = &icfg.jamf.instance;
-        match holders.daemon(name).await {
-            Ok(Some(holder)) => handed.push((name.clone(), holder)),
-            Ok(None) => {}
+    // Instances a daemon runs (with its name) and those this command runs itself.
+    let (mut remote, mut local) = (Vec::new(), Vec::new());
+    for (icfg, settings) in targets {
+        match holders.daemon(&icfg.jamf.instance).await {
+            Ok(Some(holder)) => remote.push((icfg, holder)),
+            Ok(None) => local.push((icfg, settings)),
             Err(e) => {
                 db.close().await;
                 return Err(e);
             }
         }
     }
-    let (remote, local): (Vec<_>, Vec<_>) = targets
-        .into_iter()
-        .partition(|(icfg, _)| handed.iter().any(|(n, _)| *n == icfg.jamf.instance));
     let names: Vec<String> = local.iter().map(|(_, s)| s.instance.clone()).collect();
     let leases = if names.is_empty() {
         None
@@ -244,17 +241,13 @@ where
         runs.push(Box::pin(async move { (name, fut.await) }));
     }
     if let Some((op, only)) = handover {
-        for (icfg, _) in &remote {
+        for (icfg, holder) in &remote {
             let name = icfg.jamf.instance.clone();
-            let holder = handed
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or_else(String::new, |(_, h)| h.clone());
             let kinds = kinds_to_sync(icfg, only);
             let failover = cfg.ha.failover();
             let (db, holders) = (&db, &holders);
             runs.push(Box::pin(async move {
-                let result = handed_over(db, holders, &name, &holder, op, &kinds, failover).await;
+                let result = handed_over(db, holders, &name, holder, op, &kinds, failover).await;
                 (name, result)
             }));
         }
@@ -319,12 +312,20 @@ async fn handed_over(
     kinds: &[Kind],
     failover: std::time::Duration,
 ) -> anyhow::Result<(Vec<String>, bool)> {
-    let wanted: Vec<(&str, &str)> = kinds
-        .iter()
-        .map(|k| (k.as_str(), op.request_name()))
-        .collect();
     let by = lease::holder_name("cli");
-    let ids = db.hand_over_runs(instance, &wanted, &by).await?;
+    let mut ids = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        let (id, _) = db
+            .request_run(
+                instance,
+                kind.as_str(),
+                op.request_name(),
+                Trigger::Cli.as_str(),
+                &by,
+            )
+            .await?;
+        ids.push(id);
+    }
     let what: Vec<String> = kinds
         .iter()
         .map(|k| match op {

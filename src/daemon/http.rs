@@ -471,19 +471,22 @@ async fn trigger(
                 false => kind.as_str().to_string(),
             };
             let op = Op::Sync { full: q.full };
-            let queued = match s.db.get().and_then(|db| db.shared()) {
+            let shared =
+                s.db.get()
+                    .and_then(|db| db.shared().map(|(_, fence)| (db, fence)));
+            let queued = match shared {
                 // Shared database: recorded for whichever process holds the instance.
-                Some((pool, fence)) => match lease::request_run(
-                    pool,
-                    &i.instance,
-                    kind.as_str(),
-                    op.request_name(),
-                    Trigger::Api.as_str(),
-                    fence.holder(),
-                )
-                .await
+                Some((db, fence)) => match db
+                    .request_run(
+                        &i.instance,
+                        kind.as_str(),
+                        op.request_name(),
+                        Trigger::Api.as_str(),
+                        fence.holder(),
+                    )
+                    .await
                 {
-                    Ok(queued) => queued,
+                    Ok((_, new)) => new,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot record a run request");
                         return (

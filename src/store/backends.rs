@@ -953,30 +953,32 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn hand_over_runs(
+            async fn request_run(
                 &self,
                 instance: &str,
-                runs: &[(&str, &str)],
+                kind: &str,
+                op: &str,
+                trigger: &str,
                 by: &str,
-            ) -> Result<Vec<i64>> {
-                let mut ids = Vec::with_capacity(runs.len());
-                for (kind, op) in runs {
-                    // The no-op update makes RETURNING name the waiting request if there is one.
-                    let (id,): (i64,) = sqlx::query_as(
-                        "INSERT INTO run_requests (instance, kind, op, \"trigger\", requested_at, requested_by) \
-                         VALUES ($1, $2, $3, 'cli', $4, $5) ON CONFLICT (instance, kind, op) \
-                         DO UPDATE SET requested_at = run_requests.requested_at RETURNING id",
-                    )
-                    .bind(instance)
-                    .bind(kind)
-                    .bind(op)
-                    .bind(Utc::now())
-                    .bind(by)
-                    .fetch_one(&self.pool)
-                    .await?;
-                    ids.push(id);
-                }
-                Ok(ids)
+            ) -> Result<(i64, bool)> {
+                // The no-op update makes RETURNING name the waiting request when there is one;
+                // its older `requested_at` tells it from the row this statement inserted.
+                let now = Utc::now();
+                let (id, inserted): (i64, bool) = sqlx::query_as(
+                    "INSERT INTO run_requests (instance, kind, op, \"trigger\", requested_at, requested_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (instance, kind, op) \
+                     DO UPDATE SET requested_at = run_requests.requested_at \
+                     RETURNING id, requested_at = $5",
+                )
+                .bind(instance)
+                .bind(kind)
+                .bind(op)
+                .bind(trigger)
+                .bind(now)
+                .bind(by)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok((id, inserted))
             }
 
             async fn handed_over(

@@ -255,29 +255,6 @@ async fn beat_member(conn: &mut PgConnection, holder: &str, ttl: Duration) -> Re
     Ok(n.max(1))
 }
 
-/// Records a requested run; `false` when the same one is already waiting (coalesced).
-pub async fn request_run(
-    pool: &PgPool,
-    instance: &str,
-    kind: &str,
-    op: &str,
-    trigger: &str,
-    by: &str,
-) -> Result<bool> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO run_requests (instance, kind, op, \"trigger\", requested_at, requested_by) \
-         VALUES ($1, $2, $3, $4, now(), $5) ON CONFLICT (instance, kind, op) DO NOTHING RETURNING id",
-    )
-    .bind(instance)
-    .bind(kind)
-    .bind(op)
-    .bind(trigger)
-    .bind(by)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.is_some())
-}
-
 /// The live daemon holding `instance`, if a daemon holds it (not a one-shot command).
 pub async fn daemon_holder(pool: &PgPool, instance: &str) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as(

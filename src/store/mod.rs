@@ -459,10 +459,10 @@ store_api! {
     ) -> u64;
     /// Events waiting in the queue.
     fn webhook_queue_depth(instance: &str) -> i64;
-    /// Records the runs a one-shot command hands to the process that runs `instance` (the
-    /// daemon holding it), one per `(kind, op)`, joining a request already waiting for the
-    /// same run; their `run_requests` ids.
-    fn hand_over_runs(instance: &str, runs: &[(&str, &str)], by: &str) -> Vec<i64>;
+    /// Records a run asked of the process that runs `instance` (`POST /sync` on another
+    /// replica, a one-shot command behind the daemon); its `run_requests` id, and `false` when
+    /// the same run was already waiting (the request joins it).
+    fn request_run(instance: &str, kind: &str, op: &str, trigger: &str, by: &str) -> (i64, bool);
     /// Of these handed-over requests: the ids still waiting, and the runs answering them
     /// (`sync_runs.request_id`; running or finished).
     fn handed_over(instance: &str, ids: &[i64]) -> (Vec<i64>, Vec<RunRow>);

@@ -28,6 +28,34 @@ async fn fleet_and_file() -> (jamf_sync::simulator::Simulator, tempfile::TempDir
     (sim, dir, db)
 }
 
+/// A daemon on `db` that finished its start-up sync, and a connection to its database.
+async fn synced_daemon(
+    sim: &jamf_sync::simulator::Simulator,
+    db: &str,
+    extra: &[(&str, &str)],
+) -> (Daemon, jamf_sync::store::Db) {
+    let daemon = Daemon::start(sim, db, extra);
+    daemon.wait_ready(20).await;
+    let store = crate::daemon::open(db).await;
+    daemon
+        .wait_for(30, "the start-up sync finished", || async {
+            last_run(&store)
+                .await
+                .is_some_and(|r| r.status == "succeeded")
+        })
+        .await;
+    (daemon, store)
+}
+
+/// The `default` instance's last run.
+async fn last_run(store: &jamf_sync::store::Db) -> Option<jamf_sync::store::RunRow> {
+    store
+        .recent_runs("default", 1)
+        .await
+        .ok()
+        .and_then(|r| r.into_iter().next())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
     let (sim, dir, db) = fleet_and_file().await;
@@ -136,17 +164,7 @@ async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
         ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
         ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
     ];
-    let mut daemon = Daemon::start(&sim, &db, &extra);
-    daemon.wait_ready(20).await;
-    let store = crate::daemon::open(&db).await;
-    daemon
-        .wait_for(30, "the start-up sync finished", || async {
-            store
-                .recent_runs("default", 1)
-                .await
-                .is_ok_and(|r| r.first().is_some_and(|r| r.status == "succeeded"))
-        })
-        .await;
+    let (mut daemon, store) = synced_daemon(&sim, &db, &extra).await;
     // A command configured with an instance the daemon does not have.
     let lab = helpers::sim(SimConfig {
         computers: 5,
@@ -198,10 +216,9 @@ async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
     );
     daemon
         .wait_for(30, "the daemon runs the handed-over sync", || async {
-            store
-                .recent_runs("default", 1)
+            last_run(&store)
                 .await
-                .is_ok_and(|r| r.first().is_some_and(|r| r.request_id.is_some()))
+                .is_some_and(|r| r.request_id.is_some())
         })
         .await;
     daemon.signal("-KILL");
@@ -231,27 +248,15 @@ async fn a_restarted_sqlite_daemon_runs_what_waited_for_its_predecessor() {
         ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
         ("JAMF_SYNC__SYNC__SHUTDOWN_GRACE_SECS", "1"),
     ];
-    let mut daemon = Daemon::start(&sim, &db, &extra);
-    daemon.wait_ready(20).await;
-    let store = crate::daemon::open(&db).await;
-    let last_run = || async {
-        store
-            .recent_runs("default", 1)
-            .await
-            .ok()
-            .and_then(|r| r.into_iter().next())
-    };
-    daemon
-        .wait_for(30, "the start-up sync finished", || async {
-            last_run().await.is_some_and(|r| r.status == "succeeded")
-        })
-        .await;
+    let (mut daemon, store) = synced_daemon(&sim, &db, &extra).await;
     sim.set_latency(3000);
     let env = daemon_env(&sim, &db, &extra);
     let running = spawn_cli(&env, dir.path(), &["sync", "--full"]);
     daemon
         .wait_for(30, "the daemon runs the handed-over sync", || async {
-            last_run().await.is_some_and(|r| r.request_id.is_some())
+            last_run(&store)
+                .await
+                .is_some_and(|r| r.request_id.is_some())
         })
         .await;
     let queued = spawn_cli(&env, dir.path(), &["sync"]);
