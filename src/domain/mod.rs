@@ -19,7 +19,7 @@ pub mod webhook;
 
 use chrono::{DateTime, Utc};
 
-pub use pacing::{ClassBaseline, PacingMemory};
+pub use pacing::{ClassBaseline, PacingMemory, ServerVersion};
 pub use records::{Computer, DeviceInfo, MobileDevice};
 pub use run::{RunCounts, RunKind, RunStatus, Trigger};
 pub use webhook::{WebhookAction, INVENTORY_EVENTS};

@@ -204,13 +204,20 @@ impl JamfClient {
         self.settings.url.origin().ascii_serialization()
     }
 
-    /// What adaptive pacing learned so far (see [`pacing::Controller::memory`]).
-    pub fn pacing_memory(&self) -> Option<crate::domain::PacingMemory> {
-        self.limiter.pacing().memory()
+    /// What adaptive pacing learned so far (see [`pacing::Controller::memory`]), with the
+    /// server version detected.
+    pub async fn pacing_memory(&self) -> Option<crate::domain::PacingMemory> {
+        let mut memory = self.limiter.pacing().memory()?;
+        memory.server_version = self.detected_server_version().await;
+        Some(memory)
     }
 
-    /// Starts pacing from an earlier run's memory (see [`pacing::Controller::warm`]).
-    pub fn warm_pacing(&self, memory: &crate::domain::PacingMemory) -> bool {
+    /// Starts pacing from an earlier run's memory (see [`pacing::Controller::warm`]); returns
+    /// whether it did. A server version in it that is still recent is taken as detected.
+    pub async fn warm_pacing(&self, memory: &crate::domain::PacingMemory) -> bool {
+        if let Some(v) = &memory.server_version {
+            self.assume_server_version(v).await;
+        }
         let warmed = self.limiter.pacing().warm(memory);
         if warmed {
             self.limiter.wake();

@@ -170,6 +170,7 @@ impl Controller {
             limit: st.limit,
             slow_start: st.slow_start,
             classes,
+            server_version: None,
         })
     }
 

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use super::models::{InventoryPage, JamfProVersion};
 use super::{Call, JamfClient, JamfError};
 use crate::config::ApiVersion;
+use crate::domain::ServerVersion;
 
 /// The computers-inventory version picked for a server version, and when it was asked.
 #[derive(Debug, Clone)]
@@ -89,13 +90,58 @@ impl JamfClient {
         Ok(api)
     }
 
-    /// After a 404 on the inventory endpoint, step down to the next older version (auto only).
-    pub async fn step_down_inventory_version(&self) -> Option<ApiVersion> {
+    /// The server version detected, when it was asked (none yet, or a configured API version).
+    pub(super) async fn detected_server_version(&self) -> Option<ServerVersion> {
+        let cached = self.inventory_version.lock().await;
+        let d = cached.as_ref()?;
+        let age = chrono::Duration::from_std(d.at.elapsed()).ok()?;
+        Some(ServerVersion {
+            version: d.server.clone()?,
+            checked_at: Utc::now() - age,
+        })
+    }
+
+    /// Takes a server version an earlier process asked for as detected, while it is younger
+    /// than [`JamfSettings::version_ttl`] and nothing was detected here (saves a request per
+    /// process); the re-check then comes when it would have come for that process.
+    ///
+    /// [`JamfSettings::version_ttl`]: crate::config::JamfSettings::version_ttl
+    pub(super) async fn assume_server_version(&self, v: &ServerVersion) {
+        // Stored values come from a row anyone with database access can edit.
+        if self.settings.api_version != ApiVersion::Auto || v.version.len() > 64 {
+            return;
+        }
+        let Ok(age) = (Utc::now() - v.checked_at).to_std() else {
+            return; // asked "in the future": a clock that moved; ask again
+        };
+        let Some(at) = Instant::now().checked_sub(age) else {
+            return;
+        };
+        let mut cached = self.inventory_version.lock().await;
+        if cached.is_some() || age >= self.settings.version_ttl {
+            return;
+        }
+        let api = version_for(Some(&v.version));
+        tracing::debug!(server_version = %v.version, api = ?api, "Jamf Pro version as the last run saw it");
+        *cached = Some(Detected {
+            api,
+            server: Some(v.version.clone()),
+            at,
+        });
+    }
+
+    /// After a 404 on the inventory endpoint of version `failed`, step down to the next older
+    /// version (auto only). When another request already stepped down from `failed`, the
+    /// current choice is returned as it is: requests in flight at once step down one version.
+    pub async fn step_down_inventory_version(&self, failed: ApiVersion) -> Option<ApiVersion> {
         if self.settings.api_version != ApiVersion::Auto {
             return None;
         }
         let mut cached = self.inventory_version.lock().await;
         let detected = cached.as_mut()?;
+        if detected.api != failed {
+            return Some(detected.api);
+        }
         let next = match detected.api {
             ApiVersion::V4 => ApiVersion::V3,
             ApiVersion::V3 => ApiVersion::V1,

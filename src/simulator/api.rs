@@ -2,7 +2,6 @@
 //! `/_sim/*` control endpoints; Classic and mobile endpoints live in [`super::classic`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,7 +17,7 @@ use serde_json::json;
 use super::fleet::{self, ApiVersion, SimComputer};
 use super::state::{
     api_error, count_requests, invalid_filter, lock, not_found, unauthorized, Inner, ListQuery,
-    SimState,
+    SimState, SimulatedCost,
 };
 use super::{classic, groups, touch, webhooks};
 
@@ -288,10 +287,7 @@ async fn inventory(
             .collect();
         (matched.len(), results)
     };
-    if per_record_us > 0 {
-        let us = per_record_us * (results.len() * section_refs.len()) as u64;
-        tokio::time::sleep(Duration::from_micros(us)).await;
-    }
+    let cost = SimulatedCost::per_record(per_record_us, results.len(), section_refs.len());
     let (churn, enrol, leave) = {
         let cfg = lock(&s.cfg);
         (cfg.churn_per_page, cfg.enrol_per_page, cfg.leave_per_page)
@@ -304,7 +300,9 @@ async fn inventory(
         }
         super::leave(&mut inner, leave);
     }
-    Json(json!({ "totalCount": total, "results": results })).into_response()
+    let mut resp = Json(json!({ "totalCount": total, "results": results })).into_response();
+    resp.extensions_mut().insert(cost);
+    resp
 }
 
 /// Jamf's answer when a device's data cannot be processed.

@@ -14,7 +14,7 @@ use quick_xml::escape::escape;
 use serde_json::{json, Value};
 
 use super::rsql;
-use super::state::{api_error, invalid_filter, lock, ListQuery, SimState};
+use super::state::{api_error, invalid_filter, lock, ListQuery, SimState, SimulatedCost};
 
 /// Sections of `/api/v2/mobile-devices/detail`, as the simulator knows them.
 const SECTIONS: &str = "GENERAL HARDWARE USER_AND_LOCATION PURCHASING SECURITY APPLICATIONS \
@@ -515,11 +515,10 @@ pub async fn pro_detail(
     };
     // The page is read as of the request; the server then takes its time, as with computers.
     let per_record_us = lock(&s.cfg).per_record_section_us;
-    if per_record_us > 0 {
-        let us = per_record_us * (results.len() * q.sections.len()) as u64;
-        tokio::time::sleep(std::time::Duration::from_micros(us)).await;
-    }
-    Json(json!({"totalCount": total, "results": results})).into_response()
+    let cost = SimulatedCost::per_record(per_record_us, results.len(), q.sections.len());
+    let mut resp = Json(json!({"totalCount": total, "results": results})).into_response();
+    resp.extensions_mut().insert(cost);
+    resp
 }
 
 fn matches(m: &SimMobile, expr: &rsql::Expr) -> Result<bool, String> {

@@ -61,7 +61,8 @@ pub struct SimConfig {
     pub password: String,
     /// Serve `/api/oauth/token` only (servers older than the v1 path).
     pub legacy_oauth_only: bool,
-    /// Added to every answer.
+    /// Time from a request's arrival to its answer; the simulator's own work is done within it
+    /// (a real server's response time includes its work).
     pub latency_ms: u64,
     /// Requests the server handles at full speed; above it each extra concurrent request
     /// adds `overload_factor` × `latency_ms` (0 = unlimited).

@@ -227,9 +227,6 @@ pub(super) async fn count_requests(
     if brownout {
         latency *= 10.0;
     }
-    if latency > 0.0 {
-        tokio::time::sleep(Duration::from_micros((latency * 1000.0) as u64)).await;
-    }
     let mut resp = if brownout && fastrand::bool() {
         lock(&s.inner).stats.faults_injected += 1;
         (
@@ -240,6 +237,15 @@ pub(super) async fn count_requests(
     } else {
         next.run(req).await
     };
+    // The answer leaves `latency` (plus the page's simulated cost) after the request arrived:
+    // the real work of building it is part of that time, as a real server's response time
+    // includes its own work, so a client measured against `latency` is measured fairly.
+    let cost = resp
+        .extensions_mut()
+        .remove::<SimulatedCost>()
+        .map_or(Duration::ZERO, |c| c.0);
+    let answer_at = arrived + Duration::from_micros((latency * 1000.0) as u64) + cost;
+    tokio::time::sleep_until(answer_at.into()).await;
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
     if lock(&s.cfg).clock_offset_secs != 0 {
         // hyper adds a Date header only when the answer has none.
@@ -262,6 +268,19 @@ pub(super) async fn count_requests(
         }
     }
     resp
+}
+
+/// Server time a handler simulates on top of the latency (a list page's per-record cost); the
+/// request middleware waits it out before answering.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SimulatedCost(pub Duration);
+
+impl SimulatedCost {
+    /// `us` microseconds per record and section for a page.
+    pub(crate) fn per_record(us: u64, records: usize, sections: usize) -> SimulatedCost {
+        let total = us.saturating_mul((records.saturating_mul(sections)) as u64);
+        SimulatedCost(Duration::from_micros(total))
+    }
 }
 
 pub(crate) const STICKY_COOKIE: &str = "jpro-ingress";

@@ -23,7 +23,7 @@ use super::views::{self, EaColumn};
 use super::writer::{self, push_ids, writer_impl, Tx, CHUNK};
 use super::{
     partition_changed, CursorRow, GroupMembers, NewRun, NewWebhookEvent, PageOutcome, QueuedEvent,
-    Result, RunEnd, RunRequestRow, RunRow, Store, StoredDevice, SyncFailure, Write,
+    Result, RunEnd, RunRequestRow, RunRow, Store, StoredDevice, StoredIds, SyncFailure, Write,
 };
 use crate::config::HistoryConfig;
 use crate::domain::children;
@@ -522,6 +522,42 @@ macro_rules! store_impl {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
+            }
+
+            async fn stored_ids(
+                &self,
+                instance: &str,
+                kind: Kind,
+                step: u32,
+            ) -> Result<Option<StoredIds>> {
+                // Every step-th row and the last one (its rank is the count).
+                let sql = format!(
+                    "SELECT jamf_id, rn FROM (SELECT jamf_id, \
+                     ROW_NUMBER() OVER (ORDER BY jamf_id) AS rn, COUNT(*) OVER () AS n \
+                     FROM {} WHERE instance = $1 AND deleted_at IS NULL) q \
+                     WHERE rn % $2 = 0 OR rn = n ORDER BY rn",
+                    kind.as_str()
+                );
+                let step = step.max(1);
+                let rows: Vec<(i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(instance)
+                    .bind(i64::from(step))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let Some(&(max, count)) = rows.last() else {
+                    return Ok(None);
+                };
+                let ids = rows
+                    .iter()
+                    .filter(|(_, rn)| rn % i64::from(step) == 0)
+                    .map(|(id, _)| *id)
+                    .collect();
+                Ok(Some(StoredIds {
+                    step,
+                    ids,
+                    count,
+                    max,
+                }))
             }
 
             async fn device_history(

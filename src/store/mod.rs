@@ -167,6 +167,17 @@ pub struct RunRow {
     pub request_id: Option<i64>,
 }
 
+/// A sample of where the stored devices of a kind sit in the id space, so a listing can be
+/// split into spans of whole pages without first asking Jamf (see `sync::ranges`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIds {
+    /// The sampling step: `ids[i]` is the id of the `(i + 1) × step`-th device in id order.
+    pub step: u32,
+    pub ids: Vec<i64>,
+    pub count: i64,
+    pub max: i64,
+}
+
 /// A run asked for by another process (`POST /sync` on a replica, a one-shot command),
 /// waiting in `run_requests` for the process that runs its instance.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -389,6 +400,9 @@ store_api! {
     fn devices(instance: &str, kind: Kind) -> Vec<StoredDevice>;
     /// Live (not deleted) devices of a kind stored for this instance.
     fn count_devices(instance: &str, kind: Kind) -> i64;
+    /// Where a kind's live stored devices sit in the id space: the id at every `step`-th of
+    /// them in id order, their count and the highest id (`None` when none are stored).
+    fn stored_ids(instance: &str, kind: Kind, step: u32) -> Option<StoredIds>;
     /// `(jamf_id, deleted)` of every stored device of a kind, in id order.
     fn device_ids(instance: &str, kind: Kind) -> Vec<(i64, bool)>;
     /// Sets `deleted_at` on these devices (kept with their history), seen gone at

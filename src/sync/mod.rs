@@ -221,21 +221,39 @@ impl<S: Store> Engine<S> {
             .clamp(1, crate::domain::facts::JAMF_MAX_PAGE_SIZE) as usize
     }
 
-    /// How many devices a listing will likely match, from what earlier runs saw: the stored
-    /// fleet for a full listing, the last successful delta's count for a delta; 0 when
-    /// unknown (the listing then starts with its first page, as for a small fleet).
-    async fn likely_matches(&self, instance: &str, kind: Kind, mode: &str) -> i64 {
-        if mode == "full" {
-            return self.store.count_devices(instance, kind).await.unwrap_or(0);
+    /// What earlier runs tell a listing (`Run::likely`, `Run::stored`): how many devices it
+    /// will likely match (the stored fleet for a full listing, the last successful delta's
+    /// count for a delta; 0 when unknown: the listing then starts with its first page, as for
+    /// a small fleet) and, when that is more than two pages, where the stored devices sit in
+    /// the id space. A database error only costs the hint.
+    async fn hint_listing(&self, run: &mut Run, instance: &str, kind: Kind, mode: &str) {
+        let page = run.page_size();
+        let sample = || async {
+            self.store
+                .stored_ids(instance, kind, page)
+                .await
+                .unwrap_or_default()
+        };
+        let (likely, stored) = if mode == "full" {
+            let stored = sample().await;
+            (stored.as_ref().map_or(0, |s| s.count), stored)
+        } else {
+            let runs = self
+                .store
+                .recent_runs(instance, 50)
+                .await
+                .unwrap_or_default();
+            let likely = runs
+                .iter()
+                .find(|r| r.kind == kind.as_str() && r.mode == mode && r.status == "succeeded")
+                .map_or(0, |r| r.counts.listed);
+            let many = likely > 2 * i64::from(page);
+            (likely, if many { sample().await } else { None })
+        };
+        run.likely = likely;
+        if likely > 2 * i64::from(page) {
+            run.stored = stored;
         }
-        let runs = self
-            .store
-            .recent_runs(instance, 50)
-            .await
-            .unwrap_or_default();
-        runs.iter()
-            .find(|r| r.kind == kind.as_str() && r.mode == mode && r.status == "succeeded")
-            .map_or(0, |r| r.counts.listed)
     }
 
     /// A fresh run's state.
@@ -276,7 +294,7 @@ impl<S: Store> Engine<S> {
     /// (`jamf.pacing.remember_hours`). A failure to read it only means a cold start.
     pub(crate) async fn warm_pacing(&self) {
         let lifetime = self.client.pacing_memory_lifetime();
-        if lifetime.is_zero() || self.client.pacing_memory().is_some() {
+        if lifetime.is_zero() || self.client.pacing_memory().await.is_some() {
             return;
         }
         let instance = self.client.instance();
@@ -287,7 +305,7 @@ impl<S: Store> Engine<S> {
         {
             Ok(Some((memory, saved_at))) => {
                 let age = (Utc::now() - saved_at).to_std().unwrap_or_default();
-                if age <= lifetime && self.client.warm_pacing(&memory) {
+                if age <= lifetime && self.client.warm_pacing(&memory).await {
                     tracing::info!(
                         limit = self.client.concurrency_limit(),
                         saved_at = %saved_at,
@@ -339,7 +357,7 @@ impl<S: Store> Engine<S> {
 
     /// After a run: keeps what pacing learned for the next process.
     pub(crate) async fn remember_pacing(&self) {
-        let Some(memory) = self.client.pacing_memory() else {
+        let Some(memory) = self.client.pacing_memory().await else {
             return;
         };
         let instance = self.client.instance();
@@ -443,7 +461,7 @@ impl<S: Store> Engine<S> {
             .await?;
         let mut run = self.new_run(Some(run_id), run_kind);
         run.overwrite = opts.overwrite;
-        run.likely = self.likely_matches(&instance, kind, mode).await;
+        self.hint_listing(&mut run, &instance, kind, mode).await;
         let run = Arc::new(run);
         let span =
             tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);

@@ -37,6 +37,7 @@ use super::run::Run;
 use super::RunError;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
+use crate::store::StoredIds;
 
 /// The ids one keyset span covers: above `after` (from the start when `None`), up to and
 /// including `upto` (no end when `None`).
@@ -60,11 +61,13 @@ struct Range {
 
 impl Range {
     /// Splits the ids left in half: `self` keeps the lower half, the upper half is returned
-    /// (and takes over the open end, if this was the top span). `None` when there is nothing
-    /// to split by id (the span's ids past the probed maximum are only new devices).
+    /// (and takes over the open end, if this was the top span). `None` when fewer than two ids
+    /// are left to split.
     fn split(&mut self) -> Option<Range> {
         let lo = self.span.after.unwrap_or(0);
-        let hi = self.span.upto.unwrap_or(self.hint);
+        // Matches left above `lo` need at least as many ids: past the probed (or stored)
+        // maximum, the open span's new devices are split as if their ids were dense.
+        let hi = self.span.upto.unwrap_or(self.hint.max(lo + self.left));
         if hi - lo < 2 {
             return None;
         }
@@ -158,6 +161,52 @@ fn spans_after(after: Option<i64>, top: i64, width: usize, left: i64, size: u32)
     }
 }
 
+/// The spans for `likely` matches read `page` at a time, cut where the stored devices sit
+/// (`stored`, sampled every `page` devices): up to `width` spans of whole pages each, the last
+/// one open-ended. For a full listing the matches are the stored devices, so each span holds
+/// exactly its pages; a delta's matches are taken to sit where the fleet does.
+fn stored_spans(stored: &StoredIds, width: usize, likely: i64, page: u32) -> Vec<Range> {
+    let page = i64::from(page.max(1));
+    let pages = ((likely + page - 1) / page).max(1);
+    let parts = (width.max(1) as i64).min(pages);
+    let mut ranges: Vec<Range> = Vec::new();
+    let mut after = None;
+    let (mut pages_before, mut cut_at) = (0, 0);
+    for i in 0..parts {
+        pages_before += pages / parts + i64::from(i < pages % parts);
+        // The stored device at the same share of the fleet as this span's last match.
+        let rank = (pages_before * page).min(likely) as i128 * stored.count as i128
+            / likely.max(1) as i128;
+        let at = usize::try_from(rank / i128::from(page))
+            .unwrap_or(0)
+            .checked_sub(1);
+        let end = at.and_then(|k| stored.ids.get(k)).copied();
+        let last = i == parts - 1 || end.is_none_or(|e| e >= stored.max);
+        let end = end.filter(|e| !last && after.is_none_or(|a| *e > a));
+        if !last && end.is_none() {
+            // Too few stored devices here to cut: the next span takes these pages too.
+            continue;
+        }
+        let left = match end {
+            Some(_) => (pages_before - cut_at) * page,
+            None => (likely - cut_at * page).max(0),
+        };
+        cut_at = pages_before;
+        ranges.push(Range {
+            span: Span { after, upto: end },
+            hint: stored.max,
+            left,
+            busy: false,
+            done: false,
+        });
+        if end.is_none() {
+            break;
+        }
+        after = end;
+    }
+    ranges
+}
+
 /// The range to split when a connection would go idle: the one with the most matches left,
 /// if it has no page in flight and more than a page left. Ranges with a page in flight are
 /// waited for (their answer comes within a page's time).
@@ -174,8 +223,7 @@ fn to_split(ranges: &[Range], page: u32) -> Option<usize> {
 pub(crate) struct Listing<L, P, C, R> {
     /// `list(span, size, shrinkable)`: one ascending page of a span.
     pub list: L,
-    /// `probe(first)`: the highest id matching the listing's filter and how many match;
-    /// `first` when it is the listing's first request.
+    /// `probe()`: the highest id matching the listing's filter and how many match.
     pub probe: P,
     /// Turns a page into what goes to the receiver; the highest id it covers.
     pub convert: C,
@@ -195,7 +243,7 @@ pub(crate) async fn read_ranges<T, L, LFut, P, PFut, C, R, RFut>(
 where
     L: Fn(Span, u32, bool) -> LFut,
     LFut: Future<Output = Result<InventoryPage, JamfError>>,
-    P: Fn(bool) -> PFut,
+    P: Fn() -> PFut,
     PFut: Future<Output = Result<Probe, JamfError>>,
     C: Fn(&InventoryPage) -> (T, Option<i64>),
     R: Fn(Span, u32, JamfError) -> RFut,
@@ -204,8 +252,12 @@ where
     run.check()?;
     let size = size_of(run, sizing);
     // Up to two pages, reading the first page before probing costs no extra round.
-    let mut ranges = if width > 1 && run.likely > 2 * i64::from(size) {
-        let probe = (listing.probe)(true).await?;
+    let stored = run.stored.as_ref().filter(|s| s.step == size);
+    let mut ranges = if width > 1 && run.likely > 2 * i64::from(size) && stored.is_some() {
+        run.expect(run.likely);
+        stored.map_or_else(Vec::new, |s| stored_spans(s, width, run.likely, size))
+    } else if width > 1 && run.likely > 2 * i64::from(size) {
+        let probe = (listing.probe)().await?;
         run.expect(probe.total);
         match probe.top {
             Some(top) => spans_after(None, top, width, probe.total, size),
@@ -227,7 +279,7 @@ where
         };
         let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
         let top = if width > 1 && pages_left > 1 {
-            (listing.probe)(false).await?.top.unwrap_or(reached)
+            (listing.probe)().await?.top.unwrap_or(reached)
         } else {
             reached
         };
@@ -379,8 +431,35 @@ mod tests {
     /// Reads ids `1..=n` through a fake listing with `likely` set; returns the calls in order
     /// and the ids received.
     async fn read_fake(n: i64, likely: i64) -> (Vec<Option<Span>>, Vec<i64>) {
+        read_fake_ids((1..=n).collect(), likely, None).await
+    }
+
+    /// What the store would say about these stored ids, sampled every `step`.
+    fn sample(ids: &[i64], step: u32) -> StoredIds {
+        StoredIds {
+            step,
+            ids: ids
+                .iter()
+                .copied()
+                .skip(step as usize - 1)
+                .step_by(step as usize)
+                .collect(),
+            count: ids.len() as i64,
+            max: ids.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// A fake page's time: long enough that every span has a page out before the first is
+    /// back (with paused time, a listing's duration counts its rounds of pages).
+    const PAGE_TIME: std::time::Duration = std::time::Duration::from_millis(5);
+
+    /// Reads `ids` (ascending) through a fake listing, with `likely` and `stored` set.
+    async fn read_fake_ids(
+        ids: Vec<i64>,
+        likely: i64,
+        stored: Option<StoredIds>,
+    ) -> (Vec<Option<Span>>, Vec<i64>) {
         let calls: Calls = Arc::default();
-        let ids: Vec<i64> = (1..=n).collect();
         let in_span = |span: Span, id: i64| {
             span.after.is_none_or(|a| id > a) && span.upto.is_none_or(|u| id <= u)
         };
@@ -405,12 +484,11 @@ mod tests {
                 let total = matching.len() as i64;
                 let page = page_of(matching.into_iter().take(size as usize).collect(), total);
                 async move {
-                    // Long enough that every span has a page out before the first is back.
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    tokio::time::sleep(PAGE_TIME).await;
                     Ok(page)
                 }
             },
-            probe: |_| {
+            probe: || {
                 calls.lock().map(|mut c| c.push(None)).ok();
                 let probe = Probe {
                     top: ids.last().copied(),
@@ -430,6 +508,7 @@ mod tests {
             Arc::new(StopSignal::default()),
         );
         run.likely = likely;
+        run.stored = stored;
         let (tx, mut rx) = mpsc::channel(4);
         let collect = async move {
             let mut got = Vec::new();
@@ -563,7 +642,7 @@ mod tests {
         ranges[1].busy = false;
         ranges[1].left = 100;
         assert_eq!(to_split(&ranges, 100), None, "a page or less left");
-        // Past the probed maximum only new devices: nothing to split by id.
+        // Past the probed maximum only new devices: split as if their ids were dense.
         let mut top = Range {
             span: Span {
                 after: Some(1000),
@@ -574,6 +653,72 @@ mod tests {
             busy: false,
             done: false,
         };
-        assert!(top.split().is_none());
+        let upper = top.split().map(|r| r.span);
+        assert_eq!(top.span.upto, Some(1250));
+        assert_eq!(
+            upper,
+            Some(Span {
+                after: Some(1250),
+                upto: None
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_fleet_is_read_in_spans_cut_where_it_is_stored_without_a_probe() {
+        // 2,000 devices with holes: ids crowd at the start and thin out (deleted devices).
+        let ids: Vec<i64> = (1..=2000_i64).map(|i| i + (i * i) / 50).collect();
+        let (calls, got) = read_fake_ids(ids.clone(), 2000, Some(sample(&ids, 100))).await;
+        assert_eq!(got, ids, "every id once");
+        assert!(calls.iter().all(Option::is_some), "no probe: {calls:?}");
+        // Twenty pages of 100: five spans of exactly four pages, from the start.
+        assert_eq!(calls.len(), 20, "{calls:?}");
+        let starts: Vec<Option<i64>> = calls[..5].iter().flatten().map(|s| s.after).collect();
+        let cuts: Vec<Option<i64>> = [None, Some(399), Some(799), Some(1199), Some(1599)]
+            .iter()
+            .map(|k| k.map(|k: usize| ids[k]))
+            .collect();
+        assert_eq!(starts, cuts);
+        // A sample taken at another page size is not used: the probe goes first.
+        let (calls, got) = read_fake_ids(ids.clone(), 2000, Some(sample(&ids, 50))).await;
+        assert_eq!((calls.first(), got.len()), (Some(&None), 2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_grown_past_what_was_stored_is_still_read_once_in_parallel() {
+        // 1,000 stored; 3,000 in Jamf now (new devices get higher ids), and a delta that
+        // expects fewer than it finds.
+        let ids: Vec<i64> = (1..=3000).collect();
+        let stored = sample(&ids[..1000], 100);
+        for likely in [1000, 300] {
+            let t0 = tokio::time::Instant::now();
+            let (calls, got) = read_fake_ids(ids.clone(), likely, Some(stored.clone())).await;
+            let rounds = t0.elapsed().as_millis() / PAGE_TIME.as_millis();
+            assert_eq!(got, ids, "every id once");
+            assert!(calls.iter().all(Option::is_some), "no probe: {calls:?}");
+            // 30 pages: six rounds of five at best. The open top span is split as its answers
+            // tell how much is left, instead of its 20 pages read one after another.
+            assert!(calls.len() <= 40, "{} requests", calls.len());
+            assert!(rounds <= 10, "{rounds} rounds: {calls:?}");
+        }
+    }
+
+    #[test]
+    fn stored_spans_cover_every_id_once_and_the_top_is_open() {
+        let ids: Vec<i64> = (1..=1000).map(|i| i * 7).collect();
+        for (likely, width) in [(1000, 5), (1000, 3), (250, 5), (50_000, 5), (3, 5)] {
+            let ranges = stored_spans(&sample(&ids, 100), width, likely, 100);
+            assert!(!ranges.is_empty() && ranges.len() <= width);
+            assert_eq!(ranges.last().and_then(|r| r.span.upto), None);
+            assert_eq!(ranges[0].span.after, None);
+            for id in [1, 7, 700, 701, 3500, 6999, 7000, 7001, 100_000] {
+                assert_eq!(covered(&ranges, id), 1, "id {id} in {ranges:?}");
+            }
+            assert_eq!(ranges.iter().map(|r| r.left).sum::<i64>(), likely);
+        }
+        // Too few stored devices to cut: one open span.
+        let one = stored_spans(&sample(&[5, 9], 100), 5, 1000, 100);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].span, Span::default());
     }
 }

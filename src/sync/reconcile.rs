@@ -168,7 +168,7 @@ impl<S: Store> Engine<S> {
             )
         };
         let mut run = self.new_run(run_id, RunKind::Reconcile);
-        run.likely = self.likely_matches(&instance, kind, "full").await;
+        self.hint_listing(&mut run, &instance, kind, "full").await;
         let mut summary = ReconcileSummary {
             kind: kind.as_str(),
             run_id,

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::RunError;
 use crate::domain::RunKind;
+use crate::store::StoredIds;
 use crate::telemetry::metric;
 
 /// Asks running work to stop taking new work (graceful shutdown).
@@ -62,6 +63,9 @@ pub(crate) struct Run {
     /// How many matches the listing will likely have (the stored fleet, the last delta's
     /// count; 0 = no idea): above a page, the listing probes first and reads in spans at once.
     pub likely: i64,
+    /// Where the stored devices sit in the id space, when more than two pages are likely: the
+    /// listing's spans are cut there without a probe.
+    pub stored: Option<StoredIds>,
     deadline: Instant,
     deadline_secs: u64,
     stop: Arc<StopSignal>,
@@ -85,6 +89,7 @@ impl Run {
             instance: instance.to_string(),
             overwrite: false,
             likely: 0,
+            stored: None,
             deadline: Instant::now() + Duration::from_secs(deadline_secs),
             deadline_secs,
             stop,

@@ -123,3 +123,39 @@ async fn devices_in_one_corner_of_the_id_space_are_still_read_in_parallel(db: &T
     );
     sim.stop().await;
 }
+
+both_backends!(a_stored_fleet_is_read_again_in_whole_pages_without_a_probe);
+async fn a_stored_fleet_is_read_again_in_whole_pages_without_a_probe(db: &TestDb) {
+    let sim = helpers::sim(SimConfig {
+        computers: 2000,
+        latency_ms: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    // Holes where devices were deleted: a third of the lower ids.
+    for id in (3..=1500).step_by(3) {
+        sim.delete_computer(id);
+    }
+    let engine = helpers::engine(
+        db,
+        helpers::settings(&sim),
+        helpers::sync_cfg(100, FetchStrategy::Inline),
+    );
+    let first = helpers::run(&engine, true).await;
+    assert!(first.succeeded(), "{first}");
+    assert_eq!(first.counts.upserted, 1500, "{first}");
+    // The first run knew nothing: its first page, the probe for the highest id, then spans
+    // cut as if the ids were evenly spread (not whole pages here).
+    let cold = sim.requests_to(INVENTORY);
+    assert!(cold > 16, "{cold} requests");
+
+    // The next full listing is cut where the stored devices sit: fifteen pages of 100 in five
+    // spans of three whole pages, no probe.
+    sim.reset_stats();
+    let again = helpers::run(&engine, true).await;
+    assert!(again.succeeded(), "{again}");
+    assert_eq!(again.counts.listed, 1500, "{again}");
+    assert_eq!(sim.requests_to(INVENTORY), 15, "({})", db.backend());
+    helpers::assert_matches_sim(db, &sim).await;
+    sim.stop().await;
+}

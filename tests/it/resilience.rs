@@ -237,6 +237,47 @@ async fn a_jamf_upgrade_is_noticed_without_a_restart() {
     sim.stop().await;
 }
 
+#[tokio::test]
+async fn the_next_process_takes_the_jamf_version_from_the_last_run_while_recent() {
+    let db = helpers::sqlite().await;
+    let sim = helpers::sim(SimConfig {
+        computers: 60,
+        version: "11.20.0-t1".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let process = |ttl: Duration| {
+        let mut settings = helpers::settings(&sim);
+        settings.version_ttl = ttl;
+        helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Detail))
+    };
+    const VERSION: &str = "/api/v1/jamf-pro-version";
+    assert!(helpers::run(&process(Duration::from_secs(3600)), true)
+        .await
+        .succeeded());
+    assert_eq!(sim.requests_to(VERSION), 1);
+    // A new client over the same database: the version the last run saw (and kept with its
+    // pacing memory) is used, and its choice of API with it.
+    let v3_before = sim.requests_to("/api/v3/computers-inventory-detail/{id}");
+    let second = helpers::run(&process(Duration::from_secs(3600)), true).await;
+    assert!(second.succeeded(), "{second}");
+    assert_eq!(sim.requests_to(VERSION), 1, "not asked again");
+    assert_eq!(
+        sim.requests_to("/api/v3/computers-inventory-detail/{id}") - v3_before,
+        60
+    );
+    assert_eq!(
+        sim.requests_to("/api/v4/computers-inventory-detail/{id}"),
+        0
+    );
+    // Older than the re-check interval: asked again (once: the run is shorter than it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = helpers::run(&process(Duration::from_secs(1)), true).await;
+    assert!(third.succeeded(), "{third}");
+    assert_eq!(sim.requests_to(VERSION), 2);
+    sim.stop().await;
+}
+
 both_backends!(malformed_record_is_counted_and_skipped);
 async fn malformed_record_is_counted_and_skipped(db: &TestDb) {
     let sim = helpers::sim(SimConfig {

@@ -74,7 +74,8 @@ impl KeysetList for ComputerSource {
     const ID_FIELD: &'static str = "id";
     const DECODE: Decode<Computer> = decode::computer;
 
-    /// One page, stepping down the API version on a 404 of a listing's first request.
+    /// One page, stepping down the API version on a 404 (a list endpoint answers 404 only
+    /// when the server does not have it; a listing's pages in flight at once step down once).
     async fn list(&self, req: ListRequest<'_>) -> Result<InventoryPage, JamfError> {
         loop {
             let version = self.client.inventory_version().await?;
@@ -86,8 +87,13 @@ impl KeysetList for ComputerSource {
                 descending: req.descending,
             };
             match self.client.computers_page(version, q).await {
-                Err(e) if e.is_not_found() && req.first => {
-                    if self.client.step_down_inventory_version().await.is_none() {
+                Err(e) if e.is_not_found() => {
+                    if self
+                        .client
+                        .step_down_inventory_version(version)
+                        .await
+                        .is_none()
+                    {
                         return Err(e);
                     }
                 }

@@ -32,8 +32,6 @@ pub(crate) struct ListRequest<'a> {
     pub page_size: u32,
     /// A timeout comes back at once so the page can be asked for smaller.
     pub shrinkable: bool,
-    /// The first request of a listing (API version detection may step down on a 404).
-    pub first: bool,
     /// Highest ids first (the probe for the highest id).
     pub descending: bool,
 }
@@ -77,7 +75,6 @@ pub(crate) async fn read_pages<L: KeysetList>(
                 filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, span),
                 page_size: size,
                 shrinkable: false,
-                first: false,
                 descending: false,
             })
             .await?;
@@ -158,18 +155,16 @@ where
                 filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, span),
                 page_size,
                 shrinkable,
-                first: span == Span::default(),
                 descending: false,
             })
         },
-        probe: |first| async move {
+        probe: || async move {
             let page = list
                 .list(ListRequest {
                     sections: id_sections,
                     filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, Span::default()),
                     page_size: 1,
                     shrinkable: false,
-                    first,
                     descending: true,
                 })
                 .await?;
@@ -205,7 +200,6 @@ pub(crate) async fn fetch_listed<L: KeysetList>(
                 page_size: part.len() as u32,
                 // While isolating, a 500 comes back at once instead of using up the budget.
                 shrinkable: splitting,
-                first: true,
                 descending: false,
             })
             .await;
