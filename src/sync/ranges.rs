@@ -7,11 +7,15 @@
 //!   and the ids past the first page are split into as many spans as there are connections
 //!   (but no more than there are pages left); each span is paged by keyset on its own
 //!   (`id>"<last>";id<="<end>"` added to the filter).
-//! - **Probe first when many pages are likely.** When the run expects more than two pages
-//!   (`Run::likely`: the stored fleet for a full listing, the last delta's count for a
-//!   delta), the probe goes first and gives the count as well, and every page is read in
-//!   spans from the start: the first page no longer holds four connections idle for a page's
-//!   time. A wrong guess costs one request (the probe, then the one page).
+//! - **Cut where the fleet is when many pages are likely.** When the run expects more than two
+//!   pages (`Run::likely`: the stored fleet for a full listing, the last delta's count for a
+//!   delta), every page is read in spans from the start: the first page no longer holds four
+//!   connections idle for a page's time. The spans are cut where the stored devices sit
+//!   (`Run::stored`: every page-th stored id), so a full listing of an unchanged fleet is whole
+//!   pages per span with no probe at all; without that sample (a different page size) the
+//!   probe goes first and gives the count as well. A wrong guess costs a few short pages.
+//! - **Past the known top.** The open top span, once past the highest id known (stored or
+//!   probed), is split as if the ids left were dense: new devices get the next ids.
 //! - **Nothing skipped, nothing twice.** Spans are disjoint and cover every id past the first
 //!   page: the top span has no end, since devices enrolled during the run get ids above the
 //!   probed maximum. Within a span, keyset paging is skip-proof as before. A span is done when
@@ -51,7 +55,8 @@ pub(crate) struct Span {
 #[derive(Debug, Clone)]
 struct Range {
     span: Span,
-    /// For the open top span: the highest id probed, the end used when splitting it.
+    /// For the open top span: the highest id known (probed or stored), the end used when
+    /// splitting it.
     hint: i64,
     /// Matches left in the span, from its last answer (an estimate after a split).
     left: i64,

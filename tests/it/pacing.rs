@@ -213,10 +213,13 @@ both_backends!(a_new_process_starts_at_the_pace_the_last_run_reached);
 async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
     use jamf_sync::store::Store;
 
+    // The simulator builds a page when the request arrives and answers at the latency; on the
+    // test's one thread the pages of one round are built one after another, so the latency
+    // must outlast five of them for a round to be seen at once.
     let sim = helpers::sim(SimConfig {
         computers: 1500,
         mobile_devices: 0,
-        latency_ms: 10,
+        latency_ms: 40,
         ..SimConfig::default()
     })
     .await;
