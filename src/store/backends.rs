@@ -105,8 +105,13 @@ fn create_private(path: &std::path::Path) -> Result<()> {
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        // A new connection can cost far more than a query (~90 ms with TLS on loopback: sqlx
+        // does not set TCP_NODELAY, so the handshake waits on delayed ACKs). The few a run uses
+        // at once (its writer, the run's bookkeeping, a second kind) are opened in the
+        // background from the start and kept, instead of one by one as a run first needs them.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            .min_connections(max_connections.min(3))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
