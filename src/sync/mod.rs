@@ -228,6 +228,7 @@ impl<S: Store> Engine<S> {
     /// the id space. A database error only costs the hint.
     async fn hint_listing(&self, run: &mut Run, instance: &str, kind: Kind, mode: &str) {
         let page = run.page_size();
+        let many = |likely: i64| likely > 2 * i64::from(page);
         let sample = || async {
             self.store
                 .stored_ids(instance, kind, page)
@@ -247,13 +248,10 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .find(|r| r.kind == kind.as_str() && r.mode == mode && r.status == "succeeded")
                 .map_or(0, |r| r.counts.listed);
-            let many = likely > 2 * i64::from(page);
-            (likely, if many { sample().await } else { None })
+            (likely, if many(likely) { sample().await } else { None })
         };
         run.likely = likely;
-        if likely > 2 * i64::from(page) {
-            run.stored = stored;
-        }
+        run.stored = stored.filter(|_| many(likely));
     }
 
     /// A fresh run's state.

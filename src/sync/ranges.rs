@@ -114,34 +114,55 @@ struct Step<T> {
 /// with whole pages each as if the ids were evenly spread (then no span ends in a part-filled
 /// page more than the listing itself needs); the last one open-ended.
 fn initial_ranges(after: i64, top: i64, parts: usize, left: i64, page: u32) -> Vec<Range> {
+    let ids = (top - after).max(1);
+    let size = i64::from(page.max(1));
+    whole_page_spans(Some(after), top, parts, left, page, |pages| {
+        // The id where these pages' share of the matches ends, at an even spread.
+        let matches = (pages * size).min(left) as i128;
+        Some(after + (matches * ids as i128 / left.max(1) as i128) as i64)
+    })
+}
+
+/// The spans for `left` matches read `page` at a time from `start` (the beginning when
+/// `None`): up to `parts` spans of whole pages each, the last one open-ended; `hint` is the
+/// highest id known. `end_after(n)` is the id the `n`-th page's last match is expected to have
+/// (`None`: unknown). A cut that would not move past the one before (or reaches `hint`) is not
+/// made: the next span takes those pages too.
+fn whole_page_spans(
+    start: Option<i64>,
+    hint: i64,
+    parts: usize,
+    left: i64,
+    page: u32,
+    end_after: impl Fn(i64) -> Option<i64>,
+) -> Vec<Range> {
     let page = i64::from(page.max(1));
     let pages = ((left + page - 1) / page).max(1);
     let parts = (parts.max(1) as i64).min(pages);
-    let ids = (top - after).max(1);
     let mut ranges = Vec::new();
-    let mut start = after;
-    let mut pages_before = 0;
+    let mut after = start;
+    let (mut pages_before, mut cut_at) = (0, 0);
     for i in 0..parts {
-        let mine = pages / parts + i64::from(i < pages % parts);
-        pages_before += mine;
-        // The id where this span's share of the matches ends, at an even spread.
-        let end = after
-            + ((pages_before * page).min(left) as i128 * ids as i128 / left.max(1) as i128) as i64;
-        let last = i == parts - 1 || end >= top || end <= start;
+        pages_before += pages / parts + i64::from(i < pages % parts);
+        let end = (i < parts - 1)
+            .then(|| end_after(pages_before))
+            .flatten()
+            .filter(|e| *e < hint && after.is_none_or(|a| *e > a));
+        if end.is_none() && i < parts - 1 {
+            continue;
+        }
         ranges.push(Range {
-            span: Span {
-                after: Some(start),
-                upto: (!last).then_some(end),
+            span: Span { after, upto: end },
+            hint,
+            left: match end {
+                Some(_) => (pages_before - cut_at) * page,
+                None => (left - cut_at * page).max(0),
             },
-            hint: top,
-            left: (mine * page).min(left),
             busy: false,
             done: false,
         });
-        if last {
-            break;
-        }
-        start = end;
+        cut_at = pages_before;
+        after = end;
     }
     ranges
 }
@@ -171,45 +192,16 @@ fn spans_after(after: Option<i64>, top: i64, width: usize, left: i64, size: u32)
 /// one open-ended. For a full listing the matches are the stored devices, so each span holds
 /// exactly its pages; a delta's matches are taken to sit where the fleet does.
 fn stored_spans(stored: &StoredIds, width: usize, likely: i64, page: u32) -> Vec<Range> {
-    let page = i64::from(page.max(1));
-    let pages = ((likely + page - 1) / page).max(1);
-    let parts = (width.max(1) as i64).min(pages);
-    let mut ranges: Vec<Range> = Vec::new();
-    let mut after = None;
-    let (mut pages_before, mut cut_at) = (0, 0);
-    for i in 0..parts {
-        pages_before += pages / parts + i64::from(i < pages % parts);
-        // The stored device at the same share of the fleet as this span's last match.
-        let rank = (pages_before * page).min(likely) as i128 * stored.count as i128
-            / likely.max(1) as i128;
-        let at = usize::try_from(rank / i128::from(page))
-            .unwrap_or(0)
-            .checked_sub(1);
-        let end = at.and_then(|k| stored.ids.get(k)).copied();
-        let last = i == parts - 1 || end.is_none_or(|e| e >= stored.max);
-        let end = end.filter(|e| !last && after.is_none_or(|a| *e > a));
-        if !last && end.is_none() {
-            // Too few stored devices here to cut: the next span takes these pages too.
-            continue;
-        }
-        let left = match end {
-            Some(_) => (pages_before - cut_at) * page,
-            None => (likely - cut_at * page).max(0),
-        };
-        cut_at = pages_before;
-        ranges.push(Range {
-            span: Span { after, upto: end },
-            hint: stored.max,
-            left,
-            busy: false,
-            done: false,
-        });
-        if end.is_none() {
-            break;
-        }
-        after = end;
-    }
-    ranges
+    let size = i64::from(page.max(1));
+    whole_page_spans(None, stored.max, width, likely, page, |pages| {
+        // The stored device at the same share of the fleet as these pages' last match.
+        let rank =
+            (pages * size).min(likely) as i128 * stored.count as i128 / likely.max(1) as i128;
+        let at = usize::try_from(rank / i128::from(size))
+            .ok()?
+            .checked_sub(1)?;
+        stored.ids.get(at).copied()
+    })
 }
 
 /// The range to split when a connection would go idle: the one with the most matches left,
@@ -257,38 +249,42 @@ where
     run.check()?;
     let size = size_of(run, sizing);
     // Up to two pages, reading the first page before probing costs no extra round.
-    let stored = run.stored.as_ref().filter(|s| s.step == size);
-    let mut ranges = if width > 1 && run.likely > 2 * i64::from(size) && stored.is_some() {
-        run.expect(run.likely);
-        stored.map_or_else(Vec::new, |s| stored_spans(s, width, run.likely, size))
-    } else if width > 1 && run.likely > 2 * i64::from(size) {
-        let probe = (listing.probe)().await?;
-        run.expect(probe.total);
-        match probe.top {
-            Some(top) => spans_after(None, top, width, probe.total, size),
-            None if probe.total == 0 => return Ok(()),
-            // Matches without a readable id: one span from the start finds out.
-            None => spans_after(None, 0, width, probe.total, size),
+    let many = width > 1 && run.likely > 2 * i64::from(size);
+    let mut ranges = match run.stored.as_ref().filter(|s| s.step == size) {
+        Some(stored) if many => {
+            run.expect(run.likely);
+            stored_spans(stored, width, run.likely, size)
         }
-    } else {
-        let first = page(run, sizing, Span::default(), &listing).await?;
-        let (reached, left) = (first.reached, first.left.unwrap_or(0));
-        tx.send(first.item)
-            .await
-            .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
-        if first.done {
-            return Ok(());
+        _ if many => {
+            let probe = (listing.probe)().await?;
+            run.expect(probe.total);
+            match probe.top {
+                Some(top) => spans_after(None, top, width, probe.total, size),
+                None if probe.total == 0 => return Ok(()),
+                // Matches without a readable id: one span from the start finds out.
+                None => spans_after(None, 0, width, probe.total, size),
+            }
         }
-        let Some(reached) = reached else {
-            return Err(RunError::Other("the first page has no readable id".into()));
-        };
-        let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
-        let top = if width > 1 && pages_left > 1 {
-            (listing.probe)().await?.top.unwrap_or(reached)
-        } else {
-            reached
-        };
-        spans_after(Some(reached), top, width, left, size)
+        _ => {
+            let first = page(run, sizing, Span::default(), &listing).await?;
+            let (reached, left) = (first.reached, first.left.unwrap_or(0));
+            tx.send(first.item)
+                .await
+                .map_err(|_| RunError::Other("the receiving side stopped".into()))?;
+            if first.done {
+                return Ok(());
+            }
+            let Some(reached) = reached else {
+                return Err(RunError::Other("the first page has no readable id".into()));
+            };
+            let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
+            let top = if width > 1 && pages_left > 1 {
+                (listing.probe)().await?.top.unwrap_or(reached)
+            } else {
+                reached
+            };
+            spans_after(Some(reached), top, width, left, size)
+        }
     };
     tracing::debug!(spans = ?ranges, "reading the listing in spans");
 

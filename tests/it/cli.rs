@@ -54,6 +54,15 @@ pub(crate) fn spawn_cli(
     })
 }
 
+/// A command started with [`spawn_cli`], once it exited within `secs` (`what`: the failure
+/// message when it did not).
+pub(crate) async fn exited(task: tokio::task::JoinHandle<Output>, secs: u64, what: &str) -> Output {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), task)
+        .await
+        .expect(what)
+        .expect("join")
+}
+
 pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::app::daemon_env;
-use crate::cli::{jamf_sync_async, spawn_cli, text};
+use crate::cli::{exited, jamf_sync_async, spawn_cli, text};
 use crate::daemon::{open, Daemon};
 use crate::helpers::{self, TestDb};
 use crate::webhooks::{computer_event, PASSWORD, USER};
@@ -183,10 +183,7 @@ async fn one_holding_daemon() -> (Simulator, TestDb, Vec<(String, String)>, Daem
 
 /// What a command said, once it exited 0 within 30 s.
 async fn succeeds(task: tokio::task::JoinHandle<std::process::Output>) -> String {
-    let out = tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("done within 30 s")
-        .expect("join");
+    let out = exited(task, 30, "done within 30 s").await;
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     said
@@ -657,10 +654,7 @@ async fn a_one_shot_sync_is_run_by_the_daemon_holding_the_instance() {
     // The daemon stops and releases its lease; the waiting sync takes it and runs.
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(30), Some(0));
-    let out = tokio::time::timeout(Duration::from_secs(30), waiting)
-        .await
-        .expect("sync went on once the daemon let go")
-        .expect("join");
+    let out = exited(waiting, 30, "sync went on once the daemon let go").await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("waiting for instance default: held by"),
@@ -708,10 +702,7 @@ async fn handed_over_runs_stop_when_no_daemon_is_left() {
     daemon.signal("-KILL");
     daemon.wait_exit(10);
     for (what, task) in [("running", running), ("queued", queued)] {
-        let out = tokio::time::timeout(Duration::from_secs(40), task)
-            .await
-            .expect("the command gave up waiting")
-            .expect("join");
+        let out = exited(task, 40, "the command gave up waiting").await;
         let said = text(&out);
         assert_eq!(out.status.code(), Some(75), "{what}: {said}");
         assert!(

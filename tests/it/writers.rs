@@ -11,7 +11,7 @@ use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::Store;
 
 use crate::app::daemon_env;
-use crate::cli::{jamf_sync_async, spawn_cli, text};
+use crate::cli::{exited, jamf_sync_async, spawn_cli, text};
 use crate::daemon::Daemon;
 use crate::helpers;
 
@@ -54,6 +54,17 @@ async fn last_run(store: &jamf_sync::store::Db) -> Option<jamf_sync::store::RunR
         .await
         .ok()
         .and_then(|r| r.into_iter().next())
+}
+
+/// Waits until the daemon's last run is one a command handed over.
+async fn until_running_handed_over(daemon: &Daemon, store: &jamf_sync::store::Db) {
+    daemon
+        .wait_for(30, "the daemon runs the handed-over sync", || async {
+            last_run(store)
+                .await
+                .is_some_and(|r| r.request_id.is_some())
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,19 +225,10 @@ async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
         dir.path(),
         &["sync", "--full"],
     );
-    daemon
-        .wait_for(30, "the daemon runs the handed-over sync", || async {
-            last_run(&store)
-                .await
-                .is_some_and(|r| r.request_id.is_some())
-        })
-        .await;
+    until_running_handed_over(&daemon, &store).await;
     daemon.signal("-KILL");
     daemon.wait_exit(10);
-    let o = tokio::time::timeout(Duration::from_secs(30), handed)
-        .await
-        .expect("the command gave up")
-        .expect("join");
+    let o = exited(handed, 30, "the command gave up").await;
     assert_eq!(o.status.code(), Some(75), "{}", text(&o));
     assert!(
         text(&o).contains("no daemon holds instance default any more"),
@@ -252,13 +254,7 @@ async fn a_restarted_sqlite_daemon_runs_what_waited_for_its_predecessor() {
     sim.set_latency(3000);
     let env = daemon_env(&sim, &db, &extra);
     let running = spawn_cli(&env, dir.path(), &["sync", "--full"]);
-    daemon
-        .wait_for(30, "the daemon runs the handed-over sync", || async {
-            last_run(&store)
-                .await
-                .is_some_and(|r| r.request_id.is_some())
-        })
-        .await;
+    until_running_handed_over(&daemon, &store).await;
     let queued = spawn_cli(&env, dir.path(), &["sync"]);
     daemon
         .wait_for(30, "the second request waits", || async {
@@ -275,20 +271,14 @@ async fn a_restarted_sqlite_daemon_runs_what_waited_for_its_predecessor() {
     let mut restarted = Daemon::start(&sim, &db, &extra);
     restarted.wait_ready(20).await;
 
-    let o = tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("the first command ended")
-        .expect("join");
+    let o = exited(running, 30, "the first command ended").await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("computers full interrupted (run "),
         "{}",
         text(&o)
     );
-    let o = tokio::time::timeout(Duration::from_secs(90), queued)
-        .await
-        .expect("the second command ended")
-        .expect("join");
+    let o = exited(queued, 90, "the second command ended").await;
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("computers delta succeeded (run ") && text(&o).contains("by the daemon"),
