@@ -233,6 +233,38 @@ mod tempfile_dir {
     }
 }
 
+/// The PostgreSQL databases this process created, dropped when the scenarios are done.
+static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn lock_created() -> std::sync::MutexGuard<'static, Vec<String>> {
+    CREATED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops the databases of [`CREATED`]; a failure is reported, not fatal (the rows stand).
+async fn drop_created(admin: &str) {
+    use sqlx::Connection;
+    let names = std::mem::take(&mut *lock_created());
+    if names.is_empty() {
+        return;
+    }
+    let mut conn = match sqlx::PgConnection::connect(admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bench: could not drop the bench databases: {e}");
+            return;
+        }
+    };
+    for name in names {
+        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await
+        {
+            eprintln!("bench: could not drop database {name}: {e}");
+        }
+    }
+}
+
 async fn fresh_backend(name: &'static str, postgres: Option<&str>) -> anyhow::Result<Backend> {
     if name == "sqlite" {
         let dir = std::env::temp_dir().join(format!("jamf-sync-bench-{:016x}", fastrand::u64(..)));
@@ -253,6 +285,7 @@ async fn fresh_backend(name: &'static str, postgres: Option<&str>) -> anyhow::Re
     )))
     .execute(&mut conn)
     .await?;
+    lock_created().push(name_db.clone());
     let mut url = url::Url::parse(admin)?;
     url.set_path(&format!("/{name_db}"));
     Ok(Backend {
@@ -1001,8 +1034,17 @@ async fn replicas_row(
     )))
 }
 
-/// Runs the chosen scenarios; rows come back in run order.
+/// Runs the chosen scenarios; rows come back in run order. The PostgreSQL databases they
+/// created are dropped afterwards, whether they succeeded or not.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
+    let rows = run_scenarios(opts).await;
+    if let Some(admin) = &opts.postgres {
+        drop_created(admin).await;
+    }
+    rows
+}
+
+async fn run_scenarios(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
     crate::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let wants = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|x| x == s);

@@ -251,9 +251,17 @@ async fn inventory(
     let (total, results) = {
         let inner = lock(&s.inner);
         let mut matched: Vec<&SimComputer> = Vec::new();
-        for c in inner
-            .fleet
-            .values()
+        let ids = q
+            .filter
+            .as_ref()
+            .map_or(i64::MIN..=i64::MAX, |e| e.int_range("id"));
+        let candidates = match ids.is_empty() {
+            true => None,
+            false => Some(inner.fleet.range(ids).map(|(_, c)| c)),
+        };
+        for c in candidates
+            .into_iter()
+            .flatten()
             .filter(|c| !inner.unlisted.contains(&c.id))
         {
             match q.filter.as_ref().map(|e| c.matches(e, version)) {

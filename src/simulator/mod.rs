@@ -649,6 +649,10 @@ pub(super) fn leave(inner: &mut Inner, count: usize) {
 }
 
 pub(super) fn touch(inner: &mut Inner, count: usize) -> Vec<i64> {
+    // Called for every list page, nearly always with 0: no pass over the fleet for that.
+    if count == 0 {
+        return Vec::new();
+    }
     let ids: Vec<i64> = inner.fleet.keys().copied().collect();
     let picked = pick(&mut inner.rng, ids, count);
     let now = Utc::now();

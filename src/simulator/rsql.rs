@@ -27,6 +27,44 @@ pub enum Expr {
     },
 }
 
+impl Expr {
+    /// The ids a record can have and still match: what the top level (or its `;` terms) says
+    /// about `field`, as an inclusive range. Lets a listing read only that part of a fleet
+    /// kept in id order, as Jamf's database reads an index, instead of testing every record.
+    pub fn int_range(&self, field: &str) -> std::ops::RangeInclusive<i64> {
+        let (mut lo, mut hi) = (i64::MIN, i64::MAX);
+        let terms = match self {
+            Expr::And(parts) => parts.as_slice(),
+            other => std::slice::from_ref(other),
+        };
+        for term in terms {
+            let Expr::Cmp {
+                field: f,
+                op,
+                values,
+            } = term
+            else {
+                continue;
+            };
+            let (true, [v]) = (f == field, values.as_slice()) else {
+                continue;
+            };
+            let Ok(v) = v.trim().parse::<i64>() else {
+                continue;
+            };
+            match op {
+                Op::Gt => lo = lo.max(v.saturating_add(1)),
+                Op::Ge => lo = lo.max(v),
+                Op::Lt => hi = hi.min(v.saturating_sub(1)),
+                Op::Le => hi = hi.min(v),
+                Op::Eq => (lo, hi) = (lo.max(v), hi.min(v)),
+                _ => {}
+            }
+        }
+        lo..=hi
+    }
+}
+
 pub fn parse(input: &str) -> Result<Expr, String> {
     let mut p = Parser {
         s: input.as_bytes(),
@@ -226,6 +264,20 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_range_comes_from_the_top_level_terms_only() -> Result<(), String> {
+        let e = parse(r#"general.reportDate>="2026-01-01T00:00:00Z";id>"100";id<=250"#)?;
+        assert_eq!(e.int_range("id"), 101..=250);
+        // Under an `or` a bound says nothing about every match.
+        let e = parse("id>100,id<5")?;
+        assert_eq!(e.int_range("id"), i64::MIN..=i64::MAX);
+        let e = parse("id==7;id>7")?;
+        assert!(e.int_range("id").is_empty());
+        let e = parse("id=in=(1,2);id<x")?;
+        assert_eq!(e.int_range("id"), i64::MIN..=i64::MAX);
+        Ok(())
+    }
 
     #[test]
     fn parses_delta_filter() {

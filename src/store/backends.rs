@@ -105,9 +105,9 @@ fn create_private(path: &std::path::Path) -> Result<()> {
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        // A new connection can cost far more than a query (~90 ms with TLS on loopback: sqlx
-        // does not set TCP_NODELAY, so the handshake waits on delayed ACKs). The few a run uses
-        // at once (its writer, the run's bookkeeping, a second kind) are opened in the
+        // A new connection costs far more than a query (a TLS handshake and authentication;
+        // with sqlx 0.9.0, which did not set TCP_NODELAY, ~90 ms on loopback). The few a run
+        // uses at once (its writer, the run's bookkeeping, a second kind) are opened in the
         // background from the start and kept, instead of one by one as a run first needs them.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -240,6 +240,10 @@ macro_rules! store_impl {
         }
 
         impl Store for $store {
+            fn concurrent_writes(&self) -> usize {
+                Self::CONCURRENT_WRITES
+            }
+
             async fn migrate(&self) -> Result<()> {
                 $migrations.run(&self.pool).await?;
                 Ok(())
@@ -1124,6 +1128,7 @@ macro_rules! store_impl {
 }
 
 impl SqliteStore {
+    const CONCURRENT_WRITES: usize = 1;
     const DIALECT: views::Dialect = views::Dialect::Sqlite;
     const SIZE_SQL: &'static str =
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
@@ -1131,6 +1136,7 @@ impl SqliteStore {
 
 impl PgStore {
     const DIALECT: views::Dialect = views::Dialect::Postgres;
+    const CONCURRENT_WRITES: usize = 2;
     const SIZE_SQL: &'static str = "SELECT pg_database_size(current_database())::bigint";
 }
 

@@ -104,8 +104,9 @@ pub struct RunEnd<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     pub run_id: i64,
-    /// The run's counts including this page's listed/fetched/failed/missing; the store adds
-    /// what the write itself finds (upserted, unchanged, stale).
+    /// This write's own listed/fetched/failed/missing; the store adds what the write itself
+    /// finds (upserted, unchanged, stale) and adds it all to the run's row, so writes that
+    /// commit in any order leave the same totals.
     pub counts: RunCounts,
     /// Highest id the page covers (resume point).
     pub last_id: Option<i64>,
@@ -122,6 +123,19 @@ pub struct PageOutcome {
     pub stale: i64,
     /// Child table rows written.
     pub child_rows: i64,
+}
+
+impl PageOutcome {
+    /// A write's own counts (`listed`, `fetched`, … from `mine`) with what the write found.
+    pub fn counts(&self, mine: RunCounts) -> RunCounts {
+        RunCounts {
+            upserted: mine.upserted + self.upserted,
+            unchanged: mine.unchanged + self.unchanged,
+            stale: mine.stale + self.stale,
+            child_rows: mine.child_rows + self.child_rows,
+            ..mine
+        }
+    }
 }
 
 /// Whether a copy may replace the stored one (the invariant the upsert's SQL guard enforces;
@@ -350,6 +364,10 @@ macro_rules! store_api {
     )*) => {
         /// The operations the sync engine, the daemon and the CLI need from a database.
         pub trait Store: Send + Sync + 'static {
+            /// How many device writes of one run may be in flight at once: one on SQLite (one
+            /// writer per file), two on PostgreSQL, where a second transaction keeps the
+            /// server busy while the first one's rows travel and its commit is flushed.
+            fn concurrent_writes(&self) -> usize;
             $(
                 $(#[doc = $doc])*
                 fn $name $(<$g: $bound>)? (&self, $($arg: $ty),*)
@@ -358,6 +376,12 @@ macro_rules! store_api {
         }
 
         impl Store for Db {
+            fn concurrent_writes(&self) -> usize {
+                match self {
+                    Db::Sqlite(s) => s.concurrent_writes(),
+                    Db::Postgres(s) => s.concurrent_writes(),
+                }
+            }
             $(
                 async fn $name $(<$g: $bound>)? (&self, $($arg: $ty),*) -> Result<$ret> {
                     match self {

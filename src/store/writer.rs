@@ -214,29 +214,29 @@ macro_rules! writer_impl {
                     .execute(&mut *tx)
                     .await?;
                 }
-                // Pages arrive out of id order (parallel spans): `last_id` keeps the highest.
+                // Pages arrive out of id order (parallel spans) and writes may commit out of
+                // order (`Store::concurrent_writes`): counts are added, `last_id` keeps the
+                // highest.
                 if let Some(p) = progress {
-                    let mut total = p.counts;
-                    total.upserted += outcome.upserted;
-                    total.unchanged += outcome.unchanged;
-                    total.stale += outcome.stale;
-                    total.child_rows += outcome.child_rows;
+                    let this = outcome.counts(p.counts);
                     sqlx::query(
-                        "UPDATE sync_runs SET listed = $1, fetched = $2, upserted = $3, \
-                         unchanged = $4, stale = $5, failed = $6, missing = $7, child_rows = $10, \
+                        "UPDATE sync_runs SET listed = listed + $1, fetched = fetched + $2, \
+                         upserted = upserted + $3, unchanged = unchanged + $4, \
+                         stale = stale + $5, failed = failed + $6, missing = missing + $7, \
+                         child_rows = child_rows + $10, \
                          last_id = CASE WHEN last_id IS NULL OR $8 > last_id \
                          THEN COALESCE($8, last_id) ELSE last_id END WHERE id = $9",
                     )
-                    .bind(total.listed)
-                    .bind(total.fetched)
-                    .bind(total.upserted)
-                    .bind(total.unchanged)
-                    .bind(total.stale)
-                    .bind(total.failed)
-                    .bind(total.missing)
+                    .bind(this.listed)
+                    .bind(this.fetched)
+                    .bind(this.upserted)
+                    .bind(this.unchanged)
+                    .bind(this.stale)
+                    .bind(this.failed)
+                    .bind(this.missing)
                     .bind(p.last_id)
                     .bind(p.run_id)
-                    .bind(total.child_rows)
+                    .bind(this.child_rows)
                     .execute(&mut *tx)
                     .await?;
                 }

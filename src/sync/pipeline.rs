@@ -14,7 +14,10 @@
 //!   requests on the wire finish, nothing new starts.
 //! - **Writer.** Fetching and writing overlap: the writer commits each batch (records plus run
 //!   progress in one transaction) while the next requests are on the wire; batches that queue
-//!   up are merged into one transaction. Within a run each device is written once.
+//!   up are merged into one transaction. Within a run each device is written once. Up to
+//!   `Store::concurrent_writes` batches are in flight (two on PostgreSQL), so they may commit
+//!   in any order: each adds its own counts to the run's row, and the counts the writer returns
+//!   are those of the writes that committed.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -438,7 +441,9 @@ pub(crate) fn fetched_from_page<R: DeviceRecord>(
     got
 }
 
-/// Writes batches as they come; returns the first error and the counts committed so far.
+/// Writes batches as they come, up to `Store::concurrent_writes` at once; returns the first
+/// error and the counts committed so far. After an error nothing new starts, and the writes
+/// in flight are awaited so the counts are what was committed.
 pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
     store: Arc<S>,
     instance: String,
@@ -446,64 +451,109 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
     history: Arc<HistoryConfig>,
     mut rx: mpsc::Receiver<Batch<R>>,
 ) -> (Result<(), StoreError>, RunCounts) {
+    let parallel = store.concurrent_writes().max(1);
     let mut counts = RunCounts::default();
     let mut seen: HashSet<i64> = HashSet::new();
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut pages = 0u64;
-    while let Some(mut batch) = rx.recv().await {
-        pages += 1;
-        // When writing is the bottleneck, batches queue up: commit them together (one
-        // transaction and one fsync instead of several), up to a bound.
-        let mut bytes: usize = batch.records.iter().map(|r| r.raw().len()).sum();
-        while batch.records.len() < MERGE_UP_TO && bytes < MERGE_UP_TO_BYTES {
-            match rx.try_recv() {
-                Ok(more) => {
-                    pages += 1;
-                    bytes += more.records.iter().map(|r| r.raw().len()).sum::<usize>();
-                    batch.merge(more);
-                }
-                Err(_) => break,
-            }
-        }
-        batch.records.retain(|r| seen.insert(r.jamf_id()));
-        let mut next = counts;
-        next.listed += batch.listed;
-        next.fetched += batch.records.len() as i64;
-        next.failed += batch.failed;
-        next.missing += batch.missing;
+    let mut first_error: Option<StoreError> = None;
+    let mut open = true;
+    let mut in_flight = FuturesUnordered::new();
+    let write = |batch: Batch<R>| {
+        // This write's own counts; the store adds what it finds and adds it all to the run.
+        let mine = RunCounts {
+            listed: batch.listed,
+            fetched: batch.records.len() as i64,
+            failed: batch.failed,
+            missing: batch.missing,
+            ..RunCounts::default()
+        };
         let progress = run.id.map(|run_id| Progress {
             run_id,
-            counts: next,
+            counts: mine,
             last_id: batch.last_id,
         });
-        let written = store
-            .write_devices(Write {
-                instance: &instance,
-                records: &batch.records,
-                failures: &batch.failures,
-                progress: progress.as_ref(),
-                overwrite: run.overwrite,
-                history: &history,
-                now: Utc::now(),
-            })
-            .await;
-        match written {
-            Ok(outcome) => {
-                next.upserted += outcome.upserted;
-                next.unchanged += outcome.unchanged;
-                next.stale += outcome.stale;
-                next.child_rows += outcome.child_rows;
-                counts = next;
+        let (store, instance, history, overwrite) = (&store, &instance, &history, run.overwrite);
+        async move {
+            let outcome = store
+                .write_devices(Write {
+                    instance,
+                    records: &batch.records,
+                    failures: &batch.failures,
+                    progress: progress.as_ref(),
+                    overwrite,
+                    history,
+                    now: Utc::now(),
+                })
+                .await;
+            (mine, outcome)
+        }
+    };
+    loop {
+        let take = open && first_error.is_none() && in_flight.len() < parallel;
+        tokio::select! {
+            next = rx.recv(), if take => {
+                let Some(mut batch) = next else {
+                    open = false;
+                    continue;
+                };
+                pages += 1;
+                // When writing is the bottleneck, batches queue up: commit them together (one
+                // transaction and one fsync instead of several), up to a bound.
+                let mut bytes: usize = batch.records.iter().map(|r| r.raw().len()).sum();
+                while batch.records.len() < MERGE_UP_TO && bytes < MERGE_UP_TO_BYTES {
+                    match rx.try_recv() {
+                        Ok(more) => {
+                            pages += 1;
+                            bytes += more.records.iter().map(|r| r.raw().len()).sum::<usize>();
+                            batch.merge(more);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                batch.records.retain(|r| seen.insert(r.jamf_id()));
+                // A batch with failures writes `sync_failures` rows another write may clear:
+                // it goes alone, so two writes never lock the same rows in opposite order.
+                if !batch.failures.is_empty() {
+                    while let Some((mine, outcome)) = in_flight.next().await {
+                        settle(&mut counts, &mut first_error, mine, outcome);
+                    }
+                    if first_error.is_some() {
+                        continue;
+                    }
+                }
+                in_flight.push(write(batch));
+            }
+            Some((mine, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                settle(&mut counts, &mut first_error, mine, outcome);
                 if last_progress.elapsed() >= PROGRESS_EVERY {
                     last_progress = Instant::now();
                     log_progress(&counts, pages, started, run.expected());
                 }
             }
-            Err(e) => return (Err(e), counts),
+            else => break,
         }
     }
-    (Ok(()), counts)
+    match first_error {
+        Some(e) => (Err(e), counts),
+        None => (Ok(()), counts),
+    }
+}
+
+/// Adds a finished write to the run's counts, or keeps its error if it is the first.
+fn settle(
+    counts: &mut RunCounts,
+    first_error: &mut Option<StoreError>,
+    mine: RunCounts,
+    outcome: Result<crate::store::PageOutcome, StoreError>,
+) {
+    match outcome {
+        Ok(o) => counts.add(&o.counts(mine)),
+        Err(e) => {
+            first_error.get_or_insert(e);
+        }
+    }
 }
 
 fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {

@@ -430,6 +430,12 @@ async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helper
         crashed.status, "running",
         "a killed process leaves its run running"
     );
+    // Its row counts every write it committed (PostgreSQL commits two at once, in any order).
+    let after_kill = db
+        .count_devices("default", Kind::Computers)
+        .await
+        .expect("count");
+    assert_eq!(after_kill, stored + crashed.counts.upserted, "{crashed:?}");
     let d = Daemon::start(&sim, &url, &slow);
     d.wait_for(60, "the catch-up run to succeed", || async {
         db.recent_runs("default", 1)

@@ -281,3 +281,80 @@ async fn inventory_during_sync(db: &TestDb) {
     helpers::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
+
+// PostgreSQL commits up to two writes of a run at once (`Store::concurrent_writes`), so they
+// may commit in any order: each adds its own counts to the run's row.
+both_backends!(writes_committed_in_any_order_add_up_in_the_run);
+async fn writes_committed_in_any_order_add_up_in_the_run(db: &TestDb) {
+    use jamf_sync::config::HistoryConfig;
+    use jamf_sync::domain::{RunCounts, RunKind, Trigger};
+    use jamf_sync::store::{NewRun, Progress, Write};
+
+    let now = chrono::Utc::now();
+    let run_id = db
+        .db
+        .start_run(&NewRun {
+            instance: "test",
+            kind: RunKind::Sync(Kind::Computers),
+            trigger: Trigger::Cli,
+            mode: "full",
+            started_at: now,
+            cursor_before: None,
+        })
+        .await
+        .expect("run");
+    let computers = |ids: std::ops::RangeInclusive<i64>| -> Vec<_> {
+        ids.map(|id| {
+            let raw = format!(
+                r#"{{"id":"{id}","general":{{"name":"mac-{id}","reportDate":"2026-12-01T10:00:00Z"}}}}"#
+            );
+            let raw = serde_json::value::RawValue::from_string(raw).expect("json");
+            jamf_sync::jamf::decode::computer(&raw, now).expect("record")
+        })
+        .collect()
+    };
+    let history = HistoryConfig::default();
+    let (low, high) = (computers(1..=3), computers(4..=5));
+    let progress = |n: i64, last: i64| Progress {
+        run_id,
+        counts: RunCounts {
+            listed: n,
+            fetched: n,
+            ..RunCounts::default()
+        },
+        last_id: Some(last),
+    };
+    let (p_low, p_high) = (progress(3, 3), progress(2, 5));
+    let write = |records, progress| Write {
+        progress: Some(progress),
+        ..Write::guarded("test", records, &history)
+    };
+    // The later page first, then both at once: the sums are the same in any order.
+    db.db
+        .write_devices(write(&high, &p_high))
+        .await
+        .expect("write");
+    db.db
+        .write_devices(write(&low, &p_low))
+        .await
+        .expect("write");
+    let (again_low, again_high) = tokio::join!(
+        db.db.write_devices(write(&low, &p_low)),
+        db.db.write_devices(write(&high, &p_high)),
+    );
+    again_low.expect("write");
+    again_high.expect("write");
+    let run = helpers::last_run(db).await;
+    assert_eq!(run.id, run_id);
+    assert_eq!(
+        (
+            run.counts.listed,
+            run.counts.fetched,
+            run.counts.upserted,
+            run.counts.unchanged
+        ),
+        (10, 10, 5, 5),
+        "{run:?}"
+    );
+    assert_eq!(helpers::stored(db).await.len(), 5);
+}
