@@ -513,8 +513,10 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
                     }
                 }
                 batch.records.retain(|r| seen.insert(r.jamf_id()));
-                // A batch with failures writes `sync_failures` rows another write may clear:
-                // it goes alone, so two writes never lock the same rows in opposite order.
+                // A batch with failures inserts `sync_failures` rows an earlier write may be
+                // clearing: it starts once the writes before it committed, so two writes
+                // never lock the same failure rows in opposite order (a later write only
+                // clears rows of devices it answered, which this batch did not).
                 if !batch.failures.is_empty() {
                     while let Some((mine, outcome)) = in_flight.next().await {
                         settle(&mut counts, &mut first_error, mine, outcome);
