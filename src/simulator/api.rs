@@ -251,17 +251,7 @@ async fn inventory(
     let (total, results) = {
         let inner = lock(&s.inner);
         let mut matched: Vec<&SimComputer> = Vec::new();
-        let ids = q
-            .filter
-            .as_ref()
-            .map_or(i64::MIN..=i64::MAX, |e| e.int_range("id"));
-        let candidates = match ids.is_empty() {
-            true => None,
-            false => Some(inner.fleet.range(ids).map(|(_, c)| c)),
-        };
-        for c in candidates
-            .into_iter()
-            .flatten()
+        for c in super::rsql::within(&inner.fleet, q.filter.as_ref(), "id")
             .filter(|c| !inner.unlisted.contains(&c.id))
         {
             match q.filter.as_ref().map(|e| c.matches(e, version)) {

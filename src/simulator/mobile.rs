@@ -473,9 +473,7 @@ pub async fn pro_detail(
     let (total, results) = {
         let inner = lock(&s.inner);
         let mut matched: Vec<&SimMobile> = Vec::new();
-        let listed = inner
-            .mobiles
-            .values()
+        let listed = rsql::within(&inner.mobiles, q.filter.as_ref(), "mobileDeviceId")
             .filter(|m| !inner.unlisted_mobiles.contains(&m.id));
         for m in listed {
             match q.filter.as_ref().map(|e| matches(m, e)) {

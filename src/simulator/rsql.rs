@@ -3,6 +3,7 @@
 //! Grammar: `or := and ((',' | ' or ') and)*`, `and := term ((';' | ' and ') term)*`,
 //! `term := '(' or ')' | field op value`, with ops `== != < <= > >= =lt= =le= =gt= =ge= =in= =out=`
 //! and values bare or quoted with `"` or `'`. `*` in an `==` string value is a wildcard.
+//! [`within`] narrows a listing to the id range a filter's top-level terms allow.
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -46,9 +47,12 @@ impl Expr {
             else {
                 continue;
             };
-            let (true, [v]) = (f == field, values.as_slice()) else {
+            let [v] = values.as_slice() else {
                 continue;
             };
+            if f != field {
+                continue;
+            }
             let Ok(v) = v.trim().parse::<i64>() else {
                 continue;
             };
@@ -63,6 +67,22 @@ impl Expr {
         }
         lo..=hi
     }
+}
+
+/// The records of `by_id` that `filter` can match by its bounds on `field` (their id): all of
+/// them without a filter or without bounds.
+pub fn within<'a, T>(
+    by_id: &'a std::collections::BTreeMap<i64, T>,
+    filter: Option<&Expr>,
+    field: &str,
+) -> impl Iterator<Item = &'a T> {
+    let ids = filter.map_or(i64::MIN..=i64::MAX, |e| e.int_range(field));
+    // `BTreeMap::range` panics on an inverted range, which contradictory bounds give.
+    (!ids.is_empty())
+        .then(|| by_id.range(ids))
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v)
 }
 
 pub fn parse(input: &str) -> Result<Expr, String> {
@@ -276,6 +296,16 @@ mod tests {
         assert!(e.int_range("id").is_empty());
         let e = parse("id=in=(1,2);id<x")?;
         assert_eq!(e.int_range("id"), i64::MIN..=i64::MAX);
+
+        let by_id: std::collections::BTreeMap<i64, i64> = (1..=10).map(|i| (i, i)).collect();
+        let ids = |filter: &str| -> Result<Vec<i64>, String> {
+            Ok(within(&by_id, Some(&parse(filter)?), "id")
+                .copied()
+                .collect())
+        };
+        assert_eq!(ids("id>3;id<=5")?, vec![4, 5]);
+        assert_eq!(ids("id==7;id>7")?, Vec::<i64>::new(), "no panic, nothing");
+        assert_eq!(within(&by_id, None, "id").count(), 10);
         Ok(())
     }
 
