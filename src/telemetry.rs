@@ -316,13 +316,70 @@ pub fn init_logging(cfg: &LogConfig) {
     // A second initialisation (tests) is harmless: keep the first subscriber.
     let _ = match cfg.format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text_fields()).try_init(),
     };
+}
+
+/// How text log lines write their fields: as the default does, but with control characters
+/// escaped in every field and the message, whatever a call site passed. Records, webhook
+/// bodies and Jamf's or the database's messages reach log fields; a newline in one must not
+/// start a forged line of its own. (JSON lines are escaped by JSON itself.)
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let text = format!("{value:?}");
+        let text = crate::domain::text::no_controls(&text);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.0.lock() {
+                Ok(mut v) => v.extend_from_slice(buf),
+                Err(p) => p.into_inner().extend_from_slice(buf),
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_newline_from_outside_never_starts_a_log_line() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(text_fields())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let forged = "x\n2026-12-07T00:00:00Z  INFO jamf_sync: forged";
+            tracing::warn!(error = %forged, id = ?forged, "malformed webhook refused: {forged}");
+        });
+        let text = match out.0.lock() {
+            Ok(v) => String::from_utf8_lossy(&v).into_owned(),
+            Err(p) => String::from_utf8_lossy(&p.into_inner()).into_owned(),
+        };
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("error=x\\n2026"), "{text}");
+        assert!(text.contains("refused: x\\n2026"), "{text}");
+    }
 
     #[test]
     fn colour_only_for_a_terminal_without_no_color() {

@@ -25,9 +25,15 @@ pub struct ServerConfig {
     /// A connection whose request headers have not all arrived this many seconds after it
     /// opened (or after its previous request: idle keep-alive) is closed.
     pub header_timeout_secs: u64,
+    /// A request body (a webhook's) not all arrived this many seconds after its headers is
+    /// answered 408 and its connection closed: with `webhooks.max_body_bytes` that is a
+    /// minimum rate, so a client trickling a body holds a connection for this long at most.
+    pub body_timeout_secs: u64,
     /// Open connections served normally, per listener. Beyond it a connection is served one
-    /// request with a short header timeout and no keep-alive (so `/healthz` still answers
-    /// while idle clients hold the rest); beyond twice it, new connections are closed.
+    /// request with a short header timeout and no keep-alive, and only a probe's
+    /// (`/healthz`, `/readyz`, `/metrics`, `/status`; anything else is answered 503), so
+    /// probes still answer while clients hold the rest; beyond twice it, new connections are
+    /// closed.
     pub max_connections: usize,
 }
 
@@ -38,6 +44,7 @@ impl Default for ServerConfig {
             admin_token: None,
             admin_token_file: None,
             header_timeout_secs: 30,
+            body_timeout_secs: 10,
             max_connections: 256,
         }
     }
@@ -50,6 +57,7 @@ impl fmt::Debug for ServerConfig {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("admin_token_file", &self.admin_token_file)
             .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_timeout_secs", &self.body_timeout_secs)
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -70,6 +78,12 @@ impl ServerConfig {
         if self.header_timeout_secs == 0 || self.header_timeout_secs > 3600 {
             return Err(ConfigError::new(
                 "server.header_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.body_timeout_secs == 0 || self.body_timeout_secs > 3600 {
+            return Err(ConfigError::new(
+                "server.body_timeout_secs",
                 "must be between 1 and 3600",
             ));
         }

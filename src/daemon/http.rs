@@ -82,7 +82,14 @@ pub struct AppState {
     /// The database, once connected.
     pub db: OnceLock<Arc<Db>>,
     pub health: Arc<Health>,
+    /// When a scrape last read the database's gauges: scrapes within [`GAUGES_FROM_DB_EVERY`]
+    /// of it render what it read, and one scrape at a time reads (a flood of scrapes of an
+    /// unauthenticated endpoint costs the database nothing more).
+    gauges_read: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often `/metrics` reads the gauges that come from the database, at most.
+const GAUGES_FROM_DB_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl AppState {
     pub fn new(
@@ -99,6 +106,7 @@ impl AppState {
             }),
             db: OnceLock::new(),
             health: Arc::new(Health::default()),
+            gauges_read: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -133,6 +141,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         app = app.merge(webhooks::routes(&hooks));
     }
     app
+}
+
+/// What a connection over `server.max_connections` is served: the probes only, so they
+/// answer while clients (a flood of webhooks, bodies trickling in) hold every normal
+/// connection; anything else is told to come back.
+pub fn probe_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .fallback(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "connection limit reached (server.max_connections); retry\n",
+            )
+        })
+        .with_state(state)
 }
 
 /// The webhook endpoints alone, for `webhooks.listen` (plus `/healthz` for load balancers).
@@ -252,6 +279,19 @@ fn jamf_state(i: &InstanceState) -> &'static str {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    // Another scrape reading the database now, or one a moment ago: its figures are fresh.
+    if let Ok(mut last) = s.gauges_read.try_lock() {
+        if last.is_none_or(|at| at.elapsed() >= GAUGES_FROM_DB_EVERY) {
+            gauges_from_db(&s).await;
+            *last = Some(std::time::Instant::now());
+        }
+    }
+    render(&s)
+}
+
+/// The gauges that come from the database (stored devices, cursor lag; on a shared database
+/// the last runs and the queue depth, which another process may be moving).
+async fn gauges_from_db(s: &AppState) {
     let shared = s.db.get().is_some_and(|db| db.shared().is_some());
     for i in &s.instances {
         if let Some(engine) = i.engine.get() {
@@ -270,6 +310,9 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
             }
         }
     }
+}
+
+fn render(s: &AppState) -> Response {
     match &s.prometheus {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -361,8 +404,13 @@ async fn instance_status(s: &InstanceState) -> serde_json::Value {
         let cursor = cursors
             .as_ref()
             .and_then(|c| c.iter().find(|c| c.kind == name).map(|c| c.cursor));
+        // Bounded: an unauthenticated endpoint never reads the whole table.
         let failing = match s.engine.get() {
-            Some(engine) => engine.store().sync_failures(&s.instance, *kind).await.ok(),
+            Some(engine) => engine
+                .store()
+                .failing_sample(&s.instance, *kind, 10)
+                .await
+                .ok(),
             None => None,
         };
         kinds.push(json!({
@@ -375,8 +423,8 @@ async fn instance_status(s: &InstanceState) -> serde_json::Value {
             "next_reconcile": next.get(&format!("reconcile {name}")),
             "next_retry": retries.get(name),
             // Devices Jamf would not give; every run retries them.
-            "failing_devices": failing.as_ref().map(Vec::len),
-            "failing_sample": failing.map(|f| f.into_iter().take(10).collect::<Vec<_>>()),
+            "failing_devices": failing.as_ref().map(|f| f.0),
+            "failing_sample": failing.map(|f| f.1),
             "next_reconcile_retry": retries.get(&format!("reconcile {name}")),
             "next_groups": next.get(&format!("groups {name}")),
             "next_groups_retry": retries.get(&format!("groups {name}")),

@@ -122,6 +122,7 @@ fn plan(cfg: &Config, queue_store: &Arc<OnceLock<Arc<Db>>>) -> anyhow::Result<Ve
         let mut state = InstanceState::new(i.name.clone(), kinds);
         if icfg.webhooks.enabled {
             state = state.with_webhooks(Arc::new(webhooks::Receiver {
+                body_timeout: Duration::from_secs(cfg.server.body_timeout_secs),
                 instance: i.name.clone(),
                 auth: icfg.webhook_auth()?,
                 max_body_bytes: icfg.webhooks.max_body_bytes,
@@ -169,7 +170,10 @@ pub async fn run(
     };
     let http = tokio::spawn(serve::serve(
         listener,
-        router(state.clone()),
+        serve::Routers {
+            normal: router(state.clone()),
+            overflow: http::probe_router(state.clone()),
+        },
         limits,
         shutdown.clone(),
     ));
@@ -184,7 +188,10 @@ pub async fn run(
             tracing::info!(addr = %l.local_addr()?, "webhook endpoint listening");
             Some(tokio::spawn(serve::serve(
                 l,
-                http::webhook_router(state.clone()),
+                serve::Routers {
+                    normal: http::webhook_router(state.clone()),
+                    overflow: http::probe_router(state.clone()),
+                },
                 limits,
                 shutdown.clone(),
             )))

@@ -4,9 +4,10 @@
 //! Invariants: a connection whose request headers have not all arrived within
 //! `server.header_timeout_secs` of it opening, or of its previous answer (idle keep-alive),
 //! is closed; up to `server.max_connections` connections are served normally; beyond that
-//! each new one is served a single request under a short header timeout (a probe or a webhook
-//! gets its answer, an idle socket is gone within a second); beyond twice the cap new
-//! connections are closed at once. On shutdown the loop stops accepting and connections
+//! each new one is served a single request under a short header timeout, by the overflow
+//! router (the probes: they answer in a moment, so those connections stay free for them
+//! whatever holds the normal ones; an idle socket is gone within a second); beyond twice the
+//! cap new connections are closed at once. On shutdown the loop stops accepting and connections
 //! finish their request in flight.
 
 use std::sync::Arc;
@@ -31,10 +32,17 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `shutdown` turns true.
+/// What connections are served: `normal` within the cap, `overflow` beyond it.
+#[derive(Clone)]
+pub struct Routers {
+    pub normal: Router,
+    pub overflow: Router,
+}
+
+/// Serves `routers` on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    routers: Routers,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -53,10 +61,11 @@ pub async fn serve(
             },
             _ = stopped(shutdown.clone()) => break,
         };
-        let (permit, header_timeout, keep_alive) = match normal.clone().try_acquire_owned() {
-            Ok(p) => (p, limits.header_timeout, true),
+        let (permit, header_timeout, keep_alive, router) = match normal.clone().try_acquire_owned()
+        {
+            Ok(p) => (p, limits.header_timeout, true, &routers.normal),
             Err(_) => match extra.clone().try_acquire_owned() {
-                Ok(p) => (p, OVER_CAP_HEADER_TIMEOUT, false),
+                Ok(p) => (p, OVER_CAP_HEADER_TIMEOUT, false, &routers.overflow),
                 Err(_) => {
                     tracing::debug!("connection cap reached twice over; closing a new connection");
                     continue;

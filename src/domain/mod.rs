@@ -15,6 +15,7 @@ pub mod facts;
 pub mod pacing;
 pub mod records;
 pub mod run;
+pub mod text;
 pub mod webhook;
 
 use chrono::{DateTime, Utc};

@@ -47,11 +47,11 @@ pub fn xml_to_json(xml: &str) -> Result<(String, Value), String> {
                 let name = e.local_name().as_ref().to_string();
                 let mut children = Vec::new();
                 for attr in e.attributes() {
-                    let attr = attr.map_err(|e| format!("bad attribute: {e}"))?;
+                    let attr = attr.map_err(|e| format!("bad attribute: {}", outside(e)))?;
                     let key = format!("@{}", attr.key.local_name().as_ref());
                     let value = attr
                         .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                        .map_err(|e| format!("bad attribute value: {e}"))?;
+                        .map_err(|e| format!("bad attribute value: {}", outside(e)))?;
                     children.push((key, Value::String(value.into_owned())));
                 }
                 stack.push((name, children, String::new()));
@@ -90,15 +90,28 @@ pub fn xml_to_json(xml: &str) -> Result<(String, Value), String> {
         }
     }
     if let Some((name, _, _)) = stack.last() {
-        return Err(format!("truncated document: <{name}> is not closed"));
+        return Err(format!(
+            "truncated document: <{}> is not closed",
+            outside(name)
+        ));
     }
     root.ok_or_else(|| "empty document".to_string())
 }
 
+/// Text of the document inside an error: errors end up in log lines, so a name with a
+/// newline must not start one of its own.
+fn outside(text: impl std::fmt::Display) -> String {
+    crate::domain::text::shown(&text.to_string(), 200)
+}
+
 fn next_event<'a>(reader: &mut Reader<&'a [u8]>) -> Result<Event<'a>, String> {
-    reader
-        .read_event()
-        .map_err(|e| format!("XML error at byte {}: {e}", reader.buffer_position()))
+    reader.read_event().map_err(|e| {
+        format!(
+            "XML error at byte {}: {}",
+            reader.buffer_position(),
+            outside(e)
+        )
+    })
 }
 
 /// Whether an element may open here: one root only, and no deeper than [`MAX_DEPTH`].
@@ -120,13 +133,13 @@ fn append_text(event: &Event<'_>, text: &mut String) -> Result<(), String> {
         Event::GeneralRef(r) => {
             let resolved = if r.is_char_ref() {
                 r.resolve_char_ref()
-                    .map_err(|e| format!("bad character reference: {e}"))?
+                    .map_err(|e| format!("bad character reference: {}", outside(e)))?
                     .map(String::from)
             } else {
                 quick_xml::escape::resolve_predefined_entity(&r.xml10_content()).map(String::from)
             };
-            let resolved =
-                resolved.ok_or_else(|| format!("unknown entity &{};", r.xml10_content()))?;
+            let resolved = resolved
+                .ok_or_else(|| format!("unknown entity &{};", outside(r.xml10_content())))?;
             text.push_str(&resolved);
         }
         _ => {}
@@ -180,7 +193,10 @@ pub fn walk(
         }
     }
     if let Some(name) = path.last() {
-        return Err(format!("truncated document: <{name}> is not closed"));
+        return Err(format!(
+            "truncated document: <{}> is not closed",
+            outside(name)
+        ));
     }
     root.ok_or_else(|| "empty document".to_string())
 }
@@ -257,6 +273,20 @@ mod tests {
         assert!(xml_to_json(&deep(MAX_DEPTH)).is_ok());
         let e = xml_to_json(&deep(20_000)).err().unwrap_or_default();
         assert!(e.contains("nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn outside_text_in_errors_is_escaped() {
+        for doc in [
+            "<a>&x\nINFO forged;</a>",
+            "<a><b\nINFO>",
+            "<a>&#xZZ\nINFO;</a>",
+        ] {
+            match xml_to_json(doc) {
+                Ok(v) => panic!("{doc:?} is not a document: {v:?}"),
+                Err(e) => assert!(!e.contains('\n'), "{e:?}"),
+            }
+        }
     }
 
     #[test]

@@ -298,9 +298,18 @@ async fn inventory(
         }
         super::leave(&mut inner, leave);
     }
-    let mut resp = Json(json!({ "totalCount": total, "results": results })).into_response();
+    let mut resp = json_answer(&json!({ "totalCount": total, "results": results }));
     resp.extensions_mut().insert(cost);
     resp
+}
+
+/// A JSON answer whose records may hold odd text ([`super::odd::json_text`]).
+fn json_answer(v: &serde_json::Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::odd::json_text(v),
+    )
+        .into_response()
 }
 
 /// Jamf's answer when a device's data cannot be processed.
@@ -314,6 +323,9 @@ fn broken_data() -> Response {
 }
 
 fn corrupted(inner: &Inner, id: i64, mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(odd) = inner.odd.get(&id) {
+        super::odd::computer(*odd, id, &mut v);
+    }
     if inner.corrupt.contains(&id) {
         if let Some(g) = v.get_mut("general").and_then(|g| g.as_object_mut()) {
             g.insert("reportDate".into(), json!("last Tuesday"));
@@ -355,7 +367,7 @@ async fn detail(
             .map(|c| corrupted(&inner, id, c.render(version, &all)))
     });
     match found {
-        Some(v) => Json(v).into_response(),
+        Some(v) => json_answer(&v),
         None => api_error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",

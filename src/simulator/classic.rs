@@ -340,6 +340,9 @@ pub async fn mobile_device(
             .into_response();
     }
     let mut body = m.to_xml();
+    if let Some(odd) = inner.odd_mobiles.get(&m.id) {
+        super::odd::mobile_xml(*odd, m.id, &mut body);
+    }
     if inner.corrupt_mobiles.contains(&m.id) {
         // A record cut off mid-way.
         body.truncate(body.len() / 2);

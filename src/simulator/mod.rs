@@ -19,6 +19,7 @@ mod classic;
 pub mod fleet;
 mod groups;
 pub mod mobile;
+pub mod odd;
 pub mod rsql;
 mod state;
 pub mod webhooks;
@@ -223,6 +224,8 @@ impl Simulator {
                 broken_mobiles: Default::default(),
                 mobiles,
                 corrupt_mobiles: Default::default(),
+                odd: Default::default(),
+                odd_mobiles: Default::default(),
                 searches: BTreeMap::new(),
                 next_search_id: 100,
                 vanished: BTreeMap::new(),
@@ -495,6 +498,24 @@ impl Simulator {
             }
             None => false,
         }
+    }
+
+    /// Serve this computer's record odd in this way from now on (`None`: as generated).
+    pub fn set_odd(&self, id: i64, odd: Option<odd::Oddity>) {
+        let mut inner = lock(&self.state.inner);
+        match odd {
+            Some(o) => inner.odd.insert(id, o),
+            None => inner.odd.remove(&id),
+        };
+    }
+
+    /// Serve this mobile device's Classic XML record odd in this way from now on.
+    pub fn set_odd_mobile(&self, id: i64, odd: Option<odd::Oddity>) {
+        let mut inner = lock(&self.state.inner);
+        match odd {
+            Some(o) => inner.odd_mobiles.insert(id, o),
+            None => inner.odd_mobiles.remove(&id),
+        };
     }
 
     /// Serve this mobile device's XML truncated from now on.

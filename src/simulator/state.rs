@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(super) mobiles: BTreeMap<i64, mobile::SimMobile>,
     /// Mobile device ids whose XML is served truncated.
     pub(super) corrupt_mobiles: std::collections::HashSet<i64>,
+    /// Computers served odd ([`super::odd`]), and mobile devices' Classic XML.
+    pub(super) odd: HashMap<i64, super::odd::Oddity>,
+    pub(super) odd_mobiles: HashMap<i64, super::odd::Oddity>,
     pub(super) searches: BTreeMap<i64, mobile::SimSearch>,
     pub(super) next_search_id: i64,
     /// Devices deleted after the search index saw them: listed by searches, 404 on fetch.

@@ -71,6 +71,24 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// A transaction that appends to an instance's webhook queue: SQLite's one writer already
+    /// keeps two appends apart.
+    async fn begin_queue(
+        &self,
+        _instance: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Purge may go on: on SQLite the writer lock the command holds already keeps every other
+    /// process out.
+    async fn refuse_if_held(
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _instance: &str,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// A write transaction on a group membership table: SQLite's one writer already keeps a
     /// device write and a group write apart.
     async fn begin_memberships(
@@ -145,6 +163,46 @@ impl PgStore {
             fence.check(&mut tx, instance).await?;
         }
         Ok(tx)
+    }
+
+    /// A transaction that appends to an instance's webhook queue, holding the instance's queue
+    /// lock (a transaction-scoped advisory lock): under READ COMMITTED two receivers would
+    /// otherwise both count the queue one short of full and both append.
+    async fn begin_queue(
+        &self,
+        instance: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('jamf-sync webhook queue ' || $1, 0))",
+        )
+        .bind(instance)
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx)
+    }
+
+    /// Refuses to purge an instance a live process holds (its lease is unexpired), whatever
+    /// this configuration lists: that process would go on writing it. The lease row stays
+    /// locked until the purge commits, so nobody takes it meanwhile.
+    async fn refuse_if_held(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        instance: &str,
+    ) -> Result<()> {
+        let holder: Option<(String,)> = sqlx::query_as(
+            "SELECT holder FROM instance_leases WHERE instance = $1 AND expires_at > now() \
+             FOR UPDATE",
+        )
+        .bind(instance)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match holder {
+            Some((holder,)) => Err(super::StoreError::Held {
+                instance: instance.to_string(),
+                holder,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A write transaction that keeps other writers of a group membership table out until it
@@ -280,7 +338,14 @@ macro_rules! store_impl {
             }
 
             async fn write_devices<R: DeviceRecord>(&self, w: Write<'_, R>) -> Result<PageOutcome> {
-                self.write_devices_tx(w).await
+                // The fast path writes the page whole; only a page the database refused for
+                // a record's data is written again, record by record where it must be.
+                match self.write_devices_tx(w, false).await {
+                    Err(e) if super::refusal::record_error(&e).is_some() => {
+                        self.write_devices_tx(w, true).await
+                    }
+                    other => other,
+                }
             }
 
             async fn mark_deleted(
@@ -442,6 +507,31 @@ macro_rules! store_impl {
                 .bind(kind.as_str())
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn failing_sample(
+                &self,
+                instance: &str,
+                kind: Kind,
+                limit: i64,
+            ) -> Result<(i64, Vec<SyncFailure>)> {
+                let (total,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM sync_failures WHERE instance = $1 AND kind = $2",
+                )
+                .bind(instance)
+                .bind(kind.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                let sample = sqlx::query_as(
+                    "SELECT jamf_id, error, first_seen_at, last_seen_at, attempts FROM sync_failures \
+                     WHERE instance = $1 AND kind = $2 ORDER BY first_seen_at, jamf_id LIMIT $3",
+                )
+                .bind(instance)
+                .bind(kind.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((total, sample))
             }
 
             async fn last_clock_offset(&self, instance: &str, kind: RunKind) -> Result<Option<i64>> {
@@ -756,11 +846,24 @@ macro_rules! store_impl {
                     "instance_leases",
                 ];
                 let mut tx = self.begin_write(instance).await?;
-                for kind in Kind::ALL {
-                    let view = views::view_name(instance, kind);
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP VIEW IF EXISTS {view}")))
-                        .execute(&mut *tx)
-                        .await?;
+                Self::refuse_if_held(&mut tx, instance).await?;
+                // Only the views made for exactly this instance (view names fold case and
+                // punctuation: `DEFAULT` and `default` share one), and none another instance
+                // still has.
+                let views: Vec<(String,)> = sqlx::query_as(
+                    "SELECT v.view_name FROM ea_views v WHERE v.instance = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM ea_views o WHERE o.view_name = v.view_name AND o.instance <> $1)",
+                )
+                .bind(instance)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (view,) in views {
+                    // The name is ours (`views::view_name`), read back: checked before use.
+                    if view.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP VIEW IF EXISTS {view}")))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 let tables = children::ALL.iter().map(|t| t.name).chain(TABLES.iter().copied());
                 let mut removed = Vec::new();
@@ -888,10 +991,15 @@ macro_rules! store_impl {
                 e: &NewWebhookEvent<'_>,
                 max_queued: i64,
             ) -> Result<Option<i64>> {
+                // The count stops at the cap (an index range of at most `max_queued` rows per
+                // event, whatever the queue holds), and on PostgreSQL the instance's queue is
+                // locked first, so two receivers never both take the last place.
+                let mut tx = self.begin_queue(e.instance).await?;
                 let row: Option<(i64,)> = sqlx::query_as(
                     "INSERT INTO webhook_events (instance, kind, jamf_id, event, action, received_at, \
                      event_at, not_before) SELECT $1, $2, $3, $4, $5, $6, $7, $6 \
-                     WHERE (SELECT COUNT(*) FROM webhook_events WHERE instance = $1) < $8 \
+                     WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM webhook_events WHERE instance = $1 \
+                     LIMIT $8) queued) < $8 \
                      RETURNING id",
                 )
                 .bind(e.instance)
@@ -902,8 +1010,9 @@ macro_rules! store_impl {
                 .bind(e.received_at)
                 .bind(e.event_at)
                 .bind(max_queued)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(row.map(|r| r.0))
             }
 

@@ -60,7 +60,9 @@ pub struct WriterLock {
     pub path: PathBuf,
 }
 
-/// The SQLite file behind a database URL, when it has one.
+/// The SQLite file behind a database URL, when it has one, as one name whatever spelling
+/// reached it: a symlink, `./x.db` beside `x.db`, a `file:` URI. The lock is keyed by it, so
+/// two spellings of one file never take two locks.
 fn database_file(url: &DatabaseUrl) -> Option<PathBuf> {
     let DatabaseUrl::Sqlite(_) = url else {
         return None;
@@ -68,10 +70,37 @@ fn database_file(url: &DatabaseUrl) -> Option<PathBuf> {
     let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose()).ok()?;
     let name = opts.get_filename();
     let text = name.to_string_lossy();
-    if text.is_empty() || text.starts_with("file:") || text == ":memory:" {
-        return None;
+    let path = match text.strip_prefix("file:") {
+        // sqlx names its in-memory databases `file:sqlx-in-memory-…`.
+        Some(uri) if uri.starts_with("sqlx-in-memory-") => return None,
+        Some(uri) => {
+            let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+            if path.is_empty() || path == ":memory:" || query.split('&').any(|q| q == "mode=memory")
+            {
+                return None;
+            }
+            PathBuf::from(path)
+        }
+        None if text.is_empty() || text == ":memory:" => return None,
+        None => name.to_path_buf(),
+    };
+    Some(canonical(&path))
+}
+
+/// The file's canonical path; for a file not made yet, its directory's canonical path and its
+/// name (the directory must exist for SQLite to create it).
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
     }
-    Some(name.to_path_buf())
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 fn lock_path(database: &Path) -> PathBuf {
@@ -89,6 +118,20 @@ fn read_holder(file: &mut File) -> (Option<u32>, String) {
     let mut words = text.split_whitespace();
     let pid = words.next().and_then(|p| p.parse().ok());
     (pid, words.next().unwrap_or_default().to_string())
+}
+
+/// The holder as its lock file names it, once that is the live holder: a process that has
+/// just taken the lock writes its line right after, so a line naming no live process (the
+/// last holder's, or none yet) is read again for a moment before it is believed.
+async fn read_settled_holder(file: &mut File) -> (Option<u32>, String) {
+    for _ in 0..20 {
+        let (pid, role) = read_holder(file);
+        if pid.is_some_and(process_alive) {
+            return (pid, role);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    read_holder(file)
 }
 
 /// The daemon holding the configured SQLite database's lock, as its lock file names it:
@@ -135,7 +178,7 @@ pub async fn acquire(
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let (pid, holder_role) = read_holder(&mut file);
+            let (pid, holder_role) = read_settled_holder(&mut file).await;
             if wait == Wait::NoWait {
                 return Err(LockError::Held { pid, database });
             }
@@ -154,9 +197,12 @@ pub async fn acquire(
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }
-    file.set_len(0).map_err(io)?;
+    // One write of the whole line, then the length: a reader sees the last holder's line or
+    // ours, never an empty or half-written file.
+    let line = format!("{} {role}\n", std::process::id());
     file.seek(SeekFrom::Start(0)).map_err(io)?;
-    writeln!(file, "{} {role}", std::process::id()).map_err(io)?;
+    file.write_all(line.as_bytes()).map_err(io)?;
+    file.set_len(line.len() as u64).map_err(io)?;
     file.flush().map_err(io)?;
     Ok(Some(WriterLock { _file: file, path }))
 }
@@ -168,6 +214,58 @@ mod tests {
 
     fn url(s: &str) -> DatabaseUrl {
         DatabaseUrl::parse(SecretString::from(s.to_string())).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn every_spelling_of_one_file_takes_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let real = dir.path().join("x.db");
+        std::fs::write(&real, b"").unwrap_or_else(|e| panic!("{e}"));
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("{e}"));
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap_or_else(|e| panic!("{e}"));
+        let first = acquire(
+            &url(&format!("sqlite://{}", real.display())),
+            Wait::NoWait,
+            "cli",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(first.is_some());
+        for other in [
+            format!("sqlite://{}", link.display()),
+            format!("sqlite://{}/../x.db", sub.display()),
+            format!("sqlite:file:{}?mode=rwc", real.display()),
+        ] {
+            match acquire(&url(&other), Wait::NoWait, "cli").await {
+                Err(LockError::Held { .. }) => {}
+                got => panic!("{other} is the same file, yet: {got:?}"),
+            }
+        }
+        assert!(database_file(&url("sqlite::memory:")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_holder_not_written_yet_is_waited_for_not_taken_for_another() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("x.db.lock");
+        // The last holder's line (a pid no process has), as a new holder finds the file.
+        std::fs::write(&path, format!("{} cli\n", u32::MAX - 1)).unwrap_or_else(|e| panic!("{e}"));
+        let writer = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                std::fs::write(&path, format!("{} {DAEMON_ROLE}\n", std::process::id()))
+            })
+        };
+        let mut file = File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (pid, role) = read_settled_holder(&mut file).await;
+        assert_eq!(
+            (pid, role.as_str()),
+            (Some(std::process::id()), DAEMON_ROLE)
+        );
+        assert!(matches!(writer.await, Ok(Ok(()))));
     }
 
     #[tokio::test]

@@ -36,6 +36,7 @@ mod backends;
 mod history;
 pub mod lease;
 pub mod lock;
+mod refusal;
 mod views;
 mod writer;
 
@@ -67,6 +68,12 @@ pub enum StoreError {
          process took it over): write refused"
     )]
     NotHolder { instance: String },
+    /// A live process holds the instance (an unexpired lease): it is not to be purged.
+    #[error(
+        "Jamf instance `{instance}` is held by a live process ({holder}): stop it or remove the \
+         instance from its configuration first"
+    )]
+    Held { instance: String, holder: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -123,6 +130,9 @@ pub struct PageOutcome {
     pub stale: i64,
     /// Child table rows written.
     pub child_rows: i64,
+    /// Refused by the database for their data ([`refusal`]): left out, recorded in
+    /// `sync_failures`, counted `failed` instead of `fetched`.
+    pub isolated: i64,
 }
 
 impl PageOutcome {
@@ -133,8 +143,19 @@ impl PageOutcome {
             unchanged: mine.unchanged + self.unchanged,
             stale: mine.stale + self.stale,
             child_rows: mine.child_rows + self.child_rows,
+            fetched: mine.fetched - self.isolated,
+            failed: mine.failed + self.isolated,
             ..mine
         }
+    }
+
+    /// Adds another part of the same write.
+    pub(crate) fn add(&mut self, o: &PageOutcome) {
+        self.upserted += o.upserted;
+        self.unchanged += o.unchanged;
+        self.stale += o.stale;
+        self.child_rows += o.child_rows;
+        self.isolated += o.isolated;
     }
 }
 
@@ -286,7 +307,7 @@ from_row_by_name!(DeviceInfo {
 });
 
 /// One write of devices through the store's one write path.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Write<'a, R> {
     pub instance: &'a str,
     pub records: &'a [R],
@@ -301,6 +322,15 @@ pub struct Write<'a, R> {
     pub history: &'a HistoryConfig,
     pub now: DateTime<Utc>,
 }
+
+// By hand: derived, they would ask `R: Copy` of the records a write only borrows.
+impl<R> Clone for Write<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Write<'_, R> {}
 
 impl<'a, R> Write<'a, R> {
     /// A write outside any run that never replaces a newer copy.
@@ -416,6 +446,9 @@ store_api! {
     fn last_clock_offset(instance: &str, kind: RunKind) -> Option<i64>;
     /// Devices of this kind recorded as failing, oldest first.
     fn sync_failures(instance: &str, kind: Kind) -> Vec<SyncFailure>;
+    /// How many devices of this kind are recorded as failing, and the oldest `limit` of them
+    /// (what an endpoint shows: bounded whatever the table holds).
+    fn failing_sample(instance: &str, kind: Kind, limit: i64) -> (i64, Vec<SyncFailure>);
     /// When the last finished run of this kind ended, any status or only succeeded ones.
     fn last_finished(instance: &str, kind: RunKind, succeeded_only: bool) -> Option<DateTime<Utc>>;
     fn recent_runs(instance: &str, limit: i64) -> Vec<RunRow>;
@@ -608,6 +641,27 @@ pub fn partition_changed<'a, R: DeviceRecord>(
         }
     }
     (changed, unchanged)
+}
+
+/// A record the database refused, as the log shows it: its message escaped (it may quote the
+/// record's text) and bounded.
+fn log_refused(kind: Kind, id: i64, message: &str) {
+    let shown = crate::domain::text::shown(message, 300);
+    tracing::warn!(
+        kind = kind.as_str(),
+        id,
+        error = %shown,
+        "the database refused this record; recorded in sync_failures, the rest of its page stored, retried next run"
+    );
+}
+
+/// Text the database can store as `text` on both backends (PostgreSQL refuses NUL).
+fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,12 @@
 //! - a value that does not read as its type is NULL in the view (never an error for the
 //!   query that reads it); the text stays in `extension_attributes`;
 //! - column names are the attributes' names, quoted; names that clash (with the view's own
-//!   columns, or with each other ignoring case, as SQLite compares them) get a suffix, and
-//!   long names are cut to PostgreSQL's 63 bytes;
+//!   columns, or with each other ignoring case, as SQLite compares them) get a suffix, long
+//!   names are cut to PostgreSQL's 63 bytes, and an attribute without a name is `unnamed`;
+//! - `CREATE VIEW` takes no bind parameters, so names reach the SQL as literals: on
+//!   PostgreSQL they are escape strings (`E'…'`, backslashes and quotes doubled), which read
+//!   the same whatever `standard_conforming_strings` says, and the patterns hold no
+//!   backslash; an attribute's name can never end its literal early;
 //! - the view is recreated only when its signature (the attributes and their types) changes.
 
 use crate::domain::Kind;
@@ -52,8 +56,15 @@ pub(super) fn signature(columns: &[EaColumn]) -> String {
         .join("\u{1e}")
 }
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// A string literal that reads as `s` in this dialect. PostgreSQL reads a backslash in a
+/// plain literal as an escape when `standard_conforming_strings` is off (a database's or a
+/// role's setting): an `E'…'` literal reads escapes whatever the setting, so doubling
+/// backslashes there is exact.
+fn literal(dialect: Dialect, s: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("'{}'", s.replace('\'', "''")),
+        Dialect::Postgres => format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
+    }
 }
 
 fn ident(s: &str) -> String {
@@ -68,7 +79,12 @@ fn column_names(columns: &[EaColumn]) -> Vec<String> {
         .collect();
     let mut out = Vec::new();
     for c in columns {
-        let mut base: String = c.name.clone();
+        let mut base: String = if c.name.trim().is_empty() {
+            // PostgreSQL has no zero-length identifier; SQLite would make an unusable one.
+            "unnamed".into()
+        } else {
+            c.name.clone()
+        };
         while base.len() > 56 {
             base.pop();
         }
@@ -101,12 +117,12 @@ pub(super) fn create_sql(
     for (i, (c, name)) in columns.iter().zip(&names).enumerate() {
         pivot.push(format!(
             "MAX(CASE WHEN name = {} THEN value END) AS v{i}",
-            literal(&c.name)
+            literal(dialect, &c.name)
         ));
         let v = format!("p.v{i}");
         let typed = match (c.data_type.as_deref(), dialect) {
             (Some("INTEGER"), Dialect::Postgres) => format!(
-                "CAST(CASE WHEN {v} ~ '^\\s*-?[0-9]{{1,18}}\\s*$' THEN trim({v}) END AS BIGINT)"
+                "CAST(CASE WHEN {v} ~ '^[[:space:]]*-?[0-9]{{1,18}}[[:space:]]*$' THEN trim({v}) END AS BIGINT)"
             ),
             (Some("INTEGER"), Dialect::Sqlite) => format!(
                 "CASE WHEN length(trim({v})) BETWEEN 1 AND 18 AND ltrim(trim({v}), '-') <> '' \
@@ -116,7 +132,7 @@ pub(super) fn create_sql(
                  THEN CAST(trim({v}) AS INTEGER) END"
             ),
             (Some("DATE" | "DATE_TIME"), Dialect::Postgres) => format!(
-                "CAST(CASE WHEN {v} ~ '^\\s*[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([ T][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}})?)?\\s*$' \
+                "CAST(CASE WHEN {v} ~ '^[[:space:]]*[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([ T][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}})?)?[[:space:]]*$' \
                  THEN trim({v}) END AS TIMESTAMP)"
             ),
             (Some("DATE" | "DATE_TIME"), Dialect::Sqlite) => format!("datetime(trim({v}))"),
@@ -133,8 +149,8 @@ pub(super) fn create_sql(
         select = select.join(", "),
         table = kind.as_str(),
         pivot = pivot.join(", "),
-        dt = literal(kind.device_type()),
-        inst = literal(instance),
+        dt = literal(dialect, kind.device_type()),
+        inst = literal(dialect, instance),
     )
 }
 
@@ -171,9 +187,31 @@ mod tests {
             Kind::Computers,
             &[col("Bob's \"EA\"", "INTEGER")],
         );
-        assert!(sql.contains("'it''s'"), "{sql}");
+        assert!(sql.contains("E'it''s'"), "{sql}");
         assert!(sql.contains("\"Bob's \"\"EA\"\"\""), "{sql}");
-        assert!(sql.contains("name = 'Bob''s \"EA\"'"), "{sql}");
+        assert!(sql.contains("name = E'Bob''s \"EA\"'"), "{sql}");
+        assert!(
+            !sql.contains('\\'),
+            "no backslash outside a literal's own: {sql}"
+        );
+        let sql = create_sql(
+            Dialect::Postgres,
+            "t",
+            Kind::Computers,
+            &[col("a\\' OR true --", "STRING")],
+        );
+        assert!(sql.contains("name = E'a\\\\'' OR true --'"), "{sql}");
+        let sql = create_sql(
+            Dialect::Sqlite,
+            "t",
+            Kind::Computers,
+            &[col("a\\' OR true --", "STRING")],
+        );
+        assert!(sql.contains("name = 'a\\'' OR true --'"), "{sql}");
+        assert_eq!(
+            column_names(&[col("", "STRING"), col(" ", "STRING")]),
+            ["unnamed", "unnamed 2"]
+        );
     }
 
     #[test]

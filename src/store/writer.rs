@@ -116,9 +116,15 @@ pub(super) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
 macro_rules! writer_impl {
     ($store:ty) => {
         impl $store {
+            /// One write: chunks of the page, then its failures and the run's progress, in
+            /// one transaction. With `isolate`, each chunk is written inside a savepoint and a
+            /// chunk the database refuses for its data (a record's error, `refusal::record_error`) is
+            /// written again in halves down to the single record, which is then left out and
+            /// recorded in `sync_failures` with the database's message.
             async fn write_devices_tx<R: DeviceRecord>(
                 &self,
                 w: Write<'_, R>,
+                isolate: bool,
             ) -> Result<PageOutcome> {
                 let Write {
                     instance,
@@ -132,73 +138,65 @@ macro_rules! writer_impl {
                 let mut tx = self.begin_write(instance).await?;
                 let mut outcome = PageOutcome::default();
                 let run_id = progress.map(|p| p.run_id);
+                let mut refused: Vec<(i64, String)> = Vec::new();
                 for chunk in records.chunks(CHUNK) {
-                    let (changed, unchanged, stored) =
-                        Self::touch_unchanged(&mut tx, instance, chunk, now).await?;
-                    outcome.unchanged += unchanged;
-                    if changed.is_empty() {
+                    if !isolate {
+                        let o = Self::write_chunk(&mut tx, instance, chunk, overwrite, history, run_id, now)
+                            .await?;
+                        outcome.add(&o);
                         continue;
                     }
-                    // The stored copies of the changed devices, before they are replaced.
-                    let before = if history.enabled && !stored.is_empty() {
-                        Self::snapshots::<R>(&mut tx, instance, changed[0], &stored).await?
-                    } else {
-                        std::collections::HashMap::new()
-                    };
-                    let written =
-                        Self::upsert_changed(&mut tx, instance, &changed, overwrite, now).await?;
-                    if !before.is_empty() {
-                        let columns: Vec<&str> = super::writer::projected::<R>().collect();
-                        let changes: Vec<(super::history::Change, Option<DateTime<Utc>>)> = changed
-                            .iter()
-                            .filter(|r| written.ids.contains(&r.jamf_id()))
-                            .filter_map(|r| before.get(&r.jamf_id()).map(|b| (r, b)))
-                            .flat_map(|(r, b)| {
-                                super::history::diff(&columns, b, *r, history)
-                                    .into_iter()
-                                    .map(|c| (c, r.as_of()))
-                            })
-                            .collect();
-                        Self::record_changes(&mut tx, instance, R::KIND, &changes, run_id, now)
-                            .await?;
-                    }
-                    let written_records: Vec<&R> = changed
-                        .iter()
-                        .copied()
-                        .filter(|r| written.ids.contains(&r.jamf_id()) && !r.children().is_empty())
-                        .collect();
-                    if !written_records.is_empty() {
-                        let known: std::collections::HashSet<i64> =
-                            before.keys().copied().collect();
-                        outcome.child_rows += Self::replace_children(
-                            &mut tx,
-                            instance,
-                            &written_records,
-                            &known,
-                            history,
-                            run_id,
-                            now,
-                        )
-                        .await?;
-                    }
-                    outcome.upserted += written.ids.len() as i64;
-                    outcome.stale += (changed.len() - written.ids.len()) as i64;
-                    if !written.ids.is_empty() {
-                        let records: Vec<&R> = changed
-                            .iter()
-                            .copied()
-                            .filter(|r| written.ids.contains(&r.jamf_id()))
-                            .collect();
-                        let existed: Vec<i64> = written.existed.iter().copied().collect();
-                        Self::replace_attributes(&mut tx, instance, &records, &existed, now)
-                            .await?;
+                    let mut parts: Vec<&[R]> = vec![chunk];
+                    while let Some(part) = parts.pop() {
+                        sqlx::query("SAVEPOINT jamf_sync_part").execute(&mut *tx).await?;
+                        match Self::write_chunk(&mut tx, instance, part, overwrite, history, run_id, now)
+                            .await
+                        {
+                            Ok(o) => {
+                                sqlx::query("RELEASE SAVEPOINT jamf_sync_part")
+                                    .execute(&mut *tx)
+                                    .await?;
+                                outcome.add(&o);
+                            }
+                            Err(e) => {
+                                let Some(message) = super::refusal::record_error(&e) else {
+                                    return Err(e);
+                                };
+                                sqlx::query("ROLLBACK TO SAVEPOINT jamf_sync_part")
+                                    .execute(&mut *tx)
+                                    .await?;
+                                sqlx::query("RELEASE SAVEPOINT jamf_sync_part")
+                                    .execute(&mut *tx)
+                                    .await?;
+                                match part {
+                                    [one] => {
+                                        super::log_refused(R::KIND, one.jamf_id(), &message);
+                                        refused.push((one.jamf_id(), message));
+                                    }
+                                    _ => {
+                                        let (a, b) = part.split_at(part.len() / 2);
+                                        // First half first: rows keep their page order.
+                                        parts.push(b);
+                                        parts.push(a);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
+                outcome.isolated = refused.len() as i64;
+                let failures: Vec<(i64, String)> = failures.iter().cloned().chain(refused).collect();
                 let kind = R::KIND.as_str();
-                let answered: Vec<i64> = records.iter().map(|r| r.jamf_id()).collect();
+                // A refused record is recorded below, not cleared: its earlier row keeps its
+                // first sighting and attempts.
+                let answered: Vec<i64> = records
+                    .iter()
+                    .map(|r| r.jamf_id())
+                    .filter(|id| !failures.iter().any(|(f, _)| f == id))
+                    .collect();
                 Self::clear_failures(&mut tx, instance, R::KIND, &answered).await?;
-                for (id, error) in failures {
-                    let error: String = error.chars().take(1000).collect();
+                for (id, error) in &failures {
+                    let error: String = super::storable_text(error).chars().take(1000).collect();
                     sqlx::query(
                         "INSERT INTO sync_failures (instance, kind, jamf_id, error, first_seen_at, \
                          last_seen_at, attempts) VALUES ($1, $2, $3, $4, $5, $5, 1) \
@@ -241,6 +239,81 @@ macro_rules! writer_impl {
                     .await?;
                 }
                 tx.commit().await?;
+                Ok(outcome)
+            }
+
+            /// One chunk of a write: unchanged records touched, changed ones upserted with
+            /// their history, child rows and extension attributes.
+            async fn write_chunk<R: DeviceRecord>(
+                tx: &mut Tx<Self>,
+                instance: &str,
+                chunk: &[R],
+                overwrite: bool,
+                history: &HistoryConfig,
+                run_id: Option<i64>,
+                now: DateTime<Utc>,
+            ) -> Result<PageOutcome> {
+                let mut outcome = PageOutcome::default();
+                let (changed, unchanged, stored) =
+                    Self::touch_unchanged(tx, instance, chunk, now).await?;
+                outcome.unchanged += unchanged;
+                if changed.is_empty() {
+                    return Ok(outcome);
+                }
+                // The stored copies of the changed devices, before they are replaced.
+                let before = if history.enabled && !stored.is_empty() {
+                    Self::snapshots::<R>(tx, instance, changed[0], &stored).await?
+                } else {
+                    std::collections::HashMap::new()
+                };
+                let written =
+                    Self::upsert_changed(tx, instance, &changed, overwrite, now).await?;
+                if !before.is_empty() {
+                    let columns: Vec<&str> = super::writer::projected::<R>().collect();
+                    let changes: Vec<(super::history::Change, Option<DateTime<Utc>>)> = changed
+                        .iter()
+                        .filter(|r| written.ids.contains(&r.jamf_id()))
+                        .filter_map(|r| before.get(&r.jamf_id()).map(|b| (r, b)))
+                        .flat_map(|(r, b)| {
+                            super::history::diff(&columns, b, *r, history)
+                                .into_iter()
+                                .map(|c| (c, r.as_of()))
+                        })
+                        .collect();
+                    Self::record_changes(tx, instance, R::KIND, &changes, run_id, now)
+                        .await?;
+                }
+                let written_records: Vec<&R> = changed
+                    .iter()
+                    .copied()
+                    .filter(|r| written.ids.contains(&r.jamf_id()) && !r.children().is_empty())
+                    .collect();
+                if !written_records.is_empty() {
+                    let known: std::collections::HashSet<i64> =
+                        before.keys().copied().collect();
+                    outcome.child_rows += Self::replace_children(
+                        tx,
+                        instance,
+                        &written_records,
+                        &known,
+                        history,
+                        run_id,
+                        now,
+                    )
+                    .await?;
+                }
+                outcome.upserted += written.ids.len() as i64;
+                outcome.stale += (changed.len() - written.ids.len()) as i64;
+                if !written.ids.is_empty() {
+                    let records: Vec<&R> = changed
+                        .iter()
+                        .copied()
+                        .filter(|r| written.ids.contains(&r.jamf_id()))
+                        .collect();
+                    let existed: Vec<i64> = written.existed.iter().copied().collect();
+                    Self::replace_attributes(tx, instance, &records, &existed, now)
+                        .await?;
+                }
                 Ok(outcome)
             }
 

@@ -582,7 +582,7 @@ impl<S: Store> Engine<S> {
         let fetched = read(tx).await;
         // The sender is dropped by now, so the writer drains what it has and stops.
         let (written, counts) = match writer.await {
-            Ok((r, c)) => (r.map_err(RunError::from), c),
+            Ok((r, c)) => (r, c),
             Err(e) => (
                 Err(RunError::Other(format!("writer task failed: {e}"))),
                 RunCounts::default(),

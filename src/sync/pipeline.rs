@@ -34,6 +34,7 @@ use super::ranges::Span;
 use super::run::Run;
 use super::RunError;
 use crate::config::HistoryConfig;
+use crate::domain::text::shown;
 use crate::domain::{DeviceRecord, Kind, RunCounts};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::{JamfError, RecordError};
@@ -443,21 +444,22 @@ pub(crate) fn fetched_from_page<R: DeviceRecord>(
 
 /// Writes batches as they come, up to `Store::concurrent_writes` at once; returns the first
 /// error and the counts committed so far. After an error nothing new starts, and the writes
-/// in flight are awaited so the counts are what was committed.
+/// in flight are awaited so the counts are what was committed. A run whose isolated records
+/// outnumber the ones written stops the same way ([`too_many_isolated`]).
 pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
     store: Arc<S>,
     instance: String,
     run: Arc<Run>,
     history: Arc<HistoryConfig>,
     mut rx: mpsc::Receiver<Batch<R>>,
-) -> (Result<(), StoreError>, RunCounts) {
+) -> (Result<(), RunError>, RunCounts) {
     let parallel = store.concurrent_writes().max(1);
     let mut counts = RunCounts::default();
     let mut seen: HashSet<i64> = HashSet::new();
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut pages = 0u64;
-    let mut first_error: Option<StoreError> = None;
+    let mut first_error: Option<RunError> = None;
     let mut open = true;
     let mut in_flight = FuturesUnordered::new();
     let write = |batch: Batch<R>| {
@@ -543,19 +545,40 @@ pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
     }
 }
 
-/// Adds a finished write to the run's counts, or keeps its error if it is the first.
+/// Adds a finished write to the run's counts, or keeps its error if it is the first; past
+/// the cap on isolated records, that is the error.
 fn settle(
     counts: &mut RunCounts,
-    first_error: &mut Option<StoreError>,
+    first_error: &mut Option<RunError>,
     mine: RunCounts,
     outcome: Result<crate::store::PageOutcome, StoreError>,
 ) {
     match outcome {
-        Ok(o) => counts.add(&o.counts(mine)),
+        Ok(o) => {
+            counts.add(&o.counts(mine));
+            if let Some(e) = too_many_isolated(counts) {
+                first_error.get_or_insert(e);
+            }
+        }
         Err(e) => {
-            first_error.get_or_insert(e);
+            first_error.get_or_insert(e.into());
         }
     }
+}
+
+/// The run's error once more than [`MAX_ISOLATED`] records were isolated (they did not
+/// decode, Jamf failed on them alone, the database refused them) and they outnumber the ones
+/// written: that is a schema or server problem, not a few odd devices, and the cursor must
+/// stay where it is. The same rule as [`fetch_each`]'s for Jamf's failures.
+fn too_many_isolated(counts: &RunCounts) -> Option<RunError> {
+    let (isolated, written) = (counts.failed, counts.fetched);
+    (isolated > MAX_ISOLATED as i64 && isolated > written).then(|| {
+        RunError::Other(format!(
+            "{isolated} records isolated and {written} written: a schema or server-wide \
+             problem, not a few odd records; stopped, the cursor stays (their errors are in \
+             sync_failures)"
+        ))
+    })
 }
 
 fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {
@@ -577,11 +600,14 @@ fn log_progress(counts: &RunCounts, pages: u64, started: Instant, total: i64) {
 /// A failure of one device alone: logged, counted `failed` (in the run's counts, exported
 /// when the run ends), recorded for the next run.
 pub(crate) fn log_isolated(kind: Kind, id: i64, e: &JamfError) {
-    tracing::warn!(kind = kind.as_str(), id, error = %e, "Jamf failed this device; recorded in sync_failures, retried next run");
+    // Jamf's error text and a record's come from outside: escaped, as every such text in a log.
+    let error = shown(&e.to_string(), 300);
+    tracing::warn!(kind = kind.as_str(), id, error = %error, "Jamf failed this device; recorded in sync_failures, retried next run");
 }
 
 pub(crate) fn log_bad_record(kind: Kind, e: &RecordError) {
-    tracing::warn!(kind = kind.as_str(), id = %e.id, error = %e.message, "skipping a record that does not decode");
+    let (id, error) = (shown(&e.id, 40), shown(&e.message, 300));
+    tracing::warn!(kind = kind.as_str(), id = %id, error = %error, "skipping a record that does not decode");
 }
 
 /// RSQL for one keyset page over a date and an id field:

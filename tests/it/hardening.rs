@@ -424,6 +424,123 @@ async fn idle_sockets_neither_starve_healthz_nor_stay_open() {
     sim.stop().await;
 }
 
+// Authenticated webhooks whose bodies trickle in (one byte every half second of 60,000)
+// fill every normal connection: probes still answer on the connections over the cap, and
+// each trickling request is answered 408 once `server.body_timeout_secs` has passed (issue 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_webhook_bodies_neither_starve_probes_nor_stay_open() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = helpers::sim(SimConfig {
+        computers: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let db = helpers::sqlite().await;
+    let d = crate::app::spawn_app(
+        &sim,
+        db.url(),
+        &[
+            ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
+            ("JAMF_SYNC__SERVER__MAX_CONNECTIONS", "6"),
+            ("JAMF_SYNC__SERVER__BODY_TIMEOUT_SECS", "3"),
+            ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
+            ("JAMF_SYNC__WEBHOOKS__USERNAME", crate::webhooks::USER),
+            ("JAMF_SYNC__WEBHOOKS__PASSWORD", crate::webhooks::PASSWORD),
+        ],
+    )
+    .await;
+    d.wait_ready(20).await;
+    let addr = d.base.trim_start_matches("http://").to_string();
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        crate::webhooks::USER,
+        crate::webhooks::PASSWORD
+    ));
+    let head = format!(
+        "POST /webhooks/jamf HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n\
+         Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+    );
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        s.write_all(head.as_bytes()).await.expect("headers");
+        slow.push(s);
+    }
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        // Keep every body coming, a byte at a time, until the server answers each.
+        let mut answers = Vec::new();
+        let mut open = slow;
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while !open.is_empty() && Instant::now() < deadline {
+            let mut still = Vec::new();
+            for mut s in open {
+                let mut buf = [0u8; 256];
+                match tokio::time::timeout(Duration::from_millis(10), s.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    }
+                    Ok(_) => answers.push(String::new()),
+                    Err(_) => {
+                        let _ = s.write_all(b"{").await;
+                        still.push(s);
+                    }
+                }
+            }
+            open = still;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        (answers, open.len())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let t = Instant::now();
+        let code = reqwest::Client::new()
+            .get(format!("{}{path}", d.base))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        assert_eq!(
+            code.ok(),
+            Some(200),
+            "{path} answers while webhooks hold the cap"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
+    let (answers, still_open) = trickle.await.expect("trickle");
+    assert_eq!(still_open, 0, "every trickling request was ended");
+    let timed_out = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 408"))
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503"))
+        .count();
+    // Those within the cap waited out the body timeout; the ones over it were told to retry.
+    assert!(timed_out >= 1, "{answers:?}");
+    assert_eq!(
+        timed_out + refused + answers.iter().filter(|a| a.is_empty()).count(),
+        20,
+        "{answers:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3) && started.elapsed() < Duration::from_secs(12),
+        "ended by the body timeout: {:?}",
+        started.elapsed()
+    );
+    d.stop().await.expect("clean shutdown");
+    sim.stop().await;
+}
+
 both_backends!(a_jamf_clock_far_behind_widens_the_delta_overlap);
 async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &helpers::TestDb) {
     use jamf_sync::config::{FetchStrategy, SyncConfig};

@@ -255,6 +255,82 @@ async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
     sim.stop().await;
 }
 
+// Purge touches exactly one instance's objects: view names fold case, so purging `TEST`
+// (nothing stored) once dropped the views of `test` (issue 27). On PostgreSQL an instance a
+// live process holds is refused, whatever this configuration lists.
+both_backends!(purge_touches_exactly_one_instance);
+async fn purge_touches_exactly_one_instance(db: &helpers::TestDb) {
+    let (sim, engine) = helpers::computers_fleet(db, 5).await;
+    assert!(helpers::run(&engine, true).await.succeeded());
+    sim.stop().await;
+    let views = || async {
+        let sql = match db.backend() {
+            "sqlite" => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'view' AND name = 'computer_ea_test'",
+            _ => "SELECT COUNT(*) FROM pg_views WHERE viewname = 'computer_ea_test'",
+        };
+        match db.db.as_ref() {
+            jamf_sync::store::Db::Sqlite(s) => {
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(s.pool()).await
+            }
+            jamf_sync::store::Db::Postgres(p) => {
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(p.pool()).await
+            }
+        }
+        .expect("count views")
+    };
+    assert_eq!(views().await, 1, "the sync made the view");
+    let removed = db.db.purge_instance("TEST", true).await.expect("purge");
+    assert!(removed.iter().all(|(_, n)| *n == 0), "{removed:?}");
+    assert_eq!(
+        views().await,
+        1,
+        "the view of `test` is not `TEST`'s to drop"
+    );
+    assert_eq!(
+        db.db
+            .count_devices("test", Kind::Computers)
+            .await
+            .expect("count"),
+        5
+    );
+
+    if let jamf_sync::store::Db::Postgres(p) = db.db.as_ref() {
+        sqlx::query(
+            "INSERT INTO instance_leases (instance, holder, epoch, acquired_at, renewed_at, \
+             expires_at) VALUES ('test', 'host:42:run:7', 1, now(), now(), now() + interval '1 hour')",
+        )
+        .execute(p.pool())
+        .await
+        .expect("lease");
+        let refused = db.db.purge_instance("test", true).await;
+        let message = match refused {
+            Err(e) => e.to_string(),
+            Ok(r) => panic!("a held instance was purged: {r:?}"),
+        };
+        assert!(
+            message.contains("held by a live process (host:42:run:7)"),
+            "{message}"
+        );
+        assert_eq!(
+            db.db
+                .count_devices("test", Kind::Computers)
+                .await
+                .expect("count"),
+            5
+        );
+        sqlx::query("UPDATE instance_leases SET expires_at = now() - interval '1 second'")
+            .execute(p.pool())
+            .await
+            .expect("expire");
+        let done = db
+            .db
+            .purge_instance("test", true)
+            .await
+            .expect("an expired lease is no hold");
+        assert_eq!(count_of(&done, "computers"), Some(5));
+    }
+}
+
 /// A sample's value in a scrape: the first line of `name` carrying every label.
 pub(crate) fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape

@@ -38,6 +38,7 @@ mod history;
 mod instances;
 mod mobile;
 mod newer_wins;
+mod odd_records;
 mod openapi;
 mod pacing;
 mod queries;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use jamf_sync::config::{FetchStrategy, HistoryConfig};
+use jamf_sync::domain::Kind;
 use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::{Db, Store};
 use sqlx::Row;
@@ -353,4 +354,185 @@ async fn typed_attribute_views_follow_the_attributes(db: &TestDb) {
     .await;
     assert_eq!(got[0][0].as_deref(), Some("x"));
     sim.stop().await;
+}
+
+/// The plan of a statement as text: PostgreSQL's `EXPLAIN` with sequential scans priced out
+/// (the test tables are tiny, where a scan would win anyway), SQLite's `EXPLAIN QUERY PLAN`.
+async fn plan(db: &TestDb, sql: &str, params: &[Param]) -> String {
+    macro_rules! bind_all {
+        ($q:expr) => {{
+            let mut q = $q;
+            for p in params {
+                q = match p {
+                    Param::Time(t) => q.bind(*t),
+                    Param::Text(t) => q.bind(t.clone()),
+                };
+            }
+            q
+        }};
+    }
+    match &*db.db {
+        Db::Sqlite(s) => {
+            let q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+            let rows = bind_all!(q).fetch_all(s.pool()).await.expect("plan");
+            rows.iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Db::Postgres(p) => {
+            let mut tx = p.pool().begin().await.expect("tx");
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await
+                .expect("set");
+            let q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+            let rows = bind_all!(q).fetch_all(&mut *tx).await.expect("plan");
+            rows.iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+}
+
+// The lookups of the guide's questions are served by an index on both backends, also now that
+// PostgreSQL's are hash indexes (values of any length, issue 27).
+both_backends!(the_query_guides_lookups_use_an_index);
+async fn the_query_guides_lookups_use_an_index(db: &TestDb) {
+    let guide = guide();
+    let since = Param::Time(Utc::now());
+    let cases: [(u32, Vec<Param>, &str); 5] = [
+        (1, vec![], "computer_applications_bundle_id"),
+        (2, vec![], "computer_group_memberships_group"),
+        (3, vec![], "computer_configuration_profiles_"),
+        (4, vec![since], "inventory_changes_field"),
+        (
+            11,
+            vec![Param::Text("C02X".into())],
+            "computers_serial_number",
+        ),
+    ];
+    for (n, params, index) in cases {
+        let plan = plan(db, &guide[&n], &params).await;
+        assert!(
+            plan.contains(index),
+            "Q{n} uses {index} on {}:\n{plan}",
+            db.backend()
+        );
+    }
+}
+
+// An attribute's name reaches `CREATE VIEW` as a literal: on a PostgreSQL database with
+// `standard_conforming_strings = off`, a backslash in it once ended the literal early and
+// rewrote the view (issue 27). An attribute without a name gets a column too.
+both_backends!(typed_views_are_safe_whatever_the_string_settings);
+async fn typed_views_are_safe_whatever_the_string_settings(db: &TestDb) {
+    let (sim, engine) = helpers::computers_fleet(db, 3).await;
+    assert!(helpers::run(&engine, true).await.succeeded());
+    sim.stop().await;
+    // On PostgreSQL a second store over the same database whose sessions read backslashes as
+    // escapes (the database's setting, as an operator might have it).
+    let other = match &*db.db {
+        Db::Postgres(p) => {
+            let (name,): (String,) = sqlx::query_as("SELECT current_database()")
+                .fetch_one(p.pool())
+                .await
+                .expect("name");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER DATABASE \"{name}\" SET standard_conforming_strings = off"
+            )))
+            .execute(p.pool())
+            .await
+            .expect("alter");
+            let url = jamf_sync::config::DatabaseUrl::parse(secrecy::SecretString::from(
+                db.url().to_string(),
+            ))
+            .expect("url");
+            let other = Db::connect(&url, 2).await.expect("connect");
+            if let Db::Postgres(o) = &other {
+                let (setting,): (String,) = sqlx::query_as("SHOW standard_conforming_strings")
+                    .fetch_one(o.pool())
+                    .await
+                    .expect("show");
+                assert_eq!(setting, "off");
+            }
+            Some(other)
+        }
+        Db::Sqlite(_) => None,
+    };
+    let store: &Db = other.as_ref().unwrap_or(&db.db);
+    let evil = r"\' THEN (SELECT string_agg(rolname || rolpassword, ',') FROM pg_authid) END) AS v0 FROM extension_attributes GROUP BY instance, jamf_id) p ON true --";
+    for (definition, name, value) in [("90", evil, "plain"), ("91", "", "nameless")] {
+        query(
+            db,
+            "INSERT INTO extension_attributes (instance, device_type, jamf_id, definition_id, \
+             name, value, data_type, updated_at) VALUES ('test', 'computer', 1, $1, $2, $3, \
+             'STRING', '2026-01-01T00:00:00+00:00')",
+            &[
+                Param::Text(definition.into()),
+                Param::Text(name.into()),
+                Param::Text(value.into()),
+            ],
+        )
+        .await;
+    }
+    let made = store
+        .refresh_ea_view("test", Kind::Computers, true)
+        .await
+        .expect("the view is made")
+        .expect("remade");
+    assert_eq!(made.1.len(), 6, "{:?}", made.1);
+    let columns_sql = match db.backend() {
+        "sqlite" => "SELECT name FROM pragma_table_info('computer_ea_test') ORDER BY cid",
+        _ => {
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_name = 'computer_ea_test' ORDER BY ordinal_position"
+        }
+    };
+    let columns: Vec<String> = query(db, columns_sql, &[])
+        .await
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        columns.len(),
+        3 + 6,
+        "the device's three columns and one per attribute: {columns:?}"
+    );
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
+        .collect();
+    let rows = query(
+        db,
+        &format!(
+            "SELECT {} FROM computer_ea_test ORDER BY jamf_id",
+            select.join(", ")
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(rows.len(), 3, "one row per device: {rows:?}");
+    let first = &rows[0];
+    assert!(first.contains(&Some("plain".into())), "{first:?}");
+    assert!(first.contains(&Some("nameless".into())), "{first:?}");
+    for row in &rows {
+        for cell in row.iter().flatten() {
+            assert!(
+                !cell.contains("postgres") && !cell.contains("SCRAM"),
+                "no text from outside the fleet: {cell}"
+            );
+        }
+    }
+    let got = query(
+        db,
+        "SELECT \"unnamed\" FROM computer_ea_test WHERE jamf_id = 1",
+        &[],
+    )
+    .await;
+    assert_eq!(got[0][0].as_deref(), Some("nameless"));
+    if let Some(o) = other {
+        o.close().await;
+    }
 }

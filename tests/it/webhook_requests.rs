@@ -206,3 +206,39 @@ async fn refused_requests_enqueue_nothing(db: &helpers::TestDb) {
     );
     assert!(!scrape.contains(PASSWORD) && !scrape.contains("header-secret-value"));
 }
+
+// The queue's cap holds when receivers append at once: on PostgreSQL two transactions once
+// both counted the queue one short of full and both appended (issue 27).
+both_backends!(the_queue_cap_holds_under_concurrent_appends);
+async fn the_queue_cap_holds_under_concurrent_appends(db: &helpers::TestDb) {
+    use jamf_sync::domain::{Kind, WebhookAction};
+    use jamf_sync::store::NewWebhookEvent;
+    let now = chrono::Utc::now();
+    let appends = (0..40).map(|id| {
+        let store = db.db.clone();
+        tokio::spawn(async move {
+            store
+                .enqueue_webhook_event(
+                    &NewWebhookEvent {
+                        instance: "test",
+                        kind: Kind::Computers,
+                        jamf_id: id,
+                        event: "ComputerInventoryCompleted",
+                        action: WebhookAction::Refresh,
+                        received_at: now,
+                        event_at: None,
+                    },
+                    5,
+                )
+                .await
+        })
+    });
+    let mut queued = 0;
+    for append in appends.collect::<Vec<_>>() {
+        if append.await.expect("task").expect("enqueue").is_some() {
+            queued += 1;
+        }
+    }
+    assert_eq!(queued, 5, "({})", db.backend());
+    assert_eq!(db.db.webhook_queue_depth("test").await.expect("depth"), 5);
+}

@@ -110,11 +110,7 @@ fn from_document(doc: &Value) -> Result<Parsed, String> {
 /// Text from a request as it may appear in a log line or an answer: control characters
 /// (newlines above all) escaped, at most 100 characters.
 pub fn shown(s: &str) -> String {
-    let mut out: String = s.chars().take(100).flat_map(char::escape_debug).collect();
-    if s.chars().nth(100).is_some() {
-        out.push('…');
-    }
-    out
+    crate::domain::text::shown(s, 100)
 }
 
 /// An integer given as a JSON number or (XML, some proxies) a string.

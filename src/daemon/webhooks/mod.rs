@@ -48,6 +48,8 @@ pub struct Receiver {
     pub instance: String,
     pub auth: WebhookAuth,
     pub max_body_bytes: usize,
+    /// The whole body within this (`server.body_timeout_secs`), or 408.
+    pub body_timeout: std::time::Duration,
     /// Events waiting at most (`webhooks.max_queued`).
     pub max_queued: i64,
     /// Wakes the worker when an event was queued.
@@ -179,7 +181,25 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
     if declared.is_some_and(|n| n > r.max_body_bytes) {
         return too_large();
     }
-    let bytes = match axum::body::to_bytes(body, r.max_body_bytes).await {
+    let read = tokio::time::timeout(r.body_timeout, axum::body::to_bytes(body, r.max_body_bytes));
+    let Ok(read) = read.await else {
+        // A body trickled in: the connection is not kept for more.
+        count(&r.instance, "unknown", "malformed");
+        tracing::warn!(
+            timeout_secs = r.body_timeout.as_secs(),
+            "webhook body not all sent in time (server.body_timeout_secs); refused"
+        );
+        let mut resp = answer(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": "the request body did not arrive in time"}),
+        );
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return resp;
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) if is_length_limit(&e) => return too_large(),
         Err(e) => {
@@ -207,6 +227,8 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Body)
         }
         Err(why) => {
             count(&r.instance, "unknown", "malformed");
+            // The reason may quote the body: escaped, as every outside text in a log line.
+            let why = crate::domain::text::shown(&why, 300);
             tracing::warn!(error = %why, "malformed webhook refused");
             return answer(StatusCode::BAD_REQUEST, json!({"error": why}));
         }
