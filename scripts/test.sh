@@ -84,7 +84,22 @@ setup_postgres_tls() {
   export TEST_PG_CA="$dir/ca.pem"
 }
 
+# A replica whose clock runs ahead is a real process under Debian's faketime (tests/it/replicas.rs).
+ensure_faketime() {
+  command -v faketime >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "faketime is not installed; install it (Debian package faketime)" >&2
+    exit 1
+  fi
+  echo "installing faketime" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null 2>&1 || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+  }
+}
+
 ensure_postgres
 setup_postgres_tls
+ensure_faketime
 # The OpenAPI contract test reads Jamf's schema from ../shared/jamf-openapi unless told otherwise.
 cargo test --locked --all-targets

@@ -88,9 +88,29 @@ async fn locked(
 pub(super) struct HeldLeases {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Each instance's epoch while held (`None` once lost).
+    watches: Vec<(String, tokio::sync::watch::Receiver<Option<i64>>)>,
 }
 
 impl HeldLeases {
+    /// Resolves once this command no longer holds `instance` (another process took it over,
+    /// or the lease could not be renewed in time); never for an instance it does not hold.
+    fn lost(&self, instance: &str) -> impl std::future::Future<Output = ()> + 'static {
+        let watch = self
+            .watches
+            .iter()
+            .find(|(i, _)| i == instance)
+            .map(|(_, w)| w.clone());
+        async move {
+            match watch {
+                Some(mut w) => {
+                    let _ = w.wait_for(Option::is_none).await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     pub(super) async fn release(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -110,6 +130,7 @@ pub(super) async fn hold_instances(
         db,
         cfg.database_url()?.expose(),
         cfg.ha.failover(),
+        cfg.takeover_quiet(),
         Role::Command,
         names,
     )?;
@@ -150,9 +171,17 @@ pub(super) async fn hold_instances(
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+    let watches = names
+        .iter()
+        .filter_map(|n| coordinator.watch(n).map(|w| (n.clone(), w)))
+        .collect();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(coordinator.run(stopped));
-    Ok(Some(HeldLeases { stop, task }))
+    Ok(Some(HeldLeases {
+        stop,
+        task,
+        watches,
+    }))
 }
 
 /// What a command hands to the daemon holding an instance instead of waiting for its lease
@@ -238,7 +267,23 @@ where
     for (icfg, app) in &apps {
         let name = app.client.instance().to_string();
         let fut = work(icfg.clone(), app.clone());
-        runs.push(Box::pin(async move { (name, fut.await) }));
+        // A run stops the moment its lease is lost: another process may be running the
+        // instance by then, and Jamf must not see both.
+        let lost = match &leases {
+            Some(l) => futures_util::future::Either::Left(l.lost(&name)),
+            None => futures_util::future::Either::Right(std::future::pending()),
+        };
+        runs.push(Box::pin(async move {
+            let result = tokio::select! {
+                r = fut => r,
+                () = lost => Err(anyhow::anyhow!(
+                    "lost the lease of instance {name} (another process took it over, or it \
+                     could not be renewed within ha.failover_secs): stopped; the run is \
+                     redone by the next holder"
+                )),
+            };
+            (name, result)
+        }));
     }
     if let Some((op, only)) = handover {
         for (icfg, holder) in &remote {

@@ -120,11 +120,22 @@ pub struct HaConfig {
     /// How long an instance stays with a holder that stopped renewing its lease (killed, cut
     /// off from the database, paused): the longest failover takes. Heartbeats come every third.
     pub failover_secs: u64,
+    /// After taking an instance from a holder that let its lease expire (rather than giving
+    /// it up), wait this long before the first Jamf request: the old holder may be frozen (a
+    /// paused VM, a stopped process), not dead, with requests in flight and five sockets
+    /// open, and Jamf must never see more than five. Unset: the longest request this
+    /// configuration makes (`jamf.request_timeout_secs`, and with mobile devices
+    /// `mobile_devices.search_timeout_secs`), which also outlasts a server's idle keep-alive
+    /// timeout. 0: no wait. A clean hand-over (a holder stopping) never waits.
+    pub takeover_quiet_secs: Option<u64>,
 }
 
 impl Default for HaConfig {
     fn default() -> Self {
-        Self { failover_secs: 30 }
+        Self {
+            failover_secs: 30,
+            takeover_quiet_secs: None,
+        }
     }
 }
 
@@ -138,6 +149,12 @@ impl HaConfig {
             return Err(ConfigError::new(
                 "ha.failover_secs",
                 "must be between 3 and 3600 seconds",
+            ));
+        }
+        if self.takeover_quiet_secs.is_some_and(|q| q > 3600) {
+            return Err(ConfigError::new(
+                "ha.takeover_quiet_secs",
+                "must be at most 3600 seconds",
             ));
         }
         Ok(())

@@ -155,6 +155,26 @@ impl Config {
         }]
     }
 
+    /// How long a new holder of an instance taken from a holder that let its lease expire
+    /// waits before its first Jamf request (`ha.takeover_quiet_secs`; unset: the longest
+    /// request any configured instance makes).
+    pub fn takeover_quiet(&self) -> std::time::Duration {
+        let secs = self.ha.takeover_quiet_secs.unwrap_or_else(|| {
+            self.instances()
+                .iter()
+                .map(|i| {
+                    let search = match i.mobile_devices.enabled {
+                        true => i.mobile_devices.search_timeout_secs,
+                        false => 0,
+                    };
+                    i.jamf.request_timeout_secs.max(search)
+                })
+                .max()
+                .unwrap_or(0)
+        });
+        std::time::Duration::from_secs(secs)
+    }
+
     /// Checks everything that does not need the Jamf server to be configured.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.jamf.validate()?;

@@ -59,8 +59,8 @@ pub struct SyncConfig {
     pub retry_initial_secs: u64,
     pub retry_max_secs: u64,
     /// When Jamf's clock (its `Date` header) differs from ours by more than this, a delta run
-    /// widens its overlap by the difference and warns (the cursor is our clock, `reportDate`
-    /// Jamf's).
+    /// widens its overlap by the difference and warns (the cursor is kept in Jamf's clock,
+    /// but a cursor stored by an older version, or without a measurement, is this host's).
     pub clock_skew_warn_secs: u64,
 }
 

@@ -212,6 +212,7 @@ pub async fn run(
         &db,
         cfg.database_url()?.expose(),
         cfg.ha.failover(),
+        cfg.takeover_quiet(),
         Role::Daemon,
         &names,
     )?;

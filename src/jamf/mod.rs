@@ -100,6 +100,22 @@ pub struct JamfClient {
 /// No `Date` header seen yet.
 const NO_OFFSET: i64 = i64::MIN;
 
+/// Clocks that agree to within this are taken to agree: a `Date` header reads Jamf's clock to
+/// about a second only, and this host's own clock orders its own events exactly.
+pub const CLOCKS_AGREE_WITHIN: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
+/// `ours` shifted by Jamf's clock minus ours, when that is known and larger than what a `Date`
+/// header can tell ([`CLOCKS_AGREE_WITHIN`]); else `ours`.
+pub fn in_jamf_clock(
+    ours: chrono::DateTime<chrono::Utc>,
+    offset: Option<chrono::Duration>,
+) -> chrono::DateTime<chrono::Utc> {
+    offset
+        .filter(|o| o.abs() >= CLOCKS_AGREE_WITHIN)
+        .and_then(|o| ours.checked_add_signed(o))
+        .unwrap_or(ours)
+}
+
 impl std::fmt::Debug for JamfClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JamfClient")
@@ -166,9 +182,11 @@ impl JamfClient {
         }
     }
 
-    /// Whether Jamf has accepted our credentials at least once.
-    /// Jamf's clock minus ours, as the last answer's `Date` header showed it (to about a
-    /// second: the header has whole seconds); `None` before any answer had one.
+    /// Jamf's clock minus ours, as the answers' `Date` headers show it; `None` before any
+    /// answer had one. A header has whole seconds, so each reading is up to a second (and
+    /// half a round trip) short of the truth, never over it: readings within 2 s of the kept
+    /// one keep the largest (the closest), a reading further off (a clock was stepped)
+    /// replaces it. Stable, so times taken through it keep this process's order.
     pub fn clock_offset(&self) -> Option<chrono::Duration> {
         match self.clock_offset_ms.load(Ordering::Relaxed) {
             NO_OFFSET => None,
@@ -178,7 +196,27 @@ impl JamfClient {
 
     fn observe_clock(&self, offset: chrono::Duration) {
         let ms = offset.num_milliseconds().clamp(NO_OFFSET + 1, i64::MAX);
-        self.clock_offset_ms.store(ms, Ordering::Relaxed);
+        let _ = self
+            .clock_offset_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| {
+                Some(match kept {
+                    NO_OFFSET => ms,
+                    kept if (ms - kept).abs() < 2000 => kept.max(ms),
+                    _ => ms,
+                })
+            });
+    }
+
+    /// A moment of this host's clock in Jamf's ([`in_jamf_clock`] with [`Self::clock_offset`]).
+    /// Every time that orders copies of a device (`fetched_at`, when a deletion was seen) is
+    /// taken in Jamf's clock, which every replica shares.
+    pub fn jamf_time(&self, ours: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        in_jamf_clock(ours, self.clock_offset())
+    }
+
+    /// Now, in Jamf's clock.
+    pub fn jamf_now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.jamf_time(chrono::Utc::now())
     }
 
     /// Whether any answer ever came back from the server.
@@ -186,6 +224,7 @@ impl JamfClient {
         self.reached.load(Ordering::Relaxed)
     }
 
+    /// Whether Jamf has accepted our credentials at least once.
     pub fn has_authenticated(&self) -> bool {
         self.authenticated.load(Ordering::Relaxed)
     }

@@ -25,8 +25,8 @@ use super::{error_chain, JamfClient, JamfError};
 use crate::config::RetryConfig;
 use crate::telemetry::metric;
 
-/// A successful answer and when the attempt that got it was sent: records read from it are
-/// as new as that instant.
+/// A successful answer and when the attempt that got it was sent, in Jamf's clock
+/// ([`JamfClient::jamf_time`]): records read from it are as new as that instant.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub body: Bytes,
@@ -119,7 +119,7 @@ impl JamfClient {
                     }
                     return Ok(Answer {
                         body,
-                        requested_at: done.sent_at,
+                        requested_at: self.jamf_time(done.sent_at),
                     });
                 }
                 Err(JamfError::Unauthorized { .. })

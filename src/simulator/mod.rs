@@ -82,6 +82,9 @@ pub struct SimConfig {
     /// highest) and this many random ones are deleted.
     pub enrol_per_page: usize,
     pub leave_per_page: usize,
+    /// A connection nothing crossed for this long is closed by the server (its keep-alive
+    /// timeout, as Tomcat or a load balancer in front of Jamf has); 0 = never.
+    pub idle_timeout_ms: u64,
     /// Jamf's clock minus real time: its `Date` headers and the inventory times of devices
     /// touched through the simulator API are this far off (a server whose NTP is broken).
     pub clock_offset_secs: i64,
@@ -148,6 +151,7 @@ impl Default for SimConfig {
             enrol_per_page: 0,
             leave_per_page: 0,
             clock_offset_secs: 0,
+            idle_timeout_ms: 0,
             faults: Faults::default(),
             webhook_url: None,
             webhook_format: webhooks::WebhookFormat::Json,

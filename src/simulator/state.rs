@@ -113,6 +113,30 @@ pub(super) struct CountingListener {
 pub(super) struct CountedStream {
     inner: TcpStream,
     state: Arc<SimState>,
+    /// A connection nothing crossed for this long is closed, as a server's keep-alive (and
+    /// write) timeout does (zero: never).
+    idle: Duration,
+    /// Fires `idle` after the last bytes crossed. Reset, never replaced: the server may not
+    /// poll the connection again while it waits, so the timer must keep the waker it has.
+    idle_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CountedStream {
+    /// Bytes crossed: the idle clock starts again.
+    fn active(&mut self) {
+        let idle = self.idle;
+        if let Some(t) = self.idle_timer.as_mut() {
+            t.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+    }
+
+    /// Whether the connection has been idle for its timeout (polled while nothing comes).
+    fn idle_expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        match self.idle_timer.as_mut() {
+            Some(t) => std::future::Future::poll(t.as_mut(), cx).is_ready(),
+            None => false,
+        }
+    }
 }
 
 impl Drop for CountedStream {
@@ -137,10 +161,14 @@ impl axum::serve::Listener for CountingListener {
                         inner.stats.connections_opened += 1;
                         inner.stats.peak_connections = inner.stats.peak_connections.max(open);
                     }
+                    let idle = Duration::from_millis(lock(&self.state.cfg).idle_timeout_ms);
                     return (
                         CountedStream {
                             inner: stream,
                             state: self.state.clone(),
+                            idle,
+                            idle_timer: (!idle.is_zero())
+                                .then(|| Box::pin(tokio::time::sleep(idle))),
                         },
                         addr,
                     );
@@ -161,7 +189,18 @@ impl tokio::io::AsyncRead for CountedStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            std::task::Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                std::task::Poll::Ready(r)
+            }
+            // Idle past the keep-alive timeout: the end of the stream, so the server closes it.
+            std::task::Poll::Pending if self.idle_expired(cx) => std::task::Poll::Ready(Ok(())),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -171,7 +210,20 @@ impl tokio::io::AsyncWrite for CountedStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.active();
+                }
+                std::task::Poll::Ready(Ok(n))
+            }
+            // A client that stopped reading (frozen) while an answer waits to be sent: the
+            // server gives the connection up after the same timeout.
+            std::task::Poll::Pending if self.idle_expired(cx) => std::task::Poll::Ready(Err(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "client stopped reading"),
+            )),
+            other => other,
+        }
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
@@ -601,4 +653,52 @@ pub(super) fn invalid_filter(field: &str) -> Response {
         &format!("Invalid filter: {field}"),
         Some("filter"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::simulator::{SimConfig, Simulator};
+
+    /// One answered request on a fresh connection, then how long until the server closes it
+    /// (`None`: still open after 3 s).
+    async fn closed_after(idle_timeout_ms: u64) -> Option<Duration> {
+        let cfg = SimConfig {
+            idle_timeout_ms,
+            computers: 1,
+            ..SimConfig::default()
+        };
+        let sim = match Simulator::start(cfg, 0).await {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let mut s = match tokio::net::TcpStream::connect(sim.addr).await {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let request = b"GET /api/v1/jamf-pro-version HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(s.write_all(request).await.is_ok());
+        let mut buf = vec![0u8; 4096];
+        assert!(
+            matches!(s.read(&mut buf).await, Ok(n) if n > 0),
+            "an answer"
+        );
+        let t = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+        sim.stop().await;
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))).then(|| t.elapsed())
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_keep_alive_timeout() {
+        let closed = closed_after(1000).await;
+        assert!(
+            closed.is_some_and(|d| d >= Duration::from_millis(900)),
+            "{closed:?}"
+        );
+        assert_eq!(closed_after(0).await, None, "no timeout: kept open");
+    }
 }

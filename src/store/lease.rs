@@ -155,31 +155,45 @@ pub async fn leases(pool: &PgPool) -> Result<Vec<LeaseRow>> {
     .await?)
 }
 
-/// Takes `instance` if its lease is free (never taken, expired or released); the new epoch.
-/// In the same transaction the previous holder's `running` runs become `interrupted`.
+/// A lease just taken.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    epoch: i64,
+    /// Another process held it last and let it expire instead of releasing it: it may be
+    /// frozen, not dead, with requests to Jamf in flight and its sockets open.
+    unclean: bool,
+}
+
+/// Takes `instance` if its lease is free (never taken, expired or released). In the same
+/// transaction the previous holder's `running` runs become `interrupted`.
 async fn try_acquire(
     conn: &mut PgConnection,
     instance: &str,
     holder: &str,
     ttl: Duration,
-) -> Result<Option<i64>> {
+) -> Result<Option<Taken>> {
     let mut tx = conn.begin().await?;
-    let row: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO instance_leases AS l (instance, holder, epoch, acquired_at, renewed_at, expires_at) \
+    // `old` is the row as the statement found it: who held it last, and how it ended.
+    let row: Option<(i64, Option<String>, Option<bool>)> = sqlx::query_as(
+        "WITH old AS (SELECT holder, released FROM instance_leases WHERE instance = $1) \
+         INSERT INTO instance_leases AS l (instance, holder, epoch, acquired_at, renewed_at, expires_at) \
          VALUES ($1, $2, 1, now(), now(), now() + make_interval(secs => $3)) \
          ON CONFLICT (instance) DO UPDATE SET holder = excluded.holder, epoch = l.epoch + 1, \
-         acquired_at = now(), renewed_at = now(), expires_at = excluded.expires_at \
-         WHERE l.expires_at <= now() RETURNING epoch",
+         acquired_at = now(), renewed_at = now(), expires_at = excluded.expires_at, \
+         released = FALSE \
+         WHERE l.expires_at <= now() \
+         RETURNING epoch, (SELECT holder FROM old), (SELECT released FROM old)",
     )
     .bind(instance)
     .bind(holder)
     .bind(ttl.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((epoch,)) = row else {
+    let Some((epoch, last_holder, released)) = row else {
         tx.rollback().await?;
         return Ok(None);
     };
+    let unclean = last_holder.is_some_and(|h| h != holder) && released == Some(false);
     let stale = sqlx::query(
         "UPDATE sync_runs SET status = 'interrupted', finished_at = now(), \
          error = COALESCE(error, 'its process stopped or lost the instance while the run was in progress') \
@@ -197,7 +211,7 @@ async fn try_acquire(
             "runs the previous holder left 'running' were marked interrupted; their windows will be redone"
         );
     }
-    Ok(Some(epoch))
+    Ok(Some(Taken { epoch, unclean }))
 }
 
 /// Extends a held lease; `false` when it is no longer this holder's (expired, taken over).
@@ -224,7 +238,7 @@ async fn renew(
 /// Gives a held lease up at once, so the next holder need not wait for it to expire.
 async fn release(conn: &mut PgConnection, instance: &str, holder: &str, epoch: i64) -> Result<()> {
     sqlx::query(
-        "UPDATE instance_leases SET expires_at = now() \
+        "UPDATE instance_leases SET expires_at = now(), released = TRUE \
          WHERE instance = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()",
     )
     .bind(instance)
@@ -285,6 +299,9 @@ struct Held {
     /// When this process took it: an instance is not given up to spread instances within a
     /// heartbeat of being taken (its catch-up may be about to start).
     taken: Instant,
+    /// Taken from a holder that let it expire: held in the database (renewed), but not yet
+    /// published to this process's writers and watchers until this instant passes.
+    quiet_until: Option<Instant>,
 }
 
 /// Takes, renews and gives up instance leases on a heartbeat, publishing each instance's
@@ -293,6 +310,9 @@ pub struct Coordinator {
     fence: Arc<Fence>,
     connect: PgConnectOptions,
     ttl: Duration,
+    /// How long a lease taken from a holder that let it expire stays unpublished
+    /// (`ha.takeover_quiet_secs`).
+    quiet: Duration,
     role: Role,
     instances: BTreeMap<String, watch::Sender<Option<i64>>>,
     /// Per instance: whether it is idle (may be given up to spread instances).
@@ -304,11 +324,13 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// `url` is the database's URL; `ttl` is `ha.failover_secs`.
+    /// `url` is the database's URL; `ttl` is `ha.failover_secs`; `quiet` is
+    /// `ha.takeover_quiet_secs` as [`crate::config::Config::takeover_quiet`] resolves it.
     pub fn new(
         fence: Arc<Fence>,
         url: &str,
         ttl: Duration,
+        quiet: Duration,
         role: Role,
         instances: &[String],
     ) -> Result<Self> {
@@ -317,6 +339,7 @@ impl Coordinator {
             fence,
             connect: connect.disable_statement_logging(),
             ttl,
+            quiet,
             role,
             instances: instances
                 .iter()
@@ -336,6 +359,7 @@ impl Coordinator {
         db: &Db,
         url: &str,
         ttl: Duration,
+        quiet: Duration,
         role: Role,
         instances: &[String],
     ) -> Result<Option<Self>> {
@@ -348,7 +372,7 @@ impl Coordinator {
         };
         let fence = Arc::new(Fence::new(holder_name(name), ttl));
         db.coordinate(fence.clone());
-        Self::new(fence, url, ttl, role, instances).map(Some)
+        Self::new(fence, url, ttl, quiet, role, instances).map(Some)
     }
 
     /// The fence this coordinator keeps (this process's holder name, the held epochs).
@@ -449,23 +473,51 @@ impl Coordinator {
             if self.held.len() >= target {
                 break;
             }
-            if let Some(epoch) = try_acquire(conn, &instance, &holder, self.ttl).await? {
-                tracing::info!(%instance, epoch, "holding the instance");
+            if let Some(Taken { epoch, unclean }) =
+                try_acquire(conn, &instance, &holder, self.ttl).await?
+            {
+                let quiet_until = (unclean && !self.quiet.is_zero()).then(|| sent + self.quiet);
+                if quiet_until.is_some() {
+                    tracing::warn!(
+                        %instance,
+                        epoch,
+                        quiet_secs = self.quiet.as_secs(),
+                        "took the instance from a holder that let its lease expire (killed, cut off or frozen): no Jamf request before the quiet period ends (ha.takeover_quiet_secs), so a frozen holder's requests and connections are gone first"
+                    );
+                } else {
+                    tracing::info!(%instance, epoch, "holding the instance");
+                }
                 self.held.insert(
                     instance.clone(),
                     Held {
                         epoch,
                         valid_until,
                         taken: sent,
+                        quiet_until,
                     },
                 );
-                self.fence.hold(&instance, epoch);
-                if let Some(tx) = self.instances.get(&instance) {
-                    tx.send_replace(Some(epoch));
-                }
             }
         }
+        self.publish_quiet_ends(Instant::now());
         Ok(())
+    }
+
+    /// Publishes the instances taken whose quiet period is over (or that had none): the fence
+    /// lets their writes through and the watchers start their work.
+    fn publish_quiet_ends(&mut self, now: Instant) {
+        for (instance, h) in self.held.iter_mut() {
+            if h.quiet_until.is_some_and(|q| q > now) || self.fence.epoch(instance) == Some(h.epoch)
+            {
+                continue;
+            }
+            if h.quiet_until.take().is_some() {
+                tracing::info!(%instance, epoch = h.epoch, "quiet period over: holding the instance");
+            }
+            self.fence.hold(instance, h.epoch);
+            if let Some(tx) = self.instances.get(instance) {
+                tx.send_replace(Some(h.epoch));
+            }
+        }
     }
 
     /// Stops treating `instance` as held: writes are refused from now on, watchers told.
@@ -516,7 +568,13 @@ impl Coordinator {
                 false => self.heartbeat(),
             };
             let next = started + pause;
-            let deadline = self.held.values().map(|h| h.valid_until).min();
+            // Woken for the first local deadline and the first quiet period's end too.
+            let deadline = self
+                .held
+                .values()
+                .flat_map(|h| [Some(h.valid_until), h.quiet_until])
+                .flatten()
+                .min();
             let wake = deadline.map_or(next, |d| d.min(next));
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}

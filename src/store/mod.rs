@@ -8,7 +8,9 @@
 //!   inventory time (`report_date` / `last_inventory_update`, a missing one counting as
 //!   oldest), and at equal inventory times by the time the copy was requested from Jamf
 //!   (`fetched_at`); a device marked deleted comes back only with a copy requested after the
-//!   deletion was seen. The guard is part of the upsert's SQL, so writers may run concurrently
+//!   deletion was seen. Both times are in Jamf's clock (the client's `jamf_time`), which every
+//!   replica shares, so a replica whose own clock runs ahead cannot make its older copy win.
+//!   The guard is part of the upsert's SQL, so writers may run concurrently
 //!   (a webhook refresh beside a sync) and the newest copy stays whatever order they commit
 //!   in. `overwrite` (the operator's `sync --full --overwrite`) writes what Jamf says
 //!   regardless;

@@ -428,6 +428,7 @@ impl<S: Store> Engine<S> {
     ) -> Result<RunSummary, StoreError> {
         let instance = self.client.instance().to_string();
         let started_at = Utc::now();
+        let offset_at_start = self.client.clock_offset();
         let t0 = Instant::now();
         self.warm_pacing().await;
         let cursor = if opts.full {
@@ -498,7 +499,13 @@ impl<S: Store> Engine<S> {
                         .map_err(|_| RunError::Other("writer stopped".into()))?;
                     if !gone.is_empty() {
                         self.store
-                            .mark_deleted(instance_ref, kind, &gone, Utc::now(), &self.history)
+                            .mark_deleted(
+                                instance_ref,
+                                kind,
+                                &gone,
+                                self.client.jamf_now(),
+                                &self.history,
+                            )
                             .await?;
                     }
                 }
@@ -514,7 +521,8 @@ impl<S: Store> Engine<S> {
             }
             Err(e) => Some(e.to_string()),
         };
-        let cursor_after = (status == RunStatus::Succeeded).then_some(started_at);
+        let cursor_after = (status == RunStatus::Succeeded)
+            .then(|| jamf_time(started_at, offset_at_start, self.client.clock_offset()));
         self.store
             .finish_run(&RunEnd {
                 run_id,
@@ -593,6 +601,19 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// A moment of this host's clock in Jamf's, by the offsets measured from Jamf's `Date` headers
+/// (the earlier reading when two differ: a cursor may be early, never late). The delta cursor
+/// is kept in Jamf's clock, which every replica shares and in which the delta filter is
+/// evaluated: a replica whose own clock runs ahead cannot move it past changes the next holder
+/// must still read. Without a measurement, this host's clock.
+fn jamf_time(
+    ours: DateTime<Utc>,
+    before: Option<chrono::Duration>,
+    after: Option<chrono::Duration>,
+) -> DateTime<Utc> {
+    crate::jamf::in_jamf_clock(ours, [before, after].into_iter().flatten().min())
+}
+
 fn record_run_metrics(instance: &str, s: &RunSummary) {
     let kind = s.kind.as_str();
     let c = &s.counts;
@@ -614,5 +635,24 @@ fn record_run_metrics(instance: &str, s: &RunSummary) {
     if s.succeeded() {
         metrics::gauge!(metric::LAST_SUCCESS, "jamf_instance" => i(), "kind" => kind)
             .set(Utc::now().timestamp() as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_is_in_jamfs_clock_and_never_late() {
+        let ours = Utc::now();
+        let m = chrono::Duration::minutes;
+        assert_eq!(jamf_time(ours, None, None), ours);
+        assert_eq!(jamf_time(ours, Some(m(-120)), None), ours - m(120));
+        assert_eq!(jamf_time(ours, None, Some(m(5))), ours + m(5));
+        // Two readings: the earlier moment.
+        assert_eq!(jamf_time(ours, Some(m(5)), Some(m(-1))), ours - m(1));
+        // Within what a Date header can tell, the clocks agree: this host's time.
+        let ms = chrono::Duration::milliseconds;
+        assert_eq!(jamf_time(ours, Some(ms(-1900)), Some(ms(300))), ours);
     }
 }

@@ -320,7 +320,13 @@ impl<S: Store> Engine<S> {
             match self.reconcile_cfg.on_missing {
                 OnMissing::Mark => {
                     self.store
-                        .mark_deleted(&instance, kind, &confirmed, Utc::now(), &self.history)
+                        .mark_deleted(
+                            &instance,
+                            kind,
+                            &confirmed,
+                            self.client.jamf_now(),
+                            &self.history,
+                        )
                         .await?;
                 }
                 OnMissing::Delete => {

@@ -7,8 +7,6 @@
 //! request goes through the client's limiter, so refreshes and a running sync share Jamf's
 //! five connections.
 
-use chrono::Utc;
-
 use super::source::DeviceSource;
 use super::{Engine, RunError};
 use crate::domain::Kind;
@@ -62,7 +60,7 @@ impl<S: Store> Engine<S> {
         gone.extend(&got.gone);
         if !gone.is_empty() {
             self.store
-                .mark_deleted(instance, kind, &gone, Utc::now(), &self.history)
+                .mark_deleted(instance, kind, &gone, self.client.jamf_now(), &self.history)
                 .await?;
         }
         out.stored = got

@@ -95,6 +95,9 @@ pub fn daemon_env(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Vec<
         ("JAMF_SYNC__JAMF__RETRY__MAX_BACKOFF_MS", "100"),
         ("JAMF_SYNC__DATABASE__URL", db_url),
         ("JAMF_SYNC__SERVER__ADMIN_TOKEN", TOKEN),
+        // On PostgreSQL a daemon restarted after kill -9 takes its predecessor's expired
+        // lease: a short quiet period (the default is the 120 s request timeout).
+        ("JAMF_SYNC__HA__TAKEOVER_QUIET_SECS", "1"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

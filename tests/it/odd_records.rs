@@ -343,7 +343,7 @@ async fn a_failing_database_still_fails_the_run(db: &TestDb) {
 both_backends!(a_run_that_isolates_too_much_fails);
 async fn a_run_that_isolates_too_much_fails(db: &TestDb) {
     let sim = helpers::sim(SimConfig {
-        computers: 300,
+        computers: 3000,
         mobile_devices: 0,
         ..SimConfig::default()
     })
@@ -360,10 +360,11 @@ async fn a_run_that_isolates_too_much_fails(db: &TestDb) {
     let error = run.error.clone().unwrap_or_default();
     assert!(error.contains("schema or server-wide problem"), "{error}");
     assert!(helpers::cursor(db).await.is_none(), "the cursor stays");
-    // Stopped once past the cap (its first page): at most the writes in flight then (two
-    // pages on PostgreSQL) went on, not the rest of the fleet.
+    // Stopped once past the cap (its first write): at most the writes in flight then went on
+    // (two on PostgreSQL, each of up to 1,000 records when pages queue up behind the
+    // writer), not the rest of the fleet.
     assert!(
-        run.counts.failed <= 2 * 100,
+        run.counts.failed <= 2 * 1000,
         "it stopped soon after the cap: {run}"
     );
     sim.stop().await;

@@ -52,9 +52,10 @@ async fn a_stale_holder_cannot_write_and_its_run_is_marked_interrupted() {
     let fence_a = Arc::new(Fence::new("a".into(), ttl));
     let fence_b = Arc::new(Fence::new("b".into(), ttl));
     assert!(a.coordinate(fence_a.clone()) && b.coordinate(fence_b.clone()));
-    let mut coord_a = Coordinator::new(fence_a.clone(), t.url(), ttl, Role::Command, &names)
+    let none = Duration::ZERO;
+    let mut coord_a = Coordinator::new(fence_a.clone(), t.url(), ttl, none, Role::Command, &names)
         .expect("coordinator");
-    let mut coord_b = Coordinator::new(fence_b.clone(), t.url(), ttl, Role::Command, &names)
+    let mut coord_b = Coordinator::new(fence_b.clone(), t.url(), ttl, none, Role::Command, &names)
         .expect("coordinator");
     let watch_a = coord_a.watch("x").expect("watch");
 
@@ -98,8 +99,65 @@ async fn a_stale_holder_cannot_write_and_its_run_is_marked_interrupted() {
     coord_a.beat().await.expect("beat");
     assert_eq!(fence_a.epoch("x"), None);
     assert_eq!(*watch_a.borrow(), None);
+
+    // B lets its lease expire too; C, with a quiet period, takes x and holds it in the
+    // database, but neither writes nor tells its watchers (its Jamf work) before the period
+    // is over. A clean release then hands over at once.
+    let c = open(t.url()).await;
+    let fence_c = Arc::new(Fence::new("c".into(), ttl));
+    assert!(c.coordinate(fence_c.clone()));
+    let quiet = Duration::from_secs(2);
+    let mut coord_c = Coordinator::new(fence_c.clone(), t.url(), ttl, quiet, Role::Command, &names)
+        .expect("coordinator");
+    let watch_c = coord_c.watch("x").expect("watch");
+    sqlx::query("UPDATE instance_leases SET expires_at = now() WHERE instance = 'x'")
+        .execute(a.postgres().expect("pg"))
+        .await
+        .expect("expire");
+    let taken = std::time::Instant::now();
+    coord_c.beat().await.expect("beat");
+    let holder: (String, i64) =
+        sqlx::query_as("SELECT holder, epoch FROM instance_leases WHERE instance = 'x'")
+            .fetch_one(c.postgres().expect("pg"))
+            .await
+            .expect("lease");
+    assert_eq!(holder, ("c".to_string(), 3), "C holds x in the database");
+    assert_eq!(fence_c.epoch("x"), None, "quiet: no writes yet");
+    assert_eq!(*watch_c.borrow(), None, "quiet: no Jamf work yet");
+    assert!(matches!(
+        c.start_run(&new_run("x")).await,
+        Err(StoreError::NotHolder { .. })
+    ));
+    while fence_c.epoch("x").is_none() {
+        assert!(
+            taken.elapsed() < Duration::from_secs(5),
+            "the quiet period ends"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        coord_c.beat().await.expect("beat");
+    }
+    assert!(
+        taken.elapsed() >= quiet,
+        "not before the quiet period: {:?}",
+        taken.elapsed()
+    );
+    assert_eq!(*watch_c.borrow(), Some(3));
+    c.start_run(&new_run("x"))
+        .await
+        .expect("C writes after the quiet period");
+    coord_c.release_all().await;
+    let mut coord_d = Coordinator::new(fence_b.clone(), t.url(), ttl, quiet, Role::Command, &names)
+        .expect("coordinator");
+    coord_d.beat().await.expect("beat");
+    assert_eq!(
+        fence_b.epoch("x"),
+        Some(4),
+        "a released lease is taken without a wait"
+    );
+    coord_d.release_all().await;
     a.close().await;
     b.close().await;
+    c.close().await;
 }
 
 fn stats_ok(sim: &Simulator) {
@@ -117,6 +175,8 @@ fn env(sim: &Simulator, db: &str) -> Vec<(String, String)> {
         &[
             ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
             ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
+            // A killed holder's successor waits this long before it talks to Jamf.
+            ("JAMF_SYNC__HA__TAKEOVER_QUIET_SECS", "1"),
             ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
             ("JAMF_SYNC__SYNC__PAGE_SIZE", "20"),
             ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
@@ -534,6 +594,7 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
         ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret"),
         ("JAMF_SYNC__MOBILE_DEVICES__ENABLED", "false"),
         ("JAMF_SYNC__HA__FAILOVER_SECS", "3"),
+        ("JAMF_SYNC__HA__TAKEOVER_QUIET_SECS", "1"),
         ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
     ]
     .iter()
@@ -715,5 +776,287 @@ async fn handed_over_runs_stop_when_no_daemon_is_left() {
         .await
         .expect("count");
     assert_eq!(waiting, 0, "the waiting request was taken back");
+    sim.stop().await;
+}
+
+// A holder frozen longer than the failover (SIGSTOP: a paused VM, a long stall) keeps its five
+// sockets to Jamf open. The standby takes the expired lease but sends nothing to Jamf for
+// `ha.takeover_quiet_secs`; by then the server has closed the frozen holder's idle sockets
+// (the simulator's keep-alive timeout), so Jamf never sees more than five connections. The
+// frozen holder, running again, sends nothing: its lease is gone (issue 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_and_its_successor_never_exceed_five_connections() {
+    let sim = helpers::sim(SimConfig {
+        computers: 3000,
+        mobile_devices: 0,
+        idle_timeout_ms: 4000,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_latency(200);
+    let t = helpers::postgres().await;
+    let mut env_owned = env(&sim, t.url());
+    env_owned.retain(|(k, _)| k != "JAMF_SYNC__HA__TAKEOVER_QUIET_SECS");
+    env_owned.push(("JAMF_SYNC__HA__TAKEOVER_QUIET_SECS".into(), "6".into()));
+    let first = Daemon::start_with(env_owned.clone());
+    let second = Daemon::start_with(env_owned);
+    first.wait_ready(30).await;
+    second.wait_ready(30).await;
+    first
+        .wait_for(30, "one holder paging its start-up sync", || async {
+            (held_here(&first).await ^ held_here(&second).await) && sim.stats().requests > 30
+        })
+        .await;
+    let (holder, standby) = if held_here(&first).await {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    sim.reset_stats();
+    holder.signal("-STOP");
+    let frozen = Instant::now();
+    standby
+        .wait_for(
+            FAILOVER_SECS + 10,
+            "the standby took the expired lease",
+            || async { held_here(&standby).await },
+        )
+        .await;
+    // Held in the database, quiet towards Jamf: the frozen holder sends nothing (it is
+    // stopped) and neither does the standby.
+    let at_takeover = sim.stats().requests;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        sim.stats().requests,
+        at_takeover,
+        "no Jamf request during the quiet period"
+    );
+    let freeze = Duration::from_secs(12);
+    tokio::time::sleep(freeze.saturating_sub(frozen.elapsed())).await;
+    holder.signal("-CONT");
+    standby
+        .wait_for(60, "the standby's catch-up sync succeeded", || async {
+            succeeded(&t, "startup").await == 1
+        })
+        .await;
+    let took = frozen.elapsed();
+    eprintln!("freeze to the standby's finished sync: {took:?}");
+    assert!(
+        took >= Duration::from_secs(FAILOVER_SECS + 6),
+        "not before failover + quiet: {took:?}"
+    );
+    assert_eq!(
+        lease(&holder).await["held_here"],
+        false,
+        "the holder running again knows it lost the instance"
+    );
+    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    stats_ok(&sim);
+    drop(holder);
+    drop(standby);
+    sim.stop().await;
+}
+
+// A one-shot command races its runs against losing its lease: once another process has the
+// instance, the command sends Jamf nothing more and exits non-zero at once, instead of paging
+// on until a write is refused (issue 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_command_stops_the_moment_it_loses_its_lease() {
+    let sim = helpers::sim(SimConfig {
+        computers: 2000,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    sim.set_latency(300);
+    let t = helpers::postgres().await;
+    let env_owned = env(&sim, t.url());
+    let dir = tempfile::tempdir().expect("dir");
+    let started = Instant::now();
+    let cli = spawn_cli(
+        &env_owned,
+        dir.path(),
+        &["sync", "--full", "--only", "computers"],
+    );
+    let pool = t.db.postgres().expect("pg").clone();
+    let held = || async {
+        sqlx::query_as::<_, (String,)>(
+            "SELECT holder FROM instance_leases WHERE instance = 'default' AND expires_at > now()",
+        )
+        .fetch_optional(&pool)
+        .await
+        .expect("lease")
+    };
+    while held().await.is_none() || sim.stats().requests < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the command holds and pages"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another process takes the instance over (as after a partition the command did not see).
+    sqlx::query(
+        "UPDATE instance_leases SET holder = 'thief:1:run:0', epoch = epoch + 1, \
+         expires_at = now() + interval '1 hour' WHERE instance = 'default'",
+    )
+    .execute(&pool)
+    .await
+    .expect("steal");
+    let stolen = Instant::now();
+    let out = exited(cli, 30, "the command exits once its lease is gone").await;
+    let said = text(&out);
+    let took = stolen.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("lost the lease of instance default"),
+        "{said}"
+    );
+    assert!(
+        took < Duration::from_secs(FAILOVER_SECS + 3),
+        "stopped within a heartbeat or two, not at the end of its run: {took:?}"
+    );
+    let after = sim.stats().requests;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.stats().requests, after, "nothing sent after it exited");
+    assert!(
+        after < 2 + 2000 / 20,
+        "it did not page the whole fleet: {after} requests"
+    );
+    sim.stop().await;
+}
+
+/// `jamf-sync ARGS` on a host whose clock runs two hours ahead (Debian's `faketime`; the
+/// monotonic clock untouched, so timers and timeouts run as usual).
+async fn sync_two_hours_ahead(
+    env: Vec<(String, String)>,
+    args: &'static [&'static str],
+) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut cmd = std::process::Command::new("faketime");
+        cmd.args(["-f", "+2h", env!("CARGO_BIN_EXE_jamf-sync")])
+            .args(args)
+            .current_dir(dir.path())
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("NO_COLOR", "1");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.output()
+            .expect("faketime (Debian package faketime; scripts/test.sh installs it)")
+    })
+    .await
+    .expect("join")
+}
+
+// The delta cursor is kept in Jamf's clock: a replica whose clock runs two hours ahead (here a
+// one-shot sync under `faketime`) once stored its own start as the cursor, and the next
+// holder, whose clock is right and who has talked to Jamf already, asked for changes since an
+// hour in the future and missed a device that reported meanwhile (issue 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_runs_ahead_does_not_move_the_cursor_past_changes() {
+    let sim = helpers::sim(SimConfig {
+        computers: 40,
+        mobile_devices: 0,
+        ..SimConfig::default()
+    })
+    .await;
+    let t = helpers::postgres().await;
+    let env_owned = env(&sim, t.url());
+    let out = sync_two_hours_ahead(env_owned, &["sync", "--full"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("computers full sync succeeded"),
+        "{}",
+        text(&out)
+    );
+    let cursor =
+        t.db.cursor("default", Kind::Computers)
+            .await
+            .expect("cursor")
+            .expect("the run moved the cursor");
+    let off = (cursor - chrono::Utc::now()).num_seconds().abs();
+    assert!(
+        off < 120,
+        "the cursor is Jamf's time, not the replica's: {off} s away"
+    );
+
+    // A device reports now; the next holder, its clock right and its client warm, reads it.
+    assert!(sim.edit_computer(7, |c| c.username = "reported-later".into()));
+    let mut settings = helpers::settings(&sim);
+    settings.instance = "default".into();
+    let engine = helpers::engine(
+        &t,
+        settings,
+        helpers::sync_cfg(100, jamf_sync::config::FetchStrategy::Inline),
+    );
+    engine.client().server_version().await.expect("a request");
+    assert!(engine.client().clock_offset().is_some());
+    let delta = helpers::run(&engine, false).await;
+    assert!(delta.succeeded(), "{delta}");
+    assert_eq!(delta.mode, "delta", "{delta}");
+    let stored = helpers::stored_instance(&t, "default").await;
+    let seven = stored.iter().find(|d| d.jamf_id == 7).expect("stored");
+    assert_eq!(
+        seven.info.username.as_deref(),
+        Some("reported-later"),
+        "{delta}"
+    );
+    sim.stop().await;
+}
+
+// Copies are ordered in Jamf's clock: a replica whose clock runs two hours ahead once stamped
+// the copy it fetched with a `fetched_at` two hours late, so at an equal inventory time (an
+// unenrolment submits no inventory) the next holder's newer copy lost to it as `stale`
+// (issue 27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_runs_ahead_cannot_make_its_older_copy_win() {
+    let sim = helpers::sim(SimConfig {
+        computers: 0,
+        mobile_devices: 12,
+        ..SimConfig::default()
+    })
+    .await;
+    let t = helpers::postgres().await;
+    let mut env_owned = env(&sim, t.url());
+    env_owned.retain(|(k, _)| k != "JAMF_SYNC__MOBILE_DEVICES__ENABLED");
+    let out =
+        sync_two_hours_ahead(env_owned, &["sync", "--full", "--only", "mobile-devices"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let (fetched,): (chrono::DateTime<chrono::Utc>,) =
+        sqlx::query_as("SELECT fetched_at FROM mobile_devices WHERE jamf_id = 5")
+            .fetch_one(t.db.postgres().expect("pg"))
+            .await
+            .expect("fetched_at");
+    let ahead = (fetched - chrono::Utc::now()).num_seconds();
+    assert!(
+        ahead < 60,
+        "the copy's fetched_at is Jamf's time: {ahead} s ahead\n{}",
+        text(&out)
+    );
+    // Unenrolled in Jamf after that copy: its last inventory time stays the same. The next
+    // holder reads it a moment later (Jamf's clock is read to about a second from its Date
+    // headers: copies of the same inventory time are ordered to that precision).
+    assert!(sim.unenroll_mobile(5));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut settings = helpers::settings(&sim);
+    settings.instance = "default".into();
+    let engine = helpers::engine(
+        &t,
+        settings,
+        helpers::sync_cfg(100, jamf_sync::config::FetchStrategy::Inline),
+    );
+    let run = helpers::run_mobile(&engine, true).await;
+    assert!(run.succeeded(), "{run}");
+    assert_eq!(
+        run.counts.stale, 0,
+        "the later request's copy is not older: {run}"
+    );
+    let rows =
+        t.db.devices("default", Kind::MobileDevices)
+            .await
+            .expect("rows");
+    let five = rows.iter().find(|d| d.jamf_id == 5).expect("stored");
+    assert_eq!(five.info.managed, Some(false), "the newer copy won");
     sim.stop().await;
 }
