@@ -164,7 +164,7 @@ mod tests {
     }
 
     fn columns() -> Vec<&'static str> {
-        super::super::writer::projected::<Computer>().collect()
+        crate::store::sql::upsert::projected::<Computer>().collect()
     }
 
     fn fields(changes: &[Change]) -> Vec<(&str, Option<&str>, Option<&str>)> {

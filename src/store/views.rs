@@ -18,7 +18,7 @@ use crate::domain::Kind;
 
 /// The SQL dialect a view is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Dialect {
+pub enum Dialect {
     Sqlite,
     Postgres,
 }

@@ -46,6 +46,7 @@ mod ranges;
 mod reconcile;
 mod replicas;
 mod resilience;
+mod schema;
 mod sync_flow;
 mod webhook_requests;
 mod webhooks;
