@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 use crate::domain::{Kind, INVENTORY_EVENTS};
 
-/// Metric names: the README's metrics reference lists each with its labels.
+/// Metric names: docs/metrics.md lists each with its labels (a test keeps the two equal).
 pub mod metric {
     pub const HTTP_REQUEST_DURATION: &str = "jamf_sync_http_request_duration_seconds";
     pub const HTTP_REQUESTS: &str = "jamf_sync_http_requests_total";

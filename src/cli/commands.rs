@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::{kinds_to_sync, OnlyKind, ReconcileArgs, SyncArgs};
+use super::{kinds_to_sync, ReconcileArgs, SyncArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials, JamfSettings};
 use crate::daemon::runner::Op;
@@ -187,7 +187,7 @@ pub(super) async fn hold_instances(
 /// What a command hands to the daemon holding an instance instead of waiting for its lease
 /// (PostgreSQL): the operation, run for each kind `only` selects. `None` where the daemon's
 /// run would not be the same (flags it has no equivalent for).
-pub(super) type Handover = Option<(Op, Option<OnlyKind>)>;
+pub(super) type Handover = Option<(Op, Option<Kind>)>;
 
 /// Runs `work` for every instance at once over one database connection pool; prints each
 /// instance's lines (prefixed `[name]` when there are several); exit 0 only when every
@@ -547,7 +547,7 @@ pub(super) async fn reconcile(
 pub(super) async fn groups(
     cfg: &Config,
     targets: Vec<(Config, JamfSettings)>,
-    only: Option<OnlyKind>,
+    only: Option<Kind>,
     no_wait: bool,
 ) -> anyhow::Result<ExitCode> {
     each_instance(
@@ -735,7 +735,7 @@ pub(super) async fn views(cfg: &Config) -> anyhow::Result<ExitCode> {
     let pairs = cfg
         .instances()
         .into_iter()
-        .flat_map(|i| Kind::ALL.map(|kind| (i.name.clone(), kind)));
+        .flat_map(|i| Kind::ALL.iter().map(move |&kind| (i.name.clone(), kind)));
     for (instance, kind) in pairs {
         if let Some((view, columns)) = db.refresh_ea_view(&instance, kind, true).await? {
             let list: Vec<String> = columns

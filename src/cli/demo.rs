@@ -68,7 +68,24 @@ pub(super) async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Computer sections the query guide's questions read (docs/queries.md), besides the default
+/// ones: the demo stores them unless `sync.sections` was configured.
+const GUIDE_SECTIONS: &[&str] = &[
+    "APPLICATIONS",
+    "GROUP_MEMBERSHIPS",
+    "CONFIGURATION_PROFILES",
+    "LOCAL_USER_ACCOUNTS",
+    "CERTIFICATES",
+];
+
 pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = cfg.clone();
+    if cfg.sync.sections == crate::config::SyncConfig::default().sections {
+        cfg.sync
+            .sections
+            .extend(GUIDE_SECTIONS.iter().map(|s| s.to_string()));
+    }
+    let cfg = &cfg;
     let sim_cfg = SimConfig {
         computers: args.computers,
         mobile_devices: args.mobile_devices,
@@ -90,11 +107,11 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
         sim.url(),
         db_url.masked()
     );
-    let kinds = [Kind::Computers, Kind::MobileDevices];
+    let kinds = Kind::ALL;
     let _lock = super::commands::writer_lock(cfg, Wait::Block, super::commands::EXIT_HELD).await?;
     let app = App::open(cfg, settings).await?;
     let opts = SyncOptions::new(false, Trigger::Demo);
-    let first = sync_kinds(&app, &kinds, opts).await?;
+    let first = sync_kinds(&app, kinds, opts).await?;
     for s in &first {
         println!("{s}");
     }
@@ -106,9 +123,17 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
         "demo: {changed} computers and {changed_mobile} mobile devices submitted inventory; \
          running a delta sync"
     );
-    let second = sync_kinds(&app, &kinds, opts).await?;
+    let second = sync_kinds(&app, kinds, opts).await?;
     for s in &second {
         println!("{s}");
+    }
+    let mut groups_ok = true;
+    if cfg.groups.enabled {
+        for &kind in kinds {
+            let g = app.engine.refresh_groups(kind, Trigger::Demo).await?;
+            println!("{g}");
+            groups_ok &= g.status == crate::domain::RunStatus::Succeeded;
+        }
     }
     let computers = app
         .db
@@ -131,6 +156,6 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
     );
     sim.stop().await;
     Ok(exit_code(
-        first.iter().chain(&second).all(RunSummary::succeeded),
+        groups_ok && first.iter().chain(&second).all(RunSummary::succeeded),
     ))
 }

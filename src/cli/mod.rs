@@ -47,7 +47,7 @@ pub enum Command {
     Groups {
         /// Only this kind.
         #[arg(long, value_enum)]
-        only: Option<OnlyKind>,
+        only: Option<Kind>,
         /// Only this Jamf instance (default: every instance, in parallel).
         #[arg(long)]
         instance: Option<String>,
@@ -87,7 +87,7 @@ pub enum Command {
         device: String,
         /// Only this kind.
         #[arg(long, value_enum)]
-        kind: Option<OnlyKind>,
+        kind: Option<Kind>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -128,7 +128,7 @@ pub struct SyncArgs {
     pub overwrite: bool,
     /// Sync only this kind.
     #[arg(long, value_enum)]
-    pub only: Option<OnlyKind>,
+    pub only: Option<Kind>,
     /// Only this Jamf instance (default: every instance, in parallel).
     #[arg(long)]
     pub instance: Option<String>,
@@ -145,7 +145,7 @@ pub struct ReconcileArgs {
     pub dry_run: bool,
     /// Reconcile only this kind.
     #[arg(long, value_enum)]
-    pub only: Option<OnlyKind>,
+    pub only: Option<Kind>,
     /// Apply deletions even beyond reconcile.max_delete_fraction.
     #[arg(long)]
     pub force: bool,
@@ -158,28 +158,22 @@ pub struct ReconcileArgs {
     pub no_wait: bool,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum OnlyKind {
-    Computers,
-    MobileDevices,
-}
+/// `--only computers|mobile-devices`: clap's values are [`Kind::ALL`]'s command-line names.
+impl ValueEnum for Kind {
+    fn value_variants<'a>() -> &'a [Self] {
+        Kind::ALL
+    }
 
-impl OnlyKind {
-    fn kind(self) -> Kind {
-        match self {
-            OnlyKind::Computers => Kind::Computers,
-            OnlyKind::MobileDevices => Kind::MobileDevices,
-        }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.cli_name()).alias(self.as_str()))
     }
 }
 
-/// The kinds a `sync` runs: both by default (mobile devices unless disabled), or the one asked.
-fn kinds_to_sync(cfg: &Config, only: Option<OnlyKind>) -> Vec<Kind> {
+/// The kinds a `sync` runs: every kind the configuration copies, or the one asked.
+fn kinds_to_sync(cfg: &Config, only: Option<Kind>) -> Vec<Kind> {
     match only {
-        Some(OnlyKind::Computers) => vec![Kind::Computers],
-        Some(OnlyKind::MobileDevices) => vec![Kind::MobileDevices],
-        None if cfg.mobile_devices.enabled => vec![Kind::Computers, Kind::MobileDevices],
-        None => vec![Kind::Computers],
+        Some(kind) => vec![kind],
+        None => cfg.enabled_kinds(),
     }
 }
 
@@ -306,9 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             instance,
         } => match instance_configs(&cfg, instance.as_deref()) {
-            Some(targets) => {
-                commands::history(&targets, &device, kind.map(OnlyKind::kind), json).await
-            }
+            Some(targets) => commands::history(&targets, &device, kind, json).await,
             None => Ok(ExitCode::FAILURE),
         },
         Command::Sync(args) => match jamf_settings_or_report(&cfg, args.instance.as_deref()) {

@@ -85,6 +85,31 @@ pub struct Sources {
 }
 
 impl Config {
+    /// Whether this configuration copies a kind (computers always).
+    pub fn copies(&self, kind: crate::domain::Kind) -> bool {
+        match kind {
+            crate::domain::Kind::Computers => true,
+            crate::domain::Kind::MobileDevices => self.mobile_devices.enabled,
+        }
+    }
+
+    /// The kinds this configuration copies, in [`Kind::ALL`](crate::domain::Kind::ALL) order.
+    pub fn enabled_kinds(&self) -> Vec<crate::domain::Kind> {
+        crate::domain::Kind::ALL
+            .iter()
+            .copied()
+            .filter(|k| self.copies(*k))
+            .collect()
+    }
+
+    /// When a kind's delta sync runs.
+    pub fn sync_schedule(&self, kind: crate::domain::Kind) -> Result<Schedule, ConfigError> {
+        match kind {
+            crate::domain::Kind::Computers => self.sync.schedule(),
+            crate::domain::Kind::MobileDevices => self.mobile_devices.schedule(&self.sync),
+        }
+    }
+
     /// Loads and validates the configuration from all layers.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let mut builder = config::Config::builder();

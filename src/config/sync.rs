@@ -12,7 +12,7 @@ use crate::domain::facts::{COMPUTER_SECTIONS, JAMF_MAX_PAGE_SIZE, MOBILE_DEVICE_
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FetchStrategy {
-    /// `inline` unless the sections ask for everything heavy; see README "Fetch strategy".
+    /// `inline` unless the sections ask for everything heavy; see docs/design.md "Fetch strategy".
     #[default]
     Auto,
     /// Sections inline in list pages: one request per page of devices.

@@ -491,14 +491,14 @@ async fn trigger(
     }
     let only: Option<Kind> = match q.kind.as_deref() {
         None => None,
-        Some("computers") => Some(Kind::Computers),
-        Some("mobile-devices") | Some("mobile_devices") => Some(Kind::MobileDevices),
+        Some(name) if Kind::parse_any(name).is_some() => Kind::parse_any(name),
         Some(other) => {
+            let known: Vec<&str> = Kind::ALL.iter().map(|k| k.cli_name()).collect();
             return (
                 StatusCode::BAD_REQUEST,
-                format!("unknown kind {other:?}; use computers or mobile-devices\n"),
+                format!("unknown kind {other:?}; use {}\n", known.join(" or ")),
             )
-                .into_response()
+                .into_response();
         }
     };
     let several = s.instances.len() > 1;

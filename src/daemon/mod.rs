@@ -114,10 +114,7 @@ fn plan(cfg: &Config, queue_store: &Arc<OnceLock<Arc<Db>>>) -> anyhow::Result<Ve
     for i in &instances {
         let icfg = cfg.for_instance(i);
         let settings = icfg.jamf_settings()?;
-        let mut kinds = vec![Kind::Computers];
-        if icfg.mobile_devices.enabled {
-            kinds.push(Kind::MobileDevices);
-        }
+        let kinds = icfg.enabled_kinds();
         let queued = Arc::new(tokio::sync::Notify::new());
         let mut state = InstanceState::new(i.name.clone(), kinds);
         if icfg.webhooks.enabled {
@@ -384,17 +381,9 @@ async fn start_instance(
         ))
     });
 
-    let mut schedules = vec![(
-        Kind::Computers,
-        Op::Sync { full: false },
-        cfg.sync.schedule()?,
-    )];
-    if cfg.mobile_devices.enabled {
-        schedules.push((
-            Kind::MobileDevices,
-            Op::Sync { full: false },
-            cfg.mobile_devices.schedule(&cfg.sync)?,
-        ));
+    let mut schedules = Vec::new();
+    for kind in &kinds {
+        schedules.push((*kind, Op::Sync { full: false }, cfg.sync_schedule(*kind)?));
     }
     if cfg.reconcile.enabled {
         for kind in &kinds {

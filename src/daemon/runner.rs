@@ -45,6 +45,9 @@ pub enum Op {
 }
 
 impl Op {
+    /// How many operations [`Op::index`] tells apart.
+    const COUNT: usize = 3;
+
     fn index(self) -> usize {
         match self {
             Op::Sync { .. } => 0,
@@ -105,7 +108,7 @@ pub struct RunRequest {
 pub struct Runner {
     tx: mpsc::UnboundedSender<RunRequest>,
     /// Per operation and kind: one is queued or running.
-    busy: Arc<[[AtomicBool; 2]; 3]>,
+    busy: Arc<[[AtomicBool; Kind::COUNT]; Op::COUNT]>,
 }
 
 impl Runner {

@@ -3,11 +3,12 @@
 //! without pulling in the client, the store or the engine.
 //!
 //! Invariants:
-//! - a record's column projection is [`DeviceInfo::cells`] (the columns every device has)
-//!   followed by [`DeviceRecord::cells`] (its kind's own), in the order of
-//!   [`DeviceInfo::COLUMNS`] and [`DeviceRecord::COLUMNS`]; the store writes any record
-//!   through them;
-//! - [`DeviceRecord::as_of`] is the inventory time Jamf reports for the record (`reportDate` /
+//! - a record's column projection is [`Record::shared_cells`] (for a device, the columns every
+//!   device has, [`DeviceInfo`]) followed by [`Record::cells`] (its kind's own), in the order
+//!   of [`Record::SHARED`] and [`Record::COLUMNS`]; the store writes any record through them;
+//! - a kind is named in one place, [`Kind`]'s row of facts; per-kind arrays are sized by
+//!   [`Kind::COUNT`] and loops run over [`Kind::ALL`];
+//! - [`Record::as_of`] is the inventory time Jamf reports for the record (`reportDate` /
 //!   last inventory update): the store never replaces a copy with one whose `as_of` is older.
 
 pub mod children;
@@ -25,43 +26,90 @@ pub use records::{Computer, DeviceInfo, MobileDevice};
 pub use run::{RunCounts, RunKind, RunStatus, Trigger};
 pub use webhook::{WebhookAction, INVENTORY_EVENTS};
 
-/// A kind of device. The string forms name the tables and are stored in `sync_runs.kind`.
+/// A kind of Jamf object jamf-sync copies. Everything about a kind that is not code is in its
+/// row of [`FACTS`] (its table, its singular name, its command-line spelling), and
+/// [`Kind::ALL`] sizes every per-kind array and loop: a new kind is a variant, a row, and its
+/// place in `ALL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
-    Computers,
-    MobileDevices,
+    Computers = 0,
+    MobileDevices = 1,
 }
 
+/// What names a kind, in [`Kind`]'s order.
+#[derive(Debug)]
+struct Facts {
+    /// The table name and the `sync_runs.kind` value.
+    name: &'static str,
+    /// The singular: `device_type` in `extension_attributes` and `inventory_changes`.
+    singular: &'static str,
+    /// As the command line and the HTTP API spell it.
+    cli: &'static str,
+    /// As a sentence names it.
+    label: &'static str,
+}
+
+const FACTS: [Facts; Kind::COUNT] = [
+    Facts {
+        name: "computers",
+        singular: "computer",
+        cli: "computers",
+        label: "computers",
+    },
+    Facts {
+        name: "mobile_devices",
+        singular: "mobile_device",
+        cli: "mobile-devices",
+        label: "mobile devices",
+    },
+];
+
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Computers, Kind::MobileDevices];
+    /// Every kind, in index order.
+    pub const ALL: &'static [Kind] = &[Kind::Computers, Kind::MobileDevices];
+    pub const COUNT: usize = Kind::ALL.len();
+
+    fn facts(self) -> &'static Facts {
+        &FACTS[self.index()]
+    }
 
     /// `computers` or `mobile_devices`: the table name and the `sync_runs.kind` value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Computers => "computers",
-            Kind::MobileDevices => "mobile_devices",
-        }
+        self.facts().name
     }
 
     /// The inverse of [`Kind::as_str`].
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+        Kind::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    /// Position in per-kind arrays.
+    /// A kind as a person types it: the command-line spelling (`mobile-devices`) or the stored
+    /// name (`mobile_devices`).
+    pub fn parse_any(s: &str) -> Option<Kind> {
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s || k.cli_name() == s)
+    }
+
+    /// As the command line and the HTTP API spell it: `computers`, `mobile-devices`.
+    pub fn cli_name(self) -> &'static str {
+        self.facts().cli
+    }
+
+    /// As a sentence names it: `computers`, `mobile devices`.
+    pub fn label(self) -> &'static str {
+        self.facts().label
+    }
+
+    /// Position in per-kind arrays (`[T; Kind::COUNT]`).
     pub fn index(self) -> usize {
-        match self {
-            Kind::Computers => 0,
-            Kind::MobileDevices => 1,
-        }
+        self as usize
     }
 
-    /// `device_type` in `extension_attributes`.
+    /// `device_type` in `extension_attributes` and `inventory_changes`: the singular.
     pub fn device_type(self) -> &'static str {
-        match self {
-            Kind::Computers => "computer",
-            Kind::MobileDevices => "mobile_device",
-        }
+        self.facts().singular
     }
 }
 
@@ -95,10 +143,16 @@ impl Cell<'_> {
     }
 }
 
-/// A device record the store can write, whatever its kind.
-pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
+/// A record the store can write, whatever its kind: a device, or any other Jamf object with
+/// an id. Nothing here assumes a device: the columns a kind shares with others (every device's
+/// [`DeviceInfo`]) are [`SHARED`](Self::SHARED), none by default, and a kind without extension
+/// attributes or child tables leaves those out.
+pub trait Record: std::fmt::Debug + Send + Sync + 'static {
     const KIND: Kind;
-    /// The kind's own projected columns (after [`DeviceInfo::COLUMNS`]).
+    /// Columns this kind shares with other kinds, projected first (a device's
+    /// [`DeviceInfo::COLUMNS`]).
+    const SHARED: &'static [&'static str] = &[];
+    /// The kind's own projected columns (after [`SHARED`](Self::SHARED)).
     const COLUMNS: &'static [&'static str];
     /// The column of [`COLUMNS`](Self::COLUMNS) that holds [`as_of`](Self::as_of).
     const AS_OF_COLUMN: &'static str;
@@ -106,8 +160,6 @@ pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     /// contact): the change history leaves them out, or every report would be a change.
     const MOVING: &'static [&'static str];
     fn jamf_id(&self) -> i64;
-    /// The columns every device has.
-    fn info(&self) -> &DeviceInfo;
     /// The inventory time Jamf reports; `None` counts as older than any time.
     fn as_of(&self) -> Option<DateTime<Utc>>;
     /// When the request that returned this record was sent: of two copies with the same
@@ -117,15 +169,23 @@ pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
     fn raw(&self) -> &str;
     /// Stable hash of [`raw`](Self::raw), to tell changed records from unchanged ones.
     fn raw_hash(&self) -> i64;
-    fn extension_attributes(&self) -> &[EaValue];
-    /// The child tables' rows of the sections this record carries.
-    fn children(&self) -> &[children::Children];
+    /// The values of [`SHARED`](Self::SHARED), in order.
+    fn shared_cells(&self) -> Vec<Cell<'_>> {
+        Vec::new()
+    }
     /// The values of [`COLUMNS`](Self::COLUMNS), in order.
     fn cells(&self) -> Vec<Cell<'_>>;
-    /// Every projected column's value: [`DeviceInfo::COLUMNS`], then
+    fn extension_attributes(&self) -> &[EaValue] {
+        &[]
+    }
+    /// The child tables' rows of the sections this record carries.
+    fn children(&self) -> &[children::Children] {
+        &[]
+    }
+    /// Every projected column's value: [`SHARED`](Self::SHARED), then
     /// [`COLUMNS`](Self::COLUMNS).
     fn all_cells(&self) -> Vec<Cell<'_>> {
-        let mut cells = self.info().cells();
+        let mut cells = self.shared_cells();
         cells.extend(self.cells());
         cells
     }
@@ -135,9 +195,9 @@ pub trait DeviceRecord: std::fmt::Debug + Send + Sync + 'static {
 mod tests {
     use super::*;
 
-    fn check<R: DeviceRecord>(r: &R) {
+    fn check<R: Record>(r: &R) {
         assert_eq!(R::COLUMNS.len(), r.cells().len(), "{:?}", R::KIND);
-        assert_eq!(DeviceInfo::COLUMNS.len(), r.info().cells().len());
+        assert_eq!(R::SHARED.len(), r.shared_cells().len());
         let pos = R::COLUMNS.iter().position(|c| *c == R::AS_OF_COLUMN);
         let Some(pos) = pos else {
             panic!("{:?}: AS_OF_COLUMN is not a column", R::KIND)
@@ -160,9 +220,21 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for k in Kind::ALL {
+        for (i, &k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "ALL is in index order");
             assert_eq!(Kind::parse(k.as_str()), Some(k));
+            assert_eq!(Kind::parse_any(k.cli_name()), Some(k));
+            assert_eq!(Kind::parse_any(k.as_str()), Some(k));
+            // Stored names are lower-case identifiers (the schema's CHECK).
+            for name in [k.as_str(), k.device_type()] {
+                assert!(
+                    name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                    "{name}"
+                );
+            }
         }
         assert_eq!(Kind::parse("printers"), None);
+        assert_eq!(Kind::parse("mobile-devices"), None);
+        assert_eq!(Kind::parse_any("mobile-devices"), Some(Kind::MobileDevices));
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! Both kinds share [`DeviceInfo`] (the columns every device has) and add their own. Decoding
 //! them from Jamf's wire formats is the Jamf client's business (`jamf::decode`); the store
-//! writes them through [`DeviceRecord`] without knowing where they came from.
+//! writes them through [`Record`] without knowing where they came from.
 
 use chrono::{DateTime, Utc};
 
 use super::children::Children;
-use super::{Cell, DeviceRecord, EaValue, Kind};
+use super::{Cell, EaValue, Kind, Record};
 
 /// What jamf-sync keeps of any device, whatever its kind (the columns both tables have).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -52,14 +52,14 @@ impl DeviceInfo {
     }
 }
 
-/// The [`DeviceRecord`] accessors both records answer from fields of the same names.
+/// The [`Record`] accessors both records answer from fields of the same names.
 macro_rules! record_fields {
     () => {
         fn jamf_id(&self) -> i64 {
             self.jamf_id
         }
-        fn info(&self) -> &DeviceInfo {
-            &self.info
+        fn shared_cells(&self) -> Vec<Cell<'_>> {
+            self.info.cells()
         }
         fn fetched_at(&self) -> DateTime<Utc> {
             self.fetched_at
@@ -97,8 +97,9 @@ pub struct Computer {
     pub fetched_at: DateTime<Utc>,
 }
 
-impl DeviceRecord for Computer {
+impl Record for Computer {
     const KIND: Kind = Kind::Computers;
+    const SHARED: &'static [&'static str] = DeviceInfo::COLUMNS;
     const COLUMNS: &'static [&'static str] = &["os_build", "report_date", "last_contact"];
     const AS_OF_COLUMN: &'static str = "report_date";
     const MOVING: &'static [&'static str] = &["report_date", "last_contact"];
@@ -132,8 +133,9 @@ pub struct MobileDevice {
     pub fetched_at: DateTime<Utc>,
 }
 
-impl DeviceRecord for MobileDevice {
+impl Record for MobileDevice {
     const KIND: Kind = Kind::MobileDevices;
+    const SHARED: &'static [&'static str] = DeviceInfo::COLUMNS;
     const COLUMNS: &'static [&'static str] = &["os_type", "last_inventory_update"];
     const AS_OF_COLUMN: &'static str = "last_inventory_update";
     const MOVING: &'static [&'static str] = &["last_inventory_update"];

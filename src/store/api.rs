@@ -11,7 +11,7 @@ use super::{
     Write,
 };
 use crate::config::HistoryConfig;
-use crate::domain::{DeviceRecord, Kind, PacingMemory, RunKind};
+use crate::domain::{Kind, PacingMemory, Record, RunKind};
 
 /// The operations the sync engine, the daemon and the CLI need from a database.
 pub trait Store: Send + Sync + 'static {
@@ -37,7 +37,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes devices (newer wins unless `overwrite`) and, when given, the run's progress, in
     /// one transaction.
-    fn write_devices<R: DeviceRecord>(
+    fn write_devices<R: Record>(
         &self,
         write: Write<'_, R>,
     ) -> impl Future<Output = Result<PageOutcome>> + Send;

@@ -12,7 +12,7 @@ use super::{
     StoredIds, SyncFailure, Write,
 };
 use crate::config::{DatabaseUrl, HistoryConfig};
-use crate::domain::{DeviceRecord, Kind, PacingMemory, RunKind};
+use crate::domain::{Kind, PacingMemory, Record, RunKind};
 
 /// The configured backend.
 #[derive(Debug, Clone)]
@@ -112,6 +112,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn start_run(&self, run: &NewRun<'_>) -> Result<i64> {
         match self {
             Db::Sqlite(s) => s.start_run(run).await,
@@ -119,13 +120,15 @@ impl Store for Db {
         }
     }
 
-    async fn write_devices<R: DeviceRecord>(&self, write: Write<'_, R>) -> Result<PageOutcome> {
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
+    async fn write_devices<R: Record>(&self, write: Write<'_, R>) -> Result<PageOutcome> {
         match self {
             Db::Sqlite(s) => s.write_devices(write).await,
             Db::Postgres(s) => s.write_devices(write).await,
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
         match self {
             Db::Sqlite(s) => s.finish_run(end).await,
@@ -227,6 +230,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn mark_deleted(
         &self,
         instance: &str,
@@ -270,6 +274,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn refresh_ea_view(
         &self,
         instance: &str,
@@ -289,6 +294,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn prune_history(&self, before: DateTime<Utc>) -> Result<u64> {
         match self {
             Db::Sqlite(s) => s.prune_history(before).await,
@@ -296,6 +302,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn purge_devices(&self, instance: &str, kind: Kind, ids: &[i64]) -> Result<u64> {
         match self {
             Db::Sqlite(s) => s.purge_devices(instance, kind, ids).await,
@@ -326,6 +333,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn replace_group(
         &self,
         instance: &str,
@@ -338,6 +346,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn drop_groups_except(&self, instance: &str, kind: Kind, keep: &[String]) -> Result<u64> {
         match self {
             Db::Sqlite(s) => s.drop_groups_except(instance, kind, keep).await,
@@ -345,6 +354,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn purge_instance(
         &self,
         instance: &str,
@@ -368,6 +378,7 @@ impl Store for Db {
         }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = self.backend()))]
     async fn enqueue_webhook_event(
         &self,
         event: &NewWebhookEvent<'_>,

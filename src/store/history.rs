@@ -2,12 +2,12 @@
 //! the record that replaces it, one row per field, written in the transaction that writes the
 //! record.
 //!
-//! Invariants (a public contract, see README "Change history"):
+//! Invariants (a public contract, see docs/queries.md "Change history"):
 //! - only a record that is written produces rows: the first sight of a device (nothing stored),
 //!   an unchanged record (same hash) and a record the newer-wins guard keeps out produce none;
 //! - `field` is the column's name in `computers` / `mobile_devices`, `ea:<attribute name>` for
 //!   an extension attribute, `deleted` when reconcile marks a device deleted or a deleted
-//!   device is written again; columns that move with every report (`DeviceRecord::MOVING`)
+//!   device is written again; columns that move with every report (`Record::MOVING`)
 //!   are never history;
 //! - values are text: booleans `true`/`false`, timestamps RFC 3339 in UTC;
 //! - a record without any extension attribute says nothing about them (the section may not
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::config::HistoryConfig;
-use crate::domain::DeviceRecord;
+use crate::domain::Record;
 
 /// A stored device as the history compares it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,7 +54,7 @@ pub struct ChangeRow {
 }
 
 /// The changes from `before` to `after`; `columns` names `before.cells` in order.
-pub(super) fn diff<R: DeviceRecord>(
+pub(super) fn diff<R: Record>(
     columns: &[&str],
     before: &Snapshot,
     after: &R,

@@ -54,7 +54,7 @@ pub use sql::{Backend, SqlStore};
 pub use sqlite::SqliteStore;
 pub use views::{view_name, EaColumn};
 
-use crate::domain::{DeviceRecord, Kind};
+use crate::domain::{Kind, Record};
 
 /// Errors from the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,7 @@ pub fn instance_tables() -> impl Iterator<Item = &'static str> {
 
 /// Splits a page into records whose stored copy differs (or is absent or deleted) and records
 /// stored identically. `stored` holds `(jamf_id, raw_hash, deleted)` of the page's ids.
-pub fn partition_changed<'a, R: DeviceRecord>(
+pub fn partition_changed<'a, R: Record>(
     records: &'a [R],
     stored: &[(i64, i64, bool)],
 ) -> (Vec<&'a R>, Vec<i64>) {

@@ -16,7 +16,7 @@ use super::sql::{Backend, SqlStore, Tx, Written, CHUNK};
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val, ValType};
-use crate::domain::{Cell, DeviceRecord, EaValue};
+use crate::domain::{Cell, EaValue, Record};
 
 /// The PostgreSQL store.
 pub type PgStore = SqlStore<Postgres>;
@@ -196,7 +196,7 @@ impl Backend for Postgres {
     /// once per connection whatever the chunk's size. `RETURNING` names the rows written (a row
     /// the guard keeps is not returned) and which of them are new: an update never sets
     /// `first_seen_at`, so only a row inserted by this statement carries this write's `now`.
-    async fn upsert_changed<R: DeviceRecord>(
+    async fn upsert_changed<R: Record>(
         tx: &mut Tx<Self>,
         instance: &str,
         changed: &[&R],
@@ -266,7 +266,7 @@ impl Backend for Postgres {
 
     /// Replaces the extension attributes of the devices written: one `DELETE … = ANY` for the
     /// devices that were stored before, one `INSERT … UNNEST`.
-    async fn replace_attributes<R: DeviceRecord>(
+    async fn replace_attributes<R: Record>(
         tx: &mut Tx<Self>,
         instance: &str,
         written: &[&R],
@@ -365,7 +365,7 @@ impl<'a> Column<'a> {
     }
 
     /// Appends a record's cell; a cell of another type than the column's is a programming
-    /// error in a `DeviceRecord` impl, and is stored as NULL rather than misaligning the rows.
+    /// error in a `Record` impl, and is stored as NULL rather than misaligning the rows.
     fn push(&mut self, cell: Cell<'a>) {
         match (self, cell) {
             (Column::Text(v), Cell::Text(c)) => v.push(c),

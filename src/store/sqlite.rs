@@ -15,7 +15,7 @@ use super::sql::{push_ids, Backend, SqlStore, Tx, Written, CHILD_ROWS_PER_STATEM
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val};
-use crate::domain::{Cell, DeviceRecord, EaValue};
+use crate::domain::{Cell, EaValue, Record};
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -114,7 +114,7 @@ impl Backend for Sqlite {
 
     /// One multi-row upsert with the guard; returns the ids written. When fewer rows were
     /// affected than sent, the stored hashes tell which were written.
-    async fn upsert_changed<R: DeviceRecord>(
+    async fn upsert_changed<R: Record>(
         tx: &mut Tx<Self>,
         instance: &str,
         changed: &[&R],
@@ -210,7 +210,7 @@ impl Backend for Sqlite {
     }
 
     /// Replaces the extension attributes of the devices written.
-    async fn replace_attributes<R: DeviceRecord>(
+    async fn replace_attributes<R: Record>(
         tx: &mut Tx<Self>,
         instance: &str,
         written: &[&R],

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
-use super::{Engine, RunError};
+use super::error::RunError;
+use super::Engine;
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
 use crate::jamf::classic::GroupRef;
 use crate::store::{GroupMembers, NewRun, RunEnd, Store, StoreError};
@@ -125,7 +127,12 @@ impl<S: Store> Engine<S> {
             error: None,
             elapsed: Duration::ZERO,
         };
-        let result = self.refresh_groups_inner(kind, run_id, &mut summary).await;
+        let span =
+            tracing::info_span!("groups", run_id, instance = %instance, kind = kind.as_str());
+        let result = self
+            .refresh_groups_inner(kind, run_id, &mut summary)
+            .instrument(span)
+            .await;
         summary.status = RunError::status(&result);
         summary.error = result.as_ref().err().map(|e| e.to_string());
         summary.elapsed = t0.elapsed();

@@ -26,6 +26,7 @@
 //!   and idempotent), the run is marked `failed` and the cursor does not move, so the next run
 //!   redoes the whole window.
 
+mod error;
 pub mod groups;
 pub(crate) mod pipeline;
 pub(crate) mod ranges;
@@ -44,12 +45,13 @@ use tracing::Instrument;
 
 use crate::config::{HistoryConfig, MobileDevicesConfig, ReconcileConfig, SyncConfig};
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
-use crate::jamf::{JamfClient, JamfError};
+use crate::jamf::JamfClient;
 use crate::store::{NewRun, RunEnd, Store, StoreError};
 use crate::telemetry::metric;
+pub use error::RunError;
 use pipeline::{write_batches, Batch};
 use run::{PageSizes, Run, StopSignal};
-use source::{ComputerSource, DeviceSource, MobileDeviceSource, Reading};
+use source::{ComputerSource, DeviceSource, MobileDeviceSource, Reading, Sources, WithSource};
 
 /// What one sync run should do.
 #[derive(Debug, Clone, Copy)]
@@ -123,30 +125,6 @@ impl fmt::Display for RunSummary {
     }
 }
 
-/// Why a run could not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Jamf(#[from] JamfError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Other(String),
-    #[error("interrupted by shutdown")]
-    Interrupted,
-}
-
-impl RunError {
-    /// How a run that ended with this result is recorded.
-    fn status(result: &Result<(), RunError>) -> RunStatus {
-        match result {
-            Ok(()) => RunStatus::Succeeded,
-            Err(RunError::Interrupted) => RunStatus::Interrupted,
-            Err(_) => RunStatus::Failed,
-        }
-    }
-}
-
 /// Runs syncs, reconciles and refreshes for one Jamf instance into one store.
 pub struct Engine<S: Store> {
     store: Arc<S>,
@@ -154,16 +132,21 @@ pub struct Engine<S: Store> {
     cfg: SyncConfig,
     reconcile_cfg: ReconcileConfig,
     history: Arc<HistoryConfig>,
-    computers: ComputerSource,
-    mobiles: MobileDeviceSource,
+    sources: Sources,
     stop: Arc<StopSignal>,
 }
 
 impl<S: Store> Engine<S> {
     pub fn new(store: Arc<S>, client: Arc<JamfClient>, cfg: SyncConfig) -> Self {
         Self {
-            computers: ComputerSource::new(client.clone(), &cfg),
-            mobiles: MobileDeviceSource::new(client.clone(), &MobileDevicesConfig::default(), &cfg),
+            sources: Sources {
+                computers: ComputerSource::new(client.clone(), &cfg),
+                mobiles: MobileDeviceSource::new(
+                    client.clone(),
+                    &MobileDevicesConfig::default(),
+                    &cfg,
+                ),
+            },
             store,
             client,
             cfg,
@@ -175,7 +158,7 @@ impl<S: Store> Engine<S> {
 
     /// Uses this mobile device configuration (the default one otherwise).
     pub fn with_mobile(mut self, mobile: MobileDevicesConfig) -> Self {
-        self.mobiles = MobileDeviceSource::new(self.client.clone(), &mobile, &self.cfg);
+        self.sources.mobiles = MobileDeviceSource::new(self.client.clone(), &mobile, &self.cfg);
         self
     }
 
@@ -276,9 +259,10 @@ impl<S: Store> Engine<S> {
             metrics::gauge!(metric::DEVICES_STORED, "jamf_instance" => instance.to_string(), "kind" => kind.as_str())
                 .set(n as f64);
         }
-        if let Ok(failing) = self.store.sync_failures(instance, kind).await {
+        // A count, not the rows: the table may hold a whole fleet's failures.
+        if let Ok((failing, _)) = self.store.failing_sample(instance, kind, 0).await {
             metrics::gauge!(metric::FAILING_DEVICES, "jamf_instance" => instance.to_string(), "kind" => kind.as_str())
-                .set(failing.len() as f64);
+                .set(failing as f64);
         }
         if let Ok(Some(cursor)) = self.store.cursor(instance, kind).await {
             let lag = (Utc::now() - cursor).num_milliseconds() as f64 / 1000.0;
@@ -414,10 +398,14 @@ impl<S: Store> Engine<S> {
     /// One run of a kind. `Err` only when the database itself fails before or after the run;
     /// a failed Jamf read is a summary with status `failed`.
     pub async fn sync(&self, kind: Kind, opts: SyncOptions) -> Result<RunSummary, StoreError> {
-        match kind {
-            Kind::Computers => self.sync_with(kind, &self.computers, opts).await,
-            Kind::MobileDevices => self.sync_with(kind, &self.mobiles, opts).await,
+        struct Sync<'a, S: Store>(&'a Engine<S>, SyncOptions);
+        impl<S: Store> WithSource for Sync<'_, S> {
+            type Out = Result<RunSummary, StoreError>;
+            async fn with<Src: DeviceSource>(self, kind: Kind, source: &Src) -> Self::Out {
+                self.0.sync_with(kind, source, self.1).await
+            }
         }
+        self.sources.visit(kind, Sync(self, opts)).await
     }
 
     async fn sync_with<Src: DeviceSource>(
@@ -573,7 +561,7 @@ impl<S: Store> Engine<S> {
     /// Runs a reader against a writer task; returns the first error and the committed counts.
     async fn pipeline<R, F, Fut>(&self, run: Arc<Run>, read: F) -> (Result<(), RunError>, RunCounts)
     where
-        R: crate::domain::DeviceRecord,
+        R: crate::domain::Record,
         F: FnOnce(mpsc::Sender<Batch<R>>) -> Fut,
         Fut: std::future::Future<Output = Result<(), RunError>>,
     {

@@ -30,12 +30,12 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use super::error::RunError;
 use super::ranges::Span;
 use super::run::Run;
-use super::RunError;
 use crate::config::HistoryConfig;
 use crate::domain::text::shown;
-use crate::domain::{DeviceRecord, Kind, RunCounts};
+use crate::domain::{Kind, Record, RunCounts};
 use crate::jamf::models::InventoryPage;
 use crate::jamf::{JamfError, RecordError};
 use crate::store::{Progress, Store, StoreError, Write};
@@ -201,7 +201,7 @@ where
 }
 
 /// A page of full records decoded into a batch; the highest readable id it covers.
-pub(crate) fn decode_page<R: DeviceRecord>(
+pub(crate) fn decode_page<R: Record>(
     page: &InventoryPage,
     decode: fn(&RawValue, DateTime<Utc>) -> Result<R, RecordError>,
 ) -> (Batch<R>, Option<i64>) {
@@ -260,7 +260,7 @@ pub(crate) async fn fetch_each<R, F, Fut>(
     tx: &mpsc::Sender<Batch<R>>,
 ) -> Result<(), RunError>
 where
-    R: DeviceRecord,
+    R: Record,
     F: Fn(i64) -> Fut,
     Fut: Future<Output = FetchOne<R>>,
 {
@@ -349,7 +349,7 @@ pub(crate) async fn fetch_by_id<R, F, Fut>(
     fetch: F,
 ) -> Result<Fetched<R>, JamfError>
 where
-    R: DeviceRecord,
+    R: Record,
     F: Fn(i64) -> Fut,
     Fut: Future<Output = FetchOne<R>>,
 {
@@ -412,7 +412,7 @@ where
 }
 
 /// The records of one filtered list answer for `ids`; ids not in the answer are missing.
-pub(crate) fn fetched_from_page<R: DeviceRecord>(
+pub(crate) fn fetched_from_page<R: Record>(
     ids: &[i64],
     page: &InventoryPage,
     decode: fn(&RawValue, DateTime<Utc>) -> Result<R, RecordError>,
@@ -446,7 +446,7 @@ pub(crate) fn fetched_from_page<R: DeviceRecord>(
 /// error and the counts committed so far. After an error nothing new starts, and the writes
 /// in flight are awaited so the counts are what was committed. A run whose isolated records
 /// outnumber the ones written stops the same way ([`too_many_isolated`]).
-pub(crate) async fn write_batches<S: Store, R: DeviceRecord>(
+pub(crate) async fn write_batches<S: Store, R: Record>(
     store: Arc<S>,
     instance: String,
     run: Arc<Run>,

@@ -36,9 +36,9 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::error::RunError;
 use super::pipeline::{list_with_shrink, Recovered, Sizing};
 use super::run::Run;
-use super::RunError;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
 use crate::store::StoredIds;

@@ -19,10 +19,12 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tracing::Instrument;
 
+use super::error::RunError;
 use super::run::Run;
-use super::source::DeviceSource;
-use super::{Engine, RunError};
+use super::source::{DeviceSource, WithSource};
+use super::Engine;
 use crate::config::OnMissing;
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
 use crate::store::{NewRun, RunEnd, Store, StoreError, Write};
@@ -136,10 +138,14 @@ impl<S: Store> Engine<S> {
         kind: Kind,
         opts: ReconcileOptions,
     ) -> Result<ReconcileSummary, StoreError> {
-        match kind {
-            Kind::Computers => self.reconcile_with(kind, &self.computers, opts).await,
-            Kind::MobileDevices => self.reconcile_with(kind, &self.mobiles, opts).await,
+        struct Reconcile<'a, S: Store>(&'a Engine<S>, ReconcileOptions);
+        impl<S: Store> WithSource for Reconcile<'_, S> {
+            type Out = Result<ReconcileSummary, StoreError>;
+            async fn with<Src: DeviceSource>(self, kind: Kind, source: &Src) -> Self::Out {
+                self.0.reconcile_with(kind, source, self.1).await
+            }
         }
+        self.sources.visit(kind, Reconcile(self, opts)).await
     }
 
     async fn reconcile_with<Src: DeviceSource>(
@@ -185,8 +191,16 @@ impl<S: Store> Engine<S> {
             error: None,
             elapsed: Duration::ZERO,
         };
+        let span = tracing::info_span!(
+            "reconcile",
+            run_id,
+            instance = %instance,
+            kind = kind.as_str(),
+            dry_run = opts.dry_run
+        );
         let result = self
             .reconcile_inner(kind, source, &run, opts, &mut summary)
+            .instrument(span)
             .await;
         summary.status = RunError::status(&result);
         summary.error = result.err().map(|e| e.to_string());

@@ -7,8 +7,11 @@
 //! request goes through the client's limiter, so refreshes and a running sync share Jamf's
 //! five connections.
 
-use super::source::DeviceSource;
-use super::{Engine, RunError};
+use tracing::Instrument;
+
+use super::error::RunError;
+use super::source::{DeviceSource, WithSource};
+use super::Engine;
 use crate::domain::Kind;
 use crate::store::{Store, Write};
 
@@ -31,10 +34,23 @@ impl<S: Store> Engine<S> {
     /// Fetches these devices now and writes them. A failed read fails the whole call and
     /// writes nothing; the caller retries later.
     pub async fn refresh(&self, kind: Kind, ids: &[i64]) -> Result<Refreshed, RunError> {
-        match kind {
-            Kind::Computers => self.refresh_with(kind, &self.computers, ids).await,
-            Kind::MobileDevices => self.refresh_with(kind, &self.mobiles, ids).await,
+        struct Refresh<'a, S: Store>(&'a Engine<S>, &'a [i64]);
+        impl<S: Store> WithSource for Refresh<'_, S> {
+            type Out = Result<Refreshed, RunError>;
+            async fn with<Src: DeviceSource>(self, kind: Kind, source: &Src) -> Self::Out {
+                self.0.refresh_with(kind, source, self.1).await
+            }
         }
+        let span = tracing::info_span!(
+            "refresh",
+            instance = self.client.instance(),
+            kind = kind.as_str(),
+            devices = ids.len()
+        );
+        self.sources
+            .visit(kind, Refresh(self, ids))
+            .instrument(span)
+            .await
     }
 
     async fn refresh_with<Src: DeviceSource>(
@@ -66,7 +82,7 @@ impl<S: Store> Engine<S> {
         out.stored = got
             .records
             .iter()
-            .map(crate::domain::DeviceRecord::jamf_id)
+            .map(crate::domain::Record::jamf_id)
             .collect();
         out.missing = gone;
         out.failed = got.failed;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::RunError;
+use super::error::RunError;
 use crate::domain::RunKind;
 use crate::store::StoredIds;
 use crate::telemetry::metric;

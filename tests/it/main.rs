@@ -31,6 +31,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod deploy;
+mod docs;
 mod groups;
 mod hardening;
 mod helpers;

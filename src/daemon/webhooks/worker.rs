@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use crate::config::WebhooksConfig;
 use crate::domain::{Kind, WebhookAction};
@@ -170,7 +171,8 @@ pub async fn run<S: Store>(
             break;
         }
         let now = Utc::now();
-        let next = match pass(&engine, &cfg, timing, now).await {
+        let span = tracing::info_span!("webhook_worker", instance = engine.client().instance());
+        let next = match pass(&engine, &cfg, timing, now).instrument(span).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "webhook queue: database error; retrying");
@@ -235,7 +237,7 @@ async fn pass<S: Store>(
     if plan.due.is_empty() {
         return Ok(plan.next_due);
     }
-    for kind in Kind::ALL {
+    for &kind in Kind::ALL {
         let due: Vec<&DeviceEvents> = plan.due.iter().filter(|d| d.kind == kind).collect();
         if due.is_empty() {
             continue;

@@ -187,7 +187,7 @@ where
         kind: Option<Kind>,
     ) -> Result<Vec<ChangeRow>> {
         let mut rows = Vec::new();
-        for k in [Kind::Computers, Kind::MobileDevices] {
+        for &k in Kind::ALL {
             if kind.is_some_and(|want| want != k) {
                 continue;
             }

@@ -36,7 +36,7 @@ use super::lease::Fence;
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val};
-use crate::domain::{DeviceRecord, Kind};
+use crate::domain::{Kind, Record};
 
 /// Rows per multi-row statement: 20 parameters a row stays well under SQLite's 32,766 limit.
 pub(super) const CHUNK: usize = 500;
@@ -133,7 +133,7 @@ pub trait Backend:
         -> impl Future<Output = Result<()>> + Send;
 
     /// Upserts the changed records of a chunk with the newer-wins guard; the ids written.
-    fn upsert_changed<R: DeviceRecord>(
+    fn upsert_changed<R: Record>(
         tx: &mut Tx<Self>,
         instance: &str,
         changed: &[&R],
@@ -150,7 +150,7 @@ pub trait Backend:
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Replaces the extension attributes of the devices written.
-    fn replace_attributes<R: DeviceRecord>(
+    fn replace_attributes<R: Record>(
         tx: &mut Tx<Self>,
         instance: &str,
         written: &[&R],

@@ -2,15 +2,15 @@
 //! (the form of [`crate::store::newer_wins`] the database enforces, so concurrent writers keep
 //! the newest copy whatever order they commit in).
 
-use crate::domain::{DeviceInfo, DeviceRecord};
+use crate::domain::Record;
 
-/// Every projected column of a record type, in the order of [`DeviceRecord::all_cells`].
-pub(in crate::store) fn projected<R: DeviceRecord>() -> impl Iterator<Item = &'static str> {
-    DeviceInfo::COLUMNS.iter().chain(R::COLUMNS).copied()
+/// Every projected column of a record type, in the order of [`Record::all_cells`].
+pub(in crate::store) fn projected<R: Record>() -> impl Iterator<Item = &'static str> {
+    R::SHARED.iter().chain(R::COLUMNS).copied()
 }
 
 /// The upsert's column list after `instance, jamf_id`.
-pub(in crate::store) fn insert_columns<R: DeviceRecord>() -> String {
+pub(in crate::store) fn insert_columns<R: Record>() -> String {
     let mut cols: Vec<&str> = projected::<R>().collect();
     cols.extend([
         "raw",
@@ -25,7 +25,7 @@ pub(in crate::store) fn insert_columns<R: DeviceRecord>() -> String {
 }
 
 /// `ON CONFLICT … DO UPDATE SET … [WHERE guard]` for a record type.
-pub(in crate::store) fn upsert_tail<R: DeviceRecord>(overwrite: bool) -> String {
+pub(in crate::store) fn upsert_tail<R: Record>(overwrite: bool) -> String {
     let table = R::KIND.as_str();
     let mut set: Vec<String> = projected::<R>()
         .chain(["raw", "raw_hash", "fetched_at", "changed_at", "synced_at"])

@@ -1,4 +1,4 @@
-//! The one write path for devices, both backends: any [`DeviceRecord`] is written through its
+//! The one write path for devices, both backends: any [`Record`] is written through its
 //! column projection, with the newer-wins guard in the upsert's SQL ([`super::upsert`]).
 //!
 //! Per chunk of a page: read the stored hashes → records identical to their stored copy only
@@ -24,7 +24,7 @@ use sqlx::QueryBuilder;
 
 use super::{push_ids, Backend, Col, SqlStore, Tx, CHUNK};
 use crate::config::HistoryConfig;
-use crate::domain::{DeviceRecord, Kind};
+use crate::domain::{Kind, Record};
 use crate::store::{partition_changed, PageOutcome, Result, Write};
 
 impl<DB: Backend> SqlStore<DB>
@@ -44,10 +44,7 @@ where
     usize: sqlx::ColumnIndex<DB::Row>,
     for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
 {
-    pub(crate) async fn write_devices<R: DeviceRecord>(
-        &self,
-        w: Write<'_, R>,
-    ) -> Result<PageOutcome> {
+    pub(crate) async fn write_devices<R: Record>(&self, w: Write<'_, R>) -> Result<PageOutcome> {
         // The fast path writes the page whole; only a page the database refused for
         // a record's data is written again, record by record where it must be.
         match self.write_devices_tx(w, false).await {
@@ -63,7 +60,7 @@ where
     /// chunk the database refuses for its data (a record's error, `refusal::record_error`) is
     /// written again in halves down to the single record, which is then left out and
     /// recorded in `sync_failures` with the database's message.
-    pub(super) async fn write_devices_tx<R: DeviceRecord>(
+    pub(super) async fn write_devices_tx<R: Record>(
         &self,
         w: Write<'_, R>,
         isolate: bool,
@@ -192,7 +189,7 @@ where
 
     /// One chunk of a write: unchanged records touched, changed ones upserted with
     /// their history, child rows and extension attributes.
-    pub(super) async fn write_chunk<R: DeviceRecord>(
+    pub(super) async fn write_chunk<R: Record>(
         tx: &mut Tx<DB>,
         instance: &str,
         chunk: &[R],
@@ -263,7 +260,7 @@ where
     /// Reads the stored hashes of `chunk`; records identical to their stored copy only
     /// move `synced_at`. Returns the others, how many were unchanged and which of the
     /// others are stored.
-    pub(super) async fn touch_unchanged<'r, R: DeviceRecord>(
+    pub(super) async fn touch_unchanged<'r, R: Record>(
         tx: &mut Tx<DB>,
         instance: &str,
         chunk: &'r [R],
@@ -298,7 +295,7 @@ where
 
     /// The stored copies of `ids` as the history compares them; `sample` tells each
     /// column's type.
-    pub(super) async fn snapshots<R: DeviceRecord>(
+    pub(super) async fn snapshots<R: Record>(
         tx: &mut Tx<DB>,
         instance: &str,
         sample: &R,
@@ -355,7 +352,7 @@ where
     /// on, a table's keyed values of devices in `known` (stored before, with rows
     /// filled before) become change rows. Returns the rows written.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn replace_children<R: DeviceRecord>(
+    pub(super) async fn replace_children<R: Record>(
         tx: &mut Tx<DB>,
         instance: &str,
         written: &[&R],

@@ -17,9 +17,9 @@ use crate::domain::Computer;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::PageQuery;
 use crate::jamf::{decode, JamfClient, JamfError};
+use crate::sync::error::RunError;
 use crate::sync::pipeline::{fetch_by_id, fetch_each, gone_ids, FetchOne, Fetched, Sizing};
 use crate::sync::run::Run;
-use crate::sync::RunError;
 
 pub(crate) struct ComputerSource {
     client: Arc<JamfClient>,

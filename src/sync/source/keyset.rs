@@ -13,16 +13,16 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::domain::DeviceRecord;
+use crate::domain::Record;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
+use crate::sync::error::RunError;
 use crate::sync::pipeline::{
     decode_page, fetched_from_page, id_in_filter, keyset_filter, log_isolated, page_ids, Batch,
     Fetched, Recovered, Sizing,
 };
 use crate::sync::ranges::{read_ranges, Listing, Probe, Span};
 use crate::sync::run::Run;
-use crate::sync::RunError;
 
 /// One request to a keyset-paged list endpoint.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ pub(crate) struct ListRequest<'a> {
 
 /// A Jamf Pro API list endpoint read by keyset.
 pub(crate) trait KeysetList: Sync {
-    type Record: DeviceRecord;
+    type Record: Record;
     /// The inventory date a delta filters on.
     const DATE_FIELD: &'static str;
     /// The id pages are keyed and sorted on.
@@ -212,7 +212,7 @@ pub(crate) async fn fetch_listed<L: KeysetList>(
                 todo.push(a);
             }
             Err(e) if e.is_record_specific() => {
-                log_isolated(<L::Record as DeviceRecord>::KIND, part[0], &e);
+                log_isolated(<L::Record as Record>::KIND, part[0], &e);
                 got.fail(part[0], e.to_string());
             }
             Err(e) => return Err(e),

@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 pub(crate) use computers::ComputerSource;
 pub(crate) use mobile::MobileDeviceSource;
 
+use super::error::RunError;
 use super::pipeline::{Batch, Fetched};
 use super::run::Run;
-use super::RunError;
-use crate::domain::DeviceRecord;
+use crate::domain::{Kind, Record};
 use crate::jamf::JamfError;
 
 /// Decodes one record as Jamf sent it, stamped with when it was requested.
@@ -35,7 +35,7 @@ pub(crate) struct Reading<'a, R> {
 
 /// Where devices of one kind come from.
 pub(crate) trait DeviceSource: Send + Sync {
-    type Record: DeviceRecord;
+    type Record: Record;
 
     /// Sends the records of every device changed since `reading.since` (every device with
     /// `None`) to the writer.
@@ -59,6 +59,34 @@ pub(crate) trait DeviceSource: Send + Sync {
     /// glitch (a mis-scoped site), not gone.
     fn confirm_gone(&self, ids: &[i64])
         -> impl Future<Output = Result<Vec<i64>, JamfError>> + Send;
+}
+
+/// One source per kind. [`Sources::visit`] is the one place a kind picks its source: sync,
+/// reconcile and refresh hand it their work.
+pub(crate) struct Sources {
+    pub computers: ComputerSource,
+    pub mobiles: MobileDeviceSource,
+}
+
+/// Work done with whichever source serves a kind.
+pub(crate) trait WithSource: Send {
+    type Out;
+
+    fn with<Src: DeviceSource>(
+        self,
+        kind: Kind,
+        source: &Src,
+    ) -> impl Future<Output = Self::Out> + Send;
+}
+
+impl Sources {
+    /// Does `work` with the source of `kind`.
+    pub(crate) async fn visit<W: WithSource>(&self, kind: Kind, work: W) -> W::Out {
+        match kind {
+            Kind::Computers => work.with(kind, &self.computers).await,
+            Kind::MobileDevices => work.with(kind, &self.mobiles).await,
+        }
+    }
 }
 
 /// Runs a keyset id listing against a collector and returns every id, in order.
