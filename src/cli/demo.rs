@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use secrecy::SecretString;
 
-use super::commands::{exit_code, sync_kinds};
+use super::commands::sync_kinds;
+use super::exit::exit_code;
 use super::{DemoArgs, SimulateArgs};
 use crate::app::App;
 use crate::config::{Config, Credentials};
@@ -108,7 +109,7 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
         db_url.masked()
     );
     let kinds = Kind::ALL;
-    let _lock = super::commands::writer_lock(cfg, Wait::Block, super::commands::EXIT_HELD).await?;
+    let _lock = super::handover::writer_lock(cfg, Wait::Block, super::exit::EXIT_HELD).await?;
     let app = App::open(cfg, settings).await?;
     let opts = SyncOptions::new(false, Trigger::Demo);
     let first = sync_kinds(&app, kinds, opts).await?;

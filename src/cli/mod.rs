@@ -8,6 +8,8 @@
 
 mod commands;
 mod demo;
+mod exit;
+mod handover;
 pub mod webhooks_setup;
 
 use std::path::PathBuf;
@@ -283,7 +285,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::config_check(&cfg),
         Command::Purge { instance, yes } => commands::purge(&cfg, &instance, yes).await,
         Command::Migrate => {
-            let _lock = commands::writer_lock(&cfg, Wait::Block, commands::EXIT_HELD).await?;
+            let _lock = handover::writer_lock(&cfg, Wait::Block, exit::EXIT_HELD).await?;
             let db = crate::app::connect(&cfg).await?;
             println!("migrations applied ({})", db.backend());
             db.close().await;
@@ -336,7 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     ok &= webhooks_setup::command(&icfg, settings).await? == ExitCode::SUCCESS;
                 }
-                Ok(commands::exit_code(ok))
+                Ok(exit::exit_code(ok))
             }
             None => Ok(ExitCode::FAILURE),
         },
@@ -362,7 +364,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A command that stopped early (another process holds the database or an instance) has
     // said why; its exit status is all that is left to give.
     match result {
-        Err(e) => match e.downcast_ref::<commands::Stopped>() {
+        Err(e) => match e.downcast_ref::<exit::Stopped>() {
             Some(stopped) => Ok(ExitCode::from(stopped.0)),
             None => Err(e),
         },

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::credentials::secret_eq;
+use super::runner::NextRuns;
 use super::runner::{NextRetries, Op, Runner};
-use super::scheduler::NextRuns;
 use super::supervise::Health;
 use super::webhooks;
 use crate::domain::{Kind, Trigger};

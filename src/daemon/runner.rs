@@ -21,7 +21,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
-use super::scheduler::NextRuns;
 use super::supervise::{panic_message, Health};
 use crate::config::SyncConfig;
 use crate::domain::{Kind, RunKind, Trigger};
@@ -95,6 +94,10 @@ impl Op {
         }
     }
 }
+
+/// Next fire time per `kind` (`computers`, `mobile_devices`, `reconcile computers`, ...), set
+/// by the scheduler and by the executor's retries, for `/status`.
+pub type NextRuns = Arc<Mutex<HashMap<String, DateTime<Utc>>>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RunRequest {

@@ -8,22 +8,17 @@
 //! instant, requests the run and schedules the next link. The next fire times are published for
 //! `/status`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use super::runner::{Op, Runner};
+use super::runner::{NextRuns, Op, Runner};
 use crate::config::Schedule;
 use crate::domain::{Kind, Trigger};
-
-/// Next fire time per `kind` (`computers`, `mobile_devices`, `reconcile computers`, ...),
-/// for `/status`.
-pub type NextRuns = Arc<Mutex<HashMap<String, DateTime<Utc>>>>;
 
 /// Starts one chain of one-shot jobs per scheduled operation and kind.
 pub async fn start(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::models::{AuthTokenV1, OAuthTokenResponse};
-use super::transport::{AuthMode, Request};
+use super::request::{AuthMode, Request};
 use super::{JamfClient, JamfError};
 use crate::config::Credentials;
 use crate::telemetry::metric;

@@ -18,10 +18,12 @@ mod auth;
 pub mod classic;
 pub mod decode;
 pub mod error;
+pub mod escapes;
 pub mod limiter;
 pub mod models;
 pub mod pacing;
 pub mod pro;
+mod request;
 mod transport;
 pub mod xml;
 
@@ -271,13 +273,13 @@ impl JamfClient {
 
     /// Authenticated call with retries; a 401 renews the token and replays.
     pub async fn call(&self, call: Call<'_>) -> Result<Answer, JamfError> {
-        let req = transport::Request {
+        let req = request::Request {
             method: call.method.clone(),
             endpoint: call.endpoint,
             path: call.path.clone(),
             query: call.query,
             form: None,
-            auth: transport::AuthMode::Session,
+            auth: request::AuthMode::Session,
             accept: call.accept,
             body: call.body,
             timeout: call.timeout,

@@ -47,7 +47,7 @@ pub(super) fn router(state: Arc<SimState>) -> Router {
         .route("/api/v1/jamf-pro-version", get(version))
         .route(
             "/api/v2/mobile-devices/detail",
-            get(super::mobile::pro_detail),
+            get(super::mobile_api::pro_detail),
         )
         .merge(classic_routes(state.clone()))
         .route("/_sim/stats", get(sim_stats))

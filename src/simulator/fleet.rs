@@ -7,7 +7,11 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
+use super::catalogue::{APPS, MODELS, OS, PROFILES};
+pub use super::catalogue::{COMPUTER_GROUPS, EA_DEFS};
 use super::rsql::{Expr, Op};
+pub use super::values::{cmp_values, parse_time, FieldValue};
+use super::values::{compare, wildcard};
 
 /// The computers-inventory API versions the simulator serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,13 +44,6 @@ fn release(version: &str) -> (u32, u32) {
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// An RSQL date value as Jamf accepts it (ISO-8601 UTC, with or without fractions).
-pub fn parse_time(value: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(value.trim())
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
 }
 
 /// Section name → JSON key, and whether the section is a list.
@@ -85,102 +82,6 @@ pub fn section_in(version: ApiVersion, section: &str) -> bool {
     }
 }
 
-const MODELS: &[(&str, &str)] = &[
-    ("MacBook Pro (14-inch, 2023)", "Mac14,9"),
-    ("MacBook Air (M2, 2022)", "Mac14,2"),
-    ("iMac (24-inch, 2021)", "iMac21,1"),
-    ("Mac mini (2023)", "Mac14,3"),
-    ("Mac Studio (2023)", "Mac14,13"),
-];
-const OS: &[(&str, &str)] = &[
-    ("14.7.1", "23H222"),
-    ("15.1.1", "24B91"),
-    ("15.2", "24C101"),
-];
-const APPS: &[(&str, &str)] = &[
-    ("Safari.app", "com.apple.Safari"),
-    ("Google Chrome.app", "com.google.Chrome"),
-    ("Slack.app", "com.tinyspeck.slackmacgap"),
-    ("Microsoft Word.app", "com.microsoft.Word"),
-    ("Microsoft Excel.app", "com.microsoft.Excel"),
-    ("Microsoft PowerPoint.app", "com.microsoft.Powerpoint"),
-    ("Microsoft Outlook.app", "com.microsoft.Outlook"),
-    ("Microsoft Teams.app", "com.microsoft.teams2"),
-    ("OneDrive.app", "com.microsoft.OneDrive"),
-    ("zoom.us.app", "us.zoom.xos"),
-    ("Self Service.app", "com.jamfsoftware.selfservice.mac"),
-    ("Firefox.app", "org.mozilla.firefox"),
-    ("Visual Studio Code.app", "com.microsoft.VSCode"),
-    ("iTerm.app", "com.googlecode.iterm2"),
-    ("Docker.app", "com.docker.docker"),
-    ("1Password.app", "com.1password.1password"),
-    ("Adobe Acrobat Reader.app", "com.adobe.Reader"),
-    ("Adobe Photoshop.app", "com.adobe.Photoshop"),
-    ("Figma.app", "com.figma.Desktop"),
-    ("Notion.app", "notion.id"),
-    ("Spotify.app", "com.spotify.client"),
-    ("VLC.app", "org.videolan.vlc"),
-    ("Keynote.app", "com.apple.iWork.Keynote"),
-    ("Pages.app", "com.apple.iWork.Pages"),
-    ("Numbers.app", "com.apple.iWork.Numbers"),
-    ("Xcode.app", "com.apple.dt.Xcode"),
-    ("GarageBand.app", "com.apple.garageband10"),
-    ("iMovie.app", "com.apple.iMovieApp"),
-    ("Microsoft Edge.app", "com.microsoft.edgemac"),
-    ("Brave Browser.app", "com.brave.Browser"),
-    ("Cisco Webex Meetings.app", "com.webex.meetingmanager"),
-    (
-        "GlobalProtect.app",
-        "com.paloaltonetworks.GlobalProtect.client",
-    ),
-    ("CrowdStrike Falcon.app", "com.crowdstrike.falcon.App"),
-    ("Jamf Connect.app", "com.jamf.connect"),
-    ("Jamf Protect.app", "com.jamf.protect.agent"),
-    ("Okta Verify.app", "com.okta.mobile"),
-    ("Postman.app", "com.postmanlabs.mac"),
-    ("Sublime Text.app", "com.sublimetext.4"),
-    ("IntelliJ IDEA.app", "com.jetbrains.intellij"),
-    ("PyCharm.app", "com.jetbrains.pycharm"),
-    ("Tableau Desktop.app", "com.tableausoftware.tableaudesktop"),
-    ("Miro.app", "com.electron.realtimeboard"),
-    ("Dropbox.app", "com.getdropbox.dropbox"),
-    ("Box Drive.app", "com.box.desktop"),
-    ("Google Drive.app", "com.google.drivefs"),
-    ("Rectangle.app", "com.knollsoft.Rectangle"),
-    ("The Unarchiver.app", "com.macpaw.site.theunarchiver"),
-    ("Grammarly Desktop.app", "com.grammarly.ProjectLlama"),
-    ("Loom.app", "com.loom.desktop"),
-    ("Discord.app", "com.hnc.Discord"),
-    ("WhatsApp.app", "net.whatsapp.WhatsApp"),
-    ("Signal.app", "org.whispersystems.signal-desktop"),
-    ("Telegram.app", "ru.keepcoder.Telegram"),
-    ("Obsidian.app", "md.obsidian"),
-    ("Raycast.app", "com.raycast.macos"),
-    ("Alfred 5.app", "com.runningwithcrayons.Alfred"),
-    ("Bartender 5.app", "com.surteesstudios.Bartender"),
-    ("Homebrew Updater.app", ""),
-    ("Company Portal.app", "com.microsoft.CompanyPortalMac"),
-    ("Zscaler.app", "com.zscaler.zscaler"),
-];
-
-/// Configuration profiles a Mac may have: `(display name, identifier)`.
-const PROFILES: &[(&str, &str)] = &[
-    ("Wi-Fi Corporate", "com.example.wifi"),
-    ("FileVault Escrow", "com.example.filevault"),
-    ("Privacy Preferences (PPPC)", "com.example.pppc"),
-    ("Software Update Policy", "com.example.softwareupdate"),
-    ("Login Window", "com.example.loginwindow"),
-    ("Jamf Connect", "com.jamf.connect.profile"),
-];
-
-/// Extension attribute definitions of the simulated server.
-pub const EA_DEFS: &[(&str, &str, &str)] = &[
-    ("1", "Department Code", "STRING"),
-    ("2", "Battery Health", "STRING"),
-    ("3", "Uptime Days", "INTEGER"),
-    ("4", "Last Backup", "DATE_TIME"),
-];
-
 #[derive(Debug, Clone)]
 pub struct SimComputer {
     pub id: i64,
@@ -206,14 +107,6 @@ pub struct SimComputer {
     /// inventory.
     pub static_groups: Vec<&'static str>,
 }
-
-/// Every computer group the simulated Jamf has: `(id, name, smart)`.
-pub const COMPUTER_GROUPS: &[(&str, &str, bool)] = &[
-    ("1", "All Managed Clients", true),
-    ("2", "Engineering Macs", false),
-    ("3", "macOS 15", true),
-    ("4", "Pilot Ring", false),
-];
 
 impl SimComputer {
     pub fn generate(id: i64, rng: &mut fastrand::Rng, now: DateTime<Utc>) -> Self {
@@ -703,51 +596,6 @@ impl SimComputer {
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum FieldValue {
-    Int(i64),
-    Str(String),
-    Time(DateTime<Utc>),
-}
-
-fn compare(actual: &FieldValue, value: &str) -> Result<std::cmp::Ordering, String> {
-    match actual {
-        FieldValue::Int(a) => value
-            .trim()
-            .parse::<i64>()
-            .map(|v| a.cmp(&v))
-            .map_err(|_| format!("{value:?} is not a number")),
-        FieldValue::Str(a) => Ok(a.as_str().cmp(value)),
-        FieldValue::Time(a) => parse_time(value)
-            .map(|v| a.cmp(&v))
-            .ok_or_else(|| format!("{value:?} is not a date-time")),
-    }
-}
-
-fn wildcard(pattern: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    let mut rest = s;
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() {
-            continue;
-        }
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(pos) => rest = &rest[pos + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    pattern.ends_with('*') || rest.is_empty() || parts.len() > 1
-}
-
 /// Sort keys the simulator accepts (a subset of Jamf's, enough for clients).
 pub fn sort_key(c: &SimComputer, field: &str) -> Option<FieldValue> {
     match field {
@@ -757,14 +605,5 @@ pub fn sort_key(c: &SimComputer, field: &str) -> Option<FieldValue> {
         "general.reportDate" => Some(FieldValue::Time(c.report_date)),
         "general.lastEnrolledDate" => Some(FieldValue::Time(c.enrolled)),
         _ => None,
-    }
-}
-
-pub fn cmp_values(a: &FieldValue, b: &FieldValue) -> std::cmp::Ordering {
-    match (a, b) {
-        (FieldValue::Int(x), FieldValue::Int(y)) => x.cmp(y),
-        (FieldValue::Str(x), FieldValue::Str(y)) => x.cmp(y),
-        (FieldValue::Time(x), FieldValue::Time(y)) => x.cmp(y),
-        _ => std::cmp::Ordering::Equal,
     }
 }

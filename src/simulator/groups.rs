@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use quick_xml::escape::escape;
 
+use super::catalogue::COMPUTER_GROUPS;
 use super::classic::{classic_not_found, xml};
-use super::fleet::COMPUTER_GROUPS;
 use super::mobile::MOBILE_GROUPS;
 use super::state::{lock, SimState};
 

@@ -2,6 +2,7 @@
 //! XML, with Basic credentials) to a configured URL when its devices change, and it serves the
 //! Classic `/JSSResource/webhooks` resource that `jamf-sync webhooks setup` writes to.
 
+pub use super::events::{SimEvent, SimWebhook, WebhookFormat};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,44 +12,12 @@ use axum::response::Response;
 use chrono::Utc;
 use futures_util::StreamExt;
 use quick_xml::escape::escape;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::classic::{classic_not_found, created, html_status, xml};
 use super::state::{lock, SimState};
 use super::xml::Element;
-
-/// Envelope format of emitted events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WebhookFormat {
-    #[default]
-    Json,
-    Xml,
-}
-
-/// One event to emit.
-#[derive(Debug, Clone)]
-pub struct SimEvent {
-    pub name: &'static str,
-    pub jss_id: i64,
-    pub udid: String,
-    pub serial: String,
-    pub device_name: String,
-}
-
-/// A webhook stored in the simulator (`/JSSResource/webhooks`).
-#[derive(Debug, Clone, Serialize)]
-pub struct SimWebhook {
-    pub id: i64,
-    pub name: String,
-    pub url: String,
-    pub event: String,
-    pub enabled: bool,
-    pub authentication_type: String,
-    pub username: String,
-}
 
 /// The envelope Jamf would send for `ev`.
 pub fn envelope(ev: &SimEvent, format: WebhookFormat, webhook_id: i64) -> (String, &'static str) {

@@ -24,10 +24,11 @@ use futures_util::StreamExt;
 use tracing::Instrument;
 
 use super::error::RunError;
+use super::scope::{Ending, Opening};
 use super::Engine;
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
 use crate::jamf::classic::GroupRef;
-use crate::store::{GroupMembers, NewRun, RunEnd, Store, StoreError};
+use crate::store::{GroupMembers, Store, StoreError};
 use crate::telemetry::metric;
 
 /// What a group refresh found and did.
@@ -102,18 +103,17 @@ impl<S: Store> Engine<S> {
     ) -> Result<GroupsSummary, StoreError> {
         let t0 = Instant::now();
         let instance = self.client.instance().to_string();
-        self.warm_pacing().await;
-        let run_id = self
-            .store
-            .start_run(&NewRun {
-                instance: &instance,
+        let scope = self
+            .open_run(Opening {
                 kind: RunKind::Groups,
                 trigger,
                 mode: kind.as_str(),
                 started_at: Utc::now(),
                 cursor_before: None,
+                record: true,
             })
             .await?;
+        let run_id = scope.id.unwrap_or_default();
         let mut summary = GroupsSummary {
             kind,
             run_id,
@@ -138,35 +138,27 @@ impl<S: Store> Engine<S> {
         summary.elapsed = t0.elapsed();
         // Recorded as failed even when the database failed it (if the database takes that
         // write): the run is not left `running` until the next start.
-        let finished = self
-            .store
-            .finish_run(&RunEnd {
-                run_id,
-                instance: &instance,
-                kind: RunKind::Groups,
-                status: summary.status,
-                clock_offset_ms: self.client.clock_offset().map(|o| o.num_milliseconds()),
-                // sync_runs columns: listed = groups, fetched = member lists read,
-                // upserted = groups rewritten, missing = groups gone.
-                counts: RunCounts {
-                    listed: summary.groups,
-                    fetched: summary.changed + summary.unchanged + summary.gone,
-                    upserted: summary.changed,
-                    unchanged: summary.unchanged,
-                    missing: summary.gone,
-                    child_rows: summary.rows,
-                    ..RunCounts::default()
-                },
-                error: summary.error.clone(),
-                cursor_after: None,
-                finished_at: Utc::now(),
-            })
-            .await;
+        let ending = Ending {
+            status: summary.status,
+            // sync_runs columns: listed = groups, fetched = member lists read,
+            // upserted = groups rewritten, missing = groups gone.
+            counts: RunCounts {
+                listed: summary.groups,
+                fetched: summary.changed + summary.unchanged + summary.gone,
+                upserted: summary.changed,
+                unchanged: summary.unchanged,
+                missing: summary.gone,
+                child_rows: summary.rows,
+                ..RunCounts::default()
+            },
+            error: summary.error.clone(),
+            cursor_after: None,
+        };
+        let finished = self.close_run(&scope, ending).await;
         if let Err(RunError::Store(e)) = result {
             return Err(e);
         }
         finished?;
-        self.remember_pacing().await;
         let result = summary.status.as_str();
         let instance = self.client.instance().to_string();
         metrics::counter!(metric::GROUP_REFRESHES, "jamf_instance" => instance.clone(), "kind" => kind.as_str(), "result" => result)
@@ -193,7 +185,7 @@ impl<S: Store> Engine<S> {
         run_id: i64,
         summary: &mut GroupsSummary,
     ) -> Result<(), RunError> {
-        let run = self.new_run(Some(run_id), RunKind::Groups);
+        let run = self.new_run(Some(run_id), RunKind::Groups, Default::default());
         let instance = self.client.instance().to_string();
         let groups = self.client.groups(kind).await?;
         run.check()?;

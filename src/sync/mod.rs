@@ -26,14 +26,17 @@
 //!   and idempotent), the run is marked `failed` and the cursor does not move, so the next run
 //!   redoes the whole window.
 
+pub(crate) mod batch;
 mod error;
+pub(crate) mod fetch;
 pub mod groups;
-pub(crate) mod pipeline;
 pub(crate) mod ranges;
 pub mod reconcile;
 pub mod refresh;
 pub(crate) mod run;
+pub(crate) mod scope;
 pub(crate) mod source;
+pub(crate) mod writer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,12 +49,14 @@ use tracing::Instrument;
 use crate::config::{HistoryConfig, MobileDevicesConfig, ReconcileConfig, SyncConfig};
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
 use crate::jamf::JamfClient;
-use crate::store::{NewRun, RunEnd, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::metric;
+use batch::Batch;
 pub use error::RunError;
-use pipeline::{write_batches, Batch};
-use run::{PageSizes, Run, StopSignal};
+use run::{ListingHint, PageSizes, Run, StopSignal};
+use scope::{Ending, Opening};
 use source::{ComputerSource, DeviceSource, MobileDeviceSource, Reading, Sources, WithSource};
+use writer::write_batches;
 
 /// What one sync run should do.
 #[derive(Debug, Clone, Copy)]
@@ -204,13 +209,13 @@ impl<S: Store> Engine<S> {
             .clamp(1, crate::domain::facts::JAMF_MAX_PAGE_SIZE) as usize
     }
 
-    /// What earlier runs tell a listing (`Run::likely`, `Run::stored`): how many devices it
+    /// What earlier runs tell a listing ([`ListingHint`]): how many devices it
     /// will likely match (the stored fleet for a full listing, the last successful delta's
     /// count for a delta; 0 when unknown: the listing then starts with its first page, as for
     /// a small fleet) and, when that is more than two pages, where the stored devices sit in
     /// the id space. A database error only costs the hint.
-    async fn hint_listing(&self, run: &mut Run, instance: &str, kind: Kind, mode: &str) {
-        let page = run.page_size();
+    async fn hint_listing(&self, instance: &str, kind: Kind, mode: &str) -> ListingHint {
+        let page = self.cfg.page_size;
         let many = |likely: i64| likely > 2 * i64::from(page);
         let sample = || async {
             self.store
@@ -233,12 +238,14 @@ impl<S: Store> Engine<S> {
                 .map_or(0, |r| r.counts.listed);
             (likely, if many(likely) { sample().await } else { None })
         };
-        run.likely = likely;
-        run.stored = stored.filter(|_| many(likely));
+        ListingHint {
+            likely,
+            stored: stored.filter(|_| many(likely)),
+        }
     }
 
-    /// A fresh run's state.
-    fn new_run(&self, id: Option<i64>, kind: RunKind) -> Run {
+    /// A fresh run's state, its listing told what earlier runs know.
+    fn new_run(&self, id: Option<i64>, kind: RunKind, hint: ListingHint) -> Run {
         Run::new(
             id,
             kind,
@@ -249,6 +256,7 @@ impl<S: Store> Engine<S> {
                 min: self.cfg.min_page_size,
             },
             self.stop.clone(),
+            hint,
         )
     }
 
@@ -418,7 +426,6 @@ impl<S: Store> Engine<S> {
         let started_at = Utc::now();
         let offset_at_start = self.client.clock_offset();
         let t0 = Instant::now();
-        self.warm_pacing().await;
         let cursor = if opts.full {
             None
         } else {
@@ -435,20 +442,20 @@ impl<S: Store> Engine<S> {
             .and_then(|(c, o)| c.checked_sub_signed(o));
         let mode = if since.is_some() { "delta" } else { "full" };
         let run_kind = RunKind::Sync(kind);
-        let run_id = self
-            .store
-            .start_run(&NewRun {
-                instance: &instance,
+        let scope = self
+            .open_run(Opening {
                 kind: run_kind,
                 trigger: opts.trigger,
                 mode,
                 started_at,
                 cursor_before: cursor,
+                record: true,
             })
             .await?;
-        let mut run = self.new_run(Some(run_id), run_kind);
+        let run_id = scope.id.unwrap_or_default();
+        let hint = self.hint_listing(&instance, kind, mode).await;
+        let mut run = self.new_run(Some(run_id), run_kind, hint);
         run.overwrite = opts.overwrite;
-        self.hint_listing(&mut run, &instance, kind, mode).await;
         let run = Arc::new(run);
         let span =
             tracing::info_span!("sync", run_id, instance = %instance, kind = kind.as_str(), mode);
@@ -511,20 +518,16 @@ impl<S: Store> Engine<S> {
         };
         let cursor_after = (status == RunStatus::Succeeded)
             .then(|| jamf_time(started_at, offset_at_start, self.client.clock_offset()));
-        self.store
-            .finish_run(&RunEnd {
-                run_id,
-                instance: &instance,
-                kind: run_kind,
+        self.close_run(
+            &scope,
+            Ending {
                 status,
                 counts,
                 error: error.clone(),
                 cursor_after,
-                finished_at: Utc::now(),
-                clock_offset_ms: self.client.clock_offset().map(|o| o.num_milliseconds()),
-            })
-            .await?;
-        self.remember_pacing().await;
+            },
+        )
+        .await?;
         let summary = RunSummary {
             run_id,
             kind,

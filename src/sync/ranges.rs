@@ -28,6 +28,9 @@
 //!   cannot cross the new boundary). A span with at most a page left is not split.
 //! - Pages go to the writer in the order they arrive; shrinking on timeouts and isolating a
 //!   failing device work per span as they did for the one sequential listing.
+//! - **Shrinking** ([`list_with_shrink`]): a page that times out (or answers 504) is asked
+//!   for again at half the size from the same position, down to `sync.min_page_size`; good
+//!   pages grow the size back.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -37,7 +40,6 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::error::RunError;
-use super::pipeline::{list_with_shrink, Recovered, Sizing};
 use super::run::Run;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
@@ -224,7 +226,7 @@ pub(crate) struct Listing<L, P, C, R> {
     pub probe: P,
     /// Turns a page into what goes to the receiver; the highest id it covers.
     pub convert: C,
-    /// Reads a stretch Jamf keeps failing on some other way (see `pipeline::Recovered`).
+    /// Reads a stretch Jamf keeps failing on some other way (see [`Recovered`]).
     pub recover: R,
 }
 
@@ -249,11 +251,11 @@ where
     run.check()?;
     let size = size_of(run, sizing);
     // Up to two pages, reading the first page before probing costs no extra round.
-    let many = width > 1 && run.likely > 2 * i64::from(size);
-    let mut ranges = match run.stored.as_ref().filter(|s| s.step == size) {
+    let many = width > 1 && run.likely() > 2 * i64::from(size);
+    let mut ranges = match run.stored().filter(|s| s.step == size) {
         Some(stored) if many => {
-            run.expect(run.likely);
-            stored_spans(stored, width, run.likely, size)
+            run.expect(run.likely());
+            stored_spans(stored, width, run.likely(), size)
         }
         _ if many => {
             let probe = (listing.probe)().await?;
@@ -419,11 +421,53 @@ where
     })
 }
 
+/// How a keyset listing sizes its pages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Sizing {
+    /// The run's adaptive size: shrinks after a page timed out.
+    Adaptive,
+    /// Always this size (id listings at Jamf's maximum).
+    Fixed(u32),
+}
+
+/// What to do with a page Jamf would not give: `recover(span, size, error)` reads that
+/// stretch some other way and returns what goes to the receiver, the highest id it covers and
+/// whether it was the span's last (`Ok(None)`: it cannot, the run fails with the error).
+pub(crate) type Recovered<T> = Option<(T, Option<i64>, bool)>;
+
+/// One list page at the run's current size; a page that times out, answers 504 or a plain 500
+/// is asked for again at half the size from the same position. At the smallest size a 500
+/// comes back (the caller isolates the device behind it); timeouts and 504s are retried
+/// within the request's budget.
+pub(crate) async fn list_with_shrink<L, Fut>(run: &Run, list: L) -> Result<InventoryPage, JamfError>
+where
+    L: Fn(u32, bool) -> Fut,
+    Fut: Future<Output = Result<InventoryPage, JamfError>>,
+{
+    loop {
+        let size = run.page_size();
+        match list(size, true).await {
+            Ok(page) => {
+                run.grow();
+                return Ok(page);
+            }
+            Err(e) if e.asks_for_smaller_pages() && size > run.min_page_size() => {
+                let smaller = run.shrink();
+                tracing::warn!(size, smaller, error = %e, "list page failed; asking for a smaller one");
+            }
+            Err(e) if e.asks_for_smaller_pages() && !e.is_record_specific() => {
+                return list(size, false).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{Kind, RunKind};
-    use crate::sync::run::{PageSizes, StopSignal};
+    use crate::sync::run::{ListingHint, PageSizes, StopSignal};
     use std::sync::{Arc, Mutex};
 
     /// What the fake listing was asked: `None` for the probe, else the span.
@@ -497,19 +541,18 @@ mod tests {
                 };
                 async move { Ok(probe) }
             },
-            convert: |page: &InventoryPage| crate::sync::pipeline::page_ids(page, "id"),
+            convert: |page: &InventoryPage| crate::sync::batch::page_ids(page, "id"),
             recover: |_, _, _| async { Ok::<Recovered<Vec<i64>>, RunError>(None) },
         };
-        let mut run = Run::new(
+        let run = Run::new(
             Some(1),
             RunKind::Sync(Kind::Computers),
             "test",
             60,
             PageSizes { max: 100, min: 10 },
             Arc::new(StopSignal::default()),
+            ListingHint { likely, stored },
         );
-        run.likely = likely;
-        run.stored = stored;
         let (tx, mut rx) = mpsc::channel(4);
         let collect = async move {
             let mut got = Vec::new();

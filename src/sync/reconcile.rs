@@ -23,11 +23,12 @@ use tracing::Instrument;
 
 use super::error::RunError;
 use super::run::Run;
+use super::scope::{Ending, Opening};
 use super::source::{DeviceSource, WithSource};
 use super::Engine;
 use crate::config::OnMissing;
 use crate::domain::{Kind, RunCounts, RunKind, RunStatus, Trigger};
-use crate::store::{NewRun, RunEnd, Store, StoreError, Write};
+use crate::store::{Store, StoreError, Write};
 use crate::telemetry::metric;
 
 /// One difference between the stored copy and Jamf.
@@ -156,25 +157,19 @@ impl<S: Store> Engine<S> {
     ) -> Result<ReconcileSummary, StoreError> {
         let t0 = Instant::now();
         let instance = self.client.instance().to_string();
-        self.warm_pacing().await;
-        let run_id = if opts.dry_run {
-            None
-        } else {
-            Some(
-                self.store
-                    .start_run(&NewRun {
-                        instance: &instance,
-                        kind: RunKind::Reconcile,
-                        trigger: opts.trigger,
-                        mode: kind.as_str(),
-                        started_at: Utc::now(),
-                        cursor_before: None,
-                    })
-                    .await?,
-            )
-        };
-        let mut run = self.new_run(run_id, RunKind::Reconcile);
-        self.hint_listing(&mut run, &instance, kind, "full").await;
+        let scope = self
+            .open_run(Opening {
+                kind: RunKind::Reconcile,
+                trigger: opts.trigger,
+                mode: kind.as_str(),
+                started_at: Utc::now(),
+                cursor_before: None,
+                record: !opts.dry_run,
+            })
+            .await?;
+        let run_id = scope.id;
+        let hint = self.hint_listing(&instance, kind, "full").await;
+        let run = self.new_run(run_id, RunKind::Reconcile, hint);
         let mut summary = ReconcileSummary {
             kind: kind.as_str(),
             run_id,
@@ -205,33 +200,24 @@ impl<S: Store> Engine<S> {
         summary.status = RunError::status(&result);
         summary.error = result.err().map(|e| e.to_string());
         summary.elapsed = t0.elapsed();
-        if let Some(run_id) = run_id {
-            self.store
-                .finish_run(&RunEnd {
-                    run_id,
-                    instance: &instance,
-                    kind: RunKind::Reconcile,
-                    status: summary.status,
-                    clock_offset_ms: self.client.clock_offset().map(|o| o.num_milliseconds()),
-                    // sync_runs columns: missing = deleted, failed = refused,
-                    // upserted = missed-and-fetched + revived.
-                    counts: RunCounts {
-                        listed: summary.listed,
-                        fetched: summary.missed_fetched + summary.revived + summary.kept,
-                        upserted: summary.missed_fetched + summary.revived,
-                        unchanged: summary.kept,
-                        stale: 0,
-                        failed: summary.refused,
-                        missing: summary.deleted,
-                        child_rows: 0,
-                    },
-                    error: summary.error.clone(),
-                    cursor_after: None,
-                    finished_at: Utc::now(),
-                })
-                .await?;
-            self.remember_pacing().await;
-        }
+        let ending = Ending {
+            status: summary.status,
+            // sync_runs columns: missing = deleted, failed = refused,
+            // upserted = missed-and-fetched + revived.
+            counts: RunCounts {
+                listed: summary.listed,
+                fetched: summary.missed_fetched + summary.revived + summary.kept,
+                upserted: summary.missed_fetched + summary.revived,
+                unchanged: summary.kept,
+                stale: 0,
+                failed: summary.refused,
+                missing: summary.deleted,
+                child_rows: 0,
+            },
+            error: summary.error.clone(),
+            cursor_after: None,
+        };
+        self.close_run(&scope, ending).await?;
         if !opts.dry_run {
             for (outcome, n) in [
                 ("deleted", summary.deleted),

@@ -50,6 +50,17 @@ pub(crate) struct PageSizes {
     pub min: u32,
 }
 
+/// What earlier runs tell a listing before it starts (`Engine::hint_listing`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListingHint {
+    /// How many matches the listing will likely have (the stored fleet, the last delta's
+    /// count; 0 = no idea): above a page, the listing probes first and reads in spans at once.
+    pub likely: i64,
+    /// Where the stored devices sit in the id space, when more than two pages are likely: the
+    /// listing's spans are cut there without a probe.
+    pub stored: Option<StoredIds>,
+}
+
 /// The state of one run.
 #[derive(Debug)]
 pub(crate) struct Run {
@@ -60,12 +71,8 @@ pub(crate) struct Run {
     pub instance: String,
     /// Write what Jamf says even over a newer stored copy (`sync --full --overwrite`).
     pub overwrite: bool,
-    /// How many matches the listing will likely have (the stored fleet, the last delta's
-    /// count; 0 = no idea): above a page, the listing probes first and reads in spans at once.
-    pub likely: i64,
-    /// Where the stored devices sit in the id space, when more than two pages are likely: the
-    /// listing's spans are cut there without a probe.
-    pub stored: Option<StoredIds>,
+    /// What earlier runs tell this run's listing, known when the run starts.
+    hint: ListingHint,
     deadline: Instant,
     deadline_secs: u64,
     stop: Arc<StopSignal>,
@@ -82,14 +89,14 @@ impl Run {
         deadline_secs: u64,
         sizes: PageSizes,
         stop: Arc<StopSignal>,
+        hint: ListingHint,
     ) -> Run {
         let run = Run {
             id,
             kind,
             instance: instance.to_string(),
             overwrite: false,
-            likely: 0,
-            stored: None,
+            hint,
             deadline: Instant::now() + Duration::from_secs(deadline_secs),
             deadline_secs,
             stop,
@@ -99,6 +106,16 @@ impl Run {
         };
         run.publish_page_size(sizes.max);
         run
+    }
+
+    /// How many matches the listing will likely have (0: no idea).
+    pub fn likely(&self) -> i64 {
+        self.hint.likely
+    }
+
+    /// Where the stored devices sit in the id space, when the hint knows.
+    pub fn stored(&self) -> Option<&StoredIds> {
+        self.hint.stored.as_ref()
     }
 
     /// Fails once the engine is stopping or the run is past its deadline.
@@ -181,6 +198,7 @@ mod tests {
             deadline_secs,
             PageSizes { max: 100, min: 10 },
             Arc::new(StopSignal::default()),
+            ListingHint::default(),
         )
     }
 

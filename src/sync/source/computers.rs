@@ -17,8 +17,10 @@ use crate::domain::Computer;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::PageQuery;
 use crate::jamf::{decode, JamfClient, JamfError};
+use crate::sync::batch::{FetchOne, Fetched};
 use crate::sync::error::RunError;
-use crate::sync::pipeline::{fetch_by_id, fetch_each, gone_ids, FetchOne, Fetched, Sizing};
+use crate::sync::fetch::{fetch_by_id, fetch_each, gone_ids};
+use crate::sync::ranges::Sizing;
 use crate::sync::run::Run;
 
 pub(crate) struct ComputerSource {

@@ -2,6 +2,12 @@
 //! `mobile-devices/detail`): a run's changed devices in keyset pages, every id, and chosen
 //! devices by an `id=in=(…)` filter, all in the same shape.
 //!
+//! Pages are requested with the source's id sort, page 0 and `id>"<last id>"` in the filter
+//! ([`keyset_filter`]). Devices entering or leaving the filtered set while we page cannot
+//! shift later pages, so nothing is skipped. Paging stops at an empty page or once a page
+//! holds every remaining match (`totalCount`), never on "fewer than asked for" (Jamf clamps
+//! page sizes silently). A listing is read in several id spans at once (`sync::ranges`).
+//!
 //! Jamf answers 500 for a whole page when one device's data is broken. Such a page is shrunk
 //! down to `sync.min_page_size`; if it still fails, the stretch's ids are listed with the
 //! cheapest section and fetched in halves down to the one device that fails, which is
@@ -16,12 +22,9 @@ use tokio::sync::mpsc;
 use crate::domain::Record;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
+use crate::sync::batch::{decode_page, fetched_from_page, log_isolated, page_ids, Batch, Fetched};
 use crate::sync::error::RunError;
-use crate::sync::pipeline::{
-    decode_page, fetched_from_page, id_in_filter, keyset_filter, log_isolated, page_ids, Batch,
-    Fetched, Recovered, Sizing,
-};
-use crate::sync::ranges::{read_ranges, Listing, Probe, Span};
+use crate::sync::ranges::{read_ranges, Listing, Probe, Recovered, Sizing, Span};
 use crate::sync::run::Run;
 
 /// One request to a keyset-paged list endpoint.
@@ -219,4 +222,69 @@ pub(crate) async fn fetch_listed<L: KeysetList>(
         }
     }
     Ok(got)
+}
+
+/// RSQL for one keyset page over a date and an id field:
+/// `date>="…";id>"<after>";id<="<upto>"`.
+pub fn keyset_filter(
+    date_field: &str,
+    id_field: &str,
+    since: Option<DateTime<Utc>>,
+    span: Span,
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(s) = since {
+        parts.push(format!(
+            "{date_field}>=\"{}\"",
+            s.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ));
+    }
+    if let Some(id) = span.after {
+        parts.push(format!("{id_field}>\"{id}\""));
+    }
+    if let Some(id) = span.upto {
+        parts.push(format!("{id_field}<=\"{id}\""));
+    }
+    (!parts.is_empty()).then(|| parts.join(";"))
+}
+
+/// RSQL selecting these ids: `id=in=(1,2,3)`.
+pub fn id_in_filter(field: &str, ids: &[i64]) -> String {
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("{field}=in=({})", list.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    #[test]
+    fn keyset_filter_forms() {
+        let f = |since, after, upto| {
+            keyset_filter("general.reportDate", "id", since, Span { after, upto })
+        };
+        assert_eq!(f(None, None, None), None);
+        assert_eq!(f(None, Some(5), None).as_deref(), Some("id>\"5\""));
+        assert_eq!(
+            f(None, Some(5), Some(90)).as_deref(),
+            Some("id>\"5\";id<=\"90\"")
+        );
+        let t = DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+            .map(|d| d.with_timezone(&Utc))
+            .ok();
+        assert_eq!(
+            f(t, Some(9), None).as_deref(),
+            Some("general.reportDate>=\"2026-11-22T00:00:00.000Z\";id>\"9\"")
+        );
+    }
+
+    #[test]
+    fn id_in_filter_lists_every_id() {
+        assert_eq!(id_in_filter("id", &[3, 1, 20]), "id=in=(3,1,20)");
+        assert_eq!(
+            id_in_filter("mobileDeviceId", &[7]),
+            "mobileDeviceId=in=(7)"
+        );
+    }
 }

@@ -33,8 +33,10 @@ use crate::jamf::classic::{search_window_days, search_xml, Criterion, SearchHit,
 use crate::jamf::models::InventoryPage;
 use crate::jamf::pro::{supports_pro_mobile_detail, PageQuery};
 use crate::jamf::{decode, JamfClient, JamfError};
+use crate::sync::batch::{Batch, FetchOne, Fetched};
 use crate::sync::error::RunError;
-use crate::sync::pipeline::{fetch_by_id, fetch_each, gone_ids, Batch, FetchOne, Fetched, Sizing};
+use crate::sync::fetch::{fetch_by_id, fetch_each, gone_ids};
+use crate::sync::ranges::Sizing;
 use crate::sync::run::Run;
 
 /// 404s tolerated right after creating the search (cluster replication lag).

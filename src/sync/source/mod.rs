@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 pub(crate) use computers::ComputerSource;
 pub(crate) use mobile::MobileDeviceSource;
 
+use super::batch::{Batch, Fetched};
 use super::error::RunError;
-use super::pipeline::{Batch, Fetched};
 use super::run::Run;
 use crate::domain::{Kind, Record};
 use crate::jamf::JamfError;
