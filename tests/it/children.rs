@@ -16,7 +16,7 @@ use jamf_sync::domain::Kind;
 use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::Store;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 type AppRow = (i64, String, String, String);
 
@@ -78,20 +78,20 @@ async fn stored_groups(db: &TestDb) -> BTreeSet<(i64, String, String, bool)> {
 }
 
 fn sections(extra: &[&str]) -> Vec<String> {
-    let mut s: Vec<String> = helpers::sync_cfg(100, FetchStrategy::Inline).sections;
+    let mut s: Vec<String> = support::sync_cfg(100, FetchStrategy::Inline).sections;
     s.extend(extra.iter().map(|x| x.to_string()));
     s
 }
 
 both_backends!(child_tables_follow_the_sections_and_only_changes_write);
 async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 25,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Inline);
+    let mut cfg = support::sync_cfg(100, FetchStrategy::Inline);
     cfg.sections = sections(&[
         "APPLICATIONS",
         "GROUP_MEMBERSHIPS",
@@ -100,8 +100,8 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
         "CERTIFICATES",
     ]);
     let engine =
-        helpers::engine(db, helpers::settings(&sim), cfg).with_history(HistoryConfig::default());
-    let full = helpers::run(&engine, true).await;
+        support::engine(db, support::settings(&sim), cfg).with_history(HistoryConfig::default());
+    let full = support::run(&engine, true).await;
     assert!(full.succeeded(), "{full}");
     let served = sim_apps(&sim);
     assert!(served.len() >= 25 * 40, "at least 40 applications per Mac");
@@ -152,7 +152,7 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
         c.os = if c.os == 0 { 1 } else { 0 };
     }));
     assert!(sim.edit_computer(4, |c| c.name = "Renamed".into()));
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
     assert_eq!(stored_apps(db).await, sim_apps(&sim));
     assert_eq!(stored_groups(db).await, sim_groups(&sim));
@@ -203,23 +203,23 @@ async fn child_tables_follow_the_sections_and_only_changes_write(db: &TestDb) {
     assert_eq!(app_rows, want);
 
     // Nothing changed: no child row written.
-    let again = helpers::run(&engine, false).await;
+    let again = support::run(&engine, false).await;
     assert!(again.succeeded(), "{again}");
     assert_eq!(again.counts.child_rows, 0, "{again}");
 
     // A configuration without APPLICATIONS leaves the table as it was, even for a device
     // that changed.
     let before = stored_apps(db).await;
-    let plain = helpers::engine(
+    let plain = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
     assert!(sim.edit_computer(3, |c| {
         c.name = "Elsewhere".into();
         c.app_updates += 1;
     }));
-    let run = helpers::run(&plain, false).await;
+    let run = support::run(&plain, false).await;
     assert!(run.succeeded(), "{run}");
     // Written (its raw record differs without the section), child rows untouched.
     assert!(run.counts.upserted >= 1, "{run}");
@@ -311,9 +311,9 @@ async fn assert_mobile_children(db: &TestDb, sim: &Simulator, pro: bool) {
 
 both_backends!(mobile_child_tables_hold_what_either_source_served);
 async fn mobile_child_tables_hold_what_either_source_served(db: &TestDb) {
-    let (sim, classic) = helpers::fleet(db, 0, 12).await;
+    let (sim, classic) = support::fleet(db, 0, 12).await;
     let classic = classic.with_history(HistoryConfig::default());
-    let run = helpers::run_mobile(&classic, true).await;
+    let run = support::run_mobile(&classic, true).await;
     assert!(run.succeeded(), "{run}");
     assert_mobile_children(db, &sim, false).await;
     let rows: usize = sim_mobile_children(&sim, false)
@@ -324,7 +324,7 @@ async fn mobile_child_tables_hold_what_either_source_served(db: &TestDb) {
 
     // Reported again with nothing new in its lists: no child row written.
     assert!(sim.edit_mobile(4, |m| m.username = "someone".into()));
-    let again = helpers::run_mobile(&classic, false).await;
+    let again = support::run_mobile(&classic, false).await;
     assert!(again.succeeded(), "{again}");
     assert_eq!(again.counts.upserted, 1, "{again}");
     assert_eq!(again.counts.child_rows, 0, "{again}");
@@ -335,7 +335,7 @@ async fn mobile_child_tables_hold_what_either_source_served(db: &TestDb) {
         m.app_updates += 1;
         m.pilot = true;
     }));
-    let changed = helpers::run_mobile(&classic, false).await;
+    let changed = support::run_mobile(&classic, false).await;
     assert!(changed.succeeded(), "{changed}");
     let m3 = sim.mobile(3).expect("mobile 3");
     assert_eq!(
@@ -371,24 +371,24 @@ async fn mobile_child_tables_hold_what_either_source_served(db: &TestDb) {
 
     // The Jamf Pro API source with the list sections fills the same tables, with what only it
     // knows (smart groups, removable profiles, install dates).
-    let settings = helpers::settings(&sim);
+    let settings = support::settings(&sim);
     let mut sections = MobileDevicesConfig::default().sections;
     sections.extend(
         ["APPLICATIONS", "GROUPS", "PROFILES", "CERTIFICATES"]
             .iter()
             .map(|s| s.to_string()),
     );
-    let pro = helpers::engine(
+    let pro = support::engine(
         db,
         settings.clone(),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::sync_cfg(100, FetchStrategy::Inline),
     )
     .with_mobile(MobileDevicesConfig {
         source: MobileSource::ProApi,
         sections,
         ..MobileDevicesConfig::default()
     });
-    let run = helpers::run_mobile(&pro, true).await;
+    let run = support::run_mobile(&pro, true).await;
     assert!(run.succeeded(), "{run}");
     assert_mobile_children(db, &sim, true).await;
 
@@ -404,12 +404,12 @@ async fn mobile_child_tables_hold_what_either_source_served(db: &TestDb) {
         m.app_updates += 1;
         m.pilot = !m.pilot;
     }));
-    let plain = helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Inline))
+    let plain = support::engine(db, settings, support::sync_cfg(100, FetchStrategy::Inline))
         .with_mobile(MobileDevicesConfig {
             source: MobileSource::ProApi,
             ..MobileDevicesConfig::default()
         });
-    let run = helpers::run_mobile(&plain, true).await;
+    let run = support::run_mobile(&plain, true).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.child_rows, 0, "{run}");
     for ((table, _), rows) in sim_mobile_children(&sim, true).into_iter().zip(before) {

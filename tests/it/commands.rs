@@ -6,11 +6,11 @@ use std::process::Command;
 use jamf_sync::simulator::{SimConfig, Simulator};
 
 use crate::cli::{assert_fails_naming, jamf_sync, jamf_sync_async, text, SECRET};
-use crate::helpers;
+use crate::support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_setup_creates_then_updates() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 5,
         mobile_devices: 5,
         ..SimConfig::default()
@@ -76,7 +76,7 @@ async fn webhooks_setup_creates_then_updates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_command_exit_status_and_no_secret_in_output() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 120,
         mobile_devices: 30,
         ..SimConfig::default()
@@ -136,7 +136,7 @@ async fn sync_command_exit_status_and_no_secret_in_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_to_a_pipe_are_plain_text() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 10,
         mobile_devices: 0,
         ..SimConfig::default()
@@ -259,7 +259,7 @@ async fn only_selects_one_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_command_dry_run_and_real() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 50,
         mobile_devices: 10,
         ..SimConfig::default()
@@ -345,7 +345,7 @@ async fn sim_and_sqlite(
     computers: usize,
     mobile_devices: usize,
 ) -> (Simulator, tempfile::TempDir, String, String) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers,
         mobile_devices,
         ..SimConfig::default()

@@ -1,114 +1,21 @@
 //! `jamf-sync run`: schedules, endpoints and metrics, signals and crashes as a real process;
 //! coalescing, a database that comes up late and refused credentials in-process.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use jamf_sync::config::DatabaseUrl;
 use jamf_sync::domain::Kind;
-use jamf_sync::simulator::{SimConfig, Simulator};
-use jamf_sync::store::{Db, Store};
-use secrecy::SecretString;
+use jamf_sync::simulator::SimConfig;
+use jamf_sync::store::Store;
 use serde_json::Value;
 
-use crate::app::{daemon_env, spawn_app, Endpoint};
-use crate::helpers;
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// `jamf-sync run` as a child process.
-pub(crate) struct Daemon {
-    pub(crate) child: Child,
-    endpoint: Endpoint,
-}
-
-impl std::ops::Deref for Daemon {
-    type Target = Endpoint;
-    fn deref(&self) -> &Endpoint {
-        &self.endpoint
-    }
-}
-
-impl Daemon {
-    pub(crate) fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
-        Daemon::start_with(daemon_env(sim, db_url, extra))
-    }
-
-    /// `jamf-sync run` with exactly this environment (plus a free `server.listen`).
-    pub(crate) fn start_with(env: Vec<(String, String)>) -> Daemon {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
-        cmd.arg("run")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("JAMF_SYNC_TEST_DAEMON_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        for (k, _) in std::env::vars() {
-            if k.starts_with("JAMF_SYNC__") {
-                cmd.env_remove(k);
-            }
-        }
-        let listen = format!("127.0.0.1:{port}");
-        cmd.env("JAMF_SYNC__SERVER__LISTEN", &listen);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Daemon {
-            child: cmd.spawn().expect("spawn jamf-sync run"),
-            endpoint: Endpoint::new(format!("http://{listen}")),
-        }
-    }
-
-    pub(crate) fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} failed");
-    }
-
-    /// Waits for the process to exit; returns its exit code.
-    pub(crate) fn wait_exit(&mut self, secs: u64) -> Option<i32> {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(secs) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("daemon did not exit within {secs} s");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) async fn open(url: &str) -> Db {
-    Db::connect(
-        &DatabaseUrl::parse(SecretString::from(url.to_string())).expect("url"),
-        2,
-    )
-    .await
-    .expect("open db")
-}
+use crate::support;
+use crate::support::daemon::{spawn_app, Daemon};
+use crate::support::db::open;
 
 both_backends!(scheduled_runs_metrics_status_and_healthcheck);
-async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
-    let sim = helpers::sim(SimConfig {
+async fn scheduled_runs_metrics_status_and_healthcheck(db: &support::TestDb) {
+    let sim = support::sim(SimConfig {
         computers: 200,
         mobile_devices: 50,
         ..SimConfig::default()
@@ -312,8 +219,8 @@ async fn scheduled_runs_metrics_status_and_healthcheck(db: &helpers::TestDb) {
 }
 
 both_backends!(simultaneous_triggers_make_one_run);
-async fn simultaneous_triggers_make_one_run(db: &helpers::TestDb) {
-    let sim = helpers::sim(SimConfig {
+async fn simultaneous_triggers_make_one_run(db: &support::TestDb) {
+    let sim = support::sim(SimConfig {
         computers: 200,
         mobile_devices: 0,
         latency_ms: 5,
@@ -359,8 +266,8 @@ async fn simultaneous_triggers_make_one_run(db: &helpers::TestDb) {
 }
 
 both_backends!(sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing);
-async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helpers::TestDb) {
-    let sim = helpers::sim(SimConfig {
+async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &support::TestDb) {
+    let sim = support::sim(SimConfig {
         computers: 1500,
         mobile_devices: 0,
         latency_ms: 15,
@@ -452,8 +359,8 @@ async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helper
         .expect("crashed run");
     assert_eq!(after_crash.status, "interrupted");
     drop(d);
-    let test_db = helpers::TestDb::wrap(db);
-    let rows = helpers::stored_instance(&test_db, "default").await;
+    let test_db = support::TestDb::wrap(db);
+    let rows = support::stored_instance(&test_db, "default").await;
     assert_eq!(rows.len(), 1500, "no lost devices");
     let mut ids: Vec<i64> = rows.iter().map(|r| r.jamf_id).collect();
     ids.dedup();
@@ -463,14 +370,14 @@ async fn sigterm_mid_run_interrupts_cleanly_and_kill_9_loses_nothing(db: &helper
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_down_at_start_then_up() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 40,
         mobile_devices: 10,
         ..SimConfig::default()
     })
     .await;
     // A fresh PostgreSQL database behind a port where nothing listens yet.
-    let pg = helpers::postgres().await;
+    let pg = support::postgres().await;
     let real: url::Url = pg.url().parse().expect("url");
     let real_port = real.port().unwrap_or(5432);
     // Bound but not listening: the port is ours (no other test can take it) and refuses
@@ -548,8 +455,8 @@ async fn database_down_at_start_then_up() {
 // Ready is about this process serving (issue 17): a Jamf that refuses the credentials is
 // reported, in /readyz's body and in /status, but does not take the process out of service.
 both_backends!(readyz_reports_jamf_refusing_the_credentials_without_going_unready);
-async fn readyz_reports_jamf_refusing_the_credentials_without_going_unready(db: &helpers::TestDb) {
-    let sim = helpers::sim(SimConfig {
+async fn readyz_reports_jamf_refusing_the_credentials_without_going_unready(db: &support::TestDb) {
+    let sim = support::sim(SimConfig {
         computers: 5,
         mobile_devices: 0,
         ..SimConfig::default()

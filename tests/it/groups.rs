@@ -10,7 +10,7 @@ use jamf_sync::domain::{Kind, RunStatus, Trigger};
 use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::{GroupMembers, Store};
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 /// `(jamf_id, group id, group name)` of every membership.
 type Members = BTreeSet<(i64, String, String)>;
@@ -57,16 +57,16 @@ async fn stored_members(db: &TestDb, kind: Kind) -> Members {
 
 both_backends!(static_group_edits_reach_the_copy_and_only_changed_groups_are_rewritten);
 async fn static_group_edits_reach_the_copy_and_only_changed_groups_are_rewritten(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Inline);
+    let mut cfg = support::sync_cfg(100, FetchStrategy::Inline);
     cfg.sections.push("GROUP_MEMBERSHIPS".into());
-    let engine = helpers::engine(db, helpers::settings(&sim), cfg);
-    let full = helpers::run(&engine, true).await;
+    let engine = support::engine(db, support::settings(&sim), cfg);
+    let full = support::run(&engine, true).await;
     assert!(full.succeeded(), "{full}");
     assert_eq!(
         stored_members(db, Kind::Computers).await,
@@ -92,7 +92,7 @@ async fn static_group_edits_reach_the_copy_and_only_changed_groups_are_rewritten
     // nothing, and the group refresh rewrites that one group.
     assert!(sim.set_computer_static_group(1, "4", true));
     assert!(sim.set_computer_static_group(7, "4", false));
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert_eq!(delta.counts.upserted, 0, "{delta}");
     assert_ne!(
         stored_members(db, Kind::Computers).await,
@@ -128,7 +128,7 @@ async fn static_group_edits_reach_the_copy_and_only_changed_groups_are_rewritten
     // Mac 1's next inventory agrees with the group side (its hash was forgotten, so its rows
     // are rewritten from the record and stay exact).
     assert!(sim.edit_computer(1, |c| c.username = "new owner".into()));
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
     assert!(delta.counts.child_rows > 0, "{delta}");
     assert_eq!(
@@ -167,10 +167,10 @@ async fn static_group_edits_reach_the_copy_and_only_changed_groups_are_rewritten
 
 both_backends!(groups_fill_memberships_without_the_section_and_for_mobile_devices);
 async fn groups_fill_memberships_without_the_section_and_for_mobile_devices(db: &TestDb) {
-    let (sim, engine) = helpers::fleet(db, 20, 12).await;
+    let (sim, engine) = support::fleet(db, 20, 12).await;
     // Default sections: no GROUP_MEMBERSHIPS, so only the group side fills the table, with
     // the smart flag from the group list.
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert!(run.succeeded(), "{run}");
     assert!(stored_members(db, Kind::Computers).await.is_empty());
     let computers = engine
@@ -197,7 +197,7 @@ async fn groups_fill_memberships_without_the_section_and_for_mobile_devices(db: 
 
     // Mobile devices: the Classic record fills the table (smart unknown: NULL), which the
     // group side accepts as is; a static edit without inventory is picked up.
-    let mobiles = helpers::run_mobile(&engine, true).await;
+    let mobiles = support::run_mobile(&engine, true).await;
     assert!(mobiles.succeeded(), "{mobiles}");
     let first = engine
         .refresh_groups(Kind::MobileDevices, Trigger::Cli)
@@ -221,7 +221,7 @@ async fn groups_fill_memberships_without_the_section_and_for_mobile_devices(db: 
 
 both_backends!(a_database_error_fails_the_refresh_run_instead_of_leaving_it_running);
 async fn a_database_error_fails_the_refresh_run_instead_of_leaving_it_running(db: &TestDb) {
-    let (_sim, engine) = helpers::fleet(db, 20, 0).await;
+    let (_sim, engine) = support::fleet(db, 20, 0).await;
     let drop = "DROP TABLE computer_group_memberships";
     match db.db.as_ref() {
         jamf_sync::store::Db::Sqlite(s) => sqlx::query(drop).execute(s.pool()).await.map(|_| ()),

@@ -15,7 +15,7 @@ use jamf_sync::jamf::{JamfClient, JamfError};
 use jamf_sync::simulator::{Faults, SimConfig};
 
 use crate::cli::jamf_sync_async;
-use crate::helpers;
+use crate::support;
 
 /// Serves `app` on a loopback port; returns its base URL.
 async fn serve(app: Router) -> String {
@@ -38,7 +38,7 @@ fn token() -> Response {
 }
 
 fn settings_for(url: &str) -> jamf_sync::config::JamfSettings {
-    helpers::settings_with_url(url)
+    support::settings_with_url(url)
 }
 
 /// Another origin that counts what reaches it (it answers like a token endpoint).
@@ -205,7 +205,7 @@ async fn the_cli_gives_up_at_once_on_a_server_it_never_reached() {
 
 #[tokio::test]
 async fn retries_are_logged_at_the_default_level() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 5,
         ..SimConfig::default()
     })
@@ -241,18 +241,15 @@ async fn retries_are_logged_at_the_default_level() {
     sim.stop().await;
 }
 
-/// A gauge's value in a Prometheus exposition.
+/// A gauge's value for the default instance and a kind.
 fn gauge(text: &str, name: &str, kind: &str) -> Option<f64> {
-    let needle = format!("{name}{{jamf_instance=\"default\",kind=\"{kind}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .and_then(|v| v.trim().parse().ok())
+    crate::support::metrics::sample(text, name, &[("jamf_instance", "default"), ("kind", kind)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_is_retried_and_the_last_success_survives_a_restart() {
-    use crate::daemon::Daemon;
-    let sim = helpers::sim(SimConfig {
+    use crate::support::daemon::Daemon;
+    let sim = support::sim(SimConfig {
         computers: 20,
         ..SimConfig::default()
     })
@@ -262,7 +259,7 @@ async fn a_failed_run_is_retried_and_the_last_success_survives_a_restart() {
         outage_requests: 1_000_000,
         ..Faults::default()
     });
-    let db = helpers::sqlite().await;
+    let db = support::sqlite().await;
     let never = ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *");
     let env = [
         never,
@@ -364,13 +361,13 @@ async fn sqlite_files_are_created_readable_by_their_owner_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sockets_neither_starve_healthz_nor_stay_open() {
     use tokio::io::AsyncReadExt;
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 1,
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
-    let d = crate::app::spawn_app(
+    let db = support::sqlite().await;
+    let d = crate::support::daemon::spawn_app(
         &sim,
         db.url(),
         &[
@@ -431,13 +428,13 @@ async fn idle_sockets_neither_starve_healthz_nor_stay_open() {
 async fn trickled_webhook_bodies_neither_starve_probes_nor_stay_open() {
     use base64::Engine as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 1,
         ..SimConfig::default()
     })
     .await;
-    let db = helpers::sqlite().await;
-    let d = crate::app::spawn_app(
+    let db = support::sqlite().await;
+    let d = crate::support::daemon::spawn_app(
         &sim,
         db.url(),
         &[
@@ -542,11 +539,11 @@ async fn trickled_webhook_bodies_neither_starve_probes_nor_stay_open() {
 }
 
 both_backends!(a_jamf_clock_far_behind_widens_the_delta_overlap);
-async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &helpers::TestDb) {
+async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &support::TestDb) {
     use jamf_sync::config::{FetchStrategy, SyncConfig};
     use jamf_sync::domain::Kind;
     // Jamf's clock is two hours behind ours; the configured overlap is one minute.
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         clock_offset_secs: -7200,
         ..SimConfig::default()
@@ -554,12 +551,12 @@ async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &helpers::TestDb) 
     .await;
     let cfg = SyncConfig {
         overlap_secs: 60,
-        ..helpers::sync_cfg(100, FetchStrategy::Inline)
+        ..support::sync_cfg(100, FetchStrategy::Inline)
     };
-    let engine = helpers::engine(db, helpers::settings(&sim), cfg);
-    let first = helpers::run(&engine, false).await;
+    let engine = support::engine(db, support::settings(&sim), cfg);
+    let first = support::run(&engine, false).await;
     assert!(first.succeeded(), "{first}");
-    let offset = helpers::last_run(db)
+    let offset = support::last_run(db)
         .await
         .clock_offset_ms
         .expect("measured");
@@ -570,9 +567,9 @@ async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &helpers::TestDb) 
     // A device submits inventory now, by Jamf's clock: two hours before our cursor.
     sim.touch_ids(&[7]);
     let reported = sim.computer(7).expect("device").report_date;
-    let second = helpers::run(&engine, false).await;
+    let second = support::run(&engine, false).await;
     assert!(second.succeeded(), "{second}");
-    let stored = helpers::stored_device(db, Kind::Computers, 7).await;
+    let stored = support::stored_device(db, Kind::Computers, 7).await;
     assert_eq!(
         stored.as_of.map(|t| t.timestamp()),
         Some(reported.timestamp()),
@@ -582,7 +579,7 @@ async fn a_jamf_clock_far_behind_widens_the_delta_overlap(db: &helpers::TestDb) 
 }
 
 /// `(jamf_id, attempts, error)` of every computer recorded in `sync_failures`.
-async fn failing(db: &helpers::TestDb) -> Vec<(i64, i32, String)> {
+async fn failing(db: &support::TestDb) -> Vec<(i64, i32, String)> {
     use jamf_sync::store::Store;
     db.db
         .sync_failures("test", jamf_sync::domain::Kind::Computers)
@@ -595,7 +592,7 @@ async fn failing(db: &helpers::TestDb) -> Vec<(i64, i32, String)> {
 
 /// A simulator of `computers` computers, device `broken` broken, and an engine over it.
 async fn broken_fleet(
-    db: &helpers::TestDb,
+    db: &support::TestDb,
     computers: usize,
     broken: i64,
     strategy: jamf_sync::config::FetchStrategy,
@@ -604,22 +601,22 @@ async fn broken_fleet(
     jamf_sync::simulator::Simulator,
     jamf_sync::sync::Engine<jamf_sync::store::Db>,
 ) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers,
         ..SimConfig::default()
     })
     .await;
     sim.set_broken(broken, true);
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(page, strategy),
+        support::settings(&sim),
+        support::sync_cfg(page, strategy),
     );
     (sim, engine)
 }
 
 both_backends!(a_device_jamf_fails_on_is_isolated_recorded_and_retried);
-async fn a_device_jamf_fails_on_is_isolated_recorded_and_retried(db: &helpers::TestDb) {
+async fn a_device_jamf_fails_on_is_isolated_recorded_and_retried(db: &support::TestDb) {
     use jamf_sync::config::FetchStrategy;
     use jamf_sync::domain::Kind;
     // Jamf answers 500 for any page holding device 37; device 5's name holds a NUL, which
@@ -628,15 +625,15 @@ async fn a_device_jamf_fails_on_is_isolated_recorded_and_retried(db: &helpers::T
     let mut five = sim.take_computer(5).expect("device 5");
     five.name = "bad\u{0}name".into();
     sim.put_computer(five);
-    let first = helpers::run(&engine, false).await;
+    let first = support::run(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(first.counts.failed, 1, "{first}");
-    assert_eq!(helpers::stored(db).await.len(), 119);
+    assert_eq!(support::stored(db).await.len(), 119);
     assert!(
-        helpers::cursor(db).await.is_some(),
+        support::cursor(db).await.is_some(),
         "the run moved the cursor"
     );
-    let name = helpers::stored_device(db, Kind::Computers, 5)
+    let name = support::stored_device(db, Kind::Computers, 5)
         .await
         .info
         .name;
@@ -647,25 +644,25 @@ async fn a_device_jamf_fails_on_is_isolated_recorded_and_retried(db: &helpers::T
     assert!(failing_now[0].2.contains("500"), "{}", failing_now[0].2);
 
     // Still broken: the next run retries it and counts the attempt.
-    let second = helpers::run(&engine, false).await;
+    let second = support::run(&engine, false).await;
     assert!(second.succeeded(), "{second}");
     let attempts: Vec<i32> = failing(db).await.iter().map(|f| f.1).collect();
     assert_eq!(attempts, vec![2]);
 
     // Mended in Jamf: the next run reads it, although it did not change, and clears the row.
     sim.set_broken(37, false);
-    let third = helpers::run(&engine, false).await;
+    let third = support::run(&engine, false).await;
     assert!(third.succeeded(), "{third}");
     assert!(failing(db).await.is_empty());
-    assert_eq!(helpers::stored(db).await.len(), 120);
+    assert_eq!(support::stored(db).await.len(), 120);
     sim.stop().await;
 }
 
 both_backends!(a_detail_record_jamf_fails_on_does_not_fail_the_run);
-async fn a_detail_record_jamf_fails_on_does_not_fail_the_run(db: &helpers::TestDb) {
+async fn a_detail_record_jamf_fails_on_does_not_fail_the_run(db: &support::TestDb) {
     let (sim, engine) =
         broken_fleet(db, 40, 12, jamf_sync::config::FetchStrategy::Detail, 20).await;
-    let run = helpers::run(&engine, false).await;
+    let run = support::run(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!((run.counts.fetched, run.counts.failed), (39, 1), "{run}");
     let ids: Vec<i64> = failing(db).await.iter().map(|f| f.0).collect();
@@ -680,7 +677,7 @@ async fn postgres_over_tls_verifies_the_server_against_a_custom_ca() {
     let ca = std::env::var("TEST_PG_CA").expect(
         "TEST_PG_CA names the CA of the test server's certificate (scripts/test.sh sets it up)",
     );
-    let db = helpers::postgres().await;
+    let db = support::postgres().await;
     let mut url = url::Url::parse(db.url()).expect("url");
     url.set_host(Some("localhost")).expect("host");
     let connect = |root: &str, host: &str| {
@@ -748,7 +745,7 @@ async fn a_retry_after_beyond_the_budget_fails_the_request_at_once() {
 }
 
 both_backends!(a_webhook_refresh_isolates_the_device_jamf_fails_on);
-async fn a_webhook_refresh_isolates_the_device_jamf_fails_on(db: &helpers::TestDb) {
+async fn a_webhook_refresh_isolates_the_device_jamf_fails_on(db: &support::TestDb) {
     let (sim, engine) =
         broken_fleet(db, 30, 12, jamf_sync::config::FetchStrategy::Inline, 100).await;
     // One refresh request covers both; Jamf fails the whole page because of device 12.
@@ -768,7 +765,7 @@ fn a_jamf_ca_file_that_is_not_a_certificate_is_a_clear_error() {
     std::fs::write(&path, "not a certificate").expect("write");
     let settings = jamf_sync::config::JamfSettings {
         ca_file: Some(path.clone()),
-        ..helpers::settings_with_url("https://jamf.example.com")
+        ..support::settings_with_url("https://jamf.example.com")
     };
     let err = JamfClient::new(settings)
         .err()
@@ -779,15 +776,15 @@ fn a_jamf_ca_file_that_is_not_a_certificate_is_a_clear_error() {
 }
 
 both_backends!(a_failing_device_deleted_in_jamf_stops_being_retried);
-async fn a_failing_device_deleted_in_jamf_stops_being_retried(db: &helpers::TestDb) {
+async fn a_failing_device_deleted_in_jamf_stops_being_retried(db: &support::TestDb) {
     let (sim, engine) =
         broken_fleet(db, 30, 12, jamf_sync::config::FetchStrategy::Inline, 10).await;
-    let first = helpers::run(&engine, false).await;
+    let first = support::run(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(failing(db).await.len(), 1);
     // Deleted in Jamf: the next run's retry finds it gone (404 on a direct request).
     assert!(sim.delete_computer(12));
-    let second = helpers::run(&engine, false).await;
+    let second = support::run(&engine, false).await;
     assert!(second.succeeded(), "{second}");
     assert!(failing(db).await.is_empty(), "no longer retried");
     sim.stop().await;

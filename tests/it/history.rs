@@ -13,7 +13,7 @@ use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::{ChangeRow, Db, Store};
 use jamf_sync::sync::Engine;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 /// `(jamf_id, field, old, new)` of every history row of a kind.
 type Rows = BTreeSet<(i64, String, Option<String>, Option<String>)>;
@@ -52,16 +52,16 @@ fn text(t: Option<DateTime<Utc>>) -> Option<String> {
 }
 
 async fn setup(db: &TestDb, history: HistoryConfig) -> (Simulator, Engine<Db>) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         mobile_devices: 10,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     )
     .with_mobile(MobileDevicesConfig {
         source: MobileSource::AdvancedSearch,
@@ -72,8 +72,8 @@ async fn setup(db: &TestDb, history: HistoryConfig) -> (Simulator, Engine<Db>) {
         ..ReconcileConfig::default()
     })
     .with_history(history);
-    assert!(helpers::run(&engine, true).await.succeeded());
-    assert!(helpers::run_mobile(&engine, true).await.succeeded());
+    assert!(support::run(&engine, true).await.succeeded());
+    assert!(support::run_mobile(&engine, true).await.succeeded());
     (sim, engine)
 }
 
@@ -85,7 +85,7 @@ async fn a_delta_records_exactly_what_changed_and_nothing_else(db: &TestDb) {
         "a first sight writes none"
     );
 
-    let before = |id| helpers::stored_device(db, Kind::Computers, id);
+    let before = |id| support::stored_device(db, Kind::Computers, id);
     let (b1, b2, b3) = (before(1).await, before(2).await, before(3).await);
     let old_build = |raw: &str| {
         let v: serde_json::Value = serde_json::from_str(raw).expect("raw");
@@ -97,11 +97,11 @@ async fn a_delta_records_exactly_what_changed_and_nothing_else(db: &TestDb) {
     // Reports again with nothing else new: only the report date and last contact move.
     assert!(sim.edit_computer(4, |_| {}));
     assert!(sim.edit_mobile(5, |m| m.username = "new.user".into()));
-    let old_mobile = helpers::stored_device(db, Kind::MobileDevices, 5).await;
+    let old_mobile = support::stored_device(db, Kind::MobileDevices, 5).await;
 
-    let run = helpers::run(&engine, false).await;
+    let run = support::run(&engine, false).await;
     assert!(run.succeeded(), "{run}");
-    assert!(helpers::run_mobile(&engine, false).await.succeeded());
+    assert!(support::run_mobile(&engine, false).await.succeeded());
     let a2 = before(2).await;
     let changes = all_changes(db).await;
     let mut want: Rows = [
@@ -149,7 +149,7 @@ async fn a_delta_records_exactly_what_changed_and_nothing_else(db: &TestDb) {
         } else {
             Kind::MobileDevices
         };
-        let now = helpers::stored_device(db, kind, c.jamf_id).await;
+        let now = support::stored_device(db, kind, c.jamf_id).await;
         assert_eq!(
             c.changed_at.map(|t| t.timestamp()),
             now.as_of.map(|t| t.timestamp()),
@@ -163,26 +163,26 @@ async fn a_delta_records_exactly_what_changed_and_nothing_else(db: &TestDb) {
         .all(|c| c.run_id == Some(run.run_id)));
 
     // A second delta with no changes adds nothing.
-    assert!(helpers::run(&engine, false).await.succeeded());
-    assert!(helpers::run_mobile(&engine, false).await.succeeded());
+    assert!(support::run(&engine, false).await.succeeded());
+    assert!(support::run_mobile(&engine, false).await.succeeded());
     assert_eq!(rows_of(&all_changes(db).await), want);
 
     // An older copy (a full sync listing a device whose report went back) writes none.
     let mut c6 = sim.take_computer(6).expect("computer 6");
-    let stored6 = helpers::stored_device(db, Kind::Computers, 6).await;
+    let stored6 = support::stored_device(db, Kind::Computers, 6).await;
     c6.name = "OLDER".into();
     c6.report_date = stored6.as_of.expect("report date") - chrono::Duration::days(1);
     sim.put_computer(c6);
-    assert!(helpers::run(&engine, true).await.succeeded());
+    assert!(support::run(&engine, true).await.succeeded());
     assert_eq!(rows_of(&all_changes(db).await), want);
 
     // Deleted in Jamf and found by reconcile; then back with a new report.
     let c7 = sim.take_computer(7).expect("computer 7");
-    let r = helpers::reconcile(&engine, Kind::Computers, false, false).await;
+    let r = support::reconcile(&engine, Kind::Computers, false, false).await;
     assert_eq!(r.deleted, 1, "{r:?}");
     sim.put_computer(c7);
     assert!(sim.edit_computer(7, |_| {}));
-    assert!(helpers::run(&engine, false).await.succeeded());
+    assert!(support::run(&engine, false).await.succeeded());
     want.insert((
         7,
         "deleted".into(),
@@ -243,14 +243,14 @@ async fn excluded_fields_and_disabled_history_write_nothing_for_them(db: &TestDb
         },
     )
     .await;
-    let before = helpers::stored_device(db, Kind::Computers, 1).await;
+    let before = support::stored_device(db, Kind::Computers, 1).await;
     assert!(sim.edit_computer(1, |c| {
         c.name = "HIDDEN".into();
         c.username = "someone.else".into();
         c.ea_values[0] = "D-HIDDEN".into();
     }));
-    assert!(helpers::run(&engine, false).await.succeeded());
-    let after = helpers::stored_device(db, Kind::Computers, 1).await;
+    assert!(support::run(&engine, false).await.succeeded());
+    let after = support::stored_device(db, Kind::Computers, 1).await;
     assert_eq!(
         after.info.name.as_deref(),
         Some("HIDDEN"),
@@ -282,19 +282,19 @@ async fn excluded_fields_and_disabled_history_write_nothing_for_them(db: &TestDb
     );
 
     // History off: the record is written, no row.
-    let off = helpers::engine(
+    let off = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     )
     .with_history(HistoryConfig {
         enabled: false,
         ..HistoryConfig::default()
     });
     assert!(sim.edit_computer(2, |c| c.name = "QUIET".into()));
-    assert!(helpers::run(&off, false).await.succeeded());
+    assert!(support::run(&off, false).await.succeeded());
     assert_eq!(
-        helpers::stored_device(db, Kind::Computers, 2)
+        support::stored_device(db, Kind::Computers, 2)
             .await
             .info
             .name

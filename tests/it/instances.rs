@@ -7,10 +7,11 @@ use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::Store;
 
 use crate::cli::{jamf_sync_async, text};
-use crate::helpers;
+use crate::support;
+use crate::support::metrics::sample;
 
 async fn sim(computers: usize, mobile_devices: usize) -> Simulator {
-    helpers::sim(SimConfig {
+    support::sim(SimConfig {
         computers,
         mobile_devices,
         ..SimConfig::default()
@@ -70,7 +71,7 @@ async fn several_instances_sync_in_parallel_and_a_bad_one_is_named() {
         "per-instance override: {out}"
     );
     // Each instance's rows carry its name; the bad one wrote nothing.
-    let store = crate::daemon::open(&db).await;
+    let store = crate::support::db::open(&db).await;
     assert_eq!(
         store
             .count_devices("eu", Kind::Computers)
@@ -188,13 +189,13 @@ fn count_of(rows: &[(&str, u64)], table: &str) -> Option<u64> {
 }
 
 both_backends!(purging_an_instance_removes_all_it_stored);
-async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
+async fn purging_an_instance_removes_all_it_stored(db: &support::TestDb) {
     use jamf_sync::domain::children::ALL;
-    let (sim, engine) = helpers::fleet(db, 12, 4).await;
-    assert!(helpers::run(&engine, true).await.succeeded());
-    assert!(helpers::run_mobile(&engine, true).await.succeeded());
+    let (sim, engine) = support::fleet(db, 12, 4).await;
+    assert!(support::run(&engine, true).await.succeeded());
+    assert!(support::run_mobile(&engine, true).await.succeeded());
     assert!(sim.edit_computer(2, |c| c.username = "changed".into()));
-    assert!(helpers::run(&engine, false).await.succeeded());
+    assert!(support::run(&engine, false).await.succeeded());
     // A lease and a waiting run request, as a PostgreSQL deployment leaves them.
     let rows = [
         "INSERT INTO instance_leases (instance, holder, epoch, acquired_at, renewed_at, expires_at) \
@@ -259,9 +260,9 @@ async fn purging_an_instance_removes_all_it_stored(db: &helpers::TestDb) {
 // (nothing stored) once dropped the views of `test` (issue 27). On PostgreSQL an instance a
 // live process holds is refused, whatever this configuration lists.
 both_backends!(purge_touches_exactly_one_instance);
-async fn purge_touches_exactly_one_instance(db: &helpers::TestDb) {
-    let (sim, engine) = helpers::computers_fleet(db, 5).await;
-    assert!(helpers::run(&engine, true).await.succeeded());
+async fn purge_touches_exactly_one_instance(db: &support::TestDb) {
+    let (sim, engine) = support::computers_fleet(db, 5).await;
+    assert!(support::run(&engine, true).await.succeeded());
     sim.stop().await;
     let views = || async {
         let sql = match db.backend() {
@@ -331,22 +332,9 @@ async fn purge_touches_exactly_one_instance(db: &helpers::TestDb) {
     }
 }
 
-/// A sample's value in a scrape: the first line of `name` carrying every label.
-pub(crate) fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_serves_three_instances_and_reports_the_bad_one() {
-    use crate::daemon::Daemon;
+    use crate::support::daemon::Daemon;
     use crate::webhooks::{computer_event, PASSWORD, USER};
     use jamf_sync::simulator::webhooks::{envelope, WebhookFormat};
     let (eu, us, lab) = (sim(30, 5).await, sim(20, 0).await, sim(10, 0).await);
@@ -358,7 +346,10 @@ async fn one_daemon_serves_three_instances_and_reports_the_bad_one() {
         ("JAMF_SYNC__JAMF__RETRY__INITIAL_BACKOFF_MS", "5"),
         ("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *"),
         ("JAMF_SYNC__WEBHOOKS__ENABLED", "true"),
-        ("JAMF_SYNC__SERVER__ADMIN_TOKEN", crate::app::TOKEN),
+        (
+            "JAMF_SYNC__SERVER__ADMIN_TOKEN",
+            crate::support::daemon::TOKEN,
+        ),
         ("JAMF_SYNC__WEBHOOKS__USERNAME", USER),
         ("JAMF_SYNC__WEBHOOKS__PASSWORD", PASSWORD),
         ("JAMF_SYNC__INSTANCES__EU__URL", eu.url().as_str()),
@@ -473,7 +464,7 @@ async fn one_daemon_serves_three_instances_and_reports_the_bad_one() {
     );
     let own = post("/webhooks/jamf/eu", body).await.expect("post");
     assert_eq!(own.status().as_u16(), 202);
-    let store = crate::daemon::open(&db).await;
+    let store = crate::support::db::open(&db).await;
     d.wait_for(20, "the webhook's device stored for eu", || async {
         store
             .devices("eu", Kind::Computers)
@@ -487,7 +478,7 @@ async fn one_daemon_serves_three_instances_and_reports_the_bad_one() {
     let r = d
         .http
         .post(format!("{}/sync?instance=us&kind=computers", d.base))
-        .bearer_auth(crate::app::TOKEN)
+        .bearer_auth(crate::support::daemon::TOKEN)
         .send()
         .await
         .expect("post /sync");
@@ -556,7 +547,7 @@ async fn a_rotated_secret_file_is_read_again_after_jamf_refuses_the_old_secret()
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("client_secret");
     let with = |memory: &str| {
-        let mut s = helpers::settings(&sim);
+        let mut s = support::settings(&sim);
         s.credentials = Credentials::ApiClient {
             client_id: "jamf-sync-sim".into(),
             client_secret: SecretString::from(memory.to_string()),
@@ -564,15 +555,15 @@ async fn a_rotated_secret_file_is_read_again_after_jamf_refuses_the_old_secret()
         s.secret_file = Some(file.clone());
         s
     };
-    let db = helpers::sqlite().await;
+    let db = support::sqlite().await;
     // Started with the old secret; the file was rotated since: the refusal reads it again.
     std::fs::write(&file, "sim-secret\n").expect("write");
-    let engine = helpers::engine(
+    let engine = support::engine(
         &db,
         with("old-secret"),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(
         db.db
@@ -587,13 +578,13 @@ async fn a_rotated_secret_file_is_read_again_after_jamf_refuses_the_old_secret()
     );
     // A file that holds a wrong secret too: one more try, then the refusal stands.
     std::fs::write(&file, "also-wrong\n").expect("write");
-    let engine = helpers::engine(
+    let engine = support::engine(
         &db,
         with("old-secret"),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
     let before = sim.requests_to("/api/v1/oauth/token");
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert!(!run.succeeded(), "{run}");
     assert_eq!(
         sim.requests_to("/api/v1/oauth/token") - before,

@@ -11,13 +11,13 @@ macro_rules! both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let db = crate::helpers::sqlite().await;
+                let db = crate::support::sqlite().await;
                 super::$name(&db).await;
                 db.cleanup().await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let db = crate::helpers::postgres().await;
+                let db = crate::support::postgres().await;
                 super::$name(&db).await;
                 db.cleanup().await;
             }
@@ -25,7 +25,6 @@ macro_rules! both_backends {
     };
 }
 
-mod app;
 mod children;
 mod cli;
 mod commands;
@@ -34,7 +33,6 @@ mod deploy;
 mod docs;
 mod groups;
 mod hardening;
-mod helpers;
 mod history;
 mod instances;
 mod mobile;
@@ -48,6 +46,7 @@ mod reconcile;
 mod replicas;
 mod resilience;
 mod schema;
+mod support;
 mod sync_flow;
 mod webhook_requests;
 mod webhooks;

@@ -6,7 +6,7 @@ use jamf_sync::simulator::{Faults, SimConfig};
 use jamf_sync::store::Store;
 use serde_json::Value;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 const RECORD: &str = "/JSSResource/mobiledevices/id/{id}";
 const SEARCH: &str = "/JSSResource/advancedmobiledevicesearches/id/{id}";
@@ -16,29 +16,29 @@ fn engine(
     sim: &jamf_sync::simulator::Simulator,
     mobile: MobileDevicesConfig,
 ) -> jamf_sync::sync::Engine<jamf_sync::store::Db> {
-    helpers::engine(
+    support::engine(
         db,
-        helpers::settings(sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     )
     .with_mobile(mobile)
 }
 
 both_backends!(advanced_search_full_then_delta);
 async fn advanced_search_full_then_delta(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 400,
         ..SimConfig::default()
     })
     .await;
     let engine = engine(db, &sim, MobileDevicesConfig::default());
-    let first = helpers::run_mobile(&engine, false).await;
+    let first = support::run_mobile(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(first.mode, "full");
     assert_eq!(first.counts.fetched, 400);
     assert_eq!(sim.requests_to(RECORD), 400);
-    helpers::assert_mobiles_match_sim(db, &sim).await;
+    support::assert_mobiles_match_sim(db, &sim).await;
     // Non-ASCII and XML-special characters survive the round trip (ids divisible by 5).
     let rows = db
         .db
@@ -65,13 +65,13 @@ async fn advanced_search_full_then_delta(db: &TestDb) {
 
     sim.reset_stats();
     let changed = sim.touch_random_mobiles(20);
-    let second = helpers::run_mobile(&engine, false).await;
+    let second = support::run_mobile(&engine, false).await;
     assert!(second.succeeded(), "{second}");
     assert_eq!(second.mode, "delta");
     assert_eq!(second.counts.upserted, 20, "{second}");
     // Only devices inside the search window (and the prefilter's tolerance) are fetched.
     assert!(sim.requests_to(RECORD) < 400 / 2, "{:?}", sim.stats());
-    helpers::assert_mobiles_match_sim(db, &sim).await;
+    support::assert_mobiles_match_sim(db, &sim).await;
     let eas = db
         .db
         .extension_attributes("test", Kind::MobileDevices)
@@ -81,7 +81,7 @@ async fn advanced_search_full_then_delta(db: &TestDb) {
     assert_eq!(value.as_deref(), Some("rev 1 & <more>"));
 
     // One saved search, created once and updated on every later run, never duplicated.
-    let third = helpers::run_mobile(&engine, false).await;
+    let third = support::run_mobile(&engine, false).await;
     assert!(third.succeeded(), "{third}");
     let searches = sim.searches();
     assert_eq!(searches.len(), 1);
@@ -93,7 +93,7 @@ async fn advanced_search_full_then_delta(db: &TestDb) {
         "a daily delta asks for 1 day + 1"
     );
     // A forced full run clears the criterion again.
-    let full = helpers::run_mobile(&engine, true).await;
+    let full = support::run_mobile(&engine, true).await;
     assert_eq!(full.counts.unchanged, 400, "{full}");
     assert_eq!(sim.searches()[0].less_than_days, None);
     assert_eq!(
@@ -108,7 +108,7 @@ async fn advanced_search_full_then_delta(db: &TestDb) {
 
 both_backends!(pro_api_full_then_delta);
 async fn pro_api_full_then_delta(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 250,
         ..SimConfig::default()
@@ -122,18 +122,18 @@ async fn pro_api_full_then_delta(db: &TestDb) {
             ..MobileDevicesConfig::default()
         },
     );
-    let first = helpers::run_mobile(&engine, false).await;
+    let first = support::run_mobile(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(first.counts.fetched, 250);
     // The first page, the probe for the highest id, the other two pages at once.
     assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 4);
     assert_eq!(sim.requests_to(SEARCH), 0);
-    helpers::assert_mobiles_match_sim(db, &sim).await;
+    support::assert_mobiles_match_sim(db, &sim).await;
     sim.touch_random_mobiles(10);
-    let second = helpers::run_mobile(&engine, false).await;
+    let second = support::run_mobile(&engine, false).await;
     assert!(second.succeeded(), "{second}");
     assert_eq!(second.counts.upserted, 10, "{second}");
-    helpers::assert_mobiles_match_sim(db, &sim).await;
+    support::assert_mobiles_match_sim(db, &sim).await;
     sim.stop().await;
 }
 
@@ -143,26 +143,26 @@ async fn auto_source_follows_the_server_version(db: &TestDb) {
         source: MobileSource::Auto,
         ..MobileDevicesConfig::default()
     };
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 30,
         version: "11.3.0".into(),
         ..SimConfig::default()
     })
     .await;
-    assert!(helpers::run_mobile(&engine(db, &sim, auto.clone()), false)
+    assert!(support::run_mobile(&engine(db, &sim, auto.clone()), false)
         .await
         .succeeded());
     assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 0);
     assert_eq!(sim.requests_to(RECORD), 30);
     sim.stop().await;
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 30,
         ..SimConfig::default()
     })
     .await;
-    assert!(helpers::run_mobile(&engine(db, &sim, auto), true)
+    assert!(support::run_mobile(&engine(db, &sim, auto), true)
         .await
         .succeeded());
     assert_eq!(sim.requests_to("/api/v2/mobile-devices/detail"), 1);
@@ -172,7 +172,7 @@ async fn auto_source_follows_the_server_version(db: &TestDb) {
 
 both_backends!(replication_lag_deleted_devices_bad_records_and_faults);
 async fn replication_lag_deleted_devices_bad_records_and_faults(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 300,
         // No session affinity: a new search is invisible for a while on the "other node".
@@ -193,7 +193,7 @@ async fn replication_lag_deleted_devices_bad_records_and_faults(db: &TestDb) {
     sim.vanish_mobile(7);
     sim.corrupt_mobile(9);
     let engine = engine(db, &sim, MobileDevicesConfig::default());
-    let run = helpers::run_mobile(&engine, false).await;
+    let run = support::run_mobile(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.missing, 1, "device 7 answered 404: {run}");
     assert_eq!(
@@ -226,14 +226,14 @@ async fn replication_lag_deleted_devices_bad_records_and_faults(db: &TestDb) {
 
 both_backends!(a_configured_search_id_is_used_as_is);
 async fn a_configured_search_id_is_used_as_is(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 20,
         ..SimConfig::default()
     })
     .await;
     // Let jamf-sync create a search, then point a second configuration at it by id.
-    let first = helpers::run_mobile(&engine(db, &sim, MobileDevicesConfig::default()), false).await;
+    let first = support::run_mobile(&engine(db, &sim, MobileDevicesConfig::default()), false).await;
     assert!(first.succeeded());
     let id = sim.searches()[0].id;
     let fixed = MobileDevicesConfig {
@@ -241,7 +241,7 @@ async fn a_configured_search_id_is_used_as_is(db: &TestDb) {
         search_name: "ignored".into(),
         ..MobileDevicesConfig::default()
     };
-    let second = helpers::run_mobile(&engine(db, &sim, fixed), false).await;
+    let second = support::run_mobile(&engine(db, &sim, fixed), false).await;
     assert!(second.succeeded(), "{second}");
     let searches = sim.searches();
     assert_eq!(searches.len(), 1, "no new search");
@@ -254,15 +254,15 @@ async fn two_installations_never_share_a_search() {
     use jamf_sync::config::{Config, Sources};
     use jamf_sync::domain::Trigger;
     use jamf_sync::sync::SyncOptions;
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 10,
         ..SimConfig::default()
     })
     .await;
     for _ in 0..2 {
-        let db = helpers::sqlite().await;
-        let env = crate::app::daemon_env(&sim, db.url(), &[])
+        let db = support::sqlite().await;
+        let env = crate::support::daemon::daemon_env(&sim, db.url(), &[])
             .into_iter()
             .collect();
         let cfg = Config::load(&Sources {
@@ -295,13 +295,13 @@ async fn two_installations_never_share_a_search() {
 
 both_backends!(a_configured_search_that_does_not_cover_the_run_is_refused);
 async fn a_configured_search_that_does_not_cover_the_run_is_refused(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 20,
         ..SimConfig::default()
     })
     .await;
-    let client = jamf_sync::jamf::JamfClient::new(helpers::settings(&sim)).expect("client");
+    let client = jamf_sync::jamf::JamfClient::new(support::settings(&sim)).expect("client");
     let narrow = jamf_sync::jamf::classic::search_xml("someone's 2-day search", Some(2));
     let id = client.create_search(&narrow).await.expect("create");
     let fixed = MobileDevicesConfig {
@@ -309,7 +309,7 @@ async fn a_configured_search_that_does_not_cover_the_run_is_refused(db: &TestDb)
         ..MobileDevicesConfig::default()
     };
     // A first (full) run must not take a 2-day window for the whole fleet.
-    let run = helpers::run_mobile(&engine(db, &sim, fixed), false).await;
+    let run = support::run_mobile(&engine(db, &sim, fixed), false).await;
     assert!(!run.succeeded(), "{run}");
     let error = run.error.clone().unwrap_or_default();
     assert!(error.contains("mobile_devices.search_id"), "{error}");
@@ -327,7 +327,7 @@ async fn a_configured_search_that_does_not_cover_the_run_is_refused(db: &TestDb)
 
 both_backends!(the_pro_api_reads_leniently_past_a_device_jamf_cannot_process);
 async fn the_pro_api_reads_leniently_past_a_device_jamf_cannot_process(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 30,
         ..SimConfig::default()
@@ -339,10 +339,10 @@ async fn the_pro_api_reads_leniently_past_a_device_jamf_cannot_process(db: &Test
         source: MobileSource::ProApi,
         ..MobileDevicesConfig::default()
     };
-    let run = helpers::run_mobile(&engine(db, &sim, pro), false).await;
+    let run = support::run_mobile(&engine(db, &sim, pro), false).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.fetched, 30, "{run}");
-    let four = helpers::stored_device(db, Kind::MobileDevices, 4).await;
+    let four = support::stored_device(db, Kind::MobileDevices, 4).await;
     let raw: Value = serde_json::from_str(&four.raw).expect("json");
     assert!(
         raw["hardware"].is_null(),

@@ -14,17 +14,17 @@ use jamf_sync::store::{Db, Store};
 use jamf_sync::sync::reconcile::ReconcileOptions;
 use jamf_sync::sync::{Engine, SyncOptions};
 
-use crate::app::spawn_app;
-use crate::helpers::{self, TestDb};
+use crate::support::daemon::spawn_app;
+use crate::support::{self, TestDb};
 
 const COMPUTER_PAGES: &str = "/api/v4/computers-inventory";
 const MOBILE_PAGES: &str = "/api/v2/mobile-devices/detail";
 
 fn mobile_engine(db: &TestDb, sim: &Simulator, source: MobileSource) -> Engine<Db> {
-    helpers::engine(
+    support::engine(
         db,
-        helpers::settings(sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     )
     .with_mobile(MobileDevicesConfig {
         source,
@@ -34,18 +34,18 @@ fn mobile_engine(db: &TestDb, sim: &Simulator, source: MobileSource) -> Engine<D
 
 /// A simulator with `computers` computers, an inline engine over `db`, one full sync done.
 async fn synced_computers(db: &TestDb, computers: usize) -> (Simulator, Engine<Db>) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
-    assert!(helpers::run(&engine, true).await.succeeded());
+    assert!(support::run(&engine, true).await.succeeded());
     (sim, engine)
 }
 
@@ -103,7 +103,7 @@ async fn a_slow_sync_page_never_puts_an_older_record_back(db: &TestDb) {
         .await
         .expect("refresh");
     assert_eq!((done.stored.as_slice(), done.upserted), (&[id][..], 1));
-    let stored = || helpers::stored_device(db, Kind::Computers, id);
+    let stored = || support::stored_device(db, Kind::Computers, id);
     assert_eq!(millis(stored().await.as_of), millis(Some(newer)));
     // The page read before the refresh commits after it: the newer record stays.
     let summary = sync.await.expect("sync task");
@@ -117,7 +117,7 @@ async fn a_slow_sync_page_never_puts_an_older_record_back(db: &TestDb) {
         db.backend()
     );
     sim.set_per_record_section_us(0);
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
 
@@ -128,14 +128,14 @@ fn sync_page_was_fast(summary: &jamf_sync::sync::RunSummary) -> bool {
 
 both_backends!(an_unenroll_refreshed_after_an_older_page_stays);
 async fn an_unenroll_refreshed_after_an_older_page_stays(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 150,
         ..SimConfig::default()
     })
     .await;
     let engine = Arc::new(mobile_engine(db, &sim, MobileSource::ProApi));
-    assert!(helpers::run_mobile(&engine, true).await.succeeded());
+    assert!(support::run_mobile(&engine, true).await.succeeded());
     let id = sim
         .mobile_ids()
         .into_iter()
@@ -151,7 +151,7 @@ async fn an_unenroll_refreshed_after_an_older_page_stays(db: &TestDb) {
         .expect("refresh");
     assert_eq!(done.upserted, 1);
     let managed = || async {
-        helpers::stored_device(db, Kind::MobileDevices, id)
+        support::stored_device(db, Kind::MobileDevices, id)
             .await
             .info
             .managed
@@ -169,7 +169,7 @@ async fn an_unenroll_refreshed_after_an_older_page_stays(db: &TestDb) {
         db.backend()
     );
     sim.set_per_record_section_us(0);
-    helpers::assert_mobiles_match_sim(db, &sim).await;
+    support::assert_mobiles_match_sim(db, &sim).await;
     sim.stop().await;
 }
 
@@ -197,7 +197,7 @@ async fn fingerprint(db: &TestDb, instance: &str, kind: Kind) -> Vec<(i64, DateT
 
 both_backends!(reconcile_and_refresh_of_an_unchanged_fleet_change_nothing);
 async fn reconcile_and_refresh_of_an_unchanged_fleet_change_nothing(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 120,
         mobile_devices: 60,
         ..SimConfig::default()
@@ -230,9 +230,9 @@ async fn reconcile_and_refresh_of_an_unchanged_fleet_change_nothing(db: &TestDb)
     for (i, (kind, strategy, source)) in cases.into_iter().enumerate() {
         let what = format!("{kind:?} {strategy:?} {source:?} ({})", db.backend());
         let instance = format!("case{i}");
-        let mut settings = helpers::settings(&sim);
+        let mut settings = support::settings(&sim);
         settings.instance = instance.clone();
-        let engine = helpers::engine(db, settings, helpers::sync_cfg(100, strategy))
+        let engine = support::engine(db, settings, support::sync_cfg(100, strategy))
             .with_mobile(MobileDevicesConfig {
                 source,
                 ..MobileDevicesConfig::default()
@@ -281,16 +281,16 @@ async fn reconcile_and_refresh_of_an_unchanged_fleet_change_nothing(db: &TestDb)
 
 both_backends!(a_reconcile_long_after_a_sync_has_its_own_deadline);
 async fn a_reconcile_long_after_a_sync_has_its_own_deadline(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 50,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Inline);
+    let mut cfg = support::sync_cfg(100, FetchStrategy::Inline);
     cfg.run_deadline_secs = 1;
-    let engine = helpers::engine(db, helpers::settings(&sim), cfg);
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let engine = support::engine(db, support::settings(&sim), cfg);
+    assert!(support::run(&engine, true).await.succeeded());
     // The daemon's engine lives on; the next run comes more than a deadline later.
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let r = engine
@@ -305,7 +305,7 @@ async fn a_reconcile_long_after_a_sync_has_its_own_deadline(db: &TestDb) {
         .await
         .expect("reconcile");
     assert!(r.succeeded(), "{r}");
-    assert!(helpers::run(&engine, false).await.succeeded());
+    assert!(support::run(&engine, false).await.succeeded());
     sim.stop().await;
 }
 
@@ -318,8 +318,8 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
     c.name = "restored".into();
     let restored = c.report_date;
     sim.put_computer(c);
-    let row = || helpers::stored_device(db, Kind::Computers, 5);
-    let plain = helpers::run(&engine, true).await;
+    let row = || support::stored_device(db, Kind::Computers, 5);
+    let plain = support::run(&engine, true).await;
     assert!(plain.succeeded(), "{plain}");
     assert_eq!(plain.counts.stale, 1, "{plain}");
     assert_ne!(row().await.info.name.as_deref(), Some("restored"));
@@ -348,7 +348,7 @@ async fn overwrite_writes_what_a_restored_jamf_says(db: &TestDb) {
 
 both_backends!(a_forged_unenroll_event_leaves_jamfs_value);
 async fn a_forged_unenroll_event_leaves_jamfs_value(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 5,
         mobile_devices: 20,
         ..SimConfig::default()

@@ -11,7 +11,7 @@ use jamf_sync::simulator::odd::Oddity;
 use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::{Db, Store};
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 const SECTIONS: &[&str] = &[
     "GENERAL",
@@ -25,7 +25,7 @@ const SECTIONS: &[&str] = &[
 fn sync_cfg() -> jamf_sync::config::SyncConfig {
     jamf_sync::config::SyncConfig {
         sections: SECTIONS.iter().map(|s| s.to_string()).collect(),
-        ..helpers::sync_cfg(100, FetchStrategy::Inline)
+        ..support::sync_cfg(100, FetchStrategy::Inline)
     }
 }
 
@@ -128,7 +128,7 @@ fn odd_ids() -> Vec<(i64, Oddity)> {
 
 both_backends!(odd_computers_are_stored_whole);
 async fn odd_computers_are_stored_whole(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 300,
         mobile_devices: 0,
         ..SimConfig::default()
@@ -137,16 +137,16 @@ async fn odd_computers_are_stored_whole(db: &TestDb) {
     for (id, odd) in odd_ids() {
         sim.set_odd(id, Some(odd));
     }
-    let engine = helpers::engine(db, helpers::settings(&sim), sync_cfg());
-    let first = helpers::run(&engine, true).await;
+    let engine = support::engine(db, support::settings(&sim), sync_cfg());
+    let first = support::run(&engine, true).await;
     assert!(first.succeeded(), "{first} ({})", db.backend());
     assert_eq!(first.counts.fetched, 300, "{first}");
     assert_eq!(first.counts.failed, 0, "{first}");
     let failures = db.db.sync_failures("test", Kind::Computers).await.unwrap();
     assert!(failures.is_empty(), "{failures:?}");
-    let stored = helpers::stored(db).await;
+    let stored = support::stored(db).await;
     assert_eq!(stored.len(), 300);
-    let cursor = helpers::cursor(db).await.expect("the cursor moved");
+    let cursor = support::cursor(db).await.expect("the cursor moved");
 
     let device = |id: i64| stored.iter().find(|d| d.jamf_id == id).expect("stored");
     let apps = db
@@ -209,17 +209,17 @@ async fn odd_computers_are_stored_whole(db: &TestDb) {
     let ids: Vec<i64> = odd_ids().iter().map(|(id, _)| *id).collect();
     sim.touch_ids(&ids);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta} ({})", db.backend());
     assert_eq!(delta.counts.failed, 0, "{delta}");
     assert!(delta.counts.upserted >= ids.len() as i64, "{delta}");
-    assert!(helpers::cursor(db).await.expect("cursor") > cursor);
+    assert!(support::cursor(db).await.expect("cursor") > cursor);
     sim.stop().await;
 }
 
 both_backends!(odd_mobile_devices_are_stored_whole);
 async fn odd_mobile_devices_are_stored_whole(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 60,
         ..SimConfig::default()
@@ -229,12 +229,12 @@ async fn odd_mobile_devices_are_stored_whole(db: &TestDb) {
         sim.set_odd_mobile(3 + 7 * i as i64, Some(*odd));
     }
     // Mobile devices through the advanced search and Classic XML records (the default).
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
-    let run = helpers::run_mobile(&engine, true).await;
+    let run = support::run_mobile(&engine, true).await;
     assert!(run.succeeded(), "{run} ({})", db.backend());
     assert_eq!(run.counts.failed, 0, "{run}");
     assert_eq!(
@@ -255,7 +255,7 @@ async fn odd_mobile_devices_are_stored_whole(db: &TestDb) {
             .any(|(id, v)| *id == long_name && v[0].as_ref().map(String::len) == Some(3000)),
         "the 3,000-character application name is stored whole"
     );
-    let control = helpers::stored_device(db, Kind::MobileDevices, 3 + 7 * 7).await;
+    let control = support::stored_device(db, Kind::MobileDevices, 3 + 7 * 7).await;
     assert!(
         control
             .info
@@ -270,13 +270,13 @@ async fn odd_mobile_devices_are_stored_whole(db: &TestDb) {
 
 both_backends!(a_record_the_database_refuses_is_isolated);
 async fn a_record_the_database_refuses_is_isolated(db: &TestDb) {
-    let (sim, engine) = helpers::computers_fleet(db, 300).await;
+    let (sim, engine) = support::computers_fleet(db, 300).await;
     refuse(db, "record").await;
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert!(run.succeeded(), "{run} ({})", db.backend());
     assert_eq!(run.counts.failed, 1, "{run}");
     assert_eq!(run.counts.fetched, 299, "{run}");
-    let stored: Vec<i64> = helpers::stored(db)
+    let stored: Vec<i64> = support::stored(db)
         .await
         .iter()
         .map(|d| d.jamf_id)
@@ -290,16 +290,16 @@ async fn a_record_the_database_refuses_is_isolated(db: &TestDb) {
         failures[0].error.contains("refused for the test"),
         "{failures:?}"
     );
-    let row = helpers::last_run(db).await;
+    let row = support::last_run(db).await;
     assert_eq!(
         (row.counts.failed, row.counts.fetched),
         (1, 299),
         "the run's row agrees"
     );
-    assert!(helpers::cursor(db).await.is_some(), "the cursor moved");
+    assert!(support::cursor(db).await.is_some(), "the cursor moved");
 
     // Refused again on the next run: still one row, a second attempt.
-    let again = helpers::run(&engine, false).await;
+    let again = support::run(&engine, false).await;
     assert!(again.succeeded(), "{again}");
     let failures = db.db.sync_failures("test", Kind::Computers).await.unwrap();
     assert_eq!(failures.len(), 1);
@@ -307,9 +307,9 @@ async fn a_record_the_database_refuses_is_isolated(db: &TestDb) {
 
     // Once the database takes it, the next run's retry stores it and clears its row.
     unrefuse(db).await;
-    let fixed = helpers::run(&engine, false).await;
+    let fixed = support::run(&engine, false).await;
     assert!(fixed.succeeded(), "{fixed}");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     assert!(db
         .db
         .sync_failures("test", Kind::Computers)
@@ -321,12 +321,12 @@ async fn a_record_the_database_refuses_is_isolated(db: &TestDb) {
 
 both_backends!(a_failing_database_still_fails_the_run);
 async fn a_failing_database_still_fails_the_run(db: &TestDb) {
-    let (sim, engine) = helpers::computers_fleet(db, 300).await;
+    let (sim, engine) = support::computers_fleet(db, 300).await;
     refuse(db, "database").await;
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert_eq!(run.status, RunStatus::Failed, "{run} ({})", db.backend());
     assert!(
-        helpers::cursor(db).await.is_none(),
+        support::cursor(db).await.is_none(),
         "a failed run never moves the cursor"
     );
     assert!(
@@ -342,24 +342,24 @@ async fn a_failing_database_still_fails_the_run(db: &TestDb) {
 
 both_backends!(a_run_that_isolates_too_much_fails);
 async fn a_run_that_isolates_too_much_fails(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 3000,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
     // A schema problem refuses every row.
     refuse(db, "every").await;
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert_eq!(run.status, RunStatus::Failed, "{run} ({})", db.backend());
     let error = run.error.clone().unwrap_or_default();
     assert!(error.contains("schema or server-wide problem"), "{error}");
-    assert!(helpers::cursor(db).await.is_none(), "the cursor stays");
+    assert!(support::cursor(db).await.is_none(), "the cursor stays");
     // Stopped once past the cap (its first write): at most the writes in flight then went on
     // (two on PostgreSQL, each of up to 1,000 records when pages queue up behind the
     // writer), not the rest of the fleet.

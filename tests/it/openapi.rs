@@ -21,7 +21,7 @@ use jamf_sync::jamf::models::{
 use jamf_sync::simulator::SimConfig;
 use serde_json::{json, Value};
 
-use crate::helpers;
+use crate::support;
 
 fn openapi() -> Value {
     let dir = std::env::var("JAMF_OPENAPI_DIR")
@@ -193,7 +193,7 @@ async fn get(http: &reqwest::Client, url: String, token: &str) -> (u16, Value) {
 #[tokio::test]
 async fn simulator_answers_match_jamfs_schema() {
     let checker = Checker::new();
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         mobile_devices: 25,
         ..SimConfig::default()
@@ -649,7 +649,7 @@ fn client_models_match_jamfs_schema() {
 #[tokio::test]
 async fn simulator_pages_filters_and_sorts_like_jamf() {
     jamf_sync::tls::install_crypto_provider();
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 2500,
         ..SimConfig::default()
     })

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jamf_sync::config::FetchStrategy;
 use jamf_sync::simulator::{SimConfig, Simulator};
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 fn assert_within_five(sim: &Simulator) {
     let s = sim.stats();
@@ -25,7 +25,7 @@ fn window(sim: &Simulator, from: Duration, to: Duration) -> Vec<u64> {
 both_backends!(settles_below_a_struggling_servers_capacity_and_recovers);
 async fn settles_below_a_struggling_servers_capacity_and_recovers(db: &TestDb) {
     // Fine at 2 concurrent requests; each one more adds the base latency again.
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 300,
         mobile_devices: 0,
         latency_ms: 40,
@@ -34,13 +34,13 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers(db: &TestDb) {
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Detail),
     );
     let start = sim.elapsed();
-    let first = helpers::run(&engine, false).await;
+    let first = support::run(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     let end = sim.elapsed();
     // After the first fifth of the run, the controller keeps the server at ≤ 3 in flight.
@@ -52,7 +52,7 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers(db: &TestDb) {
         "{over} of {} requests arrived with more than 3 in flight",
         seen.len()
     );
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     assert_within_five(&sim);
 
     // Capacity recovers: the same client climbs back to five. One stall of this (shared, busy)
@@ -62,7 +62,7 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers(db: &TestDb) {
     let mut peaks = Vec::new();
     for _ in 0..4 {
         let start = sim.elapsed();
-        let again = helpers::run(&engine, true).await;
+        let again = support::run(&engine, true).await;
         assert!(again.succeeded(), "{again}");
         let end = sim.elapsed();
         let late = window(&sim, start + (end - start) / 2, end);
@@ -85,17 +85,17 @@ async fn settles_below_a_struggling_servers_capacity_and_recovers(db: &TestDb) {
 
 both_backends!(a_brown_out_drops_the_limit_to_one_and_the_run_completes);
 async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 1500,
         mobile_devices: 0,
         latency_ms: 10,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Detail),
     );
     let sim = std::sync::Arc::new(sim);
     let brown = {
@@ -110,10 +110,10 @@ async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes(db: &TestDb) {
             at
         })
     };
-    let run = helpers::run(&engine, false).await;
+    let run = support::run(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     let at = brown.await.expect("join");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     // Once the cut took effect, one request at a time for the rest of the brown-out.
     let during = window(
         &sim,
@@ -137,22 +137,22 @@ async fn a_brown_out_drops_the_limit_to_one_and_the_run_completes(db: &TestDb) {
 
 both_backends!(pages_that_time_out_are_retried_smaller_without_gaps);
 async fn pages_that_time_out_are_retried_smaller_without_gaps(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 3000,
         mobile_devices: 0,
         page_timeout_above: 1000,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(2000, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(2000, FetchStrategy::Inline),
     );
-    let run = helpers::run(&engine, false).await;
+    let run = support::run(&engine, false).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.listed, 3000, "nothing read twice: {run}");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     let timeouts = sim.timeline().iter().filter(|(_, _, s)| *s == 504).count();
     assert!(timeouts >= 1, "the 2000-record page timed out");
     assert_within_five(&sim);
@@ -161,36 +161,36 @@ async fn pages_that_time_out_are_retried_smaller_without_gaps(db: &TestDb) {
 
 both_backends!(a_run_past_its_deadline_fails_and_the_next_starts_over);
 async fn a_run_past_its_deadline_fails_and_the_next_starts_over(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 400,
         mobile_devices: 0,
         latency_ms: 40,
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Detail);
+    let mut cfg = support::sync_cfg(100, FetchStrategy::Detail);
     cfg.run_deadline_secs = 1;
-    let engine = helpers::engine(db, helpers::settings(&sim), cfg);
-    let run = helpers::run(&engine, false).await;
+    let engine = support::engine(db, support::settings(&sim), cfg);
+    let run = support::run(&engine, false).await;
     assert!(!run.succeeded(), "{run}");
     assert!(
         run.error.as_deref().unwrap_or("").contains("deadline"),
         "{run}"
     );
-    assert!(helpers::cursor(db).await.is_none());
+    assert!(support::cursor(db).await.is_none());
     assert_within_five(&sim);
     // A fresh process would come with a fresh client: let the old connections close first.
     drop(engine);
     tokio::time::sleep(Duration::from_millis(200)).await;
     sim.reset_stats();
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Detail),
     );
-    let again = helpers::run(&engine, false).await;
+    let again = support::run(&engine, false).await;
     assert!(again.succeeded(), "{again}");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     assert_within_five(&sim);
     sim.stop().await;
 }
@@ -202,7 +202,7 @@ async fn first_answers(
     n: usize,
 ) -> Vec<u64> {
     let from = sim.elapsed();
-    let run = helpers::run(engine, true).await;
+    let run = support::run(engine, true).await;
     assert!(run.succeeded(), "{run}");
     let mut seen = window(sim, from, Duration::MAX);
     seen.truncate(n);
@@ -216,18 +216,18 @@ async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
     // The simulator builds a page when the request arrives and answers at the latency; on the
     // test's one thread the pages of one round are built one after another, so the latency
     // must outlast five of them for a round to be seen at once.
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 1500,
         mobile_devices: 0,
         latency_ms: 40,
         ..SimConfig::default()
     })
     .await;
-    let cfg = || helpers::sync_cfg(50, FetchStrategy::Inline);
+    let cfg = || support::sync_cfg(50, FetchStrategy::Inline);
     // A first process against an unknown server ramps from the initial limit of 2.
     let cold = first_answers(
         &sim,
-        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        &support::engine(db, support::settings(&sim), cfg()),
         10,
     )
     .await;
@@ -259,7 +259,7 @@ async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
         .expect("save");
     let warm = first_answers(
         &sim,
-        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        &support::engine(db, support::settings(&sim), cfg()),
         10,
     )
     .await;
@@ -277,7 +277,7 @@ async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
         .expect("save");
     let stale = first_answers(
         &sim,
-        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        &support::engine(db, support::settings(&sim), cfg()),
         10,
     )
     .await;
@@ -294,7 +294,7 @@ async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
         .expect("save");
     let other = first_answers(
         &sim,
-        &helpers::engine(db, helpers::settings(&sim), cfg()),
+        &support::engine(db, support::settings(&sim), cfg()),
         10,
     )
     .await;
@@ -302,9 +302,9 @@ async fn a_new_process_starts_at_the_pace_the_last_run_reached(db: &TestDb) {
         other.iter().all(|n| *n <= 2),
         "another server's memory: {other:?}"
     );
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.pacing.remember_hours = 0;
-    let off = first_answers(&sim, &helpers::engine(db, settings, cfg()), 10).await;
+    let off = first_answers(&sim, &support::engine(db, settings, cfg()), 10).await;
     assert!(off.iter().all(|n| *n <= 2), "remember_hours = 0: {off:?}");
     sim.stop().await;
 }

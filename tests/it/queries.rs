@@ -10,7 +10,7 @@ use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::{Db, Store};
 use sqlx::Row;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 /// The guide's queries by number, from docs/queries.md.
 fn guide() -> BTreeMap<u32, String> {
@@ -119,13 +119,13 @@ both_backends!(the_query_guide_answers_from_the_synced_fleet);
 async fn the_query_guide_answers_from_the_synced_fleet(db: &TestDb) {
     let guide = guide();
     assert_eq!(guide.len(), 11, "{:?}", guide.keys());
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = helpers::sync_cfg(100, FetchStrategy::Inline);
+    let mut cfg = support::sync_cfg(100, FetchStrategy::Inline);
     cfg.sections.extend(
         [
             "APPLICATIONS",
@@ -137,13 +137,13 @@ async fn the_query_guide_answers_from_the_synced_fleet(db: &TestDb) {
         .map(String::from),
     );
     let engine =
-        helpers::engine(db, helpers::settings(&sim), cfg).with_history(HistoryConfig::default());
-    assert!(helpers::run(&engine, true).await.succeeded());
+        support::engine(db, support::settings(&sim), cfg).with_history(HistoryConfig::default());
+    assert!(support::run(&engine, true).await.succeeded());
     let since = Utc::now() - Duration::seconds(5);
     for id in [4, 9] {
         assert!(sim.edit_computer(id, |c| c.os = (c.os + 1) % 3));
     }
-    assert!(helpers::run(&engine, false).await.succeeded());
+    assert!(support::run(&engine, false).await.succeeded());
     let mut macs: Vec<_> = sim
         .computer_ids()
         .into_iter()
@@ -289,8 +289,8 @@ fn major(version: &str) -> i64 {
 
 both_backends!(typed_attribute_views_follow_the_attributes);
 async fn typed_attribute_views_follow_the_attributes(db: &TestDb) {
-    let (sim, engine) = helpers::computers_fleet(db, 12).await;
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let (sim, engine) = support::computers_fleet(db, 12).await;
+    assert!(support::run(&engine, true).await.succeeded());
     // The sync made the view: one typed column per attribute.
     let got = query(
         db,
@@ -429,8 +429,8 @@ async fn the_query_guides_lookups_use_an_index(db: &TestDb) {
 // rewrote the view (issue 27). An attribute without a name gets a column too.
 both_backends!(typed_views_are_safe_whatever_the_string_settings);
 async fn typed_views_are_safe_whatever_the_string_settings(db: &TestDb) {
-    let (sim, engine) = helpers::computers_fleet(db, 3).await;
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let (sim, engine) = support::computers_fleet(db, 3).await;
+    assert!(support::run(&engine, true).await.succeeded());
     sim.stop().await;
     // On PostgreSQL a second store over the same database whose sessions read backslashes as
     // escapes (the database's setting, as an operator might have it).

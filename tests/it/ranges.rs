@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use jamf_sync::config::FetchStrategy;
 use jamf_sync::simulator::SimConfig;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 const INVENTORY: &str = "/api/v4/computers-inventory";
 
 both_backends!(spans_stay_correct_while_devices_enrol_leave_and_report);
 async fn spans_stay_correct_while_devices_enrol_leave_and_report(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 3000,
         latency_ms: 2,
         ..SimConfig::default()
@@ -20,16 +20,16 @@ async fn spans_stay_correct_while_devices_enrol_leave_and_report(db: &TestDb) {
     .await;
     let initial: HashSet<i64> = sim.computer_ids().into_iter().collect();
     let top = initial.iter().copied().max().unwrap_or(0);
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(50, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(50, FetchStrategy::Inline),
     );
     // After every page served: two computers enrol (ids above the probed maximum), one is
     // deleted, three report.
     sim.set_fleet_churn(2, 1);
     sim.set_churn_per_page(3);
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     sim.set_fleet_churn(0, 0);
     sim.set_churn_per_page(0);
     assert!(run.succeeded(), "{run}");
@@ -39,7 +39,7 @@ async fn spans_stay_correct_while_devices_enrol_leave_and_report(db: &TestDb) {
     );
     assert_eq!(run.counts.fetched, run.counts.upserted, "{run}");
 
-    let stored: HashSet<i64> = helpers::stored(db)
+    let stored: HashSet<i64> = support::stored(db)
         .await
         .iter()
         .map(|r| r.jamf_id)
@@ -67,9 +67,9 @@ async fn spans_stay_correct_while_devices_enrol_leave_and_report(db: &TestDb) {
     assert!(stats.peak_connections <= 5, "{stats:?}");
 
     // The next delta catches what enrolled or reported after the spans passed.
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
-    let stored: HashSet<i64> = helpers::stored(db)
+    let stored: HashSet<i64> = support::stored(db)
         .await
         .iter()
         .map(|r| r.jamf_id)
@@ -80,7 +80,7 @@ async fn spans_stay_correct_while_devices_enrol_leave_and_report(db: &TestDb) {
 
 both_backends!(devices_in_one_corner_of_the_id_space_are_still_read_in_parallel);
 async fn devices_in_one_corner_of_the_id_space_are_still_read_in_parallel(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 5000,
         latency_ms: 50,
         ..SimConfig::default()
@@ -93,14 +93,14 @@ async fn devices_in_one_corner_of_the_id_space_are_still_read_in_parallel(db: &T
     }
     // A server known to be healthy: five connections from the start, so what is measured is
     // how the spans use them, not how fast pacing ramps up on a loaded machine.
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.pacing.initial_limit = 5;
-    let engine = helpers::engine(db, settings, helpers::sync_cfg(10, FetchStrategy::Inline));
+    let engine = support::engine(db, settings, support::sync_cfg(10, FetchStrategy::Inline));
     sim.reset_stats();
-    let run = helpers::run(&engine, true).await;
+    let run = support::run(&engine, true).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(run.counts.upserted, 100, "{run}");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
 
     // Ten pages' worth, the probe, the empty spans: splitting costs a few requests...
     let requests = sim.requests_to(INVENTORY);
@@ -126,7 +126,7 @@ async fn devices_in_one_corner_of_the_id_space_are_still_read_in_parallel(db: &T
 
 both_backends!(a_stored_fleet_is_read_again_in_whole_pages_without_a_probe);
 async fn a_stored_fleet_is_read_again_in_whole_pages_without_a_probe(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 2000,
         latency_ms: 2,
         ..SimConfig::default()
@@ -136,12 +136,12 @@ async fn a_stored_fleet_is_read_again_in_whole_pages_without_a_probe(db: &TestDb
     for id in (3..=1500).step_by(3) {
         sim.delete_computer(id);
     }
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
-    let first = helpers::run(&engine, true).await;
+    let first = support::run(&engine, true).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(first.counts.upserted, 1500, "{first}");
     // The first run knew nothing: its first page, the probe for the highest id, then spans
@@ -152,10 +152,10 @@ async fn a_stored_fleet_is_read_again_in_whole_pages_without_a_probe(db: &TestDb
     // The next full listing is cut where the stored devices sit: fifteen pages of 100 in five
     // spans of three whole pages, no probe.
     sim.reset_stats();
-    let again = helpers::run(&engine, true).await;
+    let again = support::run(&engine, true).await;
     assert!(again.succeeded(), "{again}");
     assert_eq!(again.counts.listed, 1500, "{again}");
     assert_eq!(sim.requests_to(INVENTORY), 15, "({})", db.backend());
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }

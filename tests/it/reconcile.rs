@@ -6,15 +6,15 @@ use jamf_sync::simulator::{Faults, SimConfig, Simulator};
 use jamf_sync::store::{Db, Store};
 use jamf_sync::sync::Engine;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 fn engine(db: &TestDb, sim: &Simulator, cfg: ReconcileConfig) -> Engine<Db> {
-    let mut settings = helpers::settings(sim);
+    let mut settings = support::settings(sim);
     settings.retry.budget_secs = 1;
-    helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Inline)).with_reconcile(cfg)
+    support::engine(db, settings, support::sync_cfg(100, FetchStrategy::Inline)).with_reconcile(cfg)
 }
 
-use helpers::reconcile;
+use support::reconcile;
 
 async fn deleted_ids(db: &TestDb, kind: Kind) -> Vec<i64> {
     db.db
@@ -29,15 +29,15 @@ async fn deleted_ids(db: &TestDb, kind: Kind) -> Vec<i64> {
 
 both_backends!(marks_exactly_the_deleted_devices);
 async fn marks_exactly_the_deleted_devices(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 1000,
         mobile_devices: 200,
         ..SimConfig::default()
     })
     .await;
     let e = engine(db, &sim, ReconcileConfig::default());
-    assert!(helpers::run(&e, false).await.succeeded());
-    assert!(helpers::run_mobile(&e, false).await.succeeded());
+    assert!(support::run(&e, false).await.succeeded());
+    assert!(support::run_mobile(&e, false).await.succeeded());
     // 3% of each kind disappears from Jamf.
     let gone: Vec<i64> = (1..=30).map(|i| i * 31).collect();
     for id in &gone {
@@ -49,8 +49,8 @@ async fn marks_exactly_the_deleted_devices(db: &TestDb) {
     }
     // A device Jamf got with an old report date: no delta will ever list it.
     let hidden = sim.add_computer(chrono::Duration::days(40));
-    assert!(helpers::run(&e, false).await.succeeded());
-    assert!(!helpers::stored(db)
+    assert!(support::run(&e, false).await.succeeded());
+    assert!(!support::stored(db)
         .await
         .iter()
         .any(|r| r.jamf_id == hidden));
@@ -86,13 +86,13 @@ async fn marks_exactly_the_deleted_devices(db: &TestDb) {
     );
     assert_eq!(deleted_ids(db, Kind::Computers).await, gone);
     assert!(
-        helpers::stored(db)
+        support::stored(db)
             .await
             .iter()
             .any(|r| r.jamf_id == hidden),
         "missed device fetched"
     );
-    let run = helpers::last_run(db).await;
+    let run = support::last_run(db).await;
     assert_eq!(
         (run.kind.as_str(), run.mode.as_str(), run.status.as_str()),
         ("reconcile", "computers", "succeeded")
@@ -106,7 +106,7 @@ async fn marks_exactly_the_deleted_devices(db: &TestDb) {
             .expect("count"),
         1000 - 30 + 1
     );
-    assert_eq!(helpers::stored(db).await.len(), 1001);
+    assert_eq!(support::stored(db).await.len(), 1001);
 
     let mobile = reconcile(&e, Kind::MobileDevices, false, false).await;
     assert!(mobile.succeeded(), "{mobile}");
@@ -141,14 +141,14 @@ async fn marks_exactly_the_deleted_devices(db: &TestDb) {
 
 both_backends!(refuses_mass_deletion);
 async fn refuses_mass_deletion(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 400,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
     let e = engine(db, &sim, ReconcileConfig::default());
-    assert!(helpers::run(&e, false).await.succeeded());
+    assert!(support::run(&e, false).await.succeeded());
     for id in 1..=200 {
         sim.delete_computer(id);
     }
@@ -167,7 +167,7 @@ async fn refuses_mass_deletion(db: &TestDb) {
         deleted_ids(db, Kind::Computers).await.is_empty(),
         "nothing marked"
     );
-    assert_eq!(helpers::last_run(db).await.status, "failed");
+    assert_eq!(support::last_run(db).await.status, "failed");
     // --force applies it.
     let forced = reconcile(&e, Kind::Computers, false, true).await;
     assert!(forced.succeeded(), "{forced}");
@@ -177,14 +177,14 @@ async fn refuses_mass_deletion(db: &TestDb) {
 
 both_backends!(a_failed_listing_marks_nothing);
 async fn a_failed_listing_marks_nothing(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 3000,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
     let e = engine(db, &sim, ReconcileConfig::default());
-    assert!(helpers::run(&e, false).await.succeeded());
+    assert!(support::run(&e, false).await.succeeded());
     for id in [5, 2500] {
         sim.delete_computer(id);
     }
@@ -205,7 +205,7 @@ async fn a_failed_listing_marks_nothing(db: &TestDb) {
 
 both_backends!(delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device);
 async fn delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 100,
         mobile_devices: 0,
         ..SimConfig::default()
@@ -219,19 +219,19 @@ async fn delete_mode_removes_rows_and_a_listing_glitch_keeps_the_device(db: &Tes
             ..ReconcileConfig::default()
         },
     );
-    assert!(helpers::run(&e, false).await.succeeded());
+    assert!(support::run(&e, false).await.succeeded());
     sim.delete_computer(9);
     sim.unlist_computer(40);
     let r = reconcile(&e, Kind::Computers, false, false).await;
     assert_eq!((r.candidates, r.deleted, r.kept), (2, 1, 1), "{r}");
     assert!(
-        helpers::stored(db).await.iter().any(|c| c.jamf_id == 40),
+        support::stored(db).await.iter().any(|c| c.jamf_id == 40),
         "answered: kept"
     );
     assert!(
-        !helpers::stored(db).await.iter().any(|c| c.jamf_id == 9),
+        !support::stored(db).await.iter().any(|c| c.jamf_id == 9),
         "row removed"
     );
-    assert_eq!(helpers::stored(db).await.len(), 99);
+    assert_eq!(support::stored(db).await.len(), 99);
     sim.stop().await;
 }

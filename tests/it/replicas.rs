@@ -24,10 +24,12 @@ use jamf_sync::store::{NewRun, Store, StoreError};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::app::daemon_env;
 use crate::cli::{exited, jamf_sync_async, spawn_cli, text};
-use crate::daemon::{open, Daemon};
-use crate::helpers::{self, TestDb};
+use crate::support::daemon::daemon_env;
+use crate::support::daemon::Daemon;
+use crate::support::db::open;
+use crate::support::metrics::scrape;
+use crate::support::{self, TestDb};
 use crate::webhooks::{computer_event, PASSWORD, USER};
 
 const FAILOVER_SECS: u64 = 3;
@@ -45,7 +47,7 @@ fn new_run(instance: &str) -> NewRun<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_holder_cannot_write_and_its_run_is_marked_interrupted() {
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let ttl = Duration::from_secs(FAILOVER_SECS);
     let names = vec!["x".to_string()];
     let (a, b) = (open(t.url()).await, open(t.url()).await);
@@ -224,13 +226,13 @@ async fn succeeded(t: &TestDb, trigger: &str) -> usize {
 /// A simulator of 30 computers, a PostgreSQL database, and a daemon that holds the instance
 /// and finished its start-up sync.
 async fn one_holding_daemon() -> (Simulator, TestDb, Vec<(String, String)>, Daemon) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let env_owned = env(&sim, t.url());
     let daemon = Daemon::start_with(env_owned.clone());
     daemon
@@ -259,11 +261,7 @@ async fn last_run_id(t: &TestDb) -> i64 {
 
 /// A sample's value, 0 when absent.
 fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    crate::instances::sample(scrape, name, labels).unwrap_or(0.0)
-}
-
-async fn scrape(d: &Daemon) -> String {
-    d.get("/metrics").await.map(|(_, b)| b).unwrap_or_default()
+    crate::support::metrics::sample(scrape, name, labels).unwrap_or(0.0)
 }
 
 async fn post_webhook(d: &Daemon, sim: &Simulator, id: i64, seq: i64) -> u16 {
@@ -277,14 +275,14 @@ async fn post_webhook(d: &Daemon, sim: &Simulator, id: i64, seq: i64) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_an_instance_and_kill_9_hands_it_over() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 150,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
     sim.set_latency(5);
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let first = Daemon::start_with(env(&sim, t.url()));
     let second = Daemon::start_with(env(&sim, t.url()));
     first.wait_ready(30).await;
@@ -304,7 +302,7 @@ async fn two_daemons_share_an_instance_and_kill_9_hands_it_over() {
     let l = lease(&other).await;
     assert_eq!(l["holder"], lease(&holder).await["holder"], "{l}");
     assert_eq!(l["held_here"], false);
-    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    support::assert_instance_matches_sim(&t, "default", &sim).await;
 
     // Requests sent to the process that does not hold the instance are run by the holder.
     let (code, body) = other.trigger("?kind=computers").await;
@@ -321,7 +319,7 @@ async fn two_daemons_share_an_instance_and_kill_9_hands_it_over() {
     assert_eq!(post_webhook(&holder, &sim, 5, 2).await, 202);
     holder
         .wait_for(30, "both webhooks applied", || async {
-            let rows = helpers::stored_instance(&t, "default").await;
+            let rows = support::stored_instance(&t, "default").await;
             let user = |id: i64| {
                 rows.iter()
                     .find(|d| d.jamf_id == id)
@@ -399,7 +397,7 @@ async fn two_daemons_share_an_instance_and_kill_9_hands_it_over() {
         let end = pair[0].3.expect("finished");
         assert!(pair[1].2 >= end, "runs overlapped: {all:?}");
     }
-    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    support::assert_instance_matches_sim(&t, "default", &sim).await;
     stats_ok(&sim);
     drop(holder);
     drop(other);
@@ -459,13 +457,13 @@ async fn pump(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_cut_off_from_the_database_loses_the_instance() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 400,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let mut direct = url::Url::parse(t.url()).expect("url");
     let target = tokio::net::lookup_host((
         direct.host_str().unwrap_or("127.0.0.1").to_string(),
@@ -531,7 +529,7 @@ async fn a_holder_cut_off_from_the_database_loses_the_instance() {
             succeeded(&t, "api").await == 1
         })
         .await;
-    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    support::assert_instance_matches_sim(&t, "default", &sim).await;
     stats_ok(&sim);
     p.cut.store(false, Ordering::SeqCst);
     first
@@ -579,7 +577,7 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
     let mut sims = Vec::new();
     for _ in 0..4 {
         sims.push(
-            helpers::sim(SimConfig {
+            support::sim(SimConfig {
                 computers: 20,
                 mobile_devices: 0,
                 ..SimConfig::default()
@@ -587,7 +585,7 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
             .await,
         );
     }
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let mut env: Vec<(String, String)> = [
         ("JAMF_SYNC__DATABASE__URL", t.url()),
         ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim"),
@@ -625,7 +623,7 @@ async fn instances_spread_over_daemons_and_a_stopping_one_hands_them_over_at_onc
     let (one, two) = (held_instances(&first).await, held_instances(&second).await);
     assert!(one.iter().all(|i| !two.contains(i)), "{one:?} {two:?}");
     for (name, sim) in names.iter().zip(&sims) {
-        helpers::assert_instance_matches_sim(&t, name, sim).await;
+        support::assert_instance_matches_sim(&t, name, sim).await;
         stats_ok(sim);
     }
 
@@ -694,7 +692,7 @@ async fn a_one_shot_sync_is_run_by_the_daemon_holding_the_instance() {
         said.contains(&format!("(run {}", last_run_id(&t).await)),
         "{said}"
     );
-    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    support::assert_instance_matches_sim(&t, "default", &sim).await;
     // A group refresh is handed over the same way.
     let said = succeeds(cli(&["groups"])).await;
     assert!(
@@ -723,7 +721,7 @@ async fn a_one_shot_sync_is_run_by_the_daemon_holding_the_instance() {
         text(&out)
     );
     assert_eq!(succeeded(&t, "cli").await, 2);
-    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    support::assert_instance_matches_sim(&t, "default", &sim).await;
     sim.stop().await;
 }
 
@@ -786,7 +784,7 @@ async fn handed_over_runs_stop_when_no_daemon_is_left() {
 // frozen holder, running again, sends nothing: its lease is gone (issue 27).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_holder_and_its_successor_never_exceed_five_connections() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 3000,
         mobile_devices: 0,
         idle_timeout_ms: 4000,
@@ -794,7 +792,7 @@ async fn a_frozen_holder_and_its_successor_never_exceed_five_connections() {
     })
     .await;
     sim.set_latency(200);
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let mut env_owned = env(&sim, t.url());
     env_owned.retain(|(k, _)| k != "JAMF_SYNC__HA__TAKEOVER_QUIET_SECS");
     env_owned.push(("JAMF_SYNC__HA__TAKEOVER_QUIET_SECS".into(), "6".into()));
@@ -850,7 +848,7 @@ async fn a_frozen_holder_and_its_successor_never_exceed_five_connections() {
         false,
         "the holder running again knows it lost the instance"
     );
-    helpers::assert_instance_matches_sim(&t, "default", &sim).await;
+    support::assert_instance_matches_sim(&t, "default", &sim).await;
     stats_ok(&sim);
     drop(holder);
     drop(standby);
@@ -862,14 +860,14 @@ async fn a_frozen_holder_and_its_successor_never_exceed_five_connections() {
 // on until a write is refused (issue 27).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_shot_command_stops_the_moment_it_loses_its_lease() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 2000,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
     sim.set_latency(300);
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let env_owned = env(&sim, t.url());
     let dir = tempfile::tempdir().expect("dir");
     let started = Instant::now();
@@ -955,13 +953,13 @@ async fn sync_two_hours_ahead(
 // hour in the future and missed a device that reported meanwhile (issue 27).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_clock_runs_ahead_does_not_move_the_cursor_past_changes() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 40,
         mobile_devices: 0,
         ..SimConfig::default()
     })
     .await;
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let env_owned = env(&sim, t.url());
     let out = sync_two_hours_ahead(env_owned, &["sync", "--full"]).await;
     assert!(out.status.success(), "{}", text(&out));
@@ -983,19 +981,19 @@ async fn a_replica_whose_clock_runs_ahead_does_not_move_the_cursor_past_changes(
 
     // A device reports now; the next holder, its clock right and its client warm, reads it.
     assert!(sim.edit_computer(7, |c| c.username = "reported-later".into()));
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.instance = "default".into();
-    let engine = helpers::engine(
+    let engine = support::engine(
         &t,
         settings,
-        helpers::sync_cfg(100, jamf_sync::config::FetchStrategy::Inline),
+        support::sync_cfg(100, jamf_sync::config::FetchStrategy::Inline),
     );
     engine.client().server_version().await.expect("a request");
     assert!(engine.client().clock_offset().is_some());
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
     assert_eq!(delta.mode, "delta", "{delta}");
-    let stored = helpers::stored_instance(&t, "default").await;
+    let stored = support::stored_instance(&t, "default").await;
     let seven = stored.iter().find(|d| d.jamf_id == 7).expect("stored");
     assert_eq!(
         seven.info.username.as_deref(),
@@ -1011,13 +1009,13 @@ async fn a_replica_whose_clock_runs_ahead_does_not_move_the_cursor_past_changes(
 // (issue 27).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_clock_runs_ahead_cannot_make_its_older_copy_win() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 0,
         mobile_devices: 12,
         ..SimConfig::default()
     })
     .await;
-    let t = helpers::postgres().await;
+    let t = support::postgres().await;
     let mut env_owned = env(&sim, t.url());
     env_owned.retain(|(k, _)| k != "JAMF_SYNC__MOBILE_DEVICES__ENABLED");
     let out =
@@ -1039,14 +1037,14 @@ async fn a_replica_whose_clock_runs_ahead_cannot_make_its_older_copy_win() {
     // headers: copies of the same inventory time are ordered to that precision).
     assert!(sim.unenroll_mobile(5));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.instance = "default".into();
-    let engine = helpers::engine(
+    let engine = support::engine(
         &t,
         settings,
-        helpers::sync_cfg(100, jamf_sync::config::FetchStrategy::Inline),
+        support::sync_cfg(100, jamf_sync::config::FetchStrategy::Inline),
     );
-    let run = helpers::run_mobile(&engine, true).await;
+    let run = support::run_mobile(&engine, true).await;
     assert!(run.succeeded(), "{run}");
     assert_eq!(
         run.counts.stale, 0,

@@ -9,7 +9,7 @@ use jamf_sync::jamf::{JamfClient, JamfError};
 use jamf_sync::simulator::{Faults, SimConfig};
 use secrecy::SecretString;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 fn faults_5_percent() -> Faults {
     Faults {
@@ -29,7 +29,7 @@ fn faults_5_percent() -> Faults {
 
 both_backends!(token_expiry_revocation_and_faults);
 async fn token_expiry_revocation_and_faults(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 800,
         token_ttl_secs: 2,
         latency_ms: 3,
@@ -40,15 +40,15 @@ async fn token_expiry_revocation_and_faults(db: &TestDb) {
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(50, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(50, FetchStrategy::Detail),
     );
-    let summary = helpers::run(&engine, false).await;
+    let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(summary.counts.fetched, 800);
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     let stats = sim.stats();
     assert!(
         stats.faults_injected > 10,
@@ -64,32 +64,32 @@ async fn token_expiry_revocation_and_faults(db: &TestDb) {
 
     // Inline pages under the same conditions.
     sim.touch_random(300);
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(25, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(25, FetchStrategy::Inline),
     );
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
 
 both_backends!(token_renewal_is_single_flight);
 async fn token_renewal_is_single_flight(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 300,
         token_ttl_secs: 1,
         latency_ms: 20,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Detail),
     );
-    let summary = helpers::run(&engine, false).await;
+    let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     let stats = sim.stats();
     // A 1 s token is renewed at half its life: about one renewal per 0.5 s of run time. If
@@ -111,20 +111,20 @@ async fn token_renewal_is_single_flight(db: &TestDb) {
 
 both_backends!(user_account_with_keep_alive);
 async fn user_account_with_keep_alive(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 200,
         token_ttl_secs: 2,
         latency_ms: 30,
         ..SimConfig::default()
     })
     .await;
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.credentials = Credentials::User {
         username: "admin".into(),
         password: SecretString::from("sim-password".to_string()),
     };
-    let engine = helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Detail));
-    let summary = helpers::run(&engine, false).await;
+    let engine = support::engine(db, settings, support::sync_cfg(100, FetchStrategy::Detail));
+    let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     assert!(
         sim.requests_to("/api/v1/auth/keep-alive") >= 1,
@@ -136,18 +136,18 @@ async fn user_account_with_keep_alive(db: &TestDb) {
         1,
         "keep-alive renews user tokens"
     );
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
 
 #[tokio::test]
 async fn bad_credentials_are_fatal_and_not_retried() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 10,
         ..SimConfig::default()
     })
     .await;
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.credentials = Credentials::ApiClient {
         client_id: "jamf-sync-sim".into(),
         client_secret: SecretString::from("wrong-secret-value".to_string()),
@@ -165,19 +165,19 @@ async fn bad_credentials_are_fatal_and_not_retried() {
 
 both_backends!(legacy_oauth_path_and_older_server_versions);
 async fn legacy_oauth_path_and_older_server_versions(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 120,
         version: "11.20.0-t1".into(),
         legacy_oauth_only: true,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
-    let summary = helpers::run(&engine, false).await;
+    let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(
         sim.requests_to("/api/v1/oauth/token"),
@@ -188,13 +188,13 @@ async fn legacy_oauth_path_and_older_server_versions(db: &TestDb) {
     assert_eq!(sim.requests_to("/api/v3/computers-inventory"), 2);
     assert_eq!(sim.requests_to("/api/v4/computers-inventory"), 0);
     // v3 sends lastContactTime; it lands in the same column as v4's lastContact.
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
 
     // A fixed v1 override is honoured.
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.api_version = ApiVersion::V1;
-    let engine = helpers::engine(db, settings, helpers::sync_cfg(100, FetchStrategy::Inline));
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let engine = support::engine(db, settings, support::sync_cfg(100, FetchStrategy::Inline));
+    assert!(support::run(&engine, true).await.succeeded());
     assert_eq!(sim.requests_to("/api/v1/computers-inventory"), 2);
     sim.stop().await;
 }
@@ -203,18 +203,18 @@ async fn legacy_oauth_path_and_older_server_versions(db: &TestDb) {
 /// `version_ttl`, then the server version is asked again.
 #[tokio::test]
 async fn a_jamf_upgrade_is_noticed_without_a_restart() {
-    let db = helpers::sqlite().await;
-    let sim = helpers::sim(SimConfig {
+    let db = support::sqlite().await;
+    let sim = support::sim(SimConfig {
         computers: 120,
         version: "11.20.0-t1".into(),
         ..SimConfig::default()
     })
     .await;
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.version_ttl = Duration::from_secs(5);
-    let engine = helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Inline));
-    assert!(helpers::run(&engine, false).await.succeeded());
-    assert!(helpers::run(&engine, true).await.succeeded());
+    let engine = support::engine(&db, settings, support::sync_cfg(100, FetchStrategy::Inline));
+    assert!(support::run(&engine, false).await.succeeded());
+    assert!(support::run(&engine, true).await.succeeded());
     assert_eq!(sim.requests_to("/api/v1/jamf-pro-version"), 1, "asked once");
     assert_eq!(sim.requests_to("/api/v4/computers-inventory"), 0);
     let v3 = sim.requests_to("/api/v3/computers-inventory");
@@ -223,7 +223,7 @@ async fn a_jamf_upgrade_is_noticed_without_a_restart() {
     sim.set_version("11.30.1-t1784555528405");
     tokio::time::sleep(Duration::from_millis(5200)).await;
     sim.touch_ids(&[7]);
-    let delta = helpers::run(&engine, false).await;
+    let delta = support::run(&engine, false).await;
     assert!(delta.succeeded(), "{delta}");
     assert_eq!(sim.requests_to("/api/v1/jamf-pro-version"), 2);
     assert_eq!(
@@ -233,33 +233,33 @@ async fn a_jamf_upgrade_is_noticed_without_a_restart() {
     );
     assert!(sim.requests_to("/api/v4/computers-inventory") >= 1);
     assert_eq!(delta.counts.upserted, 1, "{delta}");
-    helpers::assert_matches_sim(&db, &sim).await;
+    support::assert_matches_sim(&db, &sim).await;
     sim.stop().await;
 }
 
 #[tokio::test]
 async fn the_next_process_takes_the_jamf_version_from_the_last_run_while_recent() {
-    let db = helpers::sqlite().await;
-    let sim = helpers::sim(SimConfig {
+    let db = support::sqlite().await;
+    let sim = support::sim(SimConfig {
         computers: 60,
         version: "11.20.0-t1".into(),
         ..SimConfig::default()
     })
     .await;
     let process = |ttl: Duration| {
-        let mut settings = helpers::settings(&sim);
+        let mut settings = support::settings(&sim);
         settings.version_ttl = ttl;
-        helpers::engine(&db, settings, helpers::sync_cfg(100, FetchStrategy::Detail))
+        support::engine(&db, settings, support::sync_cfg(100, FetchStrategy::Detail))
     };
     const VERSION: &str = "/api/v1/jamf-pro-version";
-    assert!(helpers::run(&process(Duration::from_secs(3600)), true)
+    assert!(support::run(&process(Duration::from_secs(3600)), true)
         .await
         .succeeded());
     assert_eq!(sim.requests_to(VERSION), 1);
     // A new client over the same database: the version the last run saw (and kept with its
     // pacing memory) is used, and its choice of API with it.
     let v3_before = sim.requests_to("/api/v3/computers-inventory-detail/{id}");
-    let second = helpers::run(&process(Duration::from_secs(3600)), true).await;
+    let second = support::run(&process(Duration::from_secs(3600)), true).await;
     assert!(second.succeeded(), "{second}");
     assert_eq!(sim.requests_to(VERSION), 1, "not asked again");
     assert_eq!(
@@ -272,7 +272,7 @@ async fn the_next_process_takes_the_jamf_version_from_the_last_run_while_recent(
     );
     // Older than the re-check interval: asked again (once: the run is shorter than it).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let third = helpers::run(&process(Duration::from_secs(1)), true).await;
+    let third = support::run(&process(Duration::from_secs(1)), true).await;
     assert!(third.succeeded(), "{third}");
     assert_eq!(sim.requests_to(VERSION), 2);
     sim.stop().await;
@@ -280,25 +280,25 @@ async fn the_next_process_takes_the_jamf_version_from_the_last_run_while_recent(
 
 both_backends!(malformed_record_is_counted_and_skipped);
 async fn malformed_record_is_counted_and_skipped(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 50,
         ..SimConfig::default()
     })
     .await;
     sim.corrupt(17);
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(20, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(20, FetchStrategy::Inline),
     );
-    let summary = helpers::run(&engine, false).await;
+    let summary = support::run(&engine, false).await;
     assert!(
         summary.succeeded(),
         "one bad record does not abort the run: {summary}"
     );
     assert_eq!(summary.counts.failed, 1);
     assert_eq!(summary.counts.upserted, 49);
-    let ids: Vec<i64> = helpers::stored(db)
+    let ids: Vec<i64> = support::stored(db)
         .await
         .iter()
         .map(|r| r.jamf_id)
@@ -310,25 +310,25 @@ async fn malformed_record_is_counted_and_skipped(db: &TestDb) {
 
 both_backends!(deleted_between_listing_and_fetch_is_missing_not_failure);
 async fn deleted_between_listing_and_fetch_is_missing_not_failure(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 40,
         ..SimConfig::default()
     })
     .await;
     // The first list page is served, then the device disappears before its detail fetch.
-    let client = JamfClient::new(helpers::settings(&sim)).expect("client");
+    let client = JamfClient::new(support::settings(&sim)).expect("client");
     let err = client
         .computer_detail(ApiVersion::V4, 9999)
         .await
         .expect_err("404");
     assert!(err.is_not_found());
     sim.delete_computer(40);
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Detail),
     );
-    let summary = helpers::run(&engine, false).await;
+    let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     assert_eq!(summary.counts.fetched, 39);
     sim.stop().await;
@@ -336,7 +336,7 @@ async fn deleted_between_listing_and_fetch_is_missing_not_failure(db: &TestDb) {
 
 #[tokio::test]
 async fn throttling_is_retried_with_retry_after() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         ..SimConfig::default()
     })
@@ -348,7 +348,7 @@ async fn throttling_is_retried_with_retry_after() {
         outage_retry_after_secs: 1,
         ..Faults::default()
     });
-    let client = JamfClient::new(helpers::settings(&sim)).expect("client");
+    let client = JamfClient::new(support::settings(&sim)).expect("client");
     let started = std::time::Instant::now();
     let version = client
         .server_version()
@@ -385,7 +385,7 @@ async fn throttling_is_retried_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_reused_and_capped() {
     use futures_util::StreamExt;
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 300,
         latency_ms: 2,
         ..SimConfig::default()
@@ -393,7 +393,7 @@ async fn connections_are_reused_and_capped() {
     .await;
     for conc in [1u32, 5] {
         sim.reset_stats();
-        let mut settings = helpers::settings(&sim);
+        let mut settings = support::settings(&sim);
         settings.max_concurrency = conc;
         settings.api_version = ApiVersion::V4;
         let client = Arc::new(JamfClient::new(settings).expect("client"));
@@ -427,7 +427,7 @@ async fn connections_are_reused_and_capped() {
 async fn retries_that_outlast_the_token_go_out_with_a_renewed_one() {
     // 2-second tokens, and the first call is throttled twice with Retry-After: 2, so each
     // retry starts after the token it was first sent with has expired.
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 10,
         token_ttl_secs: 2,
         faults: Faults {
@@ -438,7 +438,7 @@ async fn retries_that_outlast_the_token_go_out_with_a_renewed_one() {
         ..SimConfig::default()
     })
     .await;
-    let client = JamfClient::new(helpers::settings(&sim)).expect("client");
+    let client = JamfClient::new(support::settings(&sim)).expect("client");
     let version = client
         .server_version()
         .await
@@ -460,7 +460,7 @@ async fn retries_that_outlast_the_token_go_out_with_a_renewed_one() {
 both_backends!(requests_latency_and_backoff_are_recorded_as_metrics);
 async fn requests_latency_and_backoff_are_recorded_as_metrics(db: &TestDb) {
     let handle = jamf_sync::telemetry::install_metrics().expect("recorder");
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 60,
         // The version call passes; the first inventory page answers 503 twice.
         faults: Faults {
@@ -471,12 +471,12 @@ async fn requests_latency_and_backoff_are_recorded_as_metrics(db: &TestDb) {
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(10, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(10, FetchStrategy::Inline),
     );
-    let summary = helpers::run(&engine, false).await;
+    let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
     let text = handle.render();
     for needle in [
@@ -498,12 +498,12 @@ async fn requests_latency_and_backoff_are_recorded_as_metrics(db: &TestDb) {
 
 #[tokio::test]
 async fn sticky_cookie_user_agent_timeouts() {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 20,
         ..SimConfig::default()
     })
     .await;
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.request_timeout = Duration::from_millis(500);
     let client = JamfClient::new(settings).expect("client");
     assert!(client.server_version().await.expect("version").is_some());

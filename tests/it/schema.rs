@@ -186,8 +186,8 @@ fn differences(pg: &Schema, lite: &Schema) -> Vec<String> {
 }
 
 async fn schemas() -> (Schema, Schema) {
-    let lite = crate::helpers::sqlite().await;
-    let pg = crate::helpers::postgres().await;
+    let lite = crate::support::sqlite().await;
+    let pg = crate::support::postgres().await;
     let (Db::Sqlite(l), Db::Postgres(p)) = (&*lite.db, &*pg.db) else {
         panic!("the fixtures open one SQLite and one PostgreSQL database");
     };
@@ -273,7 +273,7 @@ async fn purge_knows_every_table_that_names_an_instance() {
 
 /// A new kind of object needs no migration of the tables that name a kind: any lower-case
 /// name is taken, anything else is still refused.
-async fn kinds_are_open(db: &crate::helpers::TestDb) {
+async fn kinds_are_open(db: &crate::support::TestDb) {
     let now = "2026-12-09T00:00:00Z";
     for (kind, ok) in [
         ("user", true),

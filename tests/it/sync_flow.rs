@@ -5,25 +5,25 @@ use jamf_sync::domain::Kind;
 use jamf_sync::simulator::{Faults, SimConfig};
 use jamf_sync::store::Store;
 
-use crate::helpers::{self, TestDb};
+use crate::support::{self, TestDb};
 
 const INVENTORY: &str = "/api/v4/computers-inventory";
 const DETAIL: &str = "/api/v4/computers-inventory-detail/{id}";
 
 both_backends!(full_then_delta_inline);
 async fn full_then_delta_inline(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 2000,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Inline),
     );
 
-    let first = helpers::run(&engine, false).await;
+    let first = support::run(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(first.mode, "full");
     assert_eq!(first.counts.listed, 2000);
@@ -32,7 +32,7 @@ async fn full_then_delta_inline(db: &TestDb) {
     // other 19 pages in five spans of whole pages: no part-filled or empty page added.
     assert_eq!(sim.requests_to(INVENTORY), 21);
     assert!(sim.stats().peak_in_flight >= 2, "spans were read at once");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     let eas = db
         .db
         .extension_attributes("test", Kind::Computers)
@@ -41,19 +41,19 @@ async fn full_then_delta_inline(db: &TestDb) {
     assert_eq!(eas.len(), 8000, "four extension attributes per computer");
     let c1 = sim.computer(1).expect("computer 1");
     assert!(eas.contains(&(1, "Battery Health".into(), Some(c1.ea_values[1].clone()))));
-    let cursor1 = helpers::cursor(db).await.expect("cursor after success");
+    let cursor1 = support::cursor(db).await.expect("cursor after success");
 
     // 5% of the fleet submits inventory.
     sim.reset_stats();
     let changed = sim.touch_random(100);
-    let second = helpers::run(&engine, false).await;
+    let second = support::run(&engine, false).await;
     assert!(second.succeeded(), "{second}");
     assert_eq!(second.mode, "delta");
     assert_eq!(second.counts.listed, 100, "only changed devices are listed");
     assert_eq!(second.counts.upserted, 100);
     assert_eq!(sim.requests_to(INVENTORY), 1, "one page covers 100 changes");
     assert_eq!(sim.requests_to(DETAIL), 0);
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     // A changed device's attributes are replaced, not added to: the old value is gone.
     let eas = db
         .db
@@ -72,14 +72,14 @@ async fn full_then_delta_inline(db: &TestDb) {
         )),
         "{mine:?}"
     );
-    let cursor2 = helpers::cursor(db).await.expect("cursor");
+    let cursor2 = support::cursor(db).await.expect("cursor");
     assert!(
         cursor2 > cursor1,
         "cursor moves forward after a successful run"
     );
 
     // A changed device's `changed_at` moved, an unchanged one's did not.
-    let rows = helpers::stored(db).await;
+    let rows = support::stored(db).await;
     let moved = rows.iter().find(|r| r.jamf_id == changed[0]).expect("row");
     assert!(moved.changed_at > moved.first_seen_at);
     let still = rows
@@ -91,13 +91,13 @@ async fn full_then_delta_inline(db: &TestDb) {
     // Nothing changed: a delta lists nothing, writes nothing.
     // Nothing changed since: the delta re-reads only the overlap window (the devices that
     // reported within the last hour) and writes nothing.
-    let third = helpers::run(&engine, false).await;
+    let third = support::run(&engine, false).await;
     assert!(third.succeeded());
     assert_eq!(third.counts.listed, 100, "{third}");
     assert_eq!(third.counts.upserted, 0, "{third}");
     assert_eq!(third.counts.unchanged, 100, "{third}");
     // A forced full run sees everything unchanged: the upsert is idempotent.
-    let full = helpers::run(&engine, true).await;
+    let full = support::run(&engine, true).await;
     assert_eq!(full.counts.unchanged, 2000, "{full}");
     assert_eq!(full.counts.upserted, 0);
     assert_eq!(
@@ -112,18 +112,18 @@ async fn full_then_delta_inline(db: &TestDb) {
 
 both_backends!(full_then_delta_detail);
 async fn full_then_delta_detail(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 600,
         latency_ms: 2,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(100, FetchStrategy::Detail),
+        support::settings(&sim),
+        support::sync_cfg(100, FetchStrategy::Detail),
     );
-    let first = helpers::run(&engine, false).await;
+    let first = support::run(&engine, false).await;
     assert!(first.succeeded(), "{first}");
     assert_eq!(first.counts.fetched, 600);
     assert_eq!(
@@ -131,7 +131,7 @@ async fn full_then_delta_detail(db: &TestDb) {
         600,
         "one detail request per device"
     );
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     let stats = sim.stats();
     assert!(
         stats.peak_in_flight <= 5,
@@ -151,7 +151,7 @@ async fn full_then_delta_detail(db: &TestDb) {
 
     sim.reset_stats();
     sim.touch_random(30);
-    let second = helpers::run(&engine, false).await;
+    let second = support::run(&engine, false).await;
     assert!(second.succeeded(), "{second}");
     assert_eq!(
         sim.requests_to(DETAIL),
@@ -159,22 +159,22 @@ async fn full_then_delta_detail(db: &TestDb) {
         "the delta fetches only the changed devices"
     );
     assert_eq!(second.counts.upserted, 30);
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
 
 both_backends!(failed_run_keeps_cursor);
 async fn failed_run_keeps_cursor(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 500,
         ..SimConfig::default()
     })
     .await;
-    let mut settings = helpers::settings(&sim);
+    let mut settings = support::settings(&sim);
     settings.retry.budget_secs = 1;
-    let engine = helpers::engine(db, settings, helpers::sync_cfg(20, FetchStrategy::Inline));
-    assert!(helpers::run(&engine, false).await.succeeded());
-    let cursor = helpers::cursor(db).await;
+    let engine = support::engine(db, settings, support::sync_cfg(20, FetchStrategy::Inline));
+    assert!(support::run(&engine, false).await.succeeded());
+    let cursor = support::cursor(db).await;
     assert!(cursor.is_some());
 
     sim.touch_random(200);
@@ -184,7 +184,7 @@ async fn failed_run_keeps_cursor(db: &TestDb) {
         outage_requests: 1_000_000,
         ..Faults::default()
     });
-    let failed = helpers::run(&engine, false).await;
+    let failed = support::run(&engine, false).await;
     assert!(!failed.succeeded(), "{failed}");
     assert!(
         failed.error.as_deref().unwrap_or("").contains("503"),
@@ -196,17 +196,17 @@ async fn failed_run_keeps_cursor(db: &TestDb) {
     );
     assert!(failed.counts.upserted < 200);
     assert_eq!(
-        helpers::cursor(db).await,
+        support::cursor(db).await,
         cursor,
         "a failed run never moves the cursor"
     );
-    let run = helpers::last_run(db).await;
+    let run = support::last_run(db).await;
     assert_eq!(run.status, "failed");
     assert!(run.cursor_after.is_none());
 
     // The server recovers: the next run redoes the whole window, without duplicates.
     sim.set_faults(Faults::default());
-    let redo = helpers::run(&engine, false).await;
+    let redo = support::run(&engine, false).await;
     assert!(redo.succeeded(), "{redo}");
     assert_eq!(redo.counts.listed, 200, "the whole window is read again");
     assert_eq!(
@@ -214,7 +214,7 @@ async fn failed_run_keeps_cursor(db: &TestDb) {
         200,
         "records committed by the failed run are unchanged now"
     );
-    assert!(helpers::cursor(db).await > cursor);
+    assert!(support::cursor(db).await > cursor);
     assert_eq!(
         db.db
             .count_devices("test", Kind::Computers)
@@ -222,7 +222,7 @@ async fn failed_run_keeps_cursor(db: &TestDb) {
             .expect("count"),
         500
     );
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
 
@@ -230,17 +230,17 @@ both_backends!(inventory_during_sync);
 /// Devices submit inventory while the run pages: none is skipped, none is read twice, and the
 /// next run picks up what arrived behind the keyset position.
 async fn inventory_during_sync(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 1000,
         ..SimConfig::default()
     })
     .await;
-    let engine = helpers::engine(
+    let engine = support::engine(
         db,
-        helpers::settings(&sim),
-        helpers::sync_cfg(10, FetchStrategy::Inline),
+        support::settings(&sim),
+        support::sync_cfg(10, FetchStrategy::Inline),
     );
-    assert!(helpers::run(&engine, false).await.succeeded());
+    assert!(support::run(&engine, false).await.succeeded());
 
     let before: Vec<(i64, i64)> = sim
         .touch_random(150)
@@ -255,7 +255,7 @@ async fn inventory_during_sync(db: &TestDb) {
     // Every served page makes 7 more devices report: they enter the delta window mid-run,
     // some behind the keyset position, some ahead of it.
     sim.set_churn_per_page(7);
-    let during = helpers::run(&engine, false).await;
+    let during = support::run(&engine, false).await;
     assert!(during.succeeded(), "{during}");
     assert_eq!(
         during.counts.listed,
@@ -263,7 +263,7 @@ async fn inventory_during_sync(db: &TestDb) {
         "no device was listed twice: {during}"
     );
     assert!(during.counts.listed >= 150, "{during}");
-    let rows = helpers::stored(db).await;
+    let rows = support::stored(db).await;
     for (id, reported) in &before {
         let row = rows.iter().find(|r| r.jamf_id == *id).expect("row");
         let stored = row.as_of.expect("report date").timestamp_millis();
@@ -276,9 +276,9 @@ async fn inventory_during_sync(db: &TestDb) {
 
     // Churn stops; the next delta (overlap from the last run's start) catches the rest.
     sim.set_churn_per_page(0);
-    let after = helpers::run(&engine, false).await;
+    let after = support::run(&engine, false).await;
     assert!(after.succeeded(), "{after}");
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     sim.stop().await;
 }
 
@@ -344,7 +344,7 @@ async fn writes_committed_in_any_order_add_up_in_the_run(db: &TestDb) {
     );
     again_low.expect("write");
     again_high.expect("write");
-    let run = helpers::last_run(db).await;
+    let run = support::last_run(db).await;
     assert_eq!(run.id, run_id);
     assert_eq!(
         (
@@ -356,5 +356,5 @@ async fn writes_committed_in_any_order_add_up_in_the_run(db: &TestDb) {
         (10, 10, 5, 5),
         "{run:?}"
     );
-    assert_eq!(helpers::stored(db).await.len(), 5);
+    assert_eq!(support::stored(db).await.len(), 5);
 }

@@ -4,8 +4,9 @@ use jamf_sync::simulator::webhooks::{envelope, WebhookFormat};
 use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::Store;
 
-use crate::daemon::{open, Daemon};
-use crate::helpers;
+use crate::support;
+use crate::support::daemon::Daemon;
+use crate::support::db::open;
 use crate::webhooks::{computer_event, hook_env, status, sum, PASSWORD, USER};
 
 /// POSTs `size` bytes of a JSON-looking body with chunked transfer encoding (no
@@ -41,8 +42,8 @@ async fn chunked_post(base: &str, size: usize) -> u16 {
 }
 
 both_backends!(refused_requests_enqueue_nothing);
-async fn refused_requests_enqueue_nothing(db: &helpers::TestDb) {
-    let sim = helpers::sim(SimConfig {
+async fn refused_requests_enqueue_nothing(db: &support::TestDb) {
+    let sim = support::sim(SimConfig {
         computers: 10,
         mobile_devices: 5,
         ..SimConfig::default()
@@ -210,7 +211,7 @@ async fn refused_requests_enqueue_nothing(db: &helpers::TestDb) {
 // The queue's cap holds when receivers append at once: on PostgreSQL two transactions once
 // both counted the queue one short of full and both appended (issue 27).
 both_backends!(the_queue_cap_holds_under_concurrent_appends);
-async fn the_queue_cap_holds_under_concurrent_appends(db: &helpers::TestDb) {
+async fn the_queue_cap_holds_under_concurrent_appends(db: &support::TestDb) {
     use jamf_sync::domain::{Kind, WebhookAction};
     use jamf_sync::store::NewWebhookEvent;
     let now = chrono::Utc::now();

@@ -10,8 +10,9 @@ use jamf_sync::simulator::{SimConfig, Simulator};
 use jamf_sync::store::Store;
 use serde_json::Value;
 
-use crate::daemon::{free_port, open, Daemon};
-use crate::helpers::{self, TestDb};
+use crate::support::daemon::{free_port, Daemon};
+use crate::support::db::open;
+use crate::support::{self, TestDb};
 
 pub(crate) const USER: &str = "jamf-hooks";
 pub(crate) const PASSWORD: &str = "hook-password-for-tests";
@@ -113,7 +114,7 @@ pub(crate) fn sum(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 both_backends!(burst_of_1000_events_for_300_devices);
 async fn burst_of_1000_events_for_300_devices(db: &TestDb) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 400,
         mobile_devices: 150,
         latency_ms: 3,
@@ -181,8 +182,8 @@ async fn burst_of_1000_events_for_300_devices(db: &TestDb) {
     let drained_in = started.elapsed();
 
     // Every device is current, and each was fetched at most once.
-    helpers::assert_matches_sim(db, &sim).await;
-    helpers::assert_mobiles_match_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
+    support::assert_mobiles_match_sim(db, &sim).await;
     let computer_fetches =
         sim.requests_to("/api/v4/computers-inventory-detail/{id}") - computer_before;
     let mobile_fetches = sim.requests_to("/JSSResource/mobiledevices/id/{id}") - mobile_before;
@@ -235,7 +236,7 @@ async fn burst_of_1000_events_for_300_devices(db: &TestDb) {
         status(&d).await["kinds"][0]["running"] == false
     })
     .await;
-    helpers::assert_matches_sim(db, &sim).await;
+    support::assert_matches_sim(db, &sim).await;
     let stats = sim.stats();
     assert!(
         (1..=5).contains(&stats.peak_connections),
@@ -271,8 +272,8 @@ async fn burst_of_1000_events_for_300_devices(db: &TestDb) {
 }
 
 both_backends!(kill_9_with_events_queued_loses_nothing);
-async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
-    let sim = helpers::sim(SimConfig {
+async fn kill_9_with_events_queued_loses_nothing(db: &support::TestDb) {
+    let sim = support::sim(SimConfig {
         computers: 120,
         mobile_devices: 20,
         ..SimConfig::default()
@@ -334,7 +335,7 @@ async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
     d.wait_ready(30).await;
     wait_queue_empty(&d, 60).await;
     let tdb = TestDb::wrap(open(&url).await);
-    helpers::assert_matches_sim(&tdb, &sim).await;
+    support::assert_matches_sim(&tdb, &sim).await;
     let m = tdb
         .db
         .devices("test", Kind::MobileDevices)
@@ -354,7 +355,7 @@ async fn kill_9_with_events_queued_loses_nothing(db: &helpers::TestDb) {
 }
 
 both_backends!(simulator_events_reach_a_separate_webhook_listener);
-async fn simulator_events_reach_a_separate_webhook_listener(db: &helpers::TestDb) {
+async fn simulator_events_reach_a_separate_webhook_listener(db: &support::TestDb) {
     let hook_port = free_port();
     let hook_url = format!("http://127.0.0.1:{hook_port}/webhooks/jamf");
     let sim = Simulator::start(

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::Store;
 
-use crate::app::daemon_env;
 use crate::cli::{exited, jamf_sync_async, spawn_cli, text};
-use crate::daemon::Daemon;
-use crate::helpers;
+use crate::support;
+use crate::support::daemon::daemon_env;
+use crate::support::daemon::Daemon;
 
 /// A simulator of 30 computers and a SQLite database URL in a fresh directory.
 async fn fleet_and_file() -> (jamf_sync::simulator::Simulator, tempfile::TempDir, String) {
-    let sim = helpers::sim(SimConfig {
+    let sim = support::sim(SimConfig {
         computers: 30,
         mobile_devices: 0,
         ..SimConfig::default()
@@ -36,7 +36,7 @@ async fn synced_daemon(
 ) -> (Daemon, jamf_sync::store::Db) {
     let daemon = Daemon::start(sim, db, extra);
     daemon.wait_ready(20).await;
-    let store = crate::daemon::open(db).await;
+    let store = crate::support::db::open(db).await;
     daemon
         .wait_for(30, "the start-up sync finished", || async {
             last_run(&store)
@@ -111,7 +111,7 @@ async fn one_writer_per_sqlite_file_and_kill_9_frees_it() {
             && said.contains(", by the daemon)"),
         "{said}"
     );
-    let store = crate::daemon::open(&db).await;
+    let store = crate::support::db::open(&db).await;
     let last = store.recent_runs("default", 1).await.expect("runs");
     assert_eq!(last[0].trigger, "cli");
     assert!(last[0].request_id.is_some(), "{:?}", last[0]);
@@ -177,7 +177,7 @@ async fn a_handed_over_sync_ends_when_the_sqlite_daemon_cannot_run_it() {
     ];
     let (mut daemon, store) = synced_daemon(&sim, &db, &extra).await;
     // A command configured with an instance the daemon does not have.
-    let lab = helpers::sim(SimConfig {
+    let lab = support::sim(SimConfig {
         computers: 5,
         mobile_devices: 0,
         ..SimConfig::default()
@@ -286,8 +286,8 @@ async fn a_restarted_sqlite_daemon_runs_what_waited_for_its_predecessor() {
         text(&o)
     );
     sim.set_latency(0);
-    helpers::assert_instance_matches_sim(
-        &helpers::TestDb::wrap(crate::daemon::open(&db).await),
+    support::assert_instance_matches_sim(
+        &support::TestDb::wrap(crate::support::db::open(&db).await),
         "default",
         &sim,
     )

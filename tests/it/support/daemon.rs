@@ -1,9 +1,9 @@
-//! The daemon in-process: `spawn_app()` runs `jamf-sync run`'s library entry point on port 0
-//! against a simulator and a test database, with a shutdown handle. Real processes
-//! (`daemon.rs`) remain for what only a process shows: signals, kill -9, a private metrics
-//! registry.
+//! The daemon under test: in-process (`spawn_app`, the library entry point on port 0) or as a
+//! real `jamf-sync run` process ([`Daemon`]: signals, kill -9, a private metrics registry),
+//! both reached through an [`Endpoint`].
 
 use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jamf_sync::config::{Config, Sources};
@@ -61,19 +61,12 @@ impl Endpoint {
     }
 
     /// Polls until `check` is true or `secs` pass.
-    pub async fn wait_for<F, Fut>(&self, secs: u64, what: &str, mut check: F)
+    pub async fn wait_for<F, Fut>(&self, secs: u64, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(secs) {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("timed out waiting for {what}");
+        super::wait_until(Duration::from_secs(secs), what, check).await
     }
 
     pub async fn wait_ready(&self, secs: u64) {
@@ -161,5 +154,88 @@ impl Drop for TestApp {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `jamf-sync run` as a child process.
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    endpoint: Endpoint,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Daemon {
+    pub(crate) fn start(sim: &Simulator, db_url: &str, extra: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(daemon_env(sim, db_url, extra))
+    }
+
+    /// `jamf-sync run` with exactly this environment (plus a free `server.listen`).
+    pub(crate) fn start_with(env: Vec<(String, String)>) -> Daemon {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jamf-sync"));
+        cmd.arg("run")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("JAMF_SYNC_TEST_DAEMON_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (k, _) in std::env::vars() {
+            if k.starts_with("JAMF_SYNC__") {
+                cmd.env_remove(k);
+            }
+        }
+        let listen = format!("127.0.0.1:{port}");
+        cmd.env("JAMF_SYNC__SERVER__LISTEN", &listen);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().expect("spawn jamf-sync run"),
+            endpoint: Endpoint::new(format!("http://{listen}")),
+        }
+    }
+
+    pub(crate) fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("daemon did not exit within {secs} s");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
