@@ -218,36 +218,48 @@ fn to_split(ranges: &[Range], page: u32) -> Option<usize> {
     (!busiest.1.busy && busiest.1.left > i64::from(page)).then_some(busiest.0)
 }
 
-/// The pieces a keyset listing is read with.
-pub(crate) struct Listing<L, P, C, R> {
-    /// `list(span, size, shrinkable)`: one ascending page of a span.
-    pub list: L,
-    /// `probe()`: the highest id matching the listing's filter and how many match.
-    pub probe: P,
-    /// Turns a page into what goes to the receiver; the highest id it covers.
-    pub convert: C,
-    /// Reads a stretch Jamf keeps failing on some other way (see [`Recovered`]).
-    pub recover: R,
+/// A listing read in spans: how [`read_ranges`] asks for a span's pages, what a page becomes
+/// for the receiver, and how a stretch Jamf keeps failing on is read another way.
+pub(crate) trait Pager: Sync {
+    /// What one page becomes for the receiver.
+    type Item: Send;
+
+    /// One ascending page of a span, `size` records at most; `shrinkable` asks for a timeout at
+    /// once, so the page can be asked for smaller.
+    fn page(
+        &self,
+        span: Span,
+        size: u32,
+        shrinkable: bool,
+    ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send;
+
+    /// The highest id matching the listing's filter, and how many match.
+    fn probe(&self) -> impl Future<Output = Result<Probe, JamfError>> + Send;
+
+    /// A page as the receiver takes it; the highest id it covers.
+    fn convert(&self, page: &InventoryPage) -> (Self::Item, Option<i64>);
+
+    /// Reads a stretch Jamf keeps failing on some other way (see [`Recovered`]); by default
+    /// it cannot, and the run fails with the error.
+    fn recover(
+        &self,
+        _span: Span,
+        _size: u32,
+        _error: JamfError,
+    ) -> impl Future<Output = Result<Recovered<Self::Item>, RunError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Reads every page of a listing, up to `width` spans at once, sending each page's item to
 /// `tx` as it arrives.
-pub(crate) async fn read_ranges<T, L, LFut, P, PFut, C, R, RFut>(
+pub(crate) async fn read_ranges<P: Pager>(
     run: &Run,
     sizing: Sizing,
     width: usize,
-    listing: Listing<L, P, C, R>,
-    tx: &mpsc::Sender<T>,
-) -> Result<(), RunError>
-where
-    L: Fn(Span, u32, bool) -> LFut,
-    LFut: Future<Output = Result<InventoryPage, JamfError>>,
-    P: Fn() -> PFut,
-    PFut: Future<Output = Result<Probe, JamfError>>,
-    C: Fn(&InventoryPage) -> (T, Option<i64>),
-    R: Fn(Span, u32, JamfError) -> RFut,
-    RFut: Future<Output = Result<Recovered<T>, RunError>>,
-{
+    listing: &P,
+    tx: &mpsc::Sender<P::Item>,
+) -> Result<(), RunError> {
     run.check()?;
     let size = size_of(run, sizing);
     // Up to two pages, reading the first page before probing costs no extra round.
@@ -258,7 +270,7 @@ where
             stored_spans(stored, width, run.likely(), size)
         }
         _ if many => {
-            let probe = (listing.probe)().await?;
+            let probe = listing.probe().await?;
             run.expect(probe.total);
             match probe.top {
                 Some(top) => spans_after(None, top, width, probe.total, size),
@@ -268,7 +280,7 @@ where
             }
         }
         _ => {
-            let first = page(run, sizing, Span::default(), &listing).await?;
+            let first = page(run, sizing, Span::default(), listing).await?;
             let (reached, left) = (first.reached, first.left.unwrap_or(0));
             tx.send(first.item)
                 .await
@@ -281,7 +293,7 @@ where
             };
             let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
             let top = if width > 1 && pages_left > 1 {
-                (listing.probe)().await?.top.unwrap_or(reached)
+                listing.probe().await?.top.unwrap_or(reached)
             } else {
                 reached
             };
@@ -293,7 +305,7 @@ where
     // Answers wait here for the receiver, while the pages on the wire keep being polled: a
     // page not polled could hold one of the connections the receiver needs (the detail
     // fetches fed by an id listing), and neither side would move.
-    let mut queue: VecDeque<T> = VecDeque::new();
+    let mut queue: VecDeque<P::Item> = VecDeque::new();
     let mut in_flight = FuturesUnordered::new();
     let width = width.max(1);
     loop {
@@ -316,7 +328,6 @@ where
                 if !r.busy && !r.done {
                     r.busy = true;
                     let span = r.span;
-                    let listing = &listing;
                     in_flight.push(async move { (i, page(run, sizing, span, listing).await) });
                 }
             }
@@ -354,33 +365,24 @@ fn size_of(run: &Run, sizing: Sizing) -> u32 {
 
 /// One page of a span: shrunk on timeouts, the device behind a page that keeps failing
 /// isolated by `recover`.
-async fn page<T, L, LFut, P, C, R, RFut>(
+async fn page<P: Pager>(
     run: &Run,
     sizing: Sizing,
     span: Span,
-    listing: &Listing<L, P, C, R>,
-) -> Result<Step<T>, RunError>
-where
-    L: Fn(Span, u32, bool) -> LFut,
-    LFut: Future<Output = Result<InventoryPage, JamfError>>,
-    C: Fn(&InventoryPage) -> (T, Option<i64>),
-    R: Fn(Span, u32, JamfError) -> RFut,
-    RFut: Future<Output = Result<Recovered<T>, RunError>>,
-{
+    listing: &P,
+) -> Result<Step<P::Item>, RunError> {
     let listed = match sizing {
-        Sizing::Fixed(size) => (listing.list)(span, size, false).await,
+        Sizing::Fixed(size) => listing.page(span, size, false).await,
         Sizing::Adaptive => {
-            list_with_shrink(run, |size, shrinkable| {
-                (listing.list)(span, size, shrinkable)
-            })
-            .await
+            list_with_shrink(run, |size, shrinkable| listing.page(span, size, shrinkable)).await
         }
     };
     let page = match listed {
         Ok(page) => page,
         Err(e) if e.is_record_specific() => {
-            let Some((item, max_id, last)) =
-                (listing.recover)(span, size_of(run, sizing), e.clone()).await?
+            let Some((item, max_id, last)) = listing
+                .recover(span, size_of(run, sizing), e.clone())
+                .await?
             else {
                 return Err(RunError::from(e));
             };
@@ -400,7 +402,7 @@ where
         run.expect(page.total_count);
     }
     let n = page.results.len() as i64;
-    let (item, reached) = (listing.convert)(&page);
+    let (item, reached) = listing.convert(&page);
     if n > 0 && span.after.max(reached) == span.after {
         return Err(RunError::Other(format!(
             "cannot page past id {:?}: no record on the page has a readable id",
@@ -494,6 +496,58 @@ mod tests {
         }
     }
 
+    /// A listing of `ids` that records what it was asked.
+    struct Fake<'a> {
+        ids: &'a [i64],
+        calls: Calls,
+    }
+
+    impl Pager for Fake<'_> {
+        type Item = Vec<i64>;
+
+        fn page(
+            &self,
+            span: Span,
+            size: u32,
+            _shrinkable: bool,
+        ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send {
+            self.calls.lock().map(|mut c| c.push(Some(span))).ok();
+            let in_span =
+                |id: i64| span.after.is_none_or(|a| id > a) && span.upto.is_none_or(|u| id <= u);
+            let matching: Vec<i64> = self.ids.iter().copied().filter(|&i| in_span(i)).collect();
+            let total = matching.len() as i64;
+            let results = matching
+                .iter()
+                .take(size as usize)
+                .filter_map(|id| {
+                    serde_json::value::RawValue::from_string(format!("{{\"id\":\"{id}\"}}")).ok()
+                })
+                .collect();
+            let page = InventoryPage {
+                total_count: total,
+                results,
+                requested_at: chrono::Utc::now(),
+            };
+            async move {
+                tokio::time::sleep(PAGE_TIME).await;
+                Ok(page)
+            }
+        }
+
+        fn probe(&self) -> impl Future<Output = Result<Probe, JamfError>> + Send {
+            self.calls.lock().map(|mut c| c.push(None)).ok();
+            let probe = Probe {
+                top: self.ids.last().copied(),
+                total: self.ids.len() as i64,
+            };
+            async move { Ok(probe) }
+        }
+
+        fn convert(&self, page: &InventoryPage) -> (Vec<i64>, Option<i64>) {
+            crate::sync::batch::page_ids(page, "id")
+        }
+    }
+
     /// A fake page's time: long enough that every span has a page out before the first is
     /// back (with paused time, a listing's duration counts its rounds of pages).
     const PAGE_TIME: std::time::Duration = std::time::Duration::from_millis(5);
@@ -505,44 +559,9 @@ mod tests {
         stored: Option<StoredIds>,
     ) -> (Vec<Option<Span>>, Vec<i64>) {
         let calls: Calls = Arc::default();
-        let in_span = |span: Span, id: i64| {
-            span.after.is_none_or(|a| id > a) && span.upto.is_none_or(|u| id <= u)
-        };
-        let page_of = |found: Vec<i64>, total: i64| {
-            let results = found
-                .iter()
-                .filter_map(|id| {
-                    serde_json::value::RawValue::from_string(format!("{{\"id\":\"{id}\"}}")).ok()
-                })
-                .collect();
-            InventoryPage {
-                total_count: total,
-                results,
-                requested_at: chrono::Utc::now(),
-            }
-        };
-        let listing = Listing {
-            list: |span: Span, size: u32, _| {
-                calls.lock().map(|mut c| c.push(Some(span))).ok();
-                let matching: Vec<i64> =
-                    ids.iter().copied().filter(|&i| in_span(span, i)).collect();
-                let total = matching.len() as i64;
-                let page = page_of(matching.into_iter().take(size as usize).collect(), total);
-                async move {
-                    tokio::time::sleep(PAGE_TIME).await;
-                    Ok(page)
-                }
-            },
-            probe: || {
-                calls.lock().map(|mut c| c.push(None)).ok();
-                let probe = Probe {
-                    top: ids.last().copied(),
-                    total: ids.len() as i64,
-                };
-                async move { Ok(probe) }
-            },
-            convert: |page: &InventoryPage| crate::sync::batch::page_ids(page, "id"),
-            recover: |_, _, _| async { Ok::<Recovered<Vec<i64>>, RunError>(None) },
+        let listing = Fake {
+            ids: &ids,
+            calls: calls.clone(),
         };
         let run = Run::new(
             Some(1),
@@ -563,7 +582,7 @@ mod tests {
         };
         let (read, mut got) = tokio::join!(
             async move {
-                let r = read_ranges(&run, Sizing::Adaptive, 5, listing, &tx).await;
+                let r = read_ranges(&run, Sizing::Adaptive, 5, &listing, &tx).await;
                 drop(tx);
                 r
             },

@@ -24,7 +24,7 @@ use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
 use crate::sync::batch::{decode_page, fetched_from_page, log_isolated, page_ids, Batch, Fetched};
 use crate::sync::error::RunError;
-use crate::sync::ranges::{read_ranges, Listing, Probe, Recovered, Sizing, Span};
+use crate::sync::ranges::{read_ranges, Pager, Probe, Recovered, Sizing, Span};
 use crate::sync::run::Run;
 
 /// One request to a keyset-paged list endpoint.
@@ -69,33 +69,13 @@ pub(crate) async fn read_pages<L: KeysetList>(
     since: Option<DateTime<Utc>>,
     tx: &mpsc::Sender<Batch<L::Record>>,
 ) -> Result<(), RunError> {
-    let decode = |page: &InventoryPage| decode_page(page, L::DECODE);
-    let recover = |span: Span, size: u32, e: JamfError| async move {
-        tracing::warn!(error = %e, ?span, size, "a list page keeps failing; isolating the device behind it");
-        let ids_page = list
-            .list(ListRequest {
-                sections: id_sections,
-                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, span),
-                page_size: size,
-                shrinkable: false,
-                descending: false,
-            })
-            .await?;
-        let (ids, max_id) = page_ids(&ids_page, L::ID_FIELD);
-        let last = ids_page.results.len() as i64 >= ids_page.total_count;
-        let mut batch =
-            Batch::from_fetched(fetch_listed(list, sections, &ids, ids.len(), true).await?);
-        batch.listed = ids_page.results.len() as i64;
-        batch.last_id = max_id;
-        Ok::<Recovered<Batch<L::Record>>, RunError>(Some((batch, max_id, last)))
-    };
-    let pages = Pages {
+    let pager = Changed(Keyset {
+        list,
         sections,
         id_sections,
         since,
-        sizing: Sizing::Adaptive,
-    };
-    read_keyset(list, run, pages, decode, recover, tx).await
+    });
+    read_ranges(run, Sizing::Adaptive, list.width(), &pager, tx).await
 }
 
 /// Sends the ids of every device changed since `since` (all with `None`) to `tx`, a page at a
@@ -108,78 +88,134 @@ pub(crate) async fn read_ids<L: KeysetList>(
     sizing: Sizing,
     tx: mpsc::Sender<Vec<i64>>,
 ) -> Result<(), RunError> {
-    let ids = |page: &InventoryPage| page_ids(page, L::ID_FIELD);
-    // An id listing has nothing cheaper to fall back to.
-    let recover = |_, _, _| async { Ok::<Recovered<Vec<i64>>, RunError>(None) };
-    let pages = Pages {
+    let pager = Ids(Keyset {
+        list,
         sections,
         id_sections: sections,
         since,
-        sizing,
-    };
-    read_keyset(list, run, pages, ids, recover, &tx).await
+    });
+    read_ranges(run, sizing, list.width(), &pager, &tx).await
 }
 
-/// What a keyset listing asks for.
-struct Pages<'a> {
+/// The keyset pages of the devices changed since `since`: a span's page, and the probe for the
+/// highest id.
+struct Keyset<'a, L> {
+    list: &'a L,
     sections: &'a [String],
     /// The cheapest sections (the probe's).
     id_sections: &'a [String],
     since: Option<DateTime<Utc>>,
-    sizing: Sizing,
 }
 
-/// Keyset pages of the devices changed since `since`, read in parallel spans, each turned
-/// into what `tx` takes.
-async fn read_keyset<L, T, C, R, RFut>(
-    list: &L,
-    run: &Run,
-    pages: Pages<'_>,
-    convert: C,
-    recover: R,
-    tx: &mpsc::Sender<T>,
-) -> Result<(), RunError>
-where
-    L: KeysetList,
-    C: Fn(&InventoryPage) -> (T, Option<i64>),
-    R: Fn(Span, u32, JamfError) -> RFut,
-    RFut: Future<Output = Result<Recovered<T>, RunError>>,
-{
-    let Pages {
-        sections,
-        id_sections,
-        since,
-        sizing,
-    } = pages;
-    let listing = Listing {
-        list: |span: Span, page_size, shrinkable| {
-            list.list(ListRequest {
-                sections,
-                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, span),
-                page_size,
-                shrinkable,
+impl<L: KeysetList> Keyset<'_, L> {
+    fn page(
+        &self,
+        span: Span,
+        page_size: u32,
+        shrinkable: bool,
+    ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send + '_ {
+        self.list.list(ListRequest {
+            sections: self.sections,
+            filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, self.since, span),
+            page_size,
+            shrinkable,
+            descending: false,
+        })
+    }
+
+    async fn probe(&self) -> Result<Probe, JamfError> {
+        let page = self
+            .list
+            .list(ListRequest {
+                sections: self.id_sections,
+                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, self.since, Span::default()),
+                page_size: 1,
+                shrinkable: false,
+                descending: true,
+            })
+            .await?;
+        Ok(Probe {
+            top: page_ids(&page, L::ID_FIELD).1,
+            total: page.total_count.max(0),
+        })
+    }
+}
+
+/// A listing of changed records: each page a batch for the writer; a stretch Jamf keeps
+/// failing on is listed by id and fetched in halves down to the device behind it.
+struct Changed<'a, L>(Keyset<'a, L>);
+
+impl<L: KeysetList> Pager for Changed<'_, L> {
+    type Item = Batch<L::Record>;
+
+    fn page(
+        &self,
+        span: Span,
+        size: u32,
+        shrinkable: bool,
+    ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send {
+        self.0.page(span, size, shrinkable)
+    }
+
+    fn probe(&self) -> impl Future<Output = Result<Probe, JamfError>> + Send {
+        self.0.probe()
+    }
+
+    fn convert(&self, page: &InventoryPage) -> (Batch<L::Record>, Option<i64>) {
+        decode_page(page, L::DECODE)
+    }
+
+    async fn recover(
+        &self,
+        span: Span,
+        size: u32,
+        e: JamfError,
+    ) -> Result<Recovered<Batch<L::Record>>, RunError> {
+        let k = &self.0;
+        tracing::warn!(error = %e, ?span, size, "a list page keeps failing; isolating the device behind it");
+        let ids_page = k
+            .list
+            .list(ListRequest {
+                sections: k.id_sections,
+                filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, k.since, span),
+                page_size: size,
+                shrinkable: false,
                 descending: false,
             })
-        },
-        probe: || async move {
-            let page = list
-                .list(ListRequest {
-                    sections: id_sections,
-                    filter: keyset_filter(L::DATE_FIELD, L::ID_FIELD, since, Span::default()),
-                    page_size: 1,
-                    shrinkable: false,
-                    descending: true,
-                })
-                .await?;
-            Ok(Probe {
-                top: page_ids(&page, L::ID_FIELD).1,
-                total: page.total_count.max(0),
-            })
-        },
-        convert,
-        recover,
-    };
-    read_ranges(run, sizing, list.width(), listing, tx).await
+            .await?;
+        let (ids, max_id) = page_ids(&ids_page, L::ID_FIELD);
+        let last = ids_page.results.len() as i64 >= ids_page.total_count;
+        let mut batch =
+            Batch::from_fetched(fetch_listed(k.list, k.sections, &ids, ids.len(), true).await?);
+        batch.listed = ids_page.results.len() as i64;
+        batch.last_id = max_id;
+        Ok(Some((batch, max_id, last)))
+    }
+}
+
+/// A listing of ids, each page's ids for the receiver; an id listing has nothing cheaper to
+/// fall back to.
+struct Ids<'a, L>(Keyset<'a, L>);
+
+impl<L: KeysetList> Pager for Ids<'_, L> {
+    type Item = Vec<i64>;
+
+    fn page(
+        &self,
+        span: Span,
+        size: u32,
+        shrinkable: bool,
+    ) -> impl Future<Output = Result<InventoryPage, JamfError>> + Send {
+        self.0.page(span, size, shrinkable)
+    }
+
+    fn probe(&self) -> impl Future<Output = Result<Probe, JamfError>> + Send {
+        self.0.probe()
+    }
+
+    fn convert(&self, page: &InventoryPage) -> (Vec<i64>, Option<i64>) {
+        page_ids(page, L::ID_FIELD)
+    }
 }
 
 /// These devices' records, `chunk` ids per filtered request; ids Jamf leaves out are missing.
