@@ -223,11 +223,9 @@ both_backends!(a_database_error_fails_the_refresh_run_instead_of_leaving_it_runn
 async fn a_database_error_fails_the_refresh_run_instead_of_leaving_it_running(db: &TestDb) {
     let (_sim, engine) = support::fleet(db, 20, 0).await;
     let drop = "DROP TABLE computer_group_memberships";
-    match db.db.as_ref() {
-        jamf_sync::store::Db::Sqlite(s) => sqlx::query(drop).execute(s.pool()).await.map(|_| ()),
-        jamf_sync::store::Db::Postgres(p) => sqlx::query(drop).execute(p.pool()).await.map(|_| ()),
-    }
-    .expect("drop the membership table");
+    db.execute(drop, None)
+        .await
+        .expect("drop the membership table");
     let refreshed = engine.refresh_groups(Kind::Computers, Trigger::Cli).await;
     assert!(refreshed.is_err(), "a database error is the caller's error");
     let runs = db.db.recent_runs("test", 5).await.expect("runs");

@@ -205,19 +205,7 @@ async fn purging_an_instance_removes_all_it_stored(db: &support::TestDb) {
     ];
     let now = chrono::Utc::now();
     for sql in rows {
-        match db.db.as_ref() {
-            jamf_sync::store::Db::Sqlite(s) => sqlx::query(sql)
-                .bind(now)
-                .execute(s.pool())
-                .await
-                .map(|_| ()),
-            jamf_sync::store::Db::Postgres(p) => sqlx::query(sql)
-                .bind(now)
-                .execute(p.pool())
-                .await
-                .map(|_| ()),
-        }
-        .expect("insert");
+        db.execute(sql, Some(now)).await.expect("insert");
     }
     let dry = db.db.purge_instance("test", false).await.expect("dry run");
     assert_eq!(count_of(&dry, "instance_leases"), Some(1), "{dry:?}");
@@ -269,15 +257,7 @@ async fn purge_touches_exactly_one_instance(db: &support::TestDb) {
             "sqlite" => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'view' AND name = 'computer_ea_test'",
             _ => "SELECT COUNT(*) FROM pg_views WHERE viewname = 'computer_ea_test'",
         };
-        match db.db.as_ref() {
-            jamf_sync::store::Db::Sqlite(s) => {
-                sqlx::query_scalar::<_, i64>(sql).fetch_one(s.pool()).await
-            }
-            jamf_sync::store::Db::Postgres(p) => {
-                sqlx::query_scalar::<_, i64>(sql).fetch_one(p.pool()).await
-            }
-        }
-        .expect("count views")
+        db.scalar(sql).await.expect("count views")
     };
     assert_eq!(views().await, 1, "the sync made the view");
     let removed = db.db.purge_instance("TEST", true).await.expect("purge");

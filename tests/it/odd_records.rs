@@ -9,7 +9,7 @@ use jamf_sync::domain::children::{COMPUTER_APPLICATIONS, MOBILE_DEVICE_APPLICATI
 use jamf_sync::domain::{Kind, RunStatus};
 use jamf_sync::simulator::odd::Oddity;
 use jamf_sync::simulator::SimConfig;
-use jamf_sync::store::{Db, Store};
+use jamf_sync::store::Store;
 
 use crate::support::{self, TestDb};
 
@@ -32,11 +32,9 @@ fn sync_cfg() -> jamf_sync::config::SyncConfig {
 /// Runs statements on the test database (setup only: triggers that refuse rows).
 async fn exec(db: &TestDb, statements: &[&'static str]) {
     for sql in statements {
-        let r = match &*db.db {
-            Db::Sqlite(s) => sqlx::query(*sql).execute(s.pool()).await.map(|_| ()),
-            Db::Postgres(p) => sqlx::query(*sql).execute(p.pool()).await.map(|_| ()),
-        };
-        r.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        db.execute(sql, None)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
 

@@ -16,6 +16,42 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Runs one statement on either backend, with `at` as its `$1` when given; rows affected.
+    pub async fn execute(
+        &self,
+        sql: &str,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<u64, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.db.as_ref() {
+            Db::Sqlite(s) => {
+                let q = sqlx::query(sql);
+                let q = match at {
+                    Some(t) => q.bind(t),
+                    None => q,
+                };
+                Ok(q.execute(s.pool()).await?.rows_affected())
+            }
+            Db::Postgres(p) => {
+                let q = sqlx::query(sql);
+                let q = match at {
+                    Some(t) => q.bind(t),
+                    None => q,
+                };
+                Ok(q.execute(p.pool()).await?.rows_affected())
+            }
+        }
+    }
+
+    /// The one integer a query answers, on either backend.
+    pub async fn scalar(&self, sql: &str) -> Result<i64, sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self.db.as_ref() {
+            Db::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+            Db::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p.pool()).await,
+        }
+    }
+
     /// Wraps a database opened elsewhere (nothing to clean up).
     pub fn wrap(db: Db) -> TestDb {
         TestDb {
