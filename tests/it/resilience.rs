@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jamf_sync::config::{ApiVersion, Credentials, FetchStrategy};
+use jamf_sync::domain::Kind;
 use jamf_sync::jamf::{JamfClient, JamfError};
 use jamf_sync::simulator::{Faults, SimConfig};
+use jamf_sync::store::Store;
 use secrecy::SecretString;
 
 use crate::support::{self, TestDb};
@@ -47,7 +49,27 @@ async fn token_expiry_revocation_and_faults(db: &TestDb) {
     );
     let summary = support::run(&engine, false).await;
     assert!(summary.succeeded(), "{summary}");
-    assert_eq!(summary.counts.fetched, 800);
+    // A device whose every attempt drew an injected 500 looks like a broken record to the
+    // client (Jamf's answer for one): it is isolated, recorded, and read by the next run.
+    assert_eq!(
+        summary.counts.fetched + summary.counts.failed,
+        800,
+        "{summary}"
+    );
+    assert!(summary.counts.failed <= 3, "only the odd device: {summary}");
+    for _ in 0..3 {
+        let failing = db
+            .db
+            .failing_sample("test", Kind::Computers, 0)
+            .await
+            .expect("failures")
+            .0;
+        if failing == 0 {
+            break;
+        }
+        let again = support::run(&engine, false).await;
+        assert!(again.succeeded(), "{again}");
+    }
     support::assert_matches_sim(db, &sim).await;
     let stats = sim.stats();
     assert!(
