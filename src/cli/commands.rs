@@ -380,12 +380,23 @@ pub(super) async fn status(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `3000 computers and 1000 mobile devices`: what is stored of every kind.
+pub(super) async fn stored_counts(db: &crate::store::Db, instance: &str) -> anyhow::Result<String> {
+    let mut parts = Vec::with_capacity(Kind::COUNT);
+    for &kind in Kind::ALL {
+        let n = db.count_devices(instance, kind).await?;
+        parts.push(format!("{n} {}", kind.label()));
+    }
+    Ok(parts.join(" and "))
+}
+
 async fn print_status(db: &crate::store::Db, instance: &str, limit: i64) -> anyhow::Result<()> {
     let cursors = db.cursors(instance).await?;
     let runs = db.recent_runs(instance, limit).await?;
-    let stored = db.count_devices(instance, Kind::Computers).await?;
-    let mobile = db.count_devices(instance, Kind::MobileDevices).await?;
-    println!("instance {instance}: {stored} computers and {mobile} mobile devices stored");
+    println!(
+        "instance {instance}: {} stored",
+        stored_counts(db, instance).await?
+    );
     if let Some(pool) = db.postgres() {
         // Several processes may share the database: who writes for this instance.
         let lease = lease::leases(pool)

@@ -14,7 +14,6 @@ use crate::config::{Config, Credentials};
 use crate::domain::{Kind, Trigger};
 use crate::simulator::{SimConfig, Simulator};
 use crate::store::lock::Wait;
-use crate::store::Store;
 use crate::sync::{RunSummary, SyncOptions};
 
 pub(super) async fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -136,19 +135,12 @@ pub(super) async fn demo(cfg: &Config, args: DemoArgs) -> anyhow::Result<ExitCod
             groups_ok &= g.status == crate::domain::RunStatus::Succeeded;
         }
     }
-    let computers = app
-        .db
-        .count_devices(&cfg.jamf.instance, Kind::Computers)
-        .await?;
-    let mobiles = app
-        .db
-        .count_devices(&cfg.jamf.instance, Kind::MobileDevices)
-        .await?;
+    let stored = super::commands::stored_counts(&app.db, &cfg.jamf.instance).await?;
     app.close().await;
     let stats = sim.stats();
     println!(
-        "demo: {computers} computers and {mobiles} mobile devices stored; the simulator served \
-         {} requests, peak concurrent requests {}, peak open connections {}",
+        "demo: {stored} stored; the simulator served {} requests, peak concurrent requests {}, \
+         peak open connections {}",
         stats.requests, stats.peak_in_flight, stats.peak_connections
     );
     println!(

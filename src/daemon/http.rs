@@ -489,10 +489,10 @@ async fn trigger(
         )
             .into_response();
     }
-    let only: Option<Kind> = match q.kind.as_deref() {
+    let only: Option<Kind> = match q.kind.as_deref().map(|name| (name, Kind::parse_any(name))) {
         None => None,
-        Some(name) if Kind::parse_any(name).is_some() => Kind::parse_any(name),
-        Some(other) => {
+        Some((_, Some(kind))) => Some(kind),
+        Some((other, None)) => {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.cli_name()).collect();
             return (
                 StatusCode::BAD_REQUEST,

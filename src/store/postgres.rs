@@ -12,11 +12,11 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::lease::Fence;
 use super::sql::upsert::{insert_columns, upsert_tail};
-use super::sql::{Backend, SqlStore, Tx, Written, CHUNK};
+use super::sql::{attribute_rows, Backend, SqlStore, Tx, Written, CHUNK};
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val, ValType};
-use crate::domain::{Cell, EaValue, Record};
+use crate::domain::{Cell, Record};
 
 /// The PostgreSQL store.
 pub type PgStore = SqlStore<Postgres>;
@@ -285,14 +285,7 @@ impl Backend for Postgres {
             .execute(&mut **tx)
             .await?;
         }
-        let eas: Vec<(i64, &EaValue)> = written
-            .iter()
-            .flat_map(|r| {
-                r.extension_attributes()
-                    .iter()
-                    .map(move |e| (r.jamf_id(), e))
-            })
-            .collect();
+        let eas = attribute_rows(written);
         if eas.is_empty() {
             return Ok(());
         }

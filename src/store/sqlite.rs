@@ -11,11 +11,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::sql::upsert::{insert_columns, upsert_tail};
-use super::sql::{push_ids, Backend, SqlStore, Tx, Written, CHILD_ROWS_PER_STATEMENT, CHUNK};
+use super::sql::{
+    attribute_rows, push_ids, Backend, SqlStore, Tx, Written, CHILD_ROWS_PER_STATEMENT, CHUNK,
+};
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val};
-use crate::domain::{Cell, EaValue, Record};
+use crate::domain::{Cell, Record};
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -225,14 +227,7 @@ impl Backend for Sqlite {
         push_ids(&mut q, existed);
         q.build().execute(&mut **tx).await?;
 
-        let eas: Vec<(i64, &EaValue)> = written
-            .iter()
-            .flat_map(|r| {
-                r.extension_attributes()
-                    .iter()
-                    .map(move |e| (r.jamf_id(), e))
-            })
-            .collect();
+        let eas = attribute_rows(written);
         for ea_chunk in eas.chunks(CHUNK * 2) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO extension_attributes (instance, device_type, jamf_id, \

@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 
 use jamf_sync::telemetry::metric;
 
+use crate::support::repo_file;
+
 /// `jamf_sync_*` names in a text, with Prometheus' histogram suffixes removed.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -29,14 +31,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     out
 }
 
-fn read(path: &str) -> String {
-    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 #[test]
 fn dashboard_and_alerts_use_exported_metrics() {
-    let dashboard = read("deploy/grafana/jamf-sync.json");
+    let dashboard = repo_file("deploy/grafana/jamf-sync.json");
     let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
     let panels = json["panels"].as_array().expect("panels");
     assert!(panels.len() >= 8);
@@ -46,7 +43,7 @@ fn dashboard_and_alerts_use_exported_metrics() {
             "{p}"
         );
     }
-    let alerts = read("deploy/prometheus/alerts.yml");
+    let alerts = repo_file("deploy/prometheus/alerts.yml");
     for (what, text) in [("dashboard", &dashboard), ("alerts", &alerts)] {
         let names = metric_names(text);
         assert!(!names.is_empty());

@@ -5,10 +5,7 @@ use std::collections::BTreeSet;
 
 use jamf_sync::telemetry::metric;
 
-fn read(path: &str) -> String {
-    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use crate::support::repo_file;
 
 /// The first cell of every table row of a Markdown text.
 fn first_cells(text: &str) -> Vec<&str> {
@@ -75,7 +72,7 @@ fn config_keys() -> BTreeSet<String> {
 
 #[test]
 fn the_configuration_reference_lists_every_key_and_no_other() {
-    let documented = documented_keys(&read("docs/configuration.md"));
+    let documented = documented_keys(&repo_file("docs/configuration.md"));
     let known = config_keys();
     assert!(known.len() > 60, "{known:?}");
     let missing: Vec<&String> = known.difference(&documented).collect();
@@ -125,7 +122,7 @@ fn the_configuration_check_has_teeth() {
 
 /// The metric names `telemetry.rs` declares (`pub const X: &str = "jamf_sync_…"`).
 fn declared_metrics() -> BTreeSet<String> {
-    read("src/telemetry.rs")
+    repo_file("src/telemetry.rs")
         .lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
         .filter_map(|l| l.split('"').nth(1))
@@ -136,7 +133,7 @@ fn declared_metrics() -> BTreeSet<String> {
 
 #[test]
 fn the_metrics_reference_lists_every_metric_and_no_other() {
-    let documented: BTreeSet<String> = first_cells(&read("docs/metrics.md"))
+    let documented: BTreeSet<String> = first_cells(&repo_file("docs/metrics.md"))
         .into_iter()
         .flat_map(backticked)
         .filter(|n| n.starts_with("jamf_sync_"))
@@ -163,7 +160,7 @@ fn the_metrics_reference_lists_every_metric_and_no_other() {
 
 #[test]
 fn the_readme_stays_a_way_in() {
-    let readme = read("README.md");
+    let readme = repo_file("README.md");
     assert!(
         readme.lines().count() <= 200,
         "README.md is {} lines",
@@ -217,7 +214,7 @@ fn links_between_the_documents_resolve() {
         "docs/queries.md",
         "docs/metrics.md",
     ] {
-        let text = read(doc);
+        let text = repo_file(doc);
         let dir = root
             .join(doc)
             .parent()

@@ -14,10 +14,7 @@ use crate::support::{self, TestDb};
 
 /// The guide's queries by number, from docs/queries.md.
 fn guide() -> BTreeMap<u32, String> {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/queries.md"),
-    )
-    .expect("docs/queries.md");
+    let readme = crate::support::repo_file("docs/queries.md");
     let start = readme.find("<!-- query-guide -->").expect("guide start");
     let end = readme.find("<!-- /query-guide -->").expect("guide end");
     let mut out = BTreeMap::new();

@@ -36,7 +36,7 @@ use super::lease::Fence;
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val};
-use crate::domain::{Kind, Record};
+use crate::domain::{EaValue, Kind, Record};
 
 /// Rows per multi-row statement: 20 parameters a row stays well under SQLite's 32,766 limit.
 pub(super) const CHUNK: usize = 500;
@@ -157,6 +157,19 @@ pub trait Backend:
         existed: &[i64],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// `(jamf_id, attribute)` of every extension attribute of these records, in record order: the
+/// rows both backends' `replace_attributes` insert.
+pub(super) fn attribute_rows<'a, R: Record>(records: &[&'a R]) -> Vec<(i64, &'a EaValue)> {
+    records
+        .iter()
+        .flat_map(|r| {
+            r.extension_attributes()
+                .iter()
+                .map(move |e| (r.jamf_id(), e))
+        })
+        .collect()
 }
 
 /// Appends ` IN (…)` / ` = ANY(…)` for `ids` after a column name.

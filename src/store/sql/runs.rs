@@ -222,6 +222,10 @@ where
                 .bind(kind.as_str())
                 .fetch_one(&self.pool)
                 .await?;
+        // The count alone (the gauges ask for it on every scrape): no second query.
+        if limit == 0 {
+            return Ok((total, Vec::new()));
+        }
         let sample = sqlx::query_as(
             "SELECT jamf_id, error, first_seen_at, last_seen_at, attempts FROM sync_failures \
              WHERE instance = $1 AND kind = $2 ORDER BY first_seen_at, jamf_id LIMIT $3",

@@ -13,6 +13,12 @@ pub use sim::*;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A file of this repository (a document, a dashboard), as text.
+pub fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// Polls `check` every 20 ms until it holds; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where
