@@ -48,24 +48,23 @@ pub(super) async fn sync(
     .await
 }
 
-/// Runs each kind in turn; a failed run does not stop the next kind, unless the server was
-/// never reached (the next kind would only wait for the same unreachable server).
+/// Runs the kinds at once, through the instance's one limiter: the five connections serve
+/// whichever kind has work, and a kind between phases (an advanced search being evaluated)
+/// does not hold the other. Summaries come back in `kinds`' order; a failed run does not stop
+/// the other kind.
 pub(super) async fn sync_kinds(
     app: &App,
     kinds: &[Kind],
     opts: SyncOptions,
 ) -> anyhow::Result<Vec<RunSummary>> {
-    let mut summaries = Vec::with_capacity(kinds.len());
-    for kind in kinds {
-        let summary = app.engine.sync(*kind, opts).await?;
-        let unreachable = !summary.succeeded() && !app.client.has_reached();
-        summaries.push(summary);
-        if unreachable {
-            tracing::error!(
-                "Jamf was never reached; not trying the other kinds (check jamf.url, DNS and firewalls)"
-            );
-            break;
-        }
+    // Each kind finishes (and records) its own run even when the other's fails.
+    let runs = kinds.iter().map(|kind| app.engine.sync(*kind, opts));
+    let summaries = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    if summaries.iter().any(|s| !s.succeeded()) && !app.client.has_reached() {
+        tracing::error!("Jamf was never reached (check jamf.url, DNS and firewalls)");
     }
     Ok(summaries)
 }

@@ -16,7 +16,7 @@ use crate::daemon::runner::Op;
 use crate::domain::{Kind, RunStatus, Trigger};
 use crate::store::lease::{self, Coordinator, Role};
 use crate::store::lock::{self, LockError, Wait, WriterLock};
-use crate::store::{Db, Store};
+use crate::store::{Db, Store, StoreError};
 
 /// Takes the SQLite writer lock (see [`crate::store::lock`]) for a one-shot command;
 /// [`Stopped`] with `held_exit` after saying who holds it, when it may not wait.
@@ -235,13 +235,23 @@ where
             None => futures_util::future::Either::Right(std::future::pending()),
         };
         runs.push(Box::pin(async move {
-            let result = tokio::select! {
-                r = fut => r,
-                () = lost => Err(anyhow::anyhow!(
+            let lost_lease = || {
+                anyhow::anyhow!(
                     "lost the lease of instance {name} (another process took it over, or it \
                      could not be renewed within ha.failover_secs): stopped; the run is \
                      redone by the next holder"
-                )),
+                )
+            };
+            let result = tokio::select! {
+                // A fenced write can learn of the loss before the heartbeat does (the kinds
+                // write at once): the same loss, said the same way.
+                r = fut => r.map_err(|e| {
+                    let fenced = e.chain().any(|c| {
+                        matches!(c.downcast_ref(), Some(StoreError::NotHolder { .. }))
+                    });
+                    if fenced { lost_lease() } else { e }
+                }),
+                () = lost => Err(lost_lease()),
             };
             (name, result)
         }));

@@ -296,7 +296,8 @@ pub struct PacingConfig {
     /// Limit to start from (1..=max_concurrency). Lower is gentler on a struggling server;
     /// higher reaches full speed sooner.
     pub initial_limit: u32,
-    /// Grow by one after this many healthy answers per unit of the current limit.
+    /// After the first back-pressure, grow by one after this many healthy answers per unit of
+    /// the current limit (before it, slow start grows by one per healthy answer).
     pub increase_after: u32,
     /// Multiply the limit by this on back-pressure (0 < f < 1).
     pub decrease_factor: f64,

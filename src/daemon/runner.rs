@@ -1,18 +1,22 @@
 //! The runner: the daemon's one owner of sync side effects.
 //!
 //! The scheduler, `POST /sync`, start-up catch-up and retries only *request* runs. Requests go
-//! through one queue to one executor that runs them one at a time, so two runs never race. A
-//! request for a kind that is already queued or running is coalesced (dropped and reported),
-//! not queued twice.
+//! through one queue to one executor, which runs one operation per kind at a time: a kind's
+//! sync, reconcile and group refresh never overlap (a refresh waits for its kind's sync), while
+//! computers and mobile devices run beside each other through the instance's one limiter, so
+//! the five connections serve whichever kind has work. A request for an operation and kind
+//! that is already queued or running is coalesced (dropped and reported), not queued twice.
 //!
 //! Invariants: each run executes in a task of its own, so a panic inside it becomes a failed
 //! run (its row is marked failed, the kind is free again) and the executor goes on; the
 //! executor itself is supervised ([`super::supervise`]) and keeps its queue across restarts.
+//! Health tracks each kind's run apart: one stuck run makes the executor stuck. Losing the
+//! lease abandons every run in progress.
 //! A failed or interrupted run is retried after `sync.retry_initial_secs`, doubling up to
 //! `sync.retry_max_secs`, until one succeeds or the next scheduled run of it comes first;
 //! the pending retry is published for `/status`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
 
 use super::supervise::{panic_message, Health};
 use crate::config::SyncConfig;
@@ -235,6 +240,18 @@ impl<S: Store> Executes for Engine<S> {
     }
 }
 
+/// Resolves once the lease (if any) is lost; never without one, nor once its sender is gone
+/// (the process is shutting down: the runs wind down themselves).
+async fn lost(lease: Option<&mut watch::Receiver<Option<i64>>>) {
+    let gone = match lease {
+        Some(l) => l.wait_for(|held| held.is_none()).await.is_ok(),
+        None => false,
+    };
+    if !gone {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Pending retries per label (`computers`, `reconcile computers`): when they fire, for
 /// `/status`.
 pub type NextRetries = Arc<Mutex<HashMap<String, DateTime<Utc>>>>;
@@ -259,6 +276,9 @@ pub struct Executor<E> {
     /// is lost (its next holder marks it interrupted).
     pub lease: Option<watch::Receiver<Option<i64>>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Requests taken from the queue whose kind is busy, per kind in arrival order; kept
+    /// across restarts like the queue.
+    pending: Mutex<[VecDeque<RunRequest>; Kind::COUNT]>,
 }
 
 impl<E: Executes> Executor<E> {
@@ -287,63 +307,115 @@ impl<E: Executes> Executor<E> {
             name: EXECUTOR,
             lease: None,
             failures: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Default::default()),
         }
     }
 
-    /// Runs requests one at a time until the queue closes or shutdown is asked for.
+    /// Runs requests until the queue closes or shutdown is asked for: one at a time per kind,
+    /// the kinds beside each other (a sync of computers beside a reconcile of mobile devices);
+    /// a kind's requests run in the order they came. After shutdown was asked for or the queue
+    /// closed, the runs in progress finish (they wind down themselves) before this returns.
     pub async fn run(self: Arc<Self>) {
         let mut rx = self.rx.lock().await;
+        let mut lanes: JoinSet<(RunRequest, Result<anyhow::Result<bool>, JoinError>)> =
+            JoinSet::new();
+        let mut running: [Option<(RunRequest, AbortHandle)>; Kind::COUNT] = Default::default();
         loop {
-            let req = tokio::select! {
+            self.start_ready(&mut lanes, &mut running);
+            let mut lease = self.lease.clone();
+            let busy = running.iter().any(Option::is_some);
+            tokio::select! {
                 biased;
                 _ = self.exec.stopped() => break,
-                req = rx.recv() => match req {
-                    Some(r) => r,
-                    None => break,
-                },
-            };
-            if self.lease.as_ref().is_some_and(|l| l.borrow().is_none()) {
-                tracing::debug!(what = %req.op.label(req.kind), "not holding the instance: its holder runs it");
-                self.runner.done(&req);
-                continue;
-            }
-            self.health.busy(self.name, self.stuck_after);
-            let exec = self.exec.clone();
-            let mut task = tokio::spawn(async move { exec.execute(req).await });
-            let result = match self.lease.clone() {
-                None => (&mut task).await,
-                Some(mut lease) => tokio::select! {
-                    r = &mut task => r,
-                    _ = lease.wait_for(|held| held.is_none()) => {
-                        // Stop talking to Jamf at once: the next holder may start any moment.
-                        task.abort();
+                Some(done) = lanes.join_next(), if !lanes.is_empty() => {
+                    if let Ok((req, result)) = done {
+                        running[req.kind.index()] = None;
+                        self.finish(req, result).await;
+                    }
+                }
+                () = lost(lease.as_mut()), if busy => {
+                    // Stop talking to Jamf at once: the next holder may start any moment.
+                    for (req, abort) in running.iter_mut().filter_map(Option::take) {
+                        abort.abort();
                         tracing::warn!(what = %req.op.label(req.kind), "lost the instance: the run in progress was abandoned");
                         self.runner.done(&req);
-                        self.health.idle(self.name);
-                        continue;
+                        self.health.idle(self.name, req.kind.as_str());
                     }
+                    lanes.abort_all();
+                    while lanes.join_next().await.is_some() {}
+                }
+                req = rx.recv() => match req {
+                    Some(r) => self.queue(r),
+                    None => break,
                 },
-            };
-            let ok = match result {
-                Ok(Ok(ok)) => ok,
-                Ok(Err(e)) => {
-                    tracing::error!(kind = req.kind.as_str(), error = %e, "run could not be recorded: database error");
-                    false
-                }
-                Err(e) => {
-                    self.exec.panicked(req, &panic_message(e)).await;
-                    false
-                }
-            };
-            self.runner.done(&req);
-            self.health.idle(self.name);
-            if let Op::Sync { .. } = req.op {
-                // Syncs only: the alert comparing it with the last success is about syncs.
-                metrics::gauge!(metric::LAST_RUN, "jamf_instance" => self.exec.instance(), "kind" => req.kind.as_str())
-                    .set(Utc::now().timestamp() as f64);
             }
-            self.after(req, ok);
         }
+        while let Some(done) = lanes.join_next().await {
+            if let Ok((req, result)) = done {
+                running[req.kind.index()] = None;
+                self.finish(req, result).await;
+            }
+        }
+    }
+
+    fn queue(&self, req: RunRequest) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending[req.kind.index()].push_back(req);
+        }
+    }
+
+    /// Starts the next queued request of every kind that has none running.
+    fn start_ready(
+        &self,
+        lanes: &mut JoinSet<(RunRequest, Result<anyhow::Result<bool>, JoinError>)>,
+        running: &mut [Option<(RunRequest, AbortHandle)>; Kind::COUNT],
+    ) {
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        for (lane, queue) in running.iter_mut().zip(pending.iter_mut()) {
+            while lane.is_none() {
+                let Some(req) = queue.pop_front() else {
+                    break;
+                };
+                if self.lease.as_ref().is_some_and(|l| l.borrow().is_none()) {
+                    tracing::debug!(what = %req.op.label(req.kind), "not holding the instance: its holder runs it");
+                    self.runner.done(&req);
+                    continue;
+                }
+                self.health
+                    .busy(self.name, req.kind.as_str(), self.stuck_after);
+                let exec = self.exec.clone();
+                // The run in a task of its own: its panic is a `JoinError` here, not the
+                // executor's; the lane task only waits for it.
+                let task = tokio::spawn(async move { exec.execute(req).await });
+                *lane = Some((req, task.abort_handle()));
+                lanes.spawn(async move { (req, task.await) });
+            }
+        }
+    }
+
+    /// Records how a run ended and frees its kind.
+    async fn finish(&self, req: RunRequest, result: Result<anyhow::Result<bool>, JoinError>) {
+        let ok = match result {
+            Ok(Ok(ok)) => ok,
+            Ok(Err(e)) => {
+                tracing::error!(kind = req.kind.as_str(), error = %e, "run could not be recorded: database error");
+                false
+            }
+            Err(e) => {
+                self.exec.panicked(req, &panic_message(e)).await;
+                false
+            }
+        };
+        self.runner.done(&req);
+        self.health.idle(self.name, req.kind.as_str());
+        if let Op::Sync { .. } = req.op {
+            // Syncs only: the alert comparing it with the last success is about syncs.
+            metrics::gauge!(metric::LAST_RUN, "jamf_instance" => self.exec.instance(), "kind" => req.kind.as_str())
+                .set(Utc::now().timestamp() as f64);
+        }
+        self.after(req, ok);
     }
 
     /// Clears the retry state of a run that succeeded; plans the retry of one that did not.
@@ -498,6 +570,82 @@ mod tests {
             "no retry pending after a success"
         );
         assert!(!task.is_finished(), "the executor survived the panic");
+        task.abort();
+    }
+
+    /// Holds each run for a while and records which ran at once.
+    #[derive(Default)]
+    struct Slow {
+        running: Mutex<Vec<RunRequest>>,
+        /// The largest set of runs seen at once.
+        widest: Mutex<Vec<RunRequest>>,
+        done: AtomicU32,
+    }
+
+    impl Executes for Slow {
+        async fn execute(&self, req: RunRequest) -> anyhow::Result<bool> {
+            if let Ok(mut running) = self.running.lock() {
+                running.push(req);
+                if let Ok(mut widest) = self.widest.lock() {
+                    if running.len() > widest.len() {
+                        *widest = running.clone();
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok(mut running) = self.running.lock() {
+                running.retain(|r| !(r.kind == req.kind && r.op == req.op));
+            }
+            self.done.fetch_add(1, Ordering::SeqCst);
+            Ok(true)
+        }
+        async fn panicked(&self, _req: RunRequest, _message: &str) {}
+        fn stopping(&self) -> bool {
+            false
+        }
+        async fn stopped(&self) {
+            std::future::pending::<()>().await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kinds_run_beside_each_other_and_a_kinds_operations_in_turn() {
+        let slow = Arc::new(Slow::default());
+        let (runner, rx) = Runner::new();
+        let executor = Arc::new(Executor::new(
+            slow.clone(),
+            runner.clone(),
+            rx,
+            Arc::new(Health::default()),
+            &SyncConfig::default(),
+            Arc::new(Mutex::new(HashMap::new())),
+        ));
+        let task = tokio::spawn(executor.clone().run());
+        assert!(runner.request(Kind::Computers, false, Trigger::Schedule));
+        assert!(runner.request(Kind::MobileDevices, false, Trigger::Schedule));
+        assert!(runner.request_op(Kind::Computers, Op::Groups, Trigger::Schedule));
+        assert!(runner.request_op(Kind::MobileDevices, Op::Reconcile, Trigger::Schedule));
+        // Coalesced: a sync of computers is already queued.
+        assert!(!runner.request(Kind::Computers, true, Trigger::Api));
+        for _ in 0..100 {
+            if slow.done.load(Ordering::SeqCst) == 4 && runner.is_idle() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(slow.done.load(Ordering::SeqCst), 4);
+        assert!(runner.is_idle());
+        let widest = slow.widest.lock().map(|w| w.clone()).unwrap_or_default();
+        // Two at once, never more: one per kind.
+        assert_eq!(widest.len(), 2, "{widest:?}");
+        assert_ne!(widest[0].kind, widest[1].kind, "{widest:?}");
+        // Both runs were marked busy and both idle again (unsupervised here, so not "up").
+        let (_, details) = executor.health.report();
+        assert_eq!(
+            details["executor"]["busy_secs"],
+            serde_json::Value::Null,
+            "{details}"
+        );
         task.abort();
     }
 

@@ -28,8 +28,9 @@ struct TaskHealth {
     up: bool,
     restarts: u64,
     last_error: Option<String>,
-    /// Working on one item since, and how long that may take before the task counts as stuck.
-    busy: Option<(Instant, Duration)>,
+    /// The items it works on (a run per kind), each since when and how long it may take
+    /// before the task counts as stuck.
+    busy: BTreeMap<String, (Instant, Duration)>,
 }
 
 /// The health of every supervised task, plus extra checks (the scheduler's chain).
@@ -45,14 +46,19 @@ impl Health {
         }
     }
 
-    /// The task started working on an item that should be done within `limit`.
-    pub fn busy(&self, name: &'static str, limit: Duration) {
-        self.update(name, |t| t.busy = Some((Instant::now(), limit)));
+    /// The task started working on `item` (one of several it may work on at once), which
+    /// should be done within `limit`.
+    pub fn busy(&self, name: &'static str, item: &str, limit: Duration) {
+        self.update(name, |t| {
+            t.busy.insert(item.to_string(), (Instant::now(), limit));
+        });
     }
 
-    /// The task finished its item.
-    pub fn idle(&self, name: &'static str) {
-        self.update(name, |t| t.busy = None);
+    /// The task finished `item`.
+    pub fn idle(&self, name: &'static str, item: &str) {
+        self.update(name, |t| {
+            t.busy.remove(item);
+        });
     }
 
     /// Whether every task is up and none is stuck, and the details per task.
@@ -63,8 +69,11 @@ impl Health {
         let mut healthy = true;
         let mut out = serde_json::Map::new();
         for (name, t) in tasks.iter() {
-            let busy_for = t.busy.map(|(since, _)| since.elapsed());
-            let stuck = t.busy.is_some_and(|(since, limit)| since.elapsed() > limit);
+            let busy_for = t.busy.values().map(|(since, _)| since.elapsed()).max();
+            let stuck = t
+                .busy
+                .values()
+                .any(|(since, limit)| since.elapsed() > *limit);
             let state = match (t.up, stuck) {
                 (false, _) => "down",
                 (true, true) => "stuck",
@@ -132,7 +141,7 @@ pub async fn supervise<F, Fut>(
         metrics::counter!(metric::TASK_RESTARTS, "task" => name).increment(1);
         health.update(name, |t| {
             t.up = false;
-            t.busy = None;
+            t.busy.clear();
             t.restarts += 1;
             t.last_error = Some(why);
         });
@@ -185,14 +194,18 @@ mod tests {
     async fn a_task_busy_past_its_limit_is_stuck() {
         let health = Health::default();
         health.update("executor", |t| t.up = true);
-        health.busy("executor", Duration::from_secs(3600));
+        health.busy("executor", "computers", Duration::from_secs(3600));
         assert!(health.report().0);
-        health.busy("executor", Duration::from_millis(20));
+        // A second item beside the first; it alone runs past its limit.
+        health.busy("executor", "mobile_devices", Duration::from_millis(20));
         tokio::time::sleep(Duration::from_millis(50)).await;
         let (healthy, details) = health.report();
         assert!(!healthy);
         assert_eq!(details["executor"]["state"], "stuck");
-        health.idle("executor");
+        // The item that is fine finishing does not clear the stuck one.
+        health.idle("executor", "computers");
+        assert!(!health.report().0);
+        health.idle("executor", "mobile_devices");
         assert!(health.report().0);
     }
 }

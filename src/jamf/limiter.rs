@@ -24,6 +24,7 @@
 //! `max_concurrency` from measured latency and back-pressure, and may impose a gap between
 //! request starts. Every attempt reports its outcome through [`Limiter::observe`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -48,6 +49,9 @@ pub struct Limiter {
     wake: Arc<Notify>,
     /// Earliest start of the next request when pacing imposes a gap.
     next_start: Mutex<Instant>,
+    /// Requests in flight per pacing class, for the cap on classes pacing has not timed yet
+    /// ([`Controller::cap_for`]).
+    by_class: ClassCounts,
 }
 
 /// Shared between the limiter and the connection gate.
@@ -80,12 +84,17 @@ impl ConnState {
     }
 }
 
+/// Requests in flight per pacing class, shared by the limiter and its permits.
+type ClassCounts = Arc<Mutex<HashMap<&'static str, i64>>>;
+
 /// Held while one request attempt is on the wire.
 #[derive(Debug)]
 pub struct Permit {
     conns: Arc<ConnState>,
     wake: Arc<Notify>,
     instance: String,
+    /// The pacing class counted in [`Limiter::by_class`], if any.
+    class: Option<(&'static str, ClassCounts)>,
 }
 
 impl Limiter {
@@ -101,6 +110,7 @@ impl Limiter {
             pacing: Controller::new(pacing, max).named(instance),
             wake: Arc::new(Notify::new()),
             next_start: Mutex::new(Instant::now()),
+            by_class: Arc::new(Mutex::new(HashMap::new())),
             conns: Arc::new(ConnState {
                 in_flight: in_flight.clone(),
                 live: AtomicI64::new(0),
@@ -132,12 +142,13 @@ impl Limiter {
         self.wake.notify_waiters();
     }
 
-    /// Feeds one attempt's outcome to the pacing controller.
-    pub fn observe(&self, endpoint: &str, latency: Duration, signal: Signal) {
-        if self.pacing.observe(endpoint, latency, signal).is_some() {
-            // A higher limit may let waiters through.
-            self.wake.notify_waiters();
-        }
+    /// Feeds one attempt's outcome (for its pacing class, sent at pacing `epoch`) to the
+    /// pacing controller.
+    pub fn observe(&self, class: &'static str, latency: Duration, signal: Signal, epoch: u64) {
+        // A higher limit, or a class's first sample (which lifts its cap), may let waiters
+        // through.
+        self.pacing.observe_sent(class, latency, signal, epoch);
+        self.wake.notify_waiters();
     }
 
     /// An attempt's connection died (reset, timeout): it no longer counts.
@@ -151,19 +162,18 @@ impl Limiter {
 
     /// Waits for a free slot under the current limit (and the pacing gap, if any).
     pub async fn acquire(&self) -> Permit {
+        self.acquire_for(None).await
+    }
+
+    /// [`Limiter::acquire`] for a request of a pacing class: a class pacing has not timed yet
+    /// also waits for its own cap ([`Controller::cap_for`]).
+    pub async fn acquire_for(&self, class: Option<&'static str>) -> Permit {
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             // Registered before the check, so a release between check and wait is not lost.
             notified.as_mut().enable();
-            let limit = i64::from(self.pacing.limit());
-            if self
-                .in_flight
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < limit).then_some(n + 1)
-                })
-                .is_ok()
-            {
+            if self.try_take(class) {
                 break;
             }
             notified.await;
@@ -187,6 +197,7 @@ impl Limiter {
             conns: self.conns.clone(),
             wake: self.wake.clone(),
             instance: self.instance.clone(),
+            class: class.map(|c| (c, self.by_class.clone())),
         };
         let gap = self.pacing.delay();
         if !gap.is_zero() {
@@ -205,6 +216,12 @@ impl Limiter {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some((class, counts)) = &self.class {
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = counts.get_mut(class) {
+                *n = (*n - 1).max(0);
+            }
+        }
         *self
             .conns
             .last_release
@@ -214,6 +231,37 @@ impl Drop for Permit {
         metrics::gauge!(metric::IN_FLIGHT, "jamf_instance" => self.instance.clone())
             .set(now as f64);
         self.wake.notify_waiters();
+    }
+}
+
+impl Limiter {
+    /// Takes a slot under the limit and, for a class, under its cap; counts the class.
+    fn try_take(&self, class: Option<&'static str>) -> bool {
+        let limit = i64::from(self.pacing.limit());
+        let global = |this: &Self| {
+            this.in_flight
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        let Some(class) = class else {
+            return global(self);
+        };
+        let mut counts = self.by_class.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.get(class).copied().unwrap_or(0);
+        if self
+            .pacing
+            .cap_for(class)
+            .is_some_and(|cap| n >= i64::from(cap))
+        {
+            return false;
+        }
+        if !global(self) {
+            return false;
+        }
+        counts.insert(class, n + 1);
+        true
     }
 }
 

@@ -240,6 +240,12 @@ impl JamfClient {
         self.limiter.limit()
     }
 
+    /// Whether pacing is in its slow start below the maximum (see
+    /// [`pacing::Controller::ramping`]).
+    pub fn ramping(&self) -> bool {
+        self.limiter.pacing().ramping()
+    }
+
     /// The Jamf server this client talks to (its origin): what pacing memory is kept for.
     pub fn server(&self) -> String {
         self.settings.url.origin().ascii_serialization()

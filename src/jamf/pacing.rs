@@ -9,10 +9,20 @@
 //! with answers that were not themselves slow, so an overloaded server cannot teach the
 //! controller that slow is normal.
 //!
-//! - **Start low, grow additively.** The limit starts at `initial_limit` and grows by one after
-//!   `increase_after × limit` healthy answers in a row at the current limit; until the first
-//!   back-pressure it grows after every `increase_after` answers (slow start), so a healthy
-//!   server is at full speed within a few dozen requests.
+//! - **Start low, double, then grow additively.** The limit starts at `initial_limit`. Until
+//!   the first back-pressure (slow start, as TCP's) it grows by one per healthy answer, i.e. it
+//!   doubles per round trip, and answers are judged against their class's baseline from its
+//!   second sample on (the floors below keep a one-sample baseline from reading noise as
+//!   load); so a healthy server is at five connections after two round trips, even when a
+//!   round trip is a half-second list page. After back-pressure it grows by one after
+//!   `increase_after × limit` healthy answers in a row, once the class has `warmup` samples.
+//!   Doubling overshoots by up to a round trip: at the first back-pressure, the samples of
+//!   classes still in their warm-up (taken during the overshoot) are dropped and learned
+//!   again at the cut limit. During slow start, a class with no sample yet sends at most
+//!   `initial_limit` requests at once.
+//! - **Probes are their own class.** A list page of a few records (the one-record probe that
+//!   asks for `totalCount`) costs a fraction of a full page; judging full pages against it
+//!   would read every page as slow.
 //! - **Cut multiplicatively** (× `decrease_factor`, never below 1) on back-pressure: 429,
 //!   QuotaViolation, 502/503/504, timeouts, and answers slower than
 //!   `mean + max(slow_deviations × deviation, slow_floor × mean, slow_min_ms)` once the class
@@ -32,8 +42,9 @@ use crate::domain::{ClassBaseline, PacingMemory};
 use crate::telemetry::metric;
 
 /// Every endpoint class [`class_of`] names.
-const CLASSES: [&str; 6] = [
+const CLASSES: [&str; 7] = [
     "auth",
+    "probe",
     "advanced_search",
     "classic_record",
     "detail",
@@ -66,9 +77,11 @@ struct State {
     classes: HashMap<&'static str, Baseline>,
     quiet_until: Option<Instant>,
     delay: Duration,
-    /// No back-pressure seen yet: grow after `increase_after` answers, not × limit (slow
-    /// start), so a healthy server is at full speed after a few dozen requests.
+    /// No back-pressure seen yet: grow by one per healthy answer (slow start).
     slow_start: bool,
+    /// Counts the cuts: an answer to a request sent before the latest cut says nothing about
+    /// the new limit.
+    epoch: u64,
 }
 
 /// The controller; the limiter asks it for the current limit and gap.
@@ -79,6 +92,18 @@ pub struct Controller {
     state: Mutex<State>,
     /// The `jamf_instance` label of the metrics.
     instance: String,
+}
+
+/// List pages of at most this many records are probes, timed apart from full pages.
+const PROBE_RECORDS: u32 = 10;
+
+/// The pacing class of a request: its endpoint's, except that a list page of at most
+/// [`PROBE_RECORDS`] records is a `probe`.
+pub fn class_of_request(endpoint: &str, page_size: Option<u32>) -> &'static str {
+    match class_of(endpoint) {
+        "list" if page_size.is_some_and(|n| n <= PROBE_RECORDS) => "probe",
+        class => class,
+    }
 }
 
 /// Endpoint classes with their own latency baseline.
@@ -116,6 +141,7 @@ impl Controller {
                 quiet_until: None,
                 delay: Duration::ZERO,
                 slow_start: true,
+                epoch: 0,
             }),
         }
     }
@@ -140,6 +166,33 @@ impl Controller {
 
     pub fn limit(&self) -> u32 {
         self.lock().limit
+    }
+
+    /// How many requests of `class` may be in flight at once, when that is capped: during
+    /// slow start, a class with no sample yet (nor one of its family: list pages and probes
+    /// are one listing) sends at most `initial_limit` at once, so its first samples are taken
+    /// below any overload whatever limit the other classes reached; its baseline then judges
+    /// the rest.
+    pub fn cap_for(&self, class: &str) -> Option<u32> {
+        if !self.cfg.adaptive {
+            return None;
+        }
+        let st = self.lock();
+        let timed = |c: &str| st.classes.get(c).is_some_and(|b| b.n > 0);
+        let family = match class {
+            "list" => "probe",
+            "probe" => "list",
+            other => other,
+        };
+        (st.slow_start && !timed(class) && !timed(family))
+            .then(|| self.cfg.initial_limit.clamp(1, self.max))
+    }
+
+    /// Still finding the server's pace: adaptive, no back-pressure seen yet, below the
+    /// maximum. Listings ask for one-record pages meanwhile.
+    pub fn ramping(&self) -> bool {
+        let st = self.lock();
+        self.cfg.adaptive && st.slow_start && st.limit < self.max
     }
 
     /// Minimum gap between request starts right now.
@@ -213,14 +266,37 @@ impl Controller {
         true
     }
 
-    /// Feeds one attempt's outcome; returns the new limit when it changed.
-    pub fn observe(&self, endpoint: &str, latency: Duration, signal: Signal) -> Option<u32> {
+    /// The number of cuts so far; [`Controller::observe_sent`] takes it as of a request's send.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Feeds one attempt's outcome for a class (see [`class_of_request`]), sent now; returns
+    /// the new limit when it changed.
+    pub fn observe(&self, class: &'static str, latency: Duration, signal: Signal) -> Option<u32> {
+        let epoch = self.epoch();
+        self.observe_sent(class, latency, signal, epoch)
+    }
+
+    /// [`Controller::observe`] for a request sent at `epoch`: a healthy answer to a request
+    /// sent before the latest cut is neither learned nor counted (it went out under the old
+    /// limit, into the overload the cut answered; learning it would teach the baseline that
+    /// slow is normal).
+    pub fn observe_sent(
+        &self,
+        class: &'static str,
+        latency: Duration,
+        signal: Signal,
+        epoch: u64,
+    ) -> Option<u32> {
         if !self.cfg.adaptive {
             return None;
         }
-        let class = class_of(endpoint);
         let now = Instant::now();
         let mut st = self.lock();
+        if signal == Signal::Ok && epoch != st.epoch {
+            return None;
+        }
         let before = st.limit;
         let secs = latency.as_secs_f64();
         match signal {
@@ -232,7 +308,15 @@ impl Controller {
                     + (self.cfg.slow_deviations * b.dev)
                         .max(self.cfg.slow_floor * b.mean)
                         .max(self.cfg.slow_min_ms as f64 / 1000.0);
-                if b.n >= self.cfg.warmup && secs > threshold {
+                // In slow start one sample is a baseline: growing by one per answer on an
+                // unjudged warm-up would reach five on an overloaded server and learn its
+                // latency as normal.
+                let warmup = if st.slow_start {
+                    self.cfg.warmup.min(1)
+                } else {
+                    self.cfg.warmup
+                };
+                if b.n >= warmup && secs > threshold {
                     self.cut(&mut st, class, now);
                 } else {
                     let a = self.cfg.ewma_alpha;
@@ -255,12 +339,16 @@ impl Controller {
                     // Only answers judged against an established baseline count as healthy:
                     // growing while the baseline is still being learned would let it learn
                     // an overloaded server's latency as normal.
-                    if b.n < self.cfg.warmup {
+                    if b.n < warmup {
                         return None;
                     }
                     st.healthy += 1;
-                    let per = if st.slow_start { 1 } else { st.limit };
-                    if st.healthy >= self.cfg.increase_after.max(1) * per {
+                    let needed = if st.slow_start {
+                        1
+                    } else {
+                        self.cfg.increase_after.max(1) * st.limit
+                    };
+                    if st.healthy >= needed {
                         st.healthy = 0;
                         if st.limit < self.max {
                             st.limit += 1;
@@ -286,9 +374,17 @@ impl Controller {
         let rtt = st.classes.get(class).map(|b| b.mean).unwrap_or(0.0);
         st.quiet_until = Some(now + Duration::from_secs_f64(rtt.max(0.1)));
         st.healthy = 0;
+        if st.slow_start {
+            // Slow start overshoots by up to a round trip's doubling: the few samples of a
+            // class still warming up were likely taken under the overload just detected.
+            // They are learned again at the cut limit.
+            let warmup = self.cfg.warmup;
+            st.classes.retain(|_, b| b.n >= warmup);
+        }
         st.slow_start = false;
         let cut = (f64::from(st.limit) * self.cfg.decrease_factor).floor() as u32;
         st.limit = cut.max(1);
+        st.epoch += 1;
         if self.cfg.max_delay_ms > 0 {
             let floor = Duration::from_millis(self.cfg.min_delay_ms.max(50));
             st.delay = (st.delay * 2)
@@ -313,7 +409,7 @@ mod tests {
         let learned = Controller::new(cfg.clone(), 5);
         assert_eq!(learned.memory(), None, "nothing learned yet");
         for _ in 0..40 {
-            learned.observe("/api/v4/computers-inventory", ms(20), Signal::Ok);
+            learned.observe("list", ms(20), Signal::Ok);
         }
         let Some(memory) = learned.memory() else {
             panic!("nothing learned from 40 answers")
@@ -327,7 +423,7 @@ mod tests {
         assert!(next.warm(&memory));
         assert_eq!(next.limit(), 5);
         // The baseline came along: a slow answer cuts at once, without a new warm-up.
-        next.observe("/api/v4/computers-inventory", ms(400), Signal::Ok);
+        next.observe("list", ms(400), Signal::Ok);
         assert_eq!(next.limit(), 2);
         // Only a controller that learned nothing itself is warmed.
         assert!(!next.warm(&memory));
@@ -356,14 +452,14 @@ mod tests {
         // `n` answers of 20 ms from a detail endpoint with this signal.
         let answers = |n: usize, signal: Signal| {
             for _ in 0..n {
-                c.observe("/api/v4/computers-inventory-detail/{id}", ms(20), signal);
+                c.observe("detail", ms(20), signal);
             }
         };
         assert_eq!(c.limit(), 1);
-        answers(2, Signal::Ok);
+        // Slow start: one more per healthy answer.
+        answers(1, Signal::Ok);
         assert_eq!(c.limit(), 2);
-        // Slow start: no back-pressure yet, so two more answers grow it again.
-        answers(2, Signal::Ok);
+        answers(1, Signal::Ok);
         assert_eq!(c.limit(), 3);
         answers(1, Signal::BackPressure);
         assert_eq!(c.limit(), 1);
@@ -371,32 +467,115 @@ mod tests {
         // A second signal within the quiet period does not cut again (nor below 1).
         answers(1, Signal::BackPressure);
         assert_eq!(c.limit(), 1);
-        // Growth halves the gap again.
-        answers(2, Signal::Ok);
+        // After back-pressure, additively: `increase_after × limit` answers per step, and
+        // growth halves the gap again.
+        answers(1, Signal::Ok);
+        assert_eq!(c.limit(), 1);
+        answers(1, Signal::Ok);
         assert_eq!(c.limit(), 2);
         assert!(c.delay() < ms(50));
+        answers(3, Signal::Ok);
+        assert_eq!(c.limit(), 2);
+        answers(1, Signal::Ok);
+        assert_eq!(c.limit(), 3);
+    }
+
+    #[test]
+    fn slow_start_doubles_per_round_trip_and_stops_at_the_first_slow_answer() {
+        let c = Controller::new(PacingConfig::default(), 5);
+        // A round of two half-second pages: the first sets the baseline, the second is judged
+        // against it and grows the limit; the next round's three answers take it to five.
+        let mut limits = Vec::new();
+        for _ in 0..5 {
+            c.observe("list", ms(520), Signal::Ok);
+            limits.push(c.limit());
+        }
+        assert_eq!(limits, [2, 3, 4, 5, 5]);
+
+        // An overloaded server's answers are slow against the first sample: the first one cuts
+        // and ends slow start, so the overload is never learned as normal.
+        let c = Controller::new(PacingConfig::default(), 5);
+        c.observe("detail", ms(40), Signal::Ok);
+        c.observe("detail", ms(40), Signal::Ok);
+        assert_eq!(c.limit(), 3);
+        c.observe("detail", ms(80), Signal::Ok);
+        assert_eq!(c.limit(), 1);
+        // After the cut, growth waits for the class's warm-up again: these are samples.
+        for _ in 0..3 {
+            c.observe("detail", ms(40), Signal::Ok);
+        }
+        assert_eq!(c.limit(), 1);
+    }
+
+    #[test]
+    fn answers_sent_before_a_cut_are_not_learned() {
+        let c = Controller::new(
+            PacingConfig {
+                warmup: 2,
+                ..PacingConfig::default()
+            },
+            5,
+        );
+        let before = c.epoch();
+        c.observe("detail", ms(40), Signal::Ok);
+        c.observe("detail", ms(40), Signal::BackPressure);
+        assert_eq!(c.limit(), 1);
+        // Requests that went out before the cut come back slow: not a baseline.
+        for _ in 0..5 {
+            c.observe_sent("detail", ms(160), Signal::Ok, before);
+        }
+        assert_eq!(c.memory(), None, "nothing learned from them");
+        // Answers sent after it are learned.
+        for _ in 0..2 {
+            c.observe("detail", ms(40), Signal::Ok);
+        }
+        let Some(memory) = c.memory() else {
+            panic!("answers sent after the cut were not learned")
+        };
+        assert!(memory.classes[0].mean < 0.05, "{memory:?}");
+    }
+
+    #[test]
+    fn probes_are_timed_apart_from_full_pages() {
+        assert_eq!(
+            class_of_request("/api/v4/computers-inventory", Some(1)),
+            "probe"
+        );
+        assert_eq!(
+            class_of_request("/api/v4/computers-inventory", Some(100)),
+            "list"
+        );
+        assert_eq!(
+            class_of_request("/api/v4/computers-inventory-detail/{id}", None),
+            "detail"
+        );
+        let c = Controller::new(PacingConfig::default(), 5);
+        c.observe("probe", ms(25), Signal::Ok);
+        // A full page twenty times the probe's time is not slow: it has its own baseline.
+        c.observe("list", ms(520), Signal::Ok);
+        c.observe("list", ms(520), Signal::Ok);
+        assert_eq!(c.limit(), 3);
     }
 
     #[test]
     fn slow_answers_are_back_pressure_after_warmup() {
         let c = Controller::new(
             PacingConfig {
-                initial_limit: 4,
-                increase_after: 100,
+                initial_limit: 5,
                 ..PacingConfig::default()
             },
             5,
         );
         for _ in 0..5 {
-            c.observe("/JSSResource/mobiledevices/id/{id}", ms(20), Signal::Ok);
+            c.observe("classic_record", ms(20), Signal::Ok);
         }
         // 40 ms is within the floors (mean + 25 ms); 60 ms is not.
-        c.observe("/JSSResource/mobiledevices/id/{id}", ms(40), Signal::Ok);
-        assert_eq!(c.limit(), 4);
-        c.observe("/JSSResource/mobiledevices/id/{id}", ms(60), Signal::Ok);
+        c.observe("classic_record", ms(40), Signal::Ok);
+        assert_eq!(c.limit(), 5);
+        c.observe("classic_record", ms(60), Signal::Ok);
         assert_eq!(c.limit(), 2);
         // Another class has its own baseline: a slow list page is not judged by detail times.
-        c.observe("/api/v4/computers-inventory", ms(900), Signal::Ok);
+        c.observe("list", ms(900), Signal::Ok);
         assert_eq!(c.limit(), 2);
     }
 
@@ -410,7 +589,7 @@ mod tests {
             5,
         );
         assert_eq!(c.limit(), 5);
-        c.observe("/api/v4/computers-inventory", ms(1), Signal::BackPressure);
+        c.observe("list", ms(1), Signal::BackPressure);
         assert_eq!(c.limit(), 5);
     }
 

@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 
 use super::auth::{SessionToken, MAX_REAUTHENTICATIONS, TOKEN_SEND_GUARD};
-use super::pacing::Signal;
+use super::pacing::{self, Signal};
 use super::request::{AuthMode, Request};
 use super::{error_chain, JamfClient, JamfError};
 use crate::config::RetryConfig;
@@ -181,7 +181,14 @@ impl JamfClient {
             AuthMode::Session => rb.bearer_auth(session?.value.expose_secret()),
         };
         let queued_at = Instant::now();
-        let permit = self.limiter.acquire().await;
+        let page_size = req
+            .query
+            .iter()
+            .find(|(k, _)| *k == "page-size")
+            .and_then(|(_, v)| v.parse().ok());
+        let pacing_class = pacing::class_of_request(req.endpoint, page_size);
+        let permit = self.limiter.acquire_for(Some(pacing_class)).await;
+        let epoch = self.limiter.pacing().epoch();
         let queued = queued_at.elapsed();
         if session.is_some_and(|t| Instant::now() + TOKEN_SEND_GUARD >= t.expires_at) {
             // Expired while waiting for a connection: renew (holding no slot) and try again.
@@ -285,7 +292,7 @@ impl JamfClient {
             ) => Signal::Neutral,
             Err(_) => Signal::Ok,
         };
-        self.limiter.observe(req.endpoint, latency, signal);
+        self.limiter.observe(pacing_class, latency, signal, epoch);
         metrics::counter!(metric::HTTP_REQUESTS, "jamf_instance" => self.instance().to_string(), "endpoint" => req.endpoint, "method" => method, "status" => class)
             .increment(1);
         Some(Attempt {

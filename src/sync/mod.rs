@@ -211,9 +211,9 @@ impl<S: Store> Engine<S> {
 
     /// What earlier runs tell a listing ([`ListingHint`]): how many devices it
     /// will likely match (the stored fleet for a full listing, the last successful delta's
-    /// count for a delta; 0 when unknown: the listing then starts with its first page, as for
-    /// a small fleet) and, when that is more than two pages, where the stored devices sit in
-    /// the id space. A database error only costs the hint.
+    /// count for a delta; 0 when unknown) and, when that is more than two pages, where the
+    /// stored devices sit in the id space; a full listing into an empty table is `unknown`
+    /// (it probes first). A database error only costs the hint.
     async fn hint_listing(&self, instance: &str, kind: Kind, mode: &str) -> ListingHint {
         let page = self.cfg.page_size;
         let many = |likely: i64| likely > 2 * i64::from(page);
@@ -240,6 +240,7 @@ impl<S: Store> Engine<S> {
         };
         ListingHint {
             likely,
+            unknown: mode == "full" && stored.is_none(),
             stored: stored.filter(|_| many(likely)),
         }
     }

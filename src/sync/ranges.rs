@@ -14,6 +14,7 @@
 //!   (`Run::stored`: every page-th stored id), so a full listing of an unchanged fleet is whole
 //!   pages per span with no probe at all; without that sample (a different page size) the
 //!   probe goes first and gives the count as well. A wrong guess costs a few short pages.
+//!   A first full sync into an empty table knows nothing: it probes first too.
 //! - **Past the known top.** The open top span, once past the highest id known (stored or
 //!   probed), is split as if the ids left were dense: new devices get the next ids.
 //! - **Nothing skipped, nothing twice.** Spans are disjoint and cover every id past the first
@@ -26,6 +27,13 @@
 //!   the span with the most matches left (known from its last answer) is split in two by id,
 //!   once its page has come back (a span is never split under a page in flight, so the page
 //!   cannot cross the new boundary). A span with at most a page left is not split.
+//! - **Ramp pages.** While pacing is in its slow start below the connections allowed, a span's
+//!   next page asks for one record: the limit doubles per round trip, and a round trip of
+//!   one-record pages costs a fraction of a full page's, so a cold start reaches five
+//!   connections within a few tens of milliseconds instead of two or three full pages.
+//!   An overloaded server slows these too: the first slow one ends slow start. Only a
+//!   listing of more than two rounds of full pages at the full width ramps: below that the
+//!   requests they add save no time.
 //! - Pages go to the writer in the order they arrive; shrinking on timeouts and isolating a
 //!   failing device work per span as they did for the one sequential listing.
 //! - **Shrinking** ([`list_with_shrink`]): a page that times out (or answers 504) is asked
@@ -44,6 +52,10 @@ use super::run::Run;
 use crate::jamf::models::InventoryPage;
 use crate::jamf::JamfError;
 use crate::store::StoredIds;
+
+/// Records a span's page asks for while pacing ramps up ([`Pager::ramping`]): the probe's
+/// size, so these pages share its latency baseline (pacing's `probe` class).
+const RAMP_PAGE: u32 = 1;
 
 /// The ids one keyset span covers: above `after` (from the start when `None`), up to and
 /// including `upto` (no end when `None`).
@@ -239,6 +251,13 @@ pub(crate) trait Pager: Sync {
     /// A page as the receiver takes it; the highest id it covers.
     fn convert(&self, page: &InventoryPage) -> (Self::Item, Option<i64>);
 
+    /// Whether pacing is still in its slow start below the connections allowed: pages are
+    /// then asked at [`RAMP_PAGE`] records, as cheap as the probe, so the limit doubles per
+    /// probe-sized round trip instead of per full page.
+    fn ramping(&self) -> bool {
+        false
+    }
+
     /// Reads a stretch Jamf keeps failing on some other way (see [`Recovered`]); by default
     /// it cannot, and the run fails with the error.
     fn recover(
@@ -263,15 +282,21 @@ pub(crate) async fn read_ranges<P: Pager>(
     run.check()?;
     let size = size_of(run, sizing);
     // Up to two pages, reading the first page before probing costs no extra round.
-    let many = width > 1 && run.likely() > 2 * i64::from(size);
+    let many = width > 1 && (run.likely() > 2 * i64::from(size) || run.unknown());
+    // Ramp pages pay off only when the listing outlasts a few rounds of full pages: below
+    // that they are requests added for no time saved.
+    let worth_ramping = |records: i64| records > 2 * width as i64 * i64::from(size);
+    let ramp;
     let mut ranges = match run.stored().filter(|s| s.step == size) {
         Some(stored) if many => {
             run.expect(run.likely());
+            ramp = worth_ramping(run.likely());
             stored_spans(stored, width, run.likely(), size)
         }
         _ if many => {
             let probe = listing.probe().await?;
             run.expect(probe.total);
+            ramp = worth_ramping(probe.total);
             match probe.top {
                 Some(top) => spans_after(None, top, width, probe.total, size),
                 None if probe.total == 0 => return Ok(()),
@@ -291,6 +316,7 @@ pub(crate) async fn read_ranges<P: Pager>(
             let Some(reached) = reached else {
                 return Err(RunError::Other("the first page has no readable id".into()));
             };
+            ramp = worth_ramping(left);
             let pages_left = (left + i64::from(size) - 1) / i64::from(size).max(1);
             let top = if width > 1 && pages_left > 1 {
                 listing.probe().await?.top.unwrap_or(reached)
@@ -328,6 +354,11 @@ pub(crate) async fn read_ranges<P: Pager>(
                 if !r.busy && !r.done {
                     r.busy = true;
                     let span = r.span;
+                    let sizing = if ramp && listing.ramping() {
+                        Sizing::Fixed(RAMP_PAGE)
+                    } else {
+                        sizing
+                    };
                     in_flight.push(async move { (i, page(run, sizing, span, listing).await) });
                 }
             }
@@ -570,7 +601,11 @@ mod tests {
             60,
             PageSizes { max: 100, min: 10 },
             Arc::new(StopSignal::default()),
-            ListingHint { likely, stored },
+            ListingHint {
+                likely,
+                stored,
+                unknown: false,
+            },
         );
         let (tx, mut rx) = mpsc::channel(4);
         let collect = async move {

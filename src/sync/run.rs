@@ -59,6 +59,10 @@ pub(crate) struct ListingHint {
     /// Where the stored devices sit in the id space, when more than two pages are likely: the
     /// listing's spans are cut there without a probe.
     pub stored: Option<StoredIds>,
+    /// Nothing tells how long the listing is (a first full sync into an empty table): it
+    /// probes first, so a large fleet is read in spans from its first page; a fleet of one
+    /// page costs one cheap request more, once.
+    pub unknown: bool,
 }
 
 /// The state of one run.
@@ -111,6 +115,11 @@ impl Run {
     /// How many matches the listing will likely have (0: no idea).
     pub fn likely(&self) -> i64 {
         self.hint.likely
+    }
+
+    /// Whether nothing tells how long the listing is ([`ListingHint::unknown`]).
+    pub fn unknown(&self) -> bool {
+        self.hint.unknown
     }
 
     /// Where the stored devices sit in the id space, when the hint knows.

@@ -107,6 +107,10 @@ impl KeysetList for ComputerSource {
     fn width(&self) -> usize {
         self.workers()
     }
+
+    fn ramping(&self) -> bool {
+        self.client.ramping()
+    }
 }
 
 impl DeviceSource for ComputerSource {

@@ -56,6 +56,9 @@ pub(crate) trait KeysetList: Sync {
 
     /// How many spans of a listing may be read at once: the connections allowed.
     fn width(&self) -> usize;
+
+    /// Whether pacing is still finding the server's pace (see [`Pager::ramping`]).
+    fn ramping(&self) -> bool;
 }
 
 /// Sends the records of every device changed since `since` to the writer, page by page;
@@ -146,6 +149,10 @@ impl<L: KeysetList> Keyset<'_, L> {
 struct Changed<'a, L>(Keyset<'a, L>);
 
 impl<L: KeysetList> Pager for Changed<'_, L> {
+    fn ramping(&self) -> bool {
+        self.0.list.ramping()
+    }
+
     type Item = Batch<L::Record>;
 
     fn page(
@@ -198,6 +205,10 @@ impl<L: KeysetList> Pager for Changed<'_, L> {
 struct Ids<'a, L>(Keyset<'a, L>);
 
 impl<L: KeysetList> Pager for Ids<'_, L> {
+    fn ramping(&self) -> bool {
+        self.0.list.ramping()
+    }
+
     type Item = Vec<i64>;
 
     fn page(

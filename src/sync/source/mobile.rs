@@ -234,6 +234,10 @@ impl KeysetList for MobileDeviceSource {
     fn width(&self) -> usize {
         self.workers()
     }
+
+    fn ramping(&self) -> bool {
+        self.client.ramping()
+    }
 }
 
 impl DeviceSource for MobileDeviceSource {
