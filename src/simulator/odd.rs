@@ -32,10 +32,20 @@ pub enum Oddity {
     LongSerial,
     /// Control characters (NUL, U+0001, a newline) in the device name.
     ControlInName,
+    /// The first application's name holds what a bulk load's text format escapes: a tab, a
+    /// newline, a carriage return (JSON only: XML reads it as a newline), backslashes, the
+    /// text `\N` and a NUL ([`APP_NAME_ESCAPES`]).
+    EscapesInAppName,
 }
 
+/// The application name of [`Oddity::EscapesInAppName`] in a JSON record.
+pub const APP_NAME_ESCAPES: &str = "Tab\there new\nline cr\r back\\slash \\N not null \u{0}end";
+
+/// The same in a Classic XML record.
+pub const APP_NAME_ESCAPES_XML: &str = "Tab\there new\nline back\\slash \\N not null \u{0}end";
+
 impl Oddity {
-    pub const ALL: [Oddity; 8] = [
+    pub const ALL: [Oddity; 9] = [
         Oddity::SurrogateUnread,
         Oddity::SurrogateInName,
         Oddity::LongAppVersion,
@@ -44,6 +54,7 @@ impl Oddity {
         Oddity::LongEaName,
         Oddity::LongSerial,
         Oddity::ControlInName,
+        Oddity::EscapesInAppName,
     ];
 }
 
@@ -94,6 +105,11 @@ pub fn computer(odd: Oddity, id: i64, v: &mut Value) {
         Oddity::LongAppName => {
             if let Some(app) = v.pointer_mut("/applications/0") {
                 set(app, &["name"], json!(incompressible(3000, seed)));
+            }
+        }
+        Oddity::EscapesInAppName => {
+            if let Some(app) = v.pointer_mut("/applications/0") {
+                set(app, &["name"], json!(APP_NAME_ESCAPES));
             }
         }
         Oddity::NulInEaValue => {
@@ -163,6 +179,9 @@ pub fn mobile_xml(odd: Oddity, id: i64, xml: &mut String) {
         }
         Oddity::LongAppName => {
             replace_text(xml, "application_name", &|_| incompressible(3000, seed))
+        }
+        Oddity::EscapesInAppName => {
+            replace_text(xml, "application_name", &|_| APP_NAME_ESCAPES_XML.into())
         }
         Oddity::NulInEaValue => replace_text(xml, "value", &|v| format!("{v}\u{0}after")),
         Oddity::LongEaName => replace_text(xml, "extension_attribute", &|ea| {

@@ -1,7 +1,8 @@
 //! PostgreSQL, for shared and larger deployments: several processes may share the database
 //! (writes fenced by the instance's lease, [`super::lease`]), and rows travel as one array per
 //! column (`UNNEST`, `= ANY($n)`), so each statement's text is fixed and prepared once per
-//! connection; `RETURNING` names the rows written without a second read.
+//! connection; `RETURNING` names the rows written without a second read. Child rows, a
+//! million on a first fill, take the bulk path: `COPY` into a transaction's staging table.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use super::lease::Fence;
 use super::sql::upsert::{insert_columns, upsert_tail};
-use super::sql::{attribute_rows, Backend, SqlStore, Tx, Written, CHUNK};
+use super::sql::{attribute_rows, Backend, SqlStore, Tx, Written};
 use super::views::Dialect;
 use super::Result;
 use crate::domain::children::{ChildTable, Val, ValType};
@@ -54,6 +55,15 @@ impl Backend for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
     const SIZE_SQL: &'static str = "SELECT pg_database_size(current_database())::bigint";
     const RAW_TEXT: &'static str = "raw::text";
+    const INDEXES_SQL: &'static str =
+        "SELECT i.relname::text, pg_get_indexdef(x.indexrelid) FROM pg_index x \
+         JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+         WHERE t.relname = $1 AND t.relnamespace = current_schema()::regnamespace \
+         AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) \
+         ORDER BY 1";
+    const BEGIN_SCHEMA: &'static str = "BEGIN";
+    const SCHEMA_LOCK: &'static str =
+        "SELECT pg_advisory_xact_lock(hashtextextended('jamf-sync deferred indexes', 0))";
 
     fn migrator() -> &'static sqlx::migrate::Migrator {
         static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -129,8 +139,12 @@ impl Backend for Postgres {
         Ok(tx)
     }
 
-    /// Inserts child rows with one `INSERT … SELECT FROM UNNEST(…)` (one array per column):
-    /// the statement's text depends only on the table, so it is prepared once.
+    /// Child rows through PostgreSQL's bulk path: `COPY … FROM STDIN` (text format) into a
+    /// temporary staging table, then one set-based `INSERT … SELECT` into the table. The
+    /// staging table lives only inside this transaction (`ON COMMIT DROP`, so PgBouncer in
+    /// transaction mode can hand the next transaction any server connection) and is dropped
+    /// here already, so the next call of the transaction starts from a new one. `instance`
+    /// travels once, as a parameter, not on every row.
     async fn insert_child_rows(
         tx: &mut Tx<Self>,
         instance: &str,
@@ -141,53 +155,49 @@ impl Backend for Postgres {
             return Ok(());
         }
         let names: Vec<&str> = table.columns.iter().map(|c| c.0).collect();
-        let types: Vec<String> = table
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, t))| {
-                let ty = match t {
-                    ValType::Text => "text[]",
-                    ValType::Bool => "bool[]",
-                    ValType::Int => "bigint[]",
-                    ValType::Time => "timestamptz[]",
-                };
-                format!("${}::{ty}", i + 3)
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO {} (instance, jamf_id, {}) SELECT $1, * FROM UNNEST($2::bigint[], {})",
-            table.name,
-            names.join(", "),
-            types.join(", ")
-        );
-        for part in rows.chunks(CHUNK * 20) {
-            let ids: Vec<i64> = part.iter().map(|(id, _)| *id).collect();
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(instance)
-                .bind(ids);
-            for (i, (_, t)) in table.columns.iter().enumerate() {
-                q = match t {
-                    ValType::Text => q.bind(column(part, i, |v| match v {
-                        Val::Text(x) => Some(x.clone()),
-                        _ => None,
-                    })),
-                    ValType::Bool => q.bind(column(part, i, |v| match v {
-                        Val::Bool(x) => Some(*x),
-                        _ => None,
-                    })),
-                    ValType::Int => q.bind(column(part, i, |v| match v {
-                        Val::Int(x) => Some(*x),
-                        _ => None,
-                    })),
-                    ValType::Time => q.bind(column(part, i, |v| match v {
-                        Val::Time(x) => Some(*x),
-                        _ => None,
-                    })),
-                };
+        let names = names.join(", ");
+        let stage = format!("stage_{}", table.name);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TEMPORARY TABLE {stage} ON COMMIT DROP AS \
+             SELECT jamf_id, {names} FROM {} WITH NO DATA",
+            table.name
+        )))
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY {stage} (jamf_id, {names}) FROM STDIN"))
+            .await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(COPY_SEND_BYTES + 4096);
+        for (id, row) in rows {
+            copy_row(&mut buf, *id, table, row);
+            if buf.len() >= COPY_SEND_BYTES {
+                if let Err(e) = copy.send(buf.as_slice()).await {
+                    let _ = copy.abort("jamf-sync: sending child rows failed").await;
+                    return Err(e.into());
+                }
+                buf.clear();
             }
-            q.execute(&mut **tx).await?;
         }
+        if !buf.is_empty() {
+            if let Err(e) = copy.send(buf.as_slice()).await {
+                let _ = copy.abort("jamf-sync: sending child rows failed").await;
+                return Err(e.into());
+            }
+        }
+        copy.finish().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (instance, jamf_id, {names}) SELECT $1, jamf_id, {names} FROM {stage}",
+            table.name
+        )))
+        .bind(instance)
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {stage}")))
+            .persistent(false)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -321,16 +331,49 @@ impl Backend for Postgres {
     }
 }
 
-/// Column `i` of child rows as one array; a value of another type than the column's (a
-/// programming error in a table's definition) is NULL rather than misaligning the rows.
-fn column<T>(
-    rows: &[(i64, &Vec<Val>)],
-    i: usize,
-    pick: impl Fn(&Val) -> Option<Option<T>>,
-) -> Vec<Option<T>> {
-    rows.iter()
-        .map(|(_, r)| r.get(i).and_then(&pick).flatten())
-        .collect()
+/// How much `COPY` data is gathered before it is sent: large enough that the rows travel
+/// in few messages, small enough that a big write's rows never sit in memory twice over.
+const COPY_SEND_BYTES: usize = 1 << 20;
+
+/// One child row as a line of `COPY`'s text format: tab-separated, `\N` for NULL. A value of
+/// the wrong type for its column is NULL, as a bound parameter's would be.
+fn copy_row(buf: &mut Vec<u8>, id: i64, table: &ChildTable, row: &[Val]) {
+    use std::io::Write as _;
+    let _ = write!(buf, "{id}");
+    for (i, (_, ty)) in table.columns.iter().enumerate() {
+        buf.push(b'\t');
+        match (ty, row.get(i)) {
+            (ValType::Text, Some(Val::Text(Some(v)))) => copy_text(buf, v),
+            (ValType::Bool, Some(Val::Bool(Some(v)))) => buf.push(if *v { b't' } else { b'f' }),
+            (ValType::Int, Some(Val::Int(Some(v)))) => {
+                let _ = write!(buf, "{v}");
+            }
+            (ValType::Time, Some(Val::Time(Some(v)))) => {
+                let _ = write!(
+                    buf,
+                    "{}",
+                    v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                );
+            }
+            _ => buf.extend_from_slice(b"\\N"),
+        }
+    }
+    buf.push(b'\n');
+}
+
+/// Text escaped for `COPY`'s text format. Byte by byte is safe: no byte of a multi-byte UTF-8
+/// character is ASCII. NUL, which PostgreSQL's `text` refuses, becomes U+FFFD as everywhere.
+fn copy_text(buf: &mut Vec<u8>, v: &str) {
+    for b in v.bytes() {
+        match b {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            0 => buf.extend_from_slice("\u{fffd}".as_bytes()),
+            _ => buf.push(b),
+        }
+    }
 }
 
 /// One projected column as a PostgreSQL array parameter.

@@ -70,6 +70,10 @@ impl Backend for Sqlite {
     const SIZE_SQL: &'static str =
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()";
     const RAW_TEXT: &'static str = "raw";
+    const INDEXES_SQL: &'static str = "SELECT name, sql FROM sqlite_master \
+         WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL ORDER BY name";
+    const BEGIN_SCHEMA: &'static str = "BEGIN IMMEDIATE";
+    const SCHEMA_LOCK: &'static str = "";
 
     fn migrator() -> &'static sqlx::migrate::Migrator {
         static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -31,6 +31,7 @@ mod commands;
 mod daemon;
 mod deploy;
 mod docs;
+mod fill;
 mod groups;
 mod hardening;
 mod history;

@@ -7,7 +7,7 @@
 use jamf_sync::config::FetchStrategy;
 use jamf_sync::domain::children::{COMPUTER_APPLICATIONS, MOBILE_DEVICE_APPLICATIONS};
 use jamf_sync::domain::{Kind, RunStatus};
-use jamf_sync::simulator::odd::Oddity;
+use jamf_sync::simulator::odd::{Oddity, APP_NAME_ESCAPES, APP_NAME_ESCAPES_XML};
 use jamf_sync::simulator::SimConfig;
 use jamf_sync::store::Store;
 
@@ -120,7 +120,7 @@ fn odd_ids() -> Vec<(i64, Oddity)> {
     Oddity::ALL
         .iter()
         .enumerate()
-        .map(|(i, o)| (10 + 37 * i as i64, *o))
+        .map(|(i, o)| (10 + 33 * i as i64, *o))
         .collect()
 }
 
@@ -199,6 +199,14 @@ async fn odd_computers_are_stored_whole(db: &TestDb) {
                 d.info.name,
                 Some(format!("{}\u{fffd}\u{1}\nINFO forged", sim_c.name))
             ),
+            Oddity::EscapesInAppName => {
+                let want = APP_NAME_ESCAPES.replace('\0', "\u{fffd}");
+                assert!(
+                    apps.iter()
+                        .any(|(i, v)| *i == id && v[0].as_deref() == Some(want.as_str())),
+                    "tab, newline, CR, backslashes and \\N stored as served, the NUL replaced"
+                );
+            }
         }
     }
 
@@ -252,6 +260,13 @@ async fn odd_mobile_devices_are_stored_whole(db: &TestDb) {
         apps.iter()
             .any(|(id, v)| *id == long_name && v[0].as_ref().map(String::len) == Some(3000)),
         "the 3,000-character application name is stored whole"
+    );
+    let escapes = 3 + 7 * 8;
+    let want = APP_NAME_ESCAPES_XML.replace('\0', "\u{fffd}");
+    assert!(
+        apps.iter()
+            .any(|(id, v)| *id == escapes && v[0].as_deref() == Some(want.as_str())),
+        "the escaped application name is stored as served"
     );
     let control = support::stored_device(db, Kind::MobileDevices, 3 + 7 * 7).await;
     assert!(

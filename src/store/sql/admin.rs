@@ -26,6 +26,9 @@ where
 {
     pub(crate) async fn migrate(&self) -> Result<()> {
         DB::migrator().run(&self.pool).await?;
+        // A first fill that did not end (a crash) left its indexes set aside.
+        self.rebuild_child_indexes(super::fill::Rebuild::Orphaned)
+            .await?;
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! (SQLite or PostgreSQL), and the SQL is grouped by what it keeps: runs and cursors
 //! ([`runs`]), the write path ([`write`]), stored devices ([`devices`]), child tables and
 //! extension attributes ([`children`]), group memberships ([`groups`]), the webhook queue
-//! ([`queue`]), run requests ([`requests`]) and upkeep ([`admin`]).
+//! ([`queue`]), run requests ([`requests`]), first fills' deferred indexes ([`fill`]) and
+//! upkeep ([`admin`]).
 //!
 //! Invariants:
 //! - a statement's text is the same on both backends unless [`Backend`] says otherwise: the
@@ -18,6 +19,7 @@
 pub(super) mod admin;
 pub(super) mod children;
 pub(super) mod devices;
+pub(super) mod fill;
 pub(super) mod groups;
 pub(super) mod queue;
 pub(super) mod requests;
@@ -101,6 +103,13 @@ pub trait Backend:
     const SIZE_SQL: &'static str;
     /// `raw` as text in a select list (PostgreSQL stores `jsonb`).
     const RAW_TEXT: &'static str;
+    /// A table's (`$1`) explicit indexes, as `(name, definition)`: not a key's own.
+    const INDEXES_SQL: &'static str;
+    /// Starts a transaction that changes the schema (no instance's rows).
+    const BEGIN_SCHEMA: &'static str;
+    /// Keeps two processes' index changes apart until the transaction ends ("" = the
+    /// transaction itself does).
+    const SCHEMA_LOCK: &'static str;
 
     /// This backend's embedded migrations.
     fn migrator() -> &'static sqlx::migrate::Migrator;

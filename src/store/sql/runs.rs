@@ -52,10 +52,22 @@ where
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
+        if let (RunKind::Sync(kind), "full") = (run.kind, run.mode) {
+            self.defer_child_indexes(run.instance, kind, id).await?;
+        }
         Ok(id)
     }
 
     pub(crate) async fn finish_run(&self, end: &RunEnd<'_>) -> Result<()> {
+        // Before the run is marked: a finished first fill has its indexes. A failure to build
+        // them does not keep the run from ending; they are built at the next start or run.
+        let rebuilt = match end.kind {
+            RunKind::Sync(_) => self
+                .rebuild_child_indexes(super::fill::Rebuild::Run(end.run_id))
+                .await
+                .map(|_| ()),
+            _ => Ok(()),
+        };
         let mut tx = DB::begin_write(self, end.instance).await?;
         let c = &end.counts;
         let cursor_after = if end.status == RunStatus::Succeeded {
@@ -101,7 +113,7 @@ where
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        rebuilt
     }
 
     pub(crate) async fn interrupt_stale_runs(&self, instance: &str) -> Result<u64> {
