@@ -16,7 +16,8 @@
 //!   process (warm start), and with `--peer-python` jamf-pro-sdk's concurrent paginator; the
 //!   bound is the simulator's summed service time over five connections.
 //! - **mixed**: 1,500 computers and 500 mobile devices synced at once at 20 ms, first run and
-//!   next process.
+//!   next process; then the same through the paths users take: a `jamf-sync sync` process on
+//!   a fresh database (cold), `sync --full` again (warm), and a daemon's first runs.
 
 mod harness;
 mod processes;
@@ -146,6 +147,15 @@ async fn run_scenarios(opts: &BenchOptions) -> anyhow::Result<Vec<Row>> {
                     }
                 }
                 Err(e) => push(Err(e), &format!("mixed {name}")),
+            }
+            let (b, d) = (fresh().await?, fresh().await?);
+            match mixed_process_rows(&b, &d, &http).await {
+                Ok(mixed) => {
+                    for row in mixed {
+                        push(Ok(row), &format!("mixed processes {name}"));
+                    }
+                }
+                Err(e) => push(Err(e), &format!("mixed processes {name}")),
             }
         }
     }

@@ -293,3 +293,153 @@ pub(super) async fn replicas_row(
         spread.join("/")
     )))
 }
+
+/// The sections the process scenarios ask for, pinned: a later change of the defaults must
+/// not move these figures silently.
+const COMPUTER_SECTIONS: &str =
+    "GENERAL,HARDWARE,OPERATING_SYSTEM,USER_AND_LOCATION,EXTENSION_ATTRIBUTES";
+const MOBILE_SECTIONS: &str = "GENERAL,HARDWARE,USER_AND_LOCATION,EXTENSION_ATTRIBUTES";
+
+/// The environment of a `jamf-sync` process against `sim`, writing `database`.
+fn process_env(sim: &SimChild, database: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("JAMF_SYNC__JAMF__URL", sim.url.clone()),
+        ("JAMF_SYNC__JAMF__CLIENT_ID", "jamf-sync-sim".into()),
+        ("JAMF_SYNC__JAMF__CLIENT_SECRET", "sim-secret".into()),
+        ("JAMF_SYNC__DATABASE__URL", database.into()),
+        ("JAMF_SYNC__SYNC__SECTIONS", COMPUTER_SECTIONS.into()),
+        (
+            "JAMF_SYNC__MOBILE_DEVICES__SECTIONS",
+            MOBILE_SECTIONS.into(),
+        ),
+        ("JAMF_SYNC__SYNC__STRATEGY", "inline".into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+}
+
+/// The mixed case through the paths users take: 1,500 computers and 500 mobile devices at
+/// 20 ms, `jamf-sync sync` as a separate process on a fresh database (cold: no pacing memory),
+/// then `sync --full` again (warm), then a daemon's first run (`run`, its catch-up at start) on
+/// another fresh database. Bound: `R × L / 5`.
+pub(super) async fn mixed_process_rows(
+    backend: &Backend,
+    daemon_backend: &Backend,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<Row>> {
+    let sim = SimChild::start(1500, 500, 20, 0)?;
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    let row = |wall: f64, requests: u64, note: &str| {
+        let bound = requests as f64 * 0.020 / 5.0;
+        Row {
+            scenario: "mixed".into(),
+            backend: backend.name.into(),
+            devices: 2000,
+            latency_ms: 20,
+            wall_secs: wall,
+            requests,
+            bound_secs: Some(bound),
+            bound_ratio: Some(bound / wall),
+            records_per_sec: Some(2000.0 / wall),
+            cpu_secs_per_1000: None,
+            peak_rss_mb: None,
+            note: format!("1,500 computers inline + 500 mobile devices (search + Classic); {note}"),
+        }
+    };
+    for (args, note) in [
+        (
+            &["sync"][..],
+            "`jamf-sync sync` process, fresh database (cold)",
+        ),
+        (
+            &["sync", "--full"][..],
+            "`jamf-sync sync --full` process, next run (warm start)",
+        ),
+    ] {
+        let before = sim.requests(http).await?;
+        let t0 = Instant::now();
+        let out = Command::new(&exe)
+            .args(args)
+            .envs(process_env(&sim, &backend.url))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()?;
+        let wall = t0.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(anyhow!(
+                "{args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let requests = sim.requests(http).await?.saturating_sub(before + 1);
+        rows.push(row(wall, requests, note));
+    }
+
+    // The daemon: its start-up catch-up runs both kinds, as a new user's first `run` does.
+    let db = crate::store::Db::connect(
+        &crate::config::DatabaseUrl::parse(secrecy::SecretString::from(
+            daemon_backend.url.clone(),
+        ))?,
+        2,
+    )
+    .await?;
+    let before = sim.requests(http).await?;
+    let t0 = Instant::now();
+    let mut daemon = Command::new(&exe)
+        .arg("run")
+        .envs(process_env(&sim, &daemon_backend.url))
+        .env("JAMF_SYNC__SERVER__LISTEN", "127.0.0.1:0")
+        .env("JAMF_SYNC__SYNC__SCHEDULE", "0 0 0 1 1 *")
+        .env("JAMF_SYNC__MOBILE_DEVICES__SCHEDULE", "0 0 0 1 1 *")
+        .env("JAMF_SYNC__GROUPS__ENABLED", "false")
+        .env("JAMF_SYNC__RECONCILE__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the daemon")?;
+    let finished = loop {
+        if let Some(status) = daemon.try_wait()? {
+            break Err(anyhow!("the daemon exited: {status}"));
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            break Err(anyhow!("the daemon's first runs did not finish in 120 s"));
+        }
+        // Before migrations ran there is no table to read: not an error yet.
+        let runs = crate::store::Store::recent_runs(&db, "default", 10)
+            .await
+            .unwrap_or_default();
+        let done = |kind: &str| {
+            runs.iter()
+                .find(|r| r.kind == kind && r.status == "succeeded")
+        };
+        if let (Some(c), Some(m)) = (done("computers"), done("mobile_devices")) {
+            // The runs' own span, from the first start to the last finish.
+            let start = c.started_at.min(m.started_at);
+            let end = c.finished_at.max(m.finished_at).unwrap_or(start);
+            let span = (end - start).num_milliseconds() as f64 / 1000.0;
+            break Ok((span, t0.elapsed().as_secs_f64()));
+        }
+        if let Some(r) = runs.iter().find(|r| r.status == "failed") {
+            break Err(anyhow!("the daemon's {} run failed: {:?}", r.kind, r.error));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    db.close().await;
+    let (span, from_start) = finished?;
+    let requests = sim.requests(http).await?.saturating_sub(before + 1);
+    rows.push(Row {
+        backend: daemon_backend.name.into(),
+        ..row(
+            span,
+            requests,
+            &format!(
+                "`jamf-sync run`, its first runs at start-up (fresh database, cold): the runs' \
+                 span; {from_start:.2} s from the process start"
+            ),
+        )
+    });
+    Ok(rows)
+}
