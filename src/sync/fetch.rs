@@ -1,7 +1,9 @@
 //! The worker pool: one request per listed id, as wide as the connection limit (the limiter
 //! decides how many are actually on the wire). On shutdown or at the run deadline the id
 //! stream ends: requests on the wire finish, nothing new starts. A 404 is `missing`; a failure
-//! of one device alone is isolated and recorded; anything else stops the run.
+//! of one device alone is isolated and recorded; anything else stops the run. While a full
+//! batch waits for the writer, the requests on the wire are still polled and one more batch
+//! fills: a slow commit does not idle the connections, and at most two batches wait.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -44,8 +46,13 @@ where
     let (mut isolated, mut read) = (0usize, 0usize);
     let ended = run.ended();
     tokio::pin!(ended);
+    // A full batch waiting for the writer: the requests on the wire are still polled (and
+    // new ones started until a second batch is full), so a slow commit does not leave the
+    // connections idle.
+    let mut ready: Option<Batch<R>> = None;
     loop {
-        while in_flight.len() < workers {
+        let room = ready.is_none() || (batch.size() as usize) < batch_size;
+        while room && in_flight.len() < workers {
             let Some(id) = pending.pop_front() else { break };
             in_flight.push(fetch(id).map(move |result| (id, result)));
         }
@@ -57,6 +64,12 @@ where
                 _ = &mut ended, if listing || !pending.is_empty() => {
                     listing = false;
                     pending.clear();
+                }
+                permit = tx.reserve(), if ready.is_some() => {
+                    let permit = permit.map_err(|_| RunError::Other("writer stopped".into()))?;
+                    if let Some(full) = ready.take() {
+                        permit.send(full);
+                    }
                 }
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
@@ -94,18 +107,22 @@ where
                 },
             }
         }
-        if batch.size() as usize >= batch_size
-            || (done && (batch.size() > 0 || listed > sent_listed))
-        {
+        if done {
+            let last = (batch.size() > 0 || listed > sent_listed).then(|| {
+                batch.listed = listed - sent_listed;
+                batch
+            });
+            for full in ready.into_iter().chain(last) {
+                tx.send(full)
+                    .await
+                    .map_err(|_| RunError::Other("writer stopped".into()))?;
+            }
+            return run.check();
+        }
+        if ready.is_none() && batch.size() as usize >= batch_size {
             batch.listed = listed - sent_listed;
             sent_listed = listed;
-            let full = std::mem::replace(&mut batch, Batch::new(batch_size));
-            tx.send(full)
-                .await
-                .map_err(|_| RunError::Other("writer stopped".into()))?;
-        }
-        if done {
-            return run.check();
+            ready = Some(std::mem::replace(&mut batch, Batch::new(batch_size)));
         }
     }
 }
@@ -179,4 +196,83 @@ where
     }
     gone.sort_unstable();
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{Computer, Kind, RunKind};
+    use crate::sync::run::{ListingHint, PageSizes, StopSignal};
+
+    fn computer(id: i64) -> FetchOne<Computer> {
+        let raw = format!(
+            r#"{{"id":"{id}","general":{{"name":"mac-{id}","reportDate":"2026-12-01T10:00:00Z"}}}}"#
+        );
+        match serde_json::value::RawValue::from_string(raw) {
+            Ok(raw) => Ok(crate::jamf::decode::computer(&raw, chrono::Utc::now())),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_go_on_while_a_full_batch_waits_for_the_writer() {
+        let run = Run::new(
+            Some(1),
+            RunKind::Sync(Kind::Computers),
+            "test",
+            60,
+            PageSizes { max: 100, min: 10 },
+            Arc::new(StopSignal::default()),
+            ListingHint::default(),
+        );
+        let (ids_tx, ids_rx) = mpsc::channel(64);
+        for id in 1..=60 {
+            if ids_tx.send(vec![id]).await.is_err() {
+                panic!("the id channel closed");
+            }
+        }
+        drop(ids_tx);
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let fetch = |id: i64| {
+            let fetched = fetched.clone();
+            async move {
+                fetched.fetch_add(1, Ordering::SeqCst);
+                computer(id)
+            }
+        };
+        // The writer's queue holds one batch and nobody reads it yet.
+        let (tx, mut rx) = mpsc::channel(1);
+        let fetcher = fetch_each(&run, 5, 10, ids_rx, fetch, &tx);
+        tokio::pin!(fetcher);
+        tokio::select! {
+            r = &mut fetcher => panic!("finished with the writer stalled: {:?}", r.err()),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        // One batch queued, one waiting, a third filling: 30 records, not the 20 a fetcher
+        // blocked on the queue reads (measured: 20).
+        let stalled = fetched.load(Ordering::SeqCst);
+        assert!(
+            stalled >= 30,
+            "only {stalled} fetched while the writer stalled"
+        );
+        assert!(stalled < 60, "at most two batches wait: {stalled}");
+        let drain = async {
+            let mut records = 0;
+            while records < 60 {
+                match rx.recv().await {
+                    Some(batch) => records += batch.records.len(),
+                    None => break,
+                }
+            }
+            records
+        };
+        let (done, records) = tokio::join!(&mut fetcher, drain);
+        assert!(done.is_ok(), "{:?}", done.err());
+        assert_eq!(records, 60, "every record reached the writer");
+        assert!(rx.try_recv().is_err(), "and none twice");
+    }
 }
