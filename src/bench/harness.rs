@@ -330,3 +330,29 @@ pub(super) async fn sims_load(
     }
     Ok((requests, peak_connections))
 }
+
+/// A row of the mixed case (1,500 computers + 500 mobile devices at 20 ms): its bound is
+/// `R × L / 5` whichever path ran it.
+pub(super) fn mixed_row(
+    backend: &'static str,
+    wall: f64,
+    requests: u64,
+    records: i64,
+    note: String,
+) -> super::report::Row {
+    let bound = requests as f64 * 0.020 / 5.0;
+    super::report::Row {
+        scenario: "mixed".into(),
+        backend: backend.into(),
+        devices: 2000,
+        latency_ms: 20,
+        wall_secs: wall,
+        requests,
+        bound_secs: Some(bound),
+        bound_ratio: Some(bound / wall),
+        records_per_sec: Some(records as f64 / wall),
+        cpu_secs_per_1000: None,
+        peak_rss_mb: None,
+        note: format!("1,500 computers inline + 500 mobile devices (search + Classic){note}"),
+    }
+}

@@ -330,21 +330,7 @@ pub(super) async fn mixed_process_rows(
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
     let row = |wall: f64, requests: u64, note: &str| {
-        let bound = requests as f64 * 0.020 / 5.0;
-        Row {
-            scenario: "mixed".into(),
-            backend: backend.name.into(),
-            devices: 2000,
-            latency_ms: 20,
-            wall_secs: wall,
-            requests,
-            bound_secs: Some(bound),
-            bound_ratio: Some(bound / wall),
-            records_per_sec: Some(2000.0 / wall),
-            cpu_secs_per_1000: None,
-            peak_rss_mb: None,
-            note: format!("1,500 computers inline + 500 mobile devices (search + Classic); {note}"),
-        }
+        mixed_row(backend.name, wall, requests, 2000, format!("; {note}"))
     };
     for (args, note) in [
         (

@@ -334,22 +334,13 @@ pub(super) async fn mixed_rows(
         // The stats calls of `served` and this one are not the sync's.
         let requests = sim.requests(http).await?.saturating_sub(before + 3);
         let (_, served_bound) = served.since(&sim, http).await?;
-        let bound = requests as f64 * 0.020 / 5.0;
-        rows.push(Row {
-            scenario: "mixed".into(),
-            backend: backend.name.into(),
-            devices: 2000,
-            latency_ms: 20,
-            wall_secs: wall,
+        rows.push(mixed_row(
+            backend.name,
+            wall,
             requests,
-            bound_secs: Some(bound),
-            bound_ratio: Some(bound / wall),
-            records_per_sec: Some((c.counts.fetched + m.counts.fetched) as f64 / wall),
-            cpu_secs_per_1000: None,
-            peak_rss_mb: None,
-            note: format!(
-                "1,500 computers inline + 500 mobile devices (search + Classic) at once; \
-                 simulator's own service time over five {:.2} s (ratio {:.3}); {}",
+            c.counts.fetched + m.counts.fetched,
+            format!(
+                " at once; simulator's own service time over five {:.2} s (ratio {:.3}); {}",
                 served_bound,
                 served_bound / wall,
                 if warm {
@@ -358,7 +349,7 @@ pub(super) async fn mixed_rows(
                     "first run (cold pacing)"
                 }
             ),
-        });
+        ));
     }
     Ok(rows)
 }

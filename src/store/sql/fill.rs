@@ -19,6 +19,17 @@ use super::{Backend, Col, SqlStore};
 use crate::domain::{children, Kind};
 use crate::store::Result;
 
+/// Takes [`Backend::SCHEMA_LOCK`] for this transaction, where the backend has one.
+async fn lock_schema<DB: Backend>(tx: &mut super::Tx<DB>) -> Result<()>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    if !DB::SCHEMA_LOCK.is_empty() {
+        sqlx::query(DB::SCHEMA_LOCK).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Which set-aside indexes to rebuild.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Rebuild {
@@ -56,9 +67,7 @@ where
         // then never wait on each other in a circle.
         for table in tables {
             let mut tx = DB::begin_write(self, instance).await?;
-            if !DB::SCHEMA_LOCK.is_empty() {
-                sqlx::query(DB::SCHEMA_LOCK).execute(&mut *tx).await?;
-            }
+            lock_schema(&mut tx).await?;
             let any: Option<(i32,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT 1 FROM {} LIMIT 1",
                 table.name
@@ -136,9 +145,7 @@ where
                 continue;
             };
             let mut tx = self.pool.begin_with(DB::BEGIN_SCHEMA).await?;
-            if !DB::SCHEMA_LOCK.is_empty() {
-                sqlx::query(DB::SCHEMA_LOCK).execute(&mut *tx).await?;
-            }
+            lock_schema(&mut tx).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE INDEX IF NOT EXISTS {rest}"
             )))
